@@ -1,0 +1,44 @@
+// Package imagefiles holds, in one visible folder, the files that go into a
+// ClusterDebian image: root/ is copied into the image's root file system as it
+// is (systemd units, motd, man pages), templates/ are rendered at build or boot
+// time (the login banner, the boot menu).
+package imagefiles
+
+import (
+	"embed"
+	"io/fs"
+	"strings"
+)
+
+//go:embed all:root
+var rootFS embed.FS
+
+//go:embed templates
+var templatesFS embed.FS
+
+// Root returns the tree copied into the image root.
+func Root() fs.FS {
+	sub, err := fs.Sub(rootFS, "root")
+	if err != nil {
+		panic(err)
+	}
+	return sub
+}
+
+// Template returns the text of templates/name.
+func Template(name string) string {
+	b, err := templatesFS.ReadFile("templates/" + name)
+	if err != nil {
+		panic("imagefiles: no template " + name)
+	}
+	return string(b)
+}
+
+// Mode returns the file mode a file of Root() gets in the image. embed does not
+// keep modes, so executables are listed here.
+func Mode(path string) fs.FileMode {
+	if strings.HasPrefix(path, "usr/local/bin/") || strings.HasPrefix(path, "usr/local/sbin/") || strings.HasSuffix(path, ".sh") {
+		return 0o755
+	}
+	return 0o644
+}

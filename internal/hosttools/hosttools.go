@@ -1,0 +1,191 @@
+// Package hosttools knows which Debian tools each part of clusterdebian needs on
+// the machine it runs on, finds the missing ones, and installs them with apt.
+package hosttools
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Purpose groups tools by what needs them.
+type Purpose string
+
+const (
+	Build Purpose = "build" // clusterdebian build
+	VM    Purpose = "vm"    // clusterdebian vm, and the end-to-end tests
+	Test  Purpose = "test"  // protocol tests and benchmarks against reference servers
+)
+
+// Purposes lists every purpose, in order.
+var Purposes = []Purpose{Build, VM, Test}
+
+// Tool is one thing that must exist on the host: a command or a file, and the
+// Debian package that provides it.
+type Tool struct {
+	Name    string // what the user knows it as
+	Path    string // a command name (looked up in PATH) or an absolute file path
+	Package string
+	Purpose Purpose
+	Why     string
+}
+
+// Tools is the full list.
+var Tools = []Tool{
+	{"mmdebstrap", "mmdebstrap", "mmdebstrap", Build, "bootstraps the Debian root"},
+	{"debian-archive-keyring", "/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring", Build, "verifies Debian's archive"},
+	{"mksquashfs", "mksquashfs", "squashfs-tools", Build, "compresses the root into squashfs layers"},
+	{"unsquashfs", "unsquashfs", "squashfs-tools", Build, "checks squashfs layers"},
+	{"xorriso", "xorriso", "xorriso", Build, "writes the hybrid ISO"},
+	{"grub-mkimage", "grub-mkimage", "grub-common", Build, "makes the GRUB boot images"},
+	{"GRUB for BIOS", "/usr/lib/grub/i386-pc/boot_hybrid.img", "grub-pc-bin", Build, "BIOS boot from CD and USB"},
+	{"GRUB for UEFI", "/usr/lib/grub/x86_64-efi/linux.mod", "grub-efi-amd64-bin", Build, "UEFI boot"},
+	{"mkfs.vfat", "mkfs.vfat", "dosfstools", Build, "makes the EFI system partition"},
+	{"mcopy", "mcopy", "mtools", Build, "fills the EFI system partition"},
+	{"unshare", "unshare", "util-linux", Build, "keeps the bootstrap's mounts and processes contained"},
+	{"openssl", "openssl", "openssl", Build, "hashes user passwords"},
+	{"qemu-system-x86_64", "qemu-system-x86_64", "qemu-system-x86", VM, "runs cluster VMs"},
+	{"qemu-img", "qemu-img", "qemu-utils", VM, "makes VM disks"},
+	{"OVMF", "/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf", VM, "UEFI firmware for VMs"},
+	{"iPXE ROMs", "/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu", VM, "network boot ROMs for VM NICs"},
+	{"iPXE binaries", "/usr/lib/ipxe/undionly.kpxe", "ipxe", VM, "PXE boot files served to nodes"},
+	{"ip", "ip", "iproute2", VM, "network namespaces, bridges and taps"},
+	{"tftp", "tftp", "tftp-hpa", Test, "TFTP client for protocol tests"},
+	{"in.tftpd", "in.tftpd", "tftpd-hpa", Test, "reference TFTP server for benchmarks"},
+	{"dnsmasq", "dnsmasq", "dnsmasq-base", Test, "a foreign DHCP server for proxy tests"},
+	{"udhcpc", "udhcpc", "udhcpc", Test, "standard DHCP client for protocol tests"},
+	{"tcpdump", "tcpdump", "tcpdump", Test, "packet captures in protocol tests"},
+	{"curl", "curl", "curl", Test, "HTTP client for protocol tests"},
+	{"nginx", "nginx", "nginx-light", Test, "reference HTTP server for benchmarks"},
+	{"busybox", "/bin/busybox", "busybox-static", Test, "tiny initrds for netboot tests"},
+	{"cpio", "cpio", "cpio", Test, "packs test initrds"},
+}
+
+// For returns the tools needed for the given purposes.
+func For(purposes ...Purpose) []Tool {
+	var out []Tool
+	for _, t := range Tools {
+		if slices.Contains(purposes, t.Purpose) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Present reports whether the tool exists on this host.
+func (t Tool) Present() bool {
+	if strings.HasPrefix(t.Path, "/") {
+		_, err := os.Stat(t.Path)
+		return err == nil
+	}
+	_, err := exec.LookPath(t.Path)
+	if err != nil {
+		// root's PATH may lack /usr/sbin under sudo-less shells.
+		for _, dir := range []string{"/usr/sbin", "/sbin"} {
+			if _, err := os.Stat(dir + "/" + t.Path); err == nil {
+				return true
+			}
+		}
+	}
+	return err == nil
+}
+
+// Missing returns the tools among ts that are not on the host.
+func Missing(ts []Tool) []Tool {
+	var out []Tool
+	for _, t := range ts {
+		if !t.Present() {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Packages returns the sorted, de-duplicated packages that provide ts.
+func Packages(ts []Tool) []string {
+	set := map[string]bool{}
+	for _, t := range ts {
+		set[t.Package] = true
+	}
+	out := make([]string, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// MissingError explains which tools are missing and how to get them.
+type MissingError struct{ Tools []Tool }
+
+func (e *MissingError) Error() string {
+	var b strings.Builder
+	b.WriteString("missing host tools:")
+	for _, t := range e.Tools {
+		fmt.Fprintf(&b, "\n  %s (package %s): %s", t.Name, t.Package, t.Why)
+	}
+	fmt.Fprintf(&b, "\ninstall them with: apt-get install %s\n(or run: clusterdebian doctor --fix)", strings.Join(Packages(e.Tools), " "))
+	return b.String()
+}
+
+// Require returns a *MissingError when any of ts is missing.
+func Require(ts []Tool) error {
+	if m := Missing(ts); len(m) > 0 {
+		return &MissingError{Tools: m}
+	}
+	return nil
+}
+
+// AptInstall installs packages non-interactively, running apt-get update first
+// when the package lists look empty or stale. Output goes to w.
+func AptInstall(ctx context.Context, w io.Writer, packages ...string) error {
+	if len(packages) == 0 {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("installing %s needs root; run: sudo apt-get install %s",
+			strings.Join(packages, " "), strings.Join(packages, " "))
+	}
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	run := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = w, w
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("apt-get %s: %w", strings.Join(args, " "), err)
+		}
+		return nil
+	}
+	install := append([]string{"install", "-y", "--no-install-recommends"}, packages...)
+	if err := run(install...); err == nil {
+		return nil
+	}
+	// The usual cause of failure on a fresh machine is missing package lists.
+	if err := run("update"); err != nil {
+		return err
+	}
+	return run(install...)
+}
+
+// HostSuite returns the Debian codename of this host (for example "bookworm"),
+// or "" when it cannot be told.
+func HostSuite() string {
+	f, err := os.Open("/etc/os-release")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VERSION_CODENAME="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
+}

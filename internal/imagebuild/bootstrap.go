@@ -1,0 +1,126 @@
+package imagebuild
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// bootstrapRecipe changes whenever the way the base is made changes, so that
+// old cache entries are not reused for a different recipe.
+const bootstrapRecipe = 1
+
+func (b *build) bootstrapKey() string {
+	return Key("bootstrap", bootstrapRecipe, b.Config.Image.Suite, b.mirror, b.packages, MmdebstrapArgs(nil, "", "", ""))
+}
+
+// MmdebstrapArgs returns mmdebstrap's arguments for a root with packages. The
+// benchmark uses the same arguments for its raw reference run.
+func MmdebstrapArgs(packages []string, suite, target, mirror string) []string {
+	args := []string{
+		"--mode=root",
+		"--variant=important",
+		"--aptopt=Acquire::Retries \"3\"",
+		// Documentation is online; copyright files stay, as Debian requires.
+		"--dpkgopt=path-exclude=/usr/share/doc/*",
+		"--dpkgopt=path-include=/usr/share/doc/*/copyright",
+	}
+	if len(packages) > 0 {
+		args = append(args, "--include="+strings.Join(packages, ","))
+	}
+	if suite != "" {
+		args = append(args, suite, target, mirror)
+	}
+	return args
+}
+
+// MksquashfsArgs returns mksquashfs's arguments: zstd, on every core.
+func MksquashfsArgs(src, dst string, extra ...string) []string {
+	args := []string{src, dst, "-noappend", "-comp", "zstd", "-processors", strconv.Itoa(runtime.NumCPU())}
+	return append(args, extra...)
+}
+
+// unshareArgs wraps a command in its own mount and PID namespaces: whatever it
+// mounts disappears with it, and killing it kills everything it started.
+func unshareArgs(name string, args ...string) []string {
+	return append([]string{"--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--", name}, args...)
+}
+
+var unknownPackageRE = regexp.MustCompile(`E: (?:Unable to locate package ([^\s]+)|Package '([^']+)' has no installation candidate|Couldn't find any package by (?:glob|regex) '([^']+)')`)
+
+func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
+	if err := requireSpace(b.cache.Dir, bootstrapNeed, "the bootstrap"); err != nil {
+		return err
+	}
+	root := filepath.Join(dir, "root")
+	r.stage.Status("mmdebstrap " + b.Config.Image.Suite + " from " + b.mirror)
+	err := r.run(ctx, "unshare", unshareArgs("mmdebstrap", MmdebstrapArgs(b.packages, b.Config.Image.Suite, root, b.mirror)...)...)
+	if err != nil {
+		var te *ToolError
+		if errors.As(err, &te) {
+			for _, line := range te.Tail {
+				if m := unknownPackageRE.FindStringSubmatch(line); m != nil {
+					name := m[1] + m[2] + m[3]
+					return fmt.Errorf("Debian %s (%s) has no package %q: check image.packages, image.desktop and cluster.parallel\n%w",
+						b.Config.Image.Suite, b.mirror, name, err)
+				}
+			}
+		}
+		return err
+	}
+
+	// The kernel and initrd boot from the medium, not from the squashfs.
+	boot := filepath.Join(root, "boot")
+	for pattern, name := range map[string]string{"vmlinuz-*": KernelName, "initrd.img-*": InitrdName} {
+		matches, _ := filepath.Glob(filepath.Join(boot, pattern))
+		if len(matches) == 0 {
+			return fmt.Errorf("the bootstrap has no /boot/%s: is linux-image-amd64 installed?", pattern)
+		}
+		sort.Strings(matches)
+		if err := os.Rename(matches[len(matches)-1], filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	for _, m := range []string{"memtest86+x64.bin", "memtest86+x64.efi"} {
+		if _, err := os.Stat(filepath.Join(boot, m)); err == nil {
+			if err := copyFile(filepath.Join(boot, m), filepath.Join(dir, m), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+
+	// The account files and /etc/skel, for the customize stage.
+	etc := filepath.Join(dir, "etc")
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		return err
+	}
+	for _, f := range []string{"passwd", "group", "shadow", "gshadow"} {
+		if err := copyFile(filepath.Join(root, "etc", f), filepath.Join(etc, f), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := copyTree(filepath.Join(root, "etc", "skel"), filepath.Join(etc, "skel"), 0, 0); err != nil {
+		return err
+	}
+
+	pkgs, err := output(ctx, "dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f", "${Package}\t${Version}\n")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, PackageList), []byte(pkgs), 0o644); err != nil {
+		return err
+	}
+
+	r.stage.Status("mksquashfs base layer")
+	if err := r.run(ctx, "mksquashfs", MksquashfsArgs(root, filepath.Join(dir, BaseLayer))...); err != nil {
+		return err
+	}
+	return removeTree(root)
+}

@@ -1,0 +1,174 @@
+package imagebuild
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+
+	"github.com/clusterdebian/clusterdebian/imagefiles"
+)
+
+// isoRecipe changes whenever the ISO layout changes.
+const isoRecipe = 1
+
+// VolumeID is the ISO's volume label.
+const VolumeID = "CLUSTERDEBIAN"
+
+// GRUB modules built into the boot images, so that the menu never depends on
+// modules found at run time.
+var (
+	grubCommon = []string{"iso9660", "part_msdos", "part_gpt", "normal", "configfile", "search",
+		"search_fs_file", "linux", "chain", "echo", "test", "serial", "terminal", "regexp", "ls",
+		"cat", "reboot", "halt", "sleep", "true", "all_video"}
+	grubBIOS = append([]string{"biosdisk", "linux16"}, grubCommon...)
+	grubEFI  = append([]string{"fat", "efi_gop"}, grubCommon...)
+)
+
+const (
+	grubPCDir      = "/usr/lib/grub/i386-pc"
+	grubEFIDir     = "/usr/lib/grub/x86_64-efi"
+	consoleCmdline = "console=ttyS0,115200n8 console=tty0"
+)
+
+// KernelCmdline returns the live system's kernel parameters after boot=live.
+func (b *build) kernelCmdline() string {
+	return strings.TrimSpace(consoleCmdline + " " + b.Config.Image.KernelCmdline)
+}
+
+func (b *build) isoKey() string {
+	grubVersion, _ := output(context.Background(), "grub-mkimage", "--version")
+	return Key("iso", isoRecipe, b.keys[StageBootstrap], b.keys[StageSquashfs], b.kernelCmdline(),
+		b.Config.Image.BootTimeout, imagefiles.Template("grub.cfg.tmpl"), imagefiles.Template("grub-early.cfg.tmpl"),
+		strings.TrimSpace(grubVersion), b.version)
+}
+
+func render(name string, data any) (string, error) {
+	t, err := template.New(name).Parse(imagefiles.Template(name))
+	if err != nil {
+		return "", err
+	}
+	var sb strings.Builder
+	if err := t.Execute(&sb, data); err != nil {
+		return "", err
+	}
+	return sb.String(), nil
+}
+
+func (b *build) iso(ctx context.Context, dir string, r *runner) error {
+	tree, err := b.cache.TempDir("iso-tree")
+	if err != nil {
+		return err
+	}
+	defer removeTree(tree)
+	work, err := b.cache.TempDir("iso-work")
+	if err != nil {
+		return err
+	}
+	defer removeTree(work)
+
+	boot, squash := b.dirs[StageBootstrap], b.dirs[StageSquashfs]
+	live := filepath.Join(tree, "live")
+	grubDir := filepath.Join(tree, "boot/grub")
+	for _, d := range []string{live, grubDir, filepath.Join(tree, ".disk")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	links := map[string]string{
+		filepath.Join(boot, KernelName):    filepath.Join(live, KernelName),
+		filepath.Join(boot, InitrdName):    filepath.Join(live, InitrdName),
+		filepath.Join(boot, BaseLayer):     filepath.Join(live, BaseLayer),
+		filepath.Join(squash, CustomLayer): filepath.Join(live, CustomLayer),
+	}
+	menu := map[string]any{"Version": b.version, "Timeout": b.Config.Image.BootTimeout, "Cmdline": b.kernelCmdline()}
+	for key, name := range map[string]string{"MemtestBIOS": "memtest86+x64.bin", "MemtestEFI": "memtest86+x64.efi"} {
+		if _, err := os.Stat(filepath.Join(boot, name)); err == nil {
+			links[filepath.Join(boot, name)] = filepath.Join(live, name)
+			menu[key] = name
+		}
+	}
+	for src, dst := range links {
+		if err := linkOrCopy(src, dst); err != nil {
+			return err
+		}
+	}
+
+	// A file only this build's medium has, so GRUB finds its own medium even
+	// when another ClusterDebian stick is plugged in.
+	id := "clusterdebian-" + b.keys[StageISO]
+	cfg, err := render("grub.cfg.tmpl", menu)
+	if err != nil {
+		return err
+	}
+	early, err := render("grub-early.cfg.tmpl", map[string]string{"ID": id})
+	if err != nil {
+		return err
+	}
+	if err := writeFiles(tree, map[string]string{
+		"boot/grub/grub.cfg": cfg,
+		".disk/" + id:        "",
+		".disk/info":         fmt.Sprintf("ClusterDebian %s (Debian %s, amd64)\n", b.version, b.Config.Image.Suite),
+	}); err != nil {
+		return err
+	}
+	earlyPath := filepath.Join(work, "early.cfg")
+	if err := os.WriteFile(earlyPath, []byte(early), 0o644); err != nil {
+		return err
+	}
+
+	r.stage.Status("GRUB boot images")
+	biosImg := filepath.Join(grubDir, "bios.img")
+	if err := r.run(ctx, "grub-mkimage", append([]string{"-O", "i386-pc-eltorito", "-d", grubPCDir, "-p", "/boot/grub",
+		"-c", earlyPath, "-o", biosImg}, grubBIOS...)...); err != nil {
+		return err
+	}
+	efiBin := filepath.Join(work, "bootx64.efi")
+	if err := r.run(ctx, "grub-mkimage", append([]string{"-O", "x86_64-efi", "-d", grubEFIDir, "-p", "/boot/grub",
+		"-c", earlyPath, "-o", efiBin}, grubEFI...)...); err != nil {
+		return err
+	}
+	// The EFI system partition: a small FAT image with \EFI\BOOT\BOOTX64.EFI,
+	// appended to the ISO as MBR partition 2 (type 0xef) and named by the UEFI
+	// El Torito entry.
+	fi, err := os.Stat(efiBin)
+	if err != nil {
+		return err
+	}
+	efiImg := filepath.Join(work, "efi.img")
+	kib := max(fi.Size()/1024+512, 2048)
+	if err := r.run(ctx, "mkfs.vfat", "-C", "-n", "CDEFI", efiImg, fmt.Sprint(kib)); err != nil {
+		return err
+	}
+	if err := r.run(ctx, "mmd", "-i", efiImg, "::/EFI", "::/EFI/BOOT"); err != nil {
+		return err
+	}
+	if err := r.run(ctx, "mcopy", "-i", efiImg, efiBin, "::/EFI/BOOT/BOOTX64.EFI"); err != nil {
+		return err
+	}
+
+	r.stage.Status("xorriso")
+	return r.run(ctx, "xorriso", xorrisoArgs(tree, efiImg, filepath.Join(dir, ISOName))...)
+}
+
+// xorrisoArgs makes one image that boots from CD and USB stick, on BIOS and UEFI:
+// El Torito entries for both, GRUB's hybrid MBR boot code, and an MBR partition
+// table whose second partition is the EFI system partition.
+func xorrisoArgs(tree, efiImg, out string) []string {
+	return []string{"-as", "mkisofs",
+		"-o", out,
+		"-V", VolumeID,
+		"-r", "-J", "-joliet-long", "-iso-level", "3",
+		"--grub2-mbr", grubPCDir + "/boot_hybrid.img",
+		"-partition_offset", "16",
+		"--mbr-force-bootable",
+		"-append_partition", "2", "0xef", efiImg,
+		"-c", "boot/grub/boot.cat",
+		"-b", "boot/grub/bios.img", "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", "--grub2-boot-info",
+		"-eltorito-alt-boot",
+		"-e", "--interval:appended_partition_2:all::", "-no-emul-boot",
+		tree,
+	}
+}

@@ -1,0 +1,311 @@
+// Package vm runs ClusterDebian machines under QEMU with their real firmware:
+// SeaBIOS with the NIC's iPXE ROM, or OVMF for UEFI. It is the harness behind
+// `clusterdebian vm` and the end-to-end tests: start a machine, read its serial
+// console, wait for text on it, power it off.
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Firmware of a machine.
+type Firmware string
+
+const (
+	BIOS Firmware = "bios" // SeaBIOS, with iPXE in the NIC's option ROM
+	UEFI Firmware = "uefi" // OVMF
+)
+
+// Accelerators QEMU can use. KVM is much faster where it works; TCG works everywhere.
+var Accels = []string{"tcg", "kvm"}
+
+// NIC is one network card, joined to a tap device.
+type NIC struct {
+	Tap   string // tap interface name (in Spec.NetNS when set)
+	MAC   string // aa:bb:cc:dd:ee:ff; empty: QEMU picks one
+	Model string // default virtio-net-pci
+	// Boot makes this NIC the first boot device (network boot).
+	Boot bool
+}
+
+// Spec describes one machine.
+type Spec struct {
+	Name      string
+	Firmware  Firmware
+	Accel     string // "tcg" (default) or "kvm"
+	MemoryMiB int    // default 2048
+	CPUs      int    // default 1
+	CDROM     string // an ISO attached as a CD-ROM, first boot device when set
+	USBDisk   string // an image attached as a USB stick (writes go to a snapshot)
+	Disk      string // a disk image (qcow2 or raw) attached as a virtio disk
+	NICs      []NIC
+	// NetNS runs QEMU inside this network namespace (taps live there).
+	NetNS string
+	// Dir holds the machine's serial log, UEFI variables and pid file.
+	Dir       string
+	ExtraArgs []string
+}
+
+// Machine is a running QEMU.
+type Machine struct {
+	Spec       Spec
+	SerialPath string
+	cmd        *exec.Cmd
+	done       chan struct{}
+	waitErr    error
+	mu         sync.Mutex
+}
+
+// OVMF firmware files, newest layout first.
+var ovmfPairs = [][2]string{
+	{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
+	{"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
+}
+
+func findOVMF() (code, vars string, err error) {
+	for _, p := range ovmfPairs {
+		if _, err := os.Stat(p[0]); err == nil {
+			if _, err := os.Stat(p[1]); err == nil {
+				return p[0], p[1], nil
+			}
+		}
+	}
+	return "", "", errors.New("no OVMF firmware found; install the ovmf package (apt-get install ovmf)")
+}
+
+// Validate checks a spec and names what is wrong.
+func (s *Spec) Validate() error {
+	if s.Name == "" {
+		return errors.New("vm: a machine needs a name")
+	}
+	switch s.Firmware {
+	case BIOS, UEFI:
+	case "":
+		s.Firmware = BIOS
+	default:
+		return fmt.Errorf("vm %s: firmware %q: use bios or uefi", s.Name, s.Firmware)
+	}
+	switch s.Accel {
+	case "":
+		s.Accel = "tcg"
+	case "tcg":
+	case "kvm":
+		if _, err := os.Stat("/dev/kvm"); err != nil {
+			return fmt.Errorf("vm %s: --accel kvm: /dev/kvm is not available; use --accel tcg", s.Name)
+		}
+	default:
+		return fmt.Errorf("vm %s: accelerator %q: use tcg or kvm", s.Name, s.Accel)
+	}
+	if s.MemoryMiB == 0 {
+		s.MemoryMiB = 2048
+	}
+	if s.MemoryMiB < 256 {
+		return fmt.Errorf("vm %s: %d MiB of memory is too little; give at least 256 (a live node wants 1024 or more)", s.Name, s.MemoryMiB)
+	}
+	if s.CPUs == 0 {
+		s.CPUs = 1
+	}
+	for _, f := range []struct{ what, path string }{{"CD-ROM image", s.CDROM}, {"USB image", s.USBDisk}, {"disk image", s.Disk}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("vm %s: %s %s: %w", s.Name, f.what, f.path, errors.Unwrap(err))
+		}
+	}
+	if s.Dir == "" {
+		return fmt.Errorf("vm %s: no state folder", s.Name)
+	}
+	return nil
+}
+
+// Args returns QEMU's command line for the spec.
+func (s *Spec) Args() ([]string, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	args := []string{
+		"-name", s.Name,
+		"-machine", "q35,accel=" + s.Accel,
+		"-m", strconv.Itoa(s.MemoryMiB),
+		"-smp", strconv.Itoa(s.CPUs),
+		"-display", "none", "-vga", "none",
+		"-serial", "file:" + filepath.Join(s.Dir, "serial.log"),
+		"-monitor", "unix:" + filepath.Join(s.Dir, "monitor.sock") + ",server,nowait",
+		"-pidfile", filepath.Join(s.Dir, "qemu.pid"),
+		"-no-reboot",
+	}
+	if s.Accel == "kvm" {
+		args = append(args, "-cpu", "host")
+	}
+	if s.Firmware == UEFI {
+		code, vars, err := findOVMF()
+		if err != nil {
+			return nil, err
+		}
+		myVars := filepath.Join(s.Dir, "OVMF_VARS.fd")
+		if _, err := os.Stat(myVars); err != nil {
+			data, err := os.ReadFile(vars)
+			if err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(myVars, data, 0o644); err != nil {
+				return nil, err
+			}
+		}
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
+			"-drive", "if=pflash,format=raw,unit=1,file="+myVars)
+	}
+	boot := 1
+	if s.CDROM != "" {
+		args = append(args, "-drive", "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file="+s.CDROM,
+			"-device", fmt.Sprintf("ide-cd,drive=cd0,bootindex=%d", boot))
+		boot++
+	}
+	if s.USBDisk != "" {
+		args = append(args, "-device", "qemu-xhci,id=xhci",
+			"-drive", "if=none,id=usb0,format=raw,snapshot=on,file="+s.USBDisk,
+			"-device", fmt.Sprintf("usb-storage,bus=xhci.0,drive=usb0,bootindex=%d", boot))
+		boot++
+	}
+	for i, n := range s.NICs {
+		model := n.Model
+		if model == "" {
+			model = "virtio-net-pci"
+		}
+		dev := fmt.Sprintf("%s,netdev=net%d", model, i)
+		if n.MAC != "" {
+			dev += ",mac=" + n.MAC
+		}
+		if n.Boot {
+			dev += fmt.Sprintf(",bootindex=%d", boot)
+			boot++
+		}
+		args = append(args,
+			"-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, n.Tap),
+			"-device", dev)
+	}
+	if len(s.NICs) == 0 {
+		args = append(args, "-nic", "none")
+	}
+	if s.Disk != "" {
+		format := "raw"
+		if strings.HasSuffix(s.Disk, ".qcow2") {
+			format = "qcow2"
+		}
+		args = append(args, "-drive", "if=none,id=disk0,format="+format+",file="+s.Disk,
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=disk0,bootindex=%d", boot))
+	}
+	return append(args, s.ExtraArgs...), nil
+}
+
+// Start boots the machine. The machine runs until Stop, or until it powers off.
+func Start(spec Spec) (*Machine, error) {
+	if spec.Dir != "" {
+		if err := os.MkdirAll(spec.Dir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	args, err := spec.Args()
+	if err != nil {
+		return nil, err
+	}
+	serial := filepath.Join(spec.Dir, "serial.log")
+	os.Remove(serial)
+	name := "qemu-system-x86_64"
+	if spec.NetNS != "" {
+		args = append([]string{"netns", "exec", spec.NetNS, name}, args...)
+		name = "ip"
+	}
+	cmd := exec.Command(name, args...)
+	logf, err := os.Create(filepath.Join(spec.Dir, "qemu.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group, and die with us: a test that crashes leaves no VM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("starting QEMU for %s: %w", spec.Name, err)
+	}
+	m := &Machine{Spec: spec, SerialPath: serial, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		m.waitErr = cmd.Wait()
+		logf.Close()
+		close(m.done)
+	}()
+	return m, nil
+}
+
+// Serial returns everything the machine has written to its serial console.
+func (m *Machine) Serial() string {
+	data, _ := os.ReadFile(m.SerialPath)
+	return string(data)
+}
+
+// Running reports whether QEMU is still running.
+func (m *Machine) Running() bool {
+	select {
+	case <-m.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// ErrExited is returned by WaitFor when the machine stopped first.
+var ErrExited = errors.New("the machine stopped")
+
+// WaitFor waits until the serial console matches re, and returns the match.
+func (m *Machine) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if match := re.FindString(m.Serial()); match != "" {
+			return match, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s: waiting for %q on the serial console: %w", m.Spec.Name, re, ctx.Err())
+		case <-m.done:
+			if match := re.FindString(m.Serial()); match != "" {
+				return match, nil
+			}
+			qlog, _ := os.ReadFile(filepath.Join(m.Spec.Dir, "qemu.log"))
+			return "", fmt.Errorf("%s: %w before %q appeared (%v): %s", m.Spec.Name, ErrExited, re, m.waitErr, strings.TrimSpace(string(qlog)))
+		case <-t.C:
+		}
+	}
+}
+
+// Stop powers the machine off hard and waits for QEMU to exit.
+func (m *Machine) Stop() {
+	if !m.Running() {
+		return
+	}
+	syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+	<-m.done
+}
+
+// Wait waits for QEMU to exit by itself (the guest powered off).
+func (m *Machine) Wait(ctx context.Context) error {
+	select {
+	case <-m.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
