@@ -48,6 +48,7 @@ type Config struct {
 	Cluster Cluster `toml:"cluster"`
 	Users   []User  `toml:"users"`
 	Network Network `toml:"network"`
+	Head    Head    `toml:"head"`
 	Nodes   Nodes   `toml:"nodes"`
 
 	// Dir is the folder relative paths are resolved against: the folder of the
@@ -87,10 +88,17 @@ func (u User) CanSudo() bool { return u.Sudo == nil || *u.Sudo }
 
 // Network holds the [network] table.
 type Network struct {
-	Subnet  string   `toml:"subnet"`
-	DHCP    string   `toml:"dhcp"`
-	DNS     []string `toml:"dns"`
-	Gateway string   `toml:"gateway"`
+	Interface string   `toml:"interface"`
+	Subnet    string   `toml:"subnet"`
+	DHCP      string   `toml:"dhcp"`
+	DNS       []string `toml:"dns"`
+	Gateway   string   `toml:"gateway"`
+}
+
+// Head holds the [head] table: how node1's head daemon runs.
+type Head struct {
+	BootDir  string `toml:"boot_dir"`
+	StateDir string `toml:"state_dir"`
 }
 
 // Nodes holds the [nodes] table.
@@ -100,7 +108,10 @@ type Nodes struct {
 
 // Default returns the embedded default configuration.
 func Default() *Config {
-	c, err := parse(defaultTOML, "default config", ".")
+	c, unknown, err := parse(defaultTOML, "default config", ".")
+	if err == nil && len(unknown) > 0 {
+		err = errors.Join(unknown...)
+	}
 	if err != nil {
 		panic("embedded default config is invalid: " + err.Error())
 	}
@@ -131,22 +142,32 @@ func Load(path string) (*Config, error) {
 // Parse decodes a config file's text over the defaults and validates it.
 // name is used in messages; dir resolves relative paths.
 func Parse(text, name, dir string) (*Config, error) {
-	c, err := parse(text, name, dir)
+	c, unknown, err := parse(text, name, dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Validate(); err != nil {
+	// Unknown keys and bad values are reported together, so one run of
+	// `config check` shows every problem.
+	err = c.Validate()
+	if len(unknown) > 0 {
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			unknown = append(unknown, ve.Errs...)
+		}
+		return nil, &ValidationError{Source: name, Errs: unknown}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-func parse(text, name, dir string) (*Config, error) {
-	c := &Config{}
+func parse(text, name, dir string) (c *Config, unknown []error, err error) {
+	c = &Config{Dir: dir, Source: name}
 	if text != defaultTOML {
 		// Start from the defaults so that a key left out keeps its default.
 		if _, err := toml.Decode(defaultTOML, c); err != nil {
-			return nil, fmt.Errorf("embedded default config: %w", err)
+			return nil, nil, fmt.Errorf("embedded default config: %w", err)
 		}
 	}
 	// A file that lists users replaces the default user list entirely.
@@ -156,23 +177,24 @@ func parse(text, name, dir string) (*Config, error) {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return nil, fmt.Errorf("%s: line %d: %s", name, perr.Position.Line, perr.Message)
+			return nil, nil, fmt.Errorf("%s: line %d: %s", name, perr.Position.Line, perr.Message)
 		}
-		return nil, fmt.Errorf("%s: %w", name, describeDecodeError(err))
+		return nil, nil, fmt.Errorf("%s: %w", name, describeDecodeError(err))
 	}
 	if !md.IsDefined("users") {
 		c.Users = defaultUsers
 	}
-	var errs []error
+	reported := map[string]bool{}
 	for _, k := range md.Undecoded() {
-		errs = append(errs, fmt.Errorf("%s: unknown key %s%s", name, k.String(), suggest(k.String())))
+		// Inside an unknown table, only the table is worth reporting.
+		if len(k) > 1 && reported[k[:len(k)-1].String()] {
+			reported[k.String()] = true
+			continue
+		}
+		reported[k.String()] = true
+		unknown = append(unknown, fmt.Errorf("%s: unknown key%s", k.String(), suggest(k.String())))
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	c.Dir = dir
-	c.Source = name
-	return c, nil
+	return c, unknown, nil
 }
 
 // describeDecodeError turns BurntSushi's type errors into ones that name the key.
@@ -188,13 +210,21 @@ var knownKeys = []string{
 	"image.boot_timeout", "image.kernel_cmdline",
 	"cluster.parallel",
 	"users.name", "users.password", "users.password_hash", "users.ssh_authorized_keys", "users.sudo",
-	"network.subnet", "network.dhcp", "network.dns", "network.gateway",
+	"network.interface", "network.subnet", "network.dhcp", "network.dns", "network.gateway",
+	"head.boot_dir", "head.state_dir",
 	"nodes.root",
 }
 
 func suggest(key string) string {
 	best, bestDist := "", 4
+	candidates := slices.Clone(knownKeys)
 	for _, k := range knownKeys {
+		table, _, _ := strings.Cut(k, ".")
+		if !slices.Contains(candidates, table) {
+			candidates = append(candidates, table)
+		}
+	}
+	for _, k := range candidates {
 		if d := editDistance(key, k); d < bestDist {
 			best, bestDist = k, d
 		}
@@ -294,6 +324,7 @@ func (c *Config) Validate() error {
 
 	errs = append(errs, c.validateUsers()...)
 	errs = append(errs, c.validateNetwork()...)
+	errs = append(errs, c.validateHead()...)
 
 	if !slices.Contains(RootModes, c.Nodes.Root) {
 		bad("nodes.root", "%q is not one of %s", c.Nodes.Root, quoteList(RootModes))
@@ -395,6 +426,32 @@ func (c *Config) validateNetwork() []error {
 		case prefix.IsValid() && !prefix.Contains(gw):
 			bad("network.gateway", "%s is outside network.subnet %s", gw, prefix)
 		}
+	}
+	return errs
+}
+
+// interfaceName is what the kernel accepts as a network interface name
+// (dev_valid_name): at most 15 bytes, no '/', ':' or white space.
+var interfaceName = regexp.MustCompile(`^[^/:\s]{1,15}$`)
+
+func (c *Config) validateHead() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if i := c.Network.Interface; i != "" && (!interfaceName.MatchString(i) || i == "." || i == "..") {
+		bad("network.interface", "%q is not a network interface name (like \"eth0\" or \"enp3s0\")", i)
+	}
+	// The head runs as a system service with / as its working folder, so a
+	// relative path would mean something else than the user thought.
+	if d := c.Head.BootDir; d != "" && !filepath.IsAbs(d) {
+		bad("head.boot_dir", "%q is not an absolute path", d)
+	}
+	switch d := c.Head.StateDir; {
+	case d == "":
+		bad("head.state_dir", "must not be empty (the default is \"/var/lib/clusterdebian\")")
+	case !filepath.IsAbs(d):
+		bad("head.state_dir", "%q is not an absolute path", d)
 	}
 	return errs
 }

@@ -229,7 +229,8 @@ func TestUnknownKeys(t *testing.T) {
 		{"[cluster]\nparalel = [\"mpi\"]\n", []string{"cluster.paralel", "cluster.parallel"}},
 		{"[nodes]\nroots = \"ram\"\n", []string{"nodes.roots", "nodes.root"}},
 		{"[image]\nsuite = \"trixie\"\ncompletely_unrelated_key = 1\n", []string{"image.completely_unrelated_key"}},
-		{"[bogus]\nx = 1\n", []string{"unknown key bogus"}},
+		{"[bogus]\nx = 1\n", []string{"bogus: unknown key"}},
+		{"[imag]\nsuite = \"trixie\"\n", []string{"imag: unknown key", "did you mean image?"}},
 	} {
 		err := parseErr(t, tc.text, tc.want...)
 		if !strings.Contains(err.Error(), "unknown key") {
@@ -255,7 +256,7 @@ func TestTypeErrors(t *testing.T) {
 		{"[[users]]\nname = \"a\"\nsudo = \"yes\"\n", []string{"users.sudo", "line 3"}},
 		{"[network]\ndns = \"1.1.1.1\"\n", []string{"network.dns"}},
 		{"image = 3\n", []string{"image"}},
-		{"[image\n", []string{"test.toml", "line"}}, // syntax error
+		{"[image\n", []string{"test.toml", "line"}},                                              // syntax error
 		{"[image]\nsuite = \"trixie\"\nsuite = \"bookworm\"\n", []string{"test.toml", "line 3"}}, // duplicate key
 	} {
 		parseErr(t, tc.text, tc.want...)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -68,7 +69,7 @@ func mirrorFromList(path string) string {
 				fields = fields[1:]
 			}
 		}
-		if len(fields) >= 2 && okMirror(fields[0], fields[1]) {
+		if len(fields) >= 3 && okMirror(aptDirOf(path), fields[0], fields[1], fields[2:]) {
 			return strings.TrimSuffix(fields[0], "/")
 		}
 	}
@@ -80,9 +81,23 @@ func mirrorFromDeb822(path string) string {
 	if err != nil {
 		return ""
 	}
-	for _, stanza := range strings.Split(string(data), "\n\n") {
+	// Stanzas are separated by lines that are empty or only white space.
+	var stanzas [][]string
+	cur := []string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.TrimSpace(line) == "" {
+			if len(cur) > 0 {
+				stanzas = append(stanzas, cur)
+				cur = []string{}
+			}
+			continue
+		}
+		cur = append(cur, line)
+	}
+	stanzas = append(stanzas, cur)
+	for _, stanza := range stanzas {
 		fields := map[string]string{}
-		for _, line := range strings.Split(stanza, "\n") {
+		for _, line := range stanza {
 			if strings.HasPrefix(line, "#") {
 				continue
 			}
@@ -91,12 +106,16 @@ func mirrorFromDeb822(path string) string {
 				fields[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
 			}
 		}
-		if fields["enabled"] == "no" || !strings.Contains(" "+fields["types"]+" ", " deb ") {
+		switch strings.ToLower(fields["enabled"]) {
+		case "no", "false", "off", "0":
+			continue
+		}
+		if !slices.Contains(strings.Fields(fields["types"]), "deb") {
 			continue
 		}
 		for _, uri := range strings.Fields(fields["uris"]) {
 			for _, suite := range strings.Fields(fields["suites"]) {
-				if okMirror(uri, suite) {
+				if okMirror(aptDirOf(path), uri, suite, strings.Fields(fields["components"])) {
 					return strings.TrimSuffix(uri, "/")
 				}
 			}
@@ -105,9 +124,52 @@ func mirrorFromDeb822(path string) string {
 	return ""
 }
 
-func okMirror(uri, suite string) bool {
-	return (strings.HasPrefix(uri, "http://") || strings.HasPrefix(uri, "https://")) &&
-		debianSuite(suite) && !strings.Contains(suite, "security") && !strings.Contains(uri, "security")
+// aptDirOf returns the apt folder a sources file lives in.
+func aptDirOf(sourcesPath string) string {
+	dir := filepath.Dir(sourcesPath)
+	if filepath.Base(dir) == "sources.list.d" {
+		dir = filepath.Dir(dir)
+	}
+	return dir
+}
+
+// releaseOrigin returns the Origin field of the Release file apt downloaded
+// for uri and suite, or "" when apt has none (the lists live in
+// <root>/var/lib/apt/lists, beside <root>/etc/apt).
+func releaseOrigin(aptDir, uri, suite string) string {
+	root := filepath.Dir(filepath.Dir(aptDir))
+	lists := filepath.Join(root, "var/lib/apt/lists")
+	u := uri
+	if i := strings.Index(u, "://"); i >= 0 {
+		u = u[i+3:]
+	}
+	base := strings.ReplaceAll(strings.TrimSuffix(u, "/"), "/", "_") + "_dists_" + strings.ReplaceAll(suite, "/", "_")
+	for _, name := range []string{base + "_InRelease", base + "_Release"} {
+		data, err := os.ReadFile(filepath.Join(lists, name))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "Origin:"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return ""
+}
+
+// okMirror accepts a source that looks like Debian's main archive: http(s),
+// a Debian suite, the main component, not security, and, when apt has
+// fetched its Release file, Origin: Debian (so a third-party repository that
+// names Debian suites, like Docker's, is not taken for a mirror).
+func okMirror(aptDir, uri, suite string, components []string) bool {
+	if !(strings.HasPrefix(uri, "http://") || strings.HasPrefix(uri, "https://")) ||
+		!debianSuite(suite) || strings.Contains(suite, "security") || strings.Contains(uri, "security") ||
+		!slices.Contains(components, "main") {
+		return false
+	}
+	origin := releaseOrigin(aptDir, uri, suite)
+	return origin == "" || origin == "Debian"
 }
 
 // ResolvedMirror returns image.mirror, or the host's mirror when it is empty.

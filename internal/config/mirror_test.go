@@ -126,6 +126,7 @@ Components: main non-free-firmware
 			files: map[string]string{"sources.list.d/x.sources": `types: deb
 uris: ftp://old.example/debian http://second.example/debian
 suites: bookworm
+components: main
 `},
 			want: "http://second.example/debian",
 		},
@@ -194,10 +195,41 @@ func TestDebianSuite(t *testing.T) {
 			t.Errorf("debianSuite(%q) = %v, want %v", s, got, want)
 		}
 	}
-	if okMirror("http://deb.debian.org/debian", "trixie-security") {
+	main := []string{"main"}
+	none := t.TempDir() // an apt folder with no downloaded lists
+	if okMirror(none, "http://deb.debian.org/debian", "trixie-security", main) {
 		t.Error("okMirror accepted a -security suite")
 	}
-	if okMirror("ftp://deb.debian.org/debian", "trixie") {
+	if okMirror(none, "ftp://deb.debian.org/debian", "trixie", main) {
 		t.Error("okMirror accepted an ftp URI")
+	}
+	if okMirror(none, "http://deb.debian.org/debian", "trixie", []string{"contrib"}) {
+		t.Error("okMirror accepted a source without the main component")
+	}
+	if !okMirror(none, "http://deb.debian.org/debian", "trixie", main) {
+		t.Error("okMirror refused Debian's own mirror")
+	}
+}
+
+// TestThirdPartyDebianSuites: Docker's repository names Debian suites and
+// comes first (a .list file), but its Release file says Origin: Docker.
+func TestThirdPartyDebianSuites(t *testing.T) {
+	root := t.TempDir()
+	apt := filepath.Join(root, "etc", "apt")
+	lists := filepath.Join(root, "var", "lib", "apt", "lists")
+	os.MkdirAll(filepath.Join(apt, "sources.list.d"), 0o755)
+	os.MkdirAll(lists, 0o755)
+	os.WriteFile(filepath.Join(apt, "sources.list.d", "docker.list"),
+		[]byte("deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/debian trixie stable\n"), 0o644)
+	os.WriteFile(filepath.Join(apt, "sources.list.d", "other.list"),
+		[]byte("deb https://packages.example.com/debian trixie main\n"), 0o644)
+	os.WriteFile(filepath.Join(lists, "packages.example.com_debian_dists_trixie_InRelease"),
+		[]byte("Origin: Example\nLabel: Example\nSuite: trixie\n"), 0o644)
+	os.WriteFile(filepath.Join(apt, "sources.list.d", "debian.sources"),
+		[]byte("Types: deb\nURIs: http://mirror.example.org/debian\nSuites: trixie\nComponents: main\n"), 0o644)
+	os.WriteFile(filepath.Join(lists, "mirror.example.org_debian_dists_trixie_InRelease"),
+		[]byte("Origin: Debian\nLabel: Debian\n"), 0o644)
+	if got := HostMirror(apt); got != "http://mirror.example.org/debian" {
+		t.Errorf("HostMirror = %q, want the Debian mirror, not a third-party repository", got)
 	}
 }

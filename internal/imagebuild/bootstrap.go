@@ -68,8 +68,8 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 			for _, line := range te.Tail {
 				if m := unknownPackageRE.FindStringSubmatch(line); m != nil {
 					name := m[1] + m[2] + m[3]
-					return fmt.Errorf("Debian %s (%s) has no package %q: check image.packages, image.desktop and cluster.parallel\n%w",
-						b.Config.Image.Suite, b.mirror, name, err)
+					return fmt.Errorf("no package %q in Debian %s (%s): check image.packages, image.desktop and cluster.parallel\n%w",
+						name, b.Config.Image.Suite, b.mirror, err)
 				}
 			}
 		}

@@ -125,6 +125,7 @@ func publish(src, dst string) error {
 		os.Remove(tmp)
 		return err
 	}
+	os.Remove(tmp) // rename(2) does nothing when dst already is a link to src
 	return nil
 }
 

@@ -258,6 +258,10 @@ func installAccounts(ctx context.Context, baseEtc, layer string, accts []account
 		if err := os.Chmod(home, 0o700); err != nil {
 			return err
 		}
+		// copyTree keeps an existing folder's owner, so set the home's here.
+		if err := os.Chown(home, uid, gid); err != nil {
+			return err
+		}
 		if len(a.Keys) > 0 {
 			sshDir := filepath.Join(home, ".ssh")
 			if err := os.MkdirAll(sshDir, 0o700); err != nil {

@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -64,7 +63,6 @@ type Machine struct {
 	cmd        *exec.Cmd
 	done       chan struct{}
 	waitErr    error
-	mu         sync.Mutex
 }
 
 // OVMF firmware files, newest layout first.
