@@ -1,0 +1,374 @@
+package dhcp
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+)
+
+// probeVendorClass marks our own probe DISCOVERs, so that our server never
+// answers them should it ever see one.
+const probeVendorClass = "ClusterDebian-probe"
+
+var broadcastDest = &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+
+// handlePacket parses raw and answers it as respond does. It is the entry
+// point of the fuzz target; the live path gets the parsed packet from
+// server4, which uses the same parser.
+func (s *Server) handlePacket(raw []byte, port int, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	m, err := dhcpv4.FromBytes(raw)
+	if err != nil {
+		s.log.Debug("dhcp: malformed packet ignored", "from", peer, "err", err)
+		return nil, nil
+	}
+	return s.respond(m, port, peer)
+}
+
+// respond decides the reply to request m that arrived on port (67 or 4011)
+// from peer, and where to send it. A nil reply means stay silent.
+func (s *Server) respond(m *dhcpv4.DHCPv4, port int, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	if m == nil || m.OpCode != dhcpv4.OpcodeBootRequest {
+		return nil, nil
+	}
+	mac := normMAC(m.ClientHWAddr)
+	if m.HWType != iana.HWTypeEthernet || mac == "" {
+		s.log.Debug("dhcp: ignoring non-Ethernet client", "htype", m.HWType, "chaddr", m.ClientHWAddr)
+		return nil, nil
+	}
+	mt := m.MessageType()
+	ci := classify(m)
+	if ci.vendor == probeVendorClass {
+		return nil, nil
+	}
+	mode := s.Mode()
+	// Beside another DHCP server every client of that network passes by;
+	// only the PXE clients we may answer are worth an info line then.
+	level := slog.LevelInfo
+	if mode == ModeProxy && !ci.pxe {
+		level = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), level, "dhcp request", "mac", mac, "type", mt.String(), "port", port, "xid", m.TransactionID.String(),
+		"arch", ci.archString(), "vendor_class", ci.vendor, "user_class", strings.Join(ci.userClass, ","),
+		"requested_ip", ipOrNone(m.RequestedIPAddress()), "ciaddr", ipOrNone(m.ClientIPAddr), "mode", mode)
+	if !isZero(m.GatewayIPAddr) {
+		// The cluster is one segment; a relayed request comes from another
+		// network we have no pool for.
+		s.ignore(mac, "relayed request (giaddr set)")
+		return nil, nil
+	}
+	if port == pxePort {
+		return s.respondPXE(m, mac, mt, ci, peer)
+	}
+	switch mode {
+	case ModeServer:
+		return s.respondServer(m, mac, mt, ci)
+	case ModeProxy:
+		return s.respondProxy(m, mac, mt, ci)
+	}
+	return nil, nil
+}
+
+// respondServer handles port 67 when we own the addresses.
+func (s *Server) respondServer(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageType, ci clientInfo) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	switch mt {
+	case dhcpv4.MessageTypeDiscover:
+		ip, err := s.pool.offer(mac, toAddr(m.RequestedIPAddress()))
+		if err != nil {
+			s.log.Error("dhcp: no address to offer", "mac", mac, "err", err)
+			return nil, nil
+		}
+		r := s.newReply(m, dhcpv4.MessageTypeOffer)
+		r.YourIPAddr = ip.AsSlice()
+		s.addLeaseOptions(r, ip, true)
+		boot := s.addBoot(r, m, ci, false)
+		return s.send(r, mac, ip, boot, StageDHCPOffered)
+
+	case dhcpv4.MessageTypeRequest:
+		sid := toAddr(m.ServerIdentifier())
+		reqIP := toAddr(m.RequestedIPAddress())
+		ciaddr := toAddr(m.ClientIPAddr)
+		allowNew := true
+		if sid.IsValid() {
+			if sid != s.cfg.ServerIP {
+				// SELECTING: the client took another server's offer. That
+				// server should not exist while we run as server; say so.
+				s.pool.forgetOffer(mac)
+				s.log.Warn("dhcp: client chose another DHCP server's offer; is a second DHCP server on this segment?",
+					"mac", mac, "other_server", sid)
+				if s.cfg.Mode == ModeAuto {
+					select {
+					case s.reprobe <- struct{}{}:
+					default:
+					}
+				}
+				return nil, nil
+			}
+			// SELECTING our own offer: it must still be reserved for it.
+			allowNew = false
+		}
+		ip := reqIP
+		if !ip.IsValid() {
+			ip = ciaddr // RENEWING / REBINDING
+		}
+		if !ip.IsValid() {
+			s.ignore(mac, "REQUEST without requested address or ciaddr")
+			return nil, nil
+		}
+		if !s.pool.confirm(mac, ip, s.cfg.LeaseTime, allowNew) {
+			want, _ := s.pool.lookup(mac)
+			s.log.Warn("dhcp: NAK", "mac", mac, "requested_ip", ip, "our_record", ipOrNone(want.AsSlice()))
+			r := s.newReply(m, dhcpv4.MessageTypeNak)
+			r.UpdateOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP.AsSlice()))
+			r.UpdateOption(dhcpv4.OptMessage("requested address is not yours"))
+			// RFC 2131 4.3.2: a NAK is broadcast, the client may have no
+			// usable address.
+			s.log.Info("dhcp reply", "mac", mac, "type", "NAK", "to", broadcastDest.String())
+			return r, broadcastDest
+		}
+		r := s.newReply(m, dhcpv4.MessageTypeAck)
+		r.ClientIPAddr = m.ClientIPAddr
+		r.YourIPAddr = ip.AsSlice()
+		s.addLeaseOptions(r, ip, true)
+		boot := s.addBoot(r, m, ci, false)
+		return s.send(r, mac, ip, boot, StageDHCPAcked)
+
+	case dhcpv4.MessageTypeRelease:
+		ip := toAddr(m.ClientIPAddr)
+		if s.pool.release(mac, ip) {
+			s.log.Info("dhcp release", "mac", mac, "ip", ip)
+		} else {
+			s.ignore(mac, "RELEASE of an address that is not its lease")
+		}
+		return nil, nil
+
+	case dhcpv4.MessageTypeDecline:
+		ip := toAddr(m.RequestedIPAddress())
+		if s.pool.decline(mac, ip) {
+			s.log.Warn("dhcp decline: client found its address in use; taken out of the pool for a while",
+				"mac", mac, "ip", ip, "for", declineHold.String())
+		} else {
+			s.ignore(mac, "DECLINE of an address that is not its lease")
+		}
+		return nil, nil
+
+	case dhcpv4.MessageTypeInform:
+		ciaddr := toAddr(m.ClientIPAddr)
+		if !ciaddr.IsValid() || !s.cfg.Subnet.Contains(ciaddr) {
+			s.ignore(mac, "INFORM from an address outside the subnet")
+			return nil, nil
+		}
+		// RFC 2131 3.4: configuration only, no address and no lease time.
+		r := s.newReply(m, dhcpv4.MessageTypeAck)
+		r.ClientIPAddr = m.ClientIPAddr
+		s.addLeaseOptions(r, ciaddr, false)
+		boot := s.addBoot(r, m, ci, false)
+		return s.send(r, mac, ciaddr, boot, StageDHCPAcked)
+	}
+	s.ignore(mac, "unhandled message type "+mt.String())
+	return nil, nil
+}
+
+// respondProxy handles port 67 beside another DHCP server: PXE clients get an
+// OFFER with boot information and no address; nobody else gets anything.
+func (s *Server) respondProxy(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageType, ci clientInfo) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	var typ dhcpv4.MessageType
+	switch mt {
+	case dhcpv4.MessageTypeDiscover:
+		typ = dhcpv4.MessageTypeOffer
+	case dhcpv4.MessageTypeRequest:
+		// Some firmware asks for the proxy offer itself on port 67 by
+		// naming us as server; everything else is the other server's.
+		if toAddr(m.ServerIdentifier()) != s.cfg.ServerIP {
+			return nil, nil
+		}
+		typ = dhcpv4.MessageTypeAck
+	default:
+		return nil, nil
+	}
+	if !ci.pxe {
+		s.log.Debug("dhcp: proxy mode ignores non-PXE client", "mac", mac)
+		return nil, nil
+	}
+	r := s.newReply(m, typ)
+	boot := s.addBoot(r, m, ci, true)
+	if boot == "" {
+		return nil, nil
+	}
+	stage := StageDHCPOffered
+	if typ == dhcpv4.MessageTypeAck {
+		stage = StageDHCPAcked
+	}
+	return s.send(r, mac, netip.Addr{}, boot, stage)
+}
+
+// respondPXE answers the boot-server REQUEST a PXE client sends to port 4011
+// after a ProxyDHCP offer. The client has its address by then, so the ACK is
+// unicast back to where the request came from.
+func (s *Server) respondPXE(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageType, ci clientInfo, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	if mt != dhcpv4.MessageTypeRequest && mt != dhcpv4.MessageTypeInform {
+		s.ignore(mac, "port 4011 expects REQUEST, got "+mt.String())
+		return nil, nil
+	}
+	if !ci.pxe {
+		s.ignore(mac, "port 4011 request from non-PXE client")
+		return nil, nil
+	}
+	r := s.newReply(m, dhcpv4.MessageTypeAck)
+	r.ClientIPAddr = m.ClientIPAddr
+	boot := s.addBoot(r, m, ci, true)
+	if boot == "" {
+		return nil, nil
+	}
+	dest := peer
+	if dest == nil || dest.IP == nil || dest.IP.IsUnspecified() {
+		if c := toAddr(m.ClientIPAddr); c.IsValid() {
+			dest = &net.UDPAddr{IP: c.AsSlice(), Port: dhcpv4.ClientPort}
+		} else {
+			dest = broadcastDest
+		}
+	}
+	r2, _ := s.send(r, mac, toAddr(m.ClientIPAddr), boot, StageDHCPAcked)
+	return r2, dest
+}
+
+// newReply starts a reply to req: same transaction, client and flags,
+// addresses zero, the client identifier echoed (RFC 6842).
+func (s *Server) newReply(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	r := &dhcpv4.DHCPv4{
+		OpCode:        dhcpv4.OpcodeBootReply,
+		HWType:        req.HWType,
+		TransactionID: req.TransactionID,
+		Flags:         req.Flags,
+		ClientHWAddr:  req.ClientHWAddr,
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: net.IPv4zero,
+		Options:       dhcpv4.Options{},
+	}
+	r.UpdateOption(dhcpv4.OptMessageType(typ))
+	if cid := req.Options.Get(dhcpv4.OptionClientIdentifier); cid != nil {
+		r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, cid))
+	}
+	return r
+}
+
+// addLeaseOptions adds the network configuration for a client at ip.
+func (s *Server) addLeaseOptions(r *dhcpv4.DHCPv4, ip netip.Addr, withLease bool) {
+	r.UpdateOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP.AsSlice()))
+	r.UpdateOption(dhcpv4.OptSubnetMask(s.mask))
+	r.UpdateOption(dhcpv4.OptBroadcastAddress(s.bcast.AsSlice()))
+	if s.cfg.Router.IsValid() {
+		r.UpdateOption(dhcpv4.OptRouter(s.cfg.Router.AsSlice()))
+	}
+	if len(s.cfg.DNS) > 0 {
+		ips := make([]net.IP, len(s.cfg.DNS))
+		for i, d := range s.cfg.DNS {
+			ips[i] = d.AsSlice()
+		}
+		r.UpdateOption(dhcpv4.OptDNS(ips...))
+	}
+	r.UpdateOption(dhcpv4.OptHostName(hostname(ip)))
+	r.UpdateOption(dhcpv4.OptDomainName(s.cfg.Domain))
+	if withLease {
+		lt := s.cfg.LeaseTime.Truncate(time.Second)
+		r.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lt))
+		r.UpdateOption(dhcpv4.OptRenewTimeValue(lt / 2))
+		r.UpdateOption(dhcpv4.OptRebindingTimeValue(lt * 7 / 8))
+	}
+}
+
+// addBoot adds boot information for a PXE client and returns the boot file
+// or URL ("" if none). Header fields siaddr and file are set as well as
+// options 66/67 because old PXE ROMs read only the header. proxy adds what a
+// ProxyDHCP reply needs: option 60, option 43 and the client's GUID.
+func (s *Server) addBoot(r, req *dhcpv4.DHCPv4, ci clientInfo, proxy bool) string {
+	bc, ok, reason := s.chooseBoot(req.ClientHWAddr, ci)
+	if !ok {
+		if ci.pxe {
+			s.log.Warn("dhcp: PXE client gets no boot file", "mac", normMAC(req.ClientHWAddr), "reason", reason,
+				"arch", ci.archString(), "vendor_class", ci.vendor)
+		}
+		return ""
+	}
+	r.ServerIPAddr = s.cfg.ServerIP.AsSlice()
+	r.BootFileName = bc.file
+	if bc.tftp {
+		r.UpdateOption(dhcpv4.OptTFTPServerName(s.cfg.ServerIP.String()))
+	}
+	r.UpdateOption(dhcpv4.OptBootFileName(bc.file))
+	if proxy || bc.vendorClass == vendorHTTP {
+		// UEFI HTTP boot needs "HTTPClient" echoed in any case; a PXE
+		// ROM needs "PXEClient" to recognise a ProxyDHCP offer. A full
+		// server leaves it out for PXE ROMs so they take the plain
+		// siaddr/file boot path instead of boot server discovery.
+		r.UpdateOption(dhcpv4.OptClassIdentifier(bc.vendorClass))
+	}
+	if proxy {
+		r.UpdateOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP.AsSlice()))
+		if bc.vendorClass == vendorPXE {
+			r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, pxeVendorOptions(req)))
+		}
+		if ci.guid != nil {
+			r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, ci.guid))
+		}
+	}
+	return bc.file + " (" + bc.kind + ")"
+}
+
+// send logs the reply, reports the event and picks the destination: unicast
+// to a client that already has an address, else broadcast on the cluster
+// interface (an unconfigured client cannot answer ARP for a unicast reply).
+func (s *Server) send(r *dhcpv4.DHCPv4, mac string, ip netip.Addr, boot, stage string) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	dest := broadcastDest
+	if c := toAddr(r.ClientIPAddr); c.IsValid() && r.MessageType() != dhcpv4.MessageTypeNak {
+		dest = &net.UDPAddr{IP: c.AsSlice(), Port: dhcpv4.ClientPort}
+	}
+	attrs := []any{"mac", mac, "type", r.MessageType().String(), "to", dest.String(), "mode", s.Mode()}
+	if ip.IsValid() && !isZero(r.YourIPAddr) {
+		attrs = append(attrs, "ip", ip, "hostname", hostname(ip))
+	}
+	if boot != "" {
+		attrs = append(attrs, "boot", boot)
+	} else {
+		attrs = append(attrs, "boot", "none")
+	}
+	s.log.Info("dhcp reply", attrs...)
+	if hw, err := net.ParseMAC(mac); err == nil {
+		s.event(hw, ip, stage, boot)
+	}
+	return r, dest
+}
+
+func (s *Server) ignore(mac, reason string) {
+	s.log.Debug("dhcp: ignored", "mac", mac, "reason", reason)
+}
+
+// toAddr converts a packet address to netip, zero/absent/invalid as the
+// zero Addr.
+func toAddr(ip net.IP) netip.Addr {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}
+	}
+	a = a.Unmap()
+	if !a.Is4() || a.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a
+}
+
+func isZero(ip net.IP) bool { return !toAddr(ip).IsValid() }
+
+func ipOrNone(ip net.IP) string {
+	if a := toAddr(ip); a.IsValid() {
+		return a.String()
+	}
+	return "none"
+}

@@ -1,0 +1,750 @@
+package dhcp
+
+// Integration tests against real protocol peers (busybox udhcpc, dnsmasq,
+// nclient4) in network namespaces the test creates and removes itself. All
+// traffic stays on a bridge inside those namespaces; no interface of the
+// machine is touched.
+//
+// Topology per test (names prefixed cdt-dhcp-<random>-):
+//
+//	sw:      bridge br0 with ports ph, pc, pf
+//	head:    eth0 10.99.0.1/24 (our server)          <-> ph
+//	client:  eth0 no address, MAC 02:cd:00:00:00:10   <-> pc
+//	foreign: eth0 10.99.0.250/24 (dnsmasq), optional  <-> pf
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/iana"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	clientMAC  = "02:cd:00:00:00:10"
+	foreignIP  = "10.99.0.250"
+	cmdTimeout = 30 * time.Second // failure guard for any one command
+)
+
+type netnsEnv struct {
+	t       testing.TB
+	dir     string
+	sw      string
+	head    string
+	client  string
+	foreign string
+	udhcpc  []string
+}
+
+// requireNetns skips unless the test can build namespaces and run udhcpc.
+func requireNetns(t testing.TB) []string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("namespace integration test skipped in -short mode")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("namespace integration test needs root (network namespaces, raw sockets)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("namespace integration test needs iproute2's ip")
+	}
+	if p, err := exec.LookPath("udhcpc"); err == nil {
+		return []string{p}
+	}
+	if p, err := exec.LookPath("busybox"); err == nil {
+		if out, _ := exec.Command(p, "--list").Output(); bytes.Contains(out, []byte("udhcpc\n")) {
+			return []string{p, "udhcpc"}
+		}
+	}
+	t.Skip("namespace integration test needs udhcpc (Debian: busybox-static or udhcpc)")
+	return nil
+}
+
+func newNetnsEnv(t testing.TB, withForeign bool) *netnsEnv {
+	udhcpc := requireNetns(t)
+	var rb [3]byte
+	_, _ = rand.Read(rb[:])
+	prefix := "cdt-dhcp-" + hex.EncodeToString(rb[:]) + "-"
+	e := &netnsEnv{t: t, dir: t.TempDir(), sw: prefix + "sw", head: prefix + "head", client: prefix + "cl", udhcpc: udhcpc}
+	if withForeign {
+		e.foreign = prefix + "fg"
+	}
+	for _, ns := range []string{e.sw, e.head, e.client, e.foreign} {
+		if ns == "" {
+			continue
+		}
+		e.ip("netns", "add", ns)
+		// Deleting the namespace also destroys the veth ends and bridge in it.
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+				t.Errorf("cleanup: ip netns del %s: %v %s", ns, err, out)
+			}
+		})
+	}
+	e.ip("-n", e.sw, "link", "add", "br0", "type", "bridge")
+	e.ip("-n", e.sw, "link", "set", "br0", "up")
+	e.attach("ph", e.head, "", "10.99.0.1/24")
+	e.attach("pc", e.client, clientMAC, "")
+	if withForeign {
+		e.attach("pf", e.foreign, "", foreignIP+"/24")
+	}
+	return e
+}
+
+// attach links namespace ns to the bridge through a veth pair whose ns end
+// is called eth0.
+func (e *netnsEnv) attach(port, ns, mac, addr string) {
+	e.ip("-n", e.sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	e.ip("-n", e.sw, "link", "set", port, "master", "br0")
+	e.ip("-n", e.sw, "link", "set", port, "up")
+	e.ip("-n", ns, "link", "set", "lo", "up")
+	if mac != "" {
+		e.ip("-n", ns, "link", "set", "eth0", "address", mac)
+	}
+	e.ip("-n", ns, "link", "set", "eth0", "up")
+	if addr != "" {
+		e.ip("-n", ns, "addr", "add", addr, "dev", "eth0")
+	}
+}
+
+func (e *netnsEnv) ip(args ...string) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
+		e.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// inNetns runs fn on a fresh OS thread moved into namespace ns. Sockets fn
+// opens belong to ns for their whole life, whichever thread uses them later.
+func inNetns(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread is in another namespace, so the
+		// runtime must throw it away when this goroutine ends.
+		runtime.LockOSThread()
+		f, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+		f.Close()
+		if err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// eventLog records OnEvent calls.
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *eventLog) record(mac net.HardwareAddr, ip netip.Addr, stage, detail string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, fmt.Sprintf("%s %s %s %s", mac, ip, stage, detail))
+}
+
+func (l *eventLog) matching(sub string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.events {
+		if strings.Contains(e, sub) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (e *netnsEnv) config(mode Mode, events *eventLog) Config {
+	cfg := Config{
+		Interface:     "eth0",
+		ServerIP:      testServerIP,
+		Subnet:        testSubnet,
+		Mode:          mode,
+		Router:        testRouter,
+		DNS:           []netip.Addr{testDNS},
+		Domain:        "cluster",
+		LeaseFile:     filepath.Join(e.dir, "leases.json"),
+		LeaseTime:     time.Hour,
+		HTTPBase:      "http://10.99.0.1",
+		ProbeInterval: time.Second,
+		ProbeTimeout:  time.Second,
+		Logger:        testLogger(e.t),
+	}
+	if events != nil {
+		cfg.OnEvent = events.record
+	}
+	return cfg
+}
+
+// startServer runs a Server in the head namespace until the returned stop
+// function (also registered as cleanup) is called.
+func (e *netnsEnv) startServer(cfg Config) (*Server, func()) {
+	e.t.Helper()
+	s, err := New(cfg)
+	if err != nil {
+		e.t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- inNetns(e.head, func() error { return s.Serve(ctx) }) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					e.t.Errorf("Serve: %v", err)
+				}
+			case <-time.After(cmdTimeout):
+				e.t.Errorf("Serve did not return after cancel")
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	e.waitUDPPort(e.head, 67, done)
+	return s, stop
+}
+
+// waitUDPPort waits until something listens on UDP port in namespace ns
+// (read from the namespace's /proc/net/udp). failed, if not nil, ends the
+// wait early when the server gives up.
+func (e *netnsEnv) waitUDPPort(ns string, port int, failed <-chan error) {
+	e.t.Helper()
+	want := fmt.Sprintf(":%04X ", port)
+	deadline := time.Now().Add(cmdTimeout)
+	for time.Now().Before(deadline) {
+		out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/proc/net/udp").Output()
+		if err == nil {
+			for _, line := range strings.Split(string(out), "\n")[1:] {
+				if f := strings.Fields(line); len(f) > 1 && strings.HasSuffix(f[1]+" ", want) {
+					return
+				}
+			}
+		}
+		select {
+		case err := <-failed:
+			e.t.Fatalf("server exited before listening: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	e.t.Fatalf("nothing listens on UDP %d in %s", port, ns)
+}
+
+// runUDHCPC runs busybox udhcpc once in the client namespace and returns the
+// variables it passed to its script for the "bound" event.
+func (e *netnsEnv) runUDHCPC(tries int, extra ...string) (map[string]string, error) {
+	e.t.Helper()
+	out := filepath.Join(e.dir, fmt.Sprintf("udhcpc-%d.env", time.Now().UnixNano()))
+	script := filepath.Join(e.dir, "udhcpc.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ncase \"$1\" in bound|renew) env > \"$UDHCPC_OUT\" ;; esac\nexit 0\n"), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	// -f foreground, -q quit once bound, -n give up if no lease; the script
+	// leaves the interface unconfigured so every run starts from DISCOVER.
+	args := append([]string{"netns", "exec", e.client}, e.udhcpc...)
+	args = append(args, "-i", "eth0", "-f", "-q", "-n", "-t", fmt.Sprint(tries), "-T", "1", "-s", script)
+	args = append(args, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	cmd.Env = append(os.Environ(), "UDHCPC_OUT="+out)
+	log, err := cmd.CombinedOutput()
+	e.t.Logf("udhcpc %s:\n%s", strings.Join(extra, " "), log)
+	if err != nil {
+		return nil, fmt.Errorf("udhcpc: %w", err)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return nil, fmt.Errorf("udhcpc exited 0 but did not run its script: %w", err)
+	}
+	vars := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			vars[k] = v
+		}
+	}
+	return vars, nil
+}
+
+// startDnsmasq runs dnsmasq in the foreign namespace as a second DHCP server
+// with its own range, confined to that namespace and temp dir.
+func (e *netnsEnv) startDnsmasq(dhcpRange string) (stop func()) {
+	e.t.Helper()
+	bin, err := exec.LookPath("dnsmasq")
+	if err != nil {
+		e.t.Skip("needs dnsmasq")
+	}
+	var logBuf bytes.Buffer
+	var logMu sync.Mutex
+	cmd := exec.Command("ip", "netns", "exec", e.foreign, bin,
+		"--no-daemon", "--conf-file=/dev/null", "--interface=eth0", "--bind-interfaces",
+		"--port=0", "--no-hosts", "--no-resolv", "--no-ping", "--dhcp-authoritative",
+		"--dhcp-range="+dhcpRange,
+		"--dhcp-leasefile="+filepath.Join(e.dir, "dnsmasq.leases"),
+		"--pid-file="+filepath.Join(e.dir, "dnsmasq.pid"),
+		"--user=root", "--group=root", "--log-facility=-", "--log-dhcp")
+	w := writerFunc(func(p []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return logBuf.Write(p) })
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		e.t.Fatalf("start dnsmasq: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			// ip netns exec execs dnsmasq in place, so this pid is dnsmasq.
+			_ = cmd.Process.Kill()
+			select {
+			case <-exited:
+			case <-time.After(cmdTimeout):
+				e.t.Errorf("dnsmasq did not exit")
+			}
+			logMu.Lock()
+			e.t.Logf("dnsmasq log:\n%s", logBuf.String())
+			logMu.Unlock()
+		})
+	}
+	e.t.Cleanup(stop)
+	e.waitUDPPort(e.foreign, 67, exited)
+	return stop
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(cmdTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func checkOurLease(t *testing.T, vars map[string]string) netip.Addr {
+	t.Helper()
+	ip, err := netip.ParseAddr(vars["ip"])
+	if err != nil {
+		t.Fatalf("udhcpc reported no address: %v", vars)
+	}
+	if !testSubnet.Contains(ip) || ip == testServerIP || ip == testRouter || ip.As4()[3] < 2 || ip.As4()[3] > 254 {
+		t.Errorf("address %v outside the pool", ip)
+	}
+	want := map[string]string{
+		"subnet":   "255.255.255.0",
+		"router":   testRouter.String(),
+		"dns":      testDNS.String(),
+		"hostname": hostname(ip),
+		"domain":   "cluster",
+		"serverid": testServerIP.String(),
+		"lease":    "3600",
+	}
+	for k, v := range want {
+		if got := strings.TrimSpace(vars[k]); got != v {
+			t.Errorf("udhcpc %s = %q, want %q", k, got, v)
+		}
+	}
+	return ip
+}
+
+// TestNetnsServer: udhcpc gets a lease with all options; a PXE-looking
+// udhcpc gets the boot file; after a restart the MAC keeps its address.
+func TestNetnsServer(t *testing.T) {
+	e := newNetnsEnv(t, false)
+	events := &eventLog{}
+	cfg := e.config(ModeServer, events)
+	s, stop := e.startServer(cfg)
+
+	vars, err := e.runUDHCPC(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := checkOurLease(t, vars)
+	if vars["boot_file"] != "" {
+		t.Errorf("plain client got boot file %q", vars["boot_file"])
+	}
+	if got := events.matching(clientMAC + " " + ip.String() + " " + StageDHCPAcked); len(got) != 1 {
+		t.Errorf("events %v, want one ack for %s", events.matching(""), clientMAC)
+	}
+
+	// The same machine as a BIOS PXE ROM: boot file in header and options.
+	vars, err = e.runUDHCPC(5, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000", "-O", "66", "-O", "67")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vars["ip"] != ip.String() || vars["boot_file"] != "undionly.kpxe" || vars["siaddr"] != "10.99.0.1" {
+		t.Errorf("PXE client: ip %q boot_file %q siaddr %q; want %v undionly.kpxe 10.99.0.1", vars["ip"], vars["boot_file"], vars["siaddr"], ip)
+	}
+	// And as iPXE: the per-MAC script URL.
+	vars, err = e.runUDHCPC(5, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000", "-x", "0x4d:69505845")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "http://10.99.0.1/boot/" + clientMAC + ".ipxe"; vars["boot_file"] != want {
+		t.Errorf("iPXE boot_file %q, want %q", vars["boot_file"], want)
+	}
+
+	// Our own server is not "another DHCP server" to Probe.
+	var found bool
+	var srv netip.Addr
+	if err := inNetns(e.head, func() (err error) {
+		found, srv, err = Probe(context.Background(), "eth0", 2*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("Probe: %v", err)
+	}
+	if found {
+		t.Errorf("Probe found a foreign server %v where only ours runs", srv)
+	}
+
+	stop()
+	s2, _ := e.startServer(cfg)
+	vars, err = e.runUDHCPC(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := checkOurLease(t, vars); got != ip {
+		t.Errorf("after restart the client got %v, had %v", got, ip)
+	}
+	found = false
+	for _, l := range s2.Leases() {
+		found = found || (l.MAC == clientMAC && l.IP == ip && l.Hostname == hostname(ip))
+	}
+	if !found {
+		t.Errorf("restarted server's leases %+v lack %s -> %v", s2.Leases(), clientMAC, ip)
+	}
+	_ = s
+}
+
+// TestNetnsBurst: 20 simulated machines at once all get distinct addresses.
+func TestNetnsBurst(t *testing.T) {
+	e := newNetnsEnv(t, false)
+	s, _ := e.startServer(e.config(ModeServer, nil))
+	var res BurstResult
+	err := inNetns(e.client, func() (err error) {
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		res, err = Burst(ctx, "eth0", 20)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Burst: %v", err)
+	}
+	t.Logf("burst of 20: %v, %d leases, %d errors", res.Elapsed, len(res.Leases), len(res.Errors))
+	for _, err := range res.Errors {
+		t.Errorf("client failed: %v", err)
+	}
+	if len(res.Leases) != 20 || !res.Distinct() {
+		t.Errorf("got %d leases, distinct=%v: %+v", len(res.Leases), res.Distinct(), res.Leases)
+	}
+	for _, l := range res.Leases {
+		if !testSubnet.Contains(l.IP) || l.IP == testServerIP || l.Server != testServerIP {
+			t.Errorf("lease %+v", l)
+		}
+	}
+	// Burst releases what it got: the server ends the leases but keeps the
+	// MAC->IP bindings.
+	waitFor(t, "20 released leases", func() bool {
+		ls := s.Leases()
+		for _, l := range ls {
+			if l.Expires.After(time.Now()) {
+				return false
+			}
+		}
+		return len(ls) == 20
+	})
+}
+
+// TestNetnsForeignServer: with dnsmasq on the segment, Probe finds it, auto
+// mode turns proxy and leaves the addresses to dnsmasq while still giving PXE
+// clients their boot file (offer on 67, ACK on 4011); once dnsmasq is gone
+// auto mode takes over as a full server.
+func TestNetnsForeignServer(t *testing.T) {
+	e := newNetnsEnv(t, true)
+	stopDnsmasq := e.startDnsmasq("10.99.0.100,10.99.0.150,255.255.255.0,1h")
+
+	var found bool
+	var srv netip.Addr
+	if err := inNetns(e.head, func() (err error) {
+		found, srv, err = Probe(context.Background(), "eth0", 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("Probe: %v", err)
+	}
+	if !found || srv.String() != foreignIP {
+		t.Fatalf("Probe = %v %v, want dnsmasq at %s", found, srv, foreignIP)
+	}
+
+	events := &eventLog{}
+	s, _ := e.startServer(e.config(ModeAuto, events))
+	waitFor(t, "first probe", func() bool { return s.probes.Load() >= 1 })
+	if m := s.Mode(); m != ModeProxy {
+		t.Fatalf("auto mode with dnsmasq present resolved to %q, want proxy", m)
+	}
+
+	vars, err := e.runUDHCPC(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, _ := netip.ParseAddr(vars["ip"])
+	if vars["serverid"] != foreignIP || !ip.IsValid() || ip.As4()[3] < 100 || ip.As4()[3] > 150 {
+		t.Errorf("udhcpc lease %q from %q, want one from dnsmasq's range", vars["ip"], vars["serverid"])
+	}
+	if len(s.Leases()) != 0 || len(events.matching(clientMAC)) != 0 {
+		t.Errorf("proxy handed out leases %v / events %v", s.Leases(), events.matching(""))
+	}
+
+	// A BIOS PXE ROM: DHCP offer from dnsmasq, ProxyDHCP offer from us.
+	mac := mustMAC(clientMAC)
+	guid := append([]byte{0}, bytes.Repeat([]byte{0x5a}, 16)...)
+	pxe := []dhcpv4.Modifier{
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)),
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, guid)),
+		dhcpv4.WithBroadcast(true),
+	}
+	var proxyOffer *dhcpv4.DHCPv4
+	var dnsmasqLease *nclient4.Lease
+	err = inNetns(e.client, func() error {
+		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		disc, err := dhcpv4.NewDiscovery(mac, pxe...)
+		if err != nil {
+			return err
+		}
+		// Both servers answer the same DISCOVER; pick each one's OFFER.
+		proxyOffer, err = c.SendAndRead(ctx, c.RemoteAddr(), disc, nclient4.IsAll(
+			nclient4.IsMessageType(dhcpv4.MessageTypeOffer), nclient4.IsCorrectServer(testServerIP.AsSlice())))
+		if err != nil {
+			return fmt.Errorf("no ProxyDHCP offer: %w", err)
+		}
+		offer, err := c.SendAndRead(ctx, c.RemoteAddr(), disc, nclient4.IsAll(
+			nclient4.IsMessageType(dhcpv4.MessageTypeOffer), nclient4.IsCorrectServer(net.ParseIP(foreignIP))))
+		if err != nil {
+			return fmt.Errorf("no dnsmasq offer: %w", err)
+		}
+		dnsmasqLease, err = c.RequestFromOffer(ctx, offer, pxe...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProxyReply(t, proxyOffer, dhcpv4.MessageTypeOffer, guid)
+
+	// The ROM now has dnsmasq's address and asks us on port 4011.
+	clientIP := toAddr(dnsmasqLease.ACK.YourIPAddr)
+	e.ip("-n", e.client, "addr", "add", clientIP.String()+"/24", "dev", "eth0")
+	var ack *dhcpv4.DHCPv4
+	err = inNetns(e.client, func() (err error) {
+		ack, err = pxeRequest4011(mac, clientIP, guid)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProxyReply(t, ack, dhcpv4.MessageTypeAck, guid)
+	if len(s.Leases()) != 0 {
+		t.Errorf("proxy recorded leases: %v", s.Leases())
+	}
+	e.ip("-n", e.client, "addr", "flush", "dev", "eth0")
+
+	// dnsmasq leaves; the next probe finds nobody and we take over.
+	stopDnsmasq()
+	waitFor(t, "auto mode to switch to server", func() bool { return s.Mode() == ModeServer })
+	vars, err = e.runUDHCPC(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOurLease(t, vars)
+}
+
+// TestNetnsProxyMode: configured proxy mode answers PXE clients only, and
+// never gives plain udhcpc a lease.
+func TestNetnsProxyMode(t *testing.T) {
+	e := newNetnsEnv(t, false)
+	s, _ := e.startServer(e.config(ModeProxy, nil))
+	if _, err := e.runUDHCPC(2); err == nil {
+		t.Errorf("udhcpc got a lease from a proxy-only server")
+	}
+	mac := mustMAC(clientMAC)
+	var offer *dhcpv4.DHCPv4
+	err := inNetns(e.client, func() error {
+		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		offer, err = c.DiscoverOffer(ctx, dhcpv4.WithBroadcast(true),
+			dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003016")),
+			dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64)))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !isZero(offer.YourIPAddr) || offer.ClassIdentifier() != "PXEClient" || offer.BootFileName != "snponly.efi" ||
+		!offer.ServerIPAddr.Equal(testServerIP.AsSlice()) ||
+		!bytes.Equal(offer.Options.Get(dhcpv4.OptionVendorSpecificInformation), []byte{6, 1, 8, 255}) {
+		t.Errorf("UEFI proxy offer: %v", offer.Summary())
+	}
+	clientIP := netip.MustParseAddr("10.99.0.120")
+	e.ip("-n", e.client, "addr", "add", "10.99.0.120/24", "dev", "eth0")
+	var ack *dhcpv4.DHCPv4
+	if err := inNetns(e.client, func() (err error) { ack, err = pxeRequest4011(mac, clientIP, nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	checkProxyReply(t, ack, dhcpv4.MessageTypeAck, nil)
+	if len(s.Leases()) != 0 {
+		t.Errorf("proxy recorded leases: %v", s.Leases())
+	}
+}
+
+func checkProxyReply(t *testing.T, r *dhcpv4.DHCPv4, typ dhcpv4.MessageType, guid []byte) {
+	t.Helper()
+	if r.MessageType() != typ {
+		t.Errorf("got %s, want %s", r.MessageType(), typ)
+	}
+	if !isZero(r.YourIPAddr) {
+		t.Errorf("proxy %s carries yiaddr %v", typ, r.YourIPAddr)
+	}
+	if r.ClassIdentifier() != "PXEClient" {
+		t.Errorf("option 60 %q", r.ClassIdentifier())
+	}
+	if !r.ServerIdentifier().Equal(testServerIP.AsSlice()) || !r.ServerIPAddr.Equal(testServerIP.AsSlice()) {
+		t.Errorf("server id %v siaddr %v", r.ServerIdentifier(), r.ServerIPAddr)
+	}
+	if r.BootFileName != "undionly.kpxe" && r.BootFileName != "snponly.efi" {
+		t.Errorf("file %q", r.BootFileName)
+	}
+	if o43 := r.Options.Get(dhcpv4.OptionVendorSpecificInformation); len(o43) < 3 || !bytes.Equal(o43[:3], []byte{6, 1, 8}) {
+		t.Errorf("option 43 % x lacks discovery control 8", o43)
+	}
+	if guid != nil && !bytes.Equal(r.Options.Get(dhcpv4.OptionClientMachineIdentifier), guid) {
+		t.Errorf("option 97 not echoed")
+	}
+}
+
+// pxeRequest4011 does what a PXE ROM does after a ProxyDHCP offer: unicast a
+// REQUEST from its new address to the proxy's port 4011 and wait for the ACK.
+func pxeRequest4011(mac net.HardwareAddr, clientIP netip.Addr, guid []byte) (*dhcpv4.DHCPv4, error) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: clientIP.AsSlice(), Port: dhcpv4.ClientPort})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(mac),
+		dhcpv4.WithClientIP(clientIP.AsSlice()),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)),
+	}
+	if guid != nil {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, guid)))
+	}
+	req, err := dhcpv4.New(mods...)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1500)
+	for try := 0; try < 5; try++ {
+		if _, err := conn.WriteTo(req.ToBytes(), &net.UDPAddr{IP: testServerIP.AsSlice(), Port: pxePort}); err != nil {
+			return nil, err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		for {
+			n, _, err := conn.ReadFrom(buf)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+			if r, err := dhcpv4.FromBytes(buf[:n]); err == nil && r.TransactionID == req.TransactionID {
+				return r, nil
+			}
+		}
+	}
+	return nil, errors.New("no answer on port 4011")
+}
+
+// BenchmarkBurst compares this server with dnsmasq on bursts of 20 machines
+// booting at once (one op = one burst of 20 DORA exchanges):
+//
+//	go test -run '^$' -bench Burst ./internal/netboot/dhcp/
+func BenchmarkBurst(b *testing.B) {
+	const n = 20
+	run := func(b *testing.B, e *netnsEnv) {
+		var total time.Duration
+		b.ResetTimer()
+		for b.Loop() {
+			var res BurstResult
+			err := inNetns(e.client, func() (err error) {
+				ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+				defer cancel()
+				res, err = Burst(ctx, "eth0", n)
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(res.Leases) != n || !res.Distinct() {
+				b.Fatalf("%d/%d leases, distinct=%v, errors %v", len(res.Leases), n, res.Distinct(), res.Errors)
+			}
+			total += res.Elapsed
+		}
+		// ns/op includes opening 20 raw sockets; this is the exchange alone.
+		b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "burst-ms/op")
+	}
+	b.Run("clusterdebian", func(b *testing.B) {
+		e := newNetnsEnv(b, false)
+		cfg := e.config(ModeServer, nil)
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		e.startServer(cfg)
+		run(b, e)
+	})
+	b.Run("dnsmasq", func(b *testing.B) {
+		e := newNetnsEnv(b, true)
+		e.startDnsmasq("10.99.0.2,10.99.0.249,255.255.255.0,1h")
+		run(b, e)
+	})
+}
