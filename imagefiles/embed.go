@@ -1,7 +1,8 @@
 // Package imagefiles holds, in one visible folder, the files that go into a
 // ClusterDebian image: root/ is copied into the image's root file system as it
 // is (systemd units, motd, man pages), templates/ are rendered at build or boot
-// time (the login banner, the boot menu).
+// time (the login banner, the boot menu), and initramfs/ goes into the nodes'
+// NFS-root initrd.
 package imagefiles
 
 import (
@@ -15,6 +16,12 @@ var rootFS embed.FS
 
 //go:embed templates
 var templatesFS embed.FS
+
+// NodeInitramfsScript is the initramfs-tools script (scripts/nfs-bottom) that
+// makes node1's shared root safe for one node: see initramfs/clusterdebian-node.
+//
+//go:embed initramfs/clusterdebian-node
+var NodeInitramfsScript string
 
 // Root returns the tree copied into the image root.
 func Root() fs.FS {

@@ -11,19 +11,47 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/clusterdebian/clusterdebian/imagefiles"
 )
 
 // bootstrapRecipe changes whenever the way the base is made changes, so that
 // old cache entries are not reused for a different recipe.
-const bootstrapRecipe = 1
+const bootstrapRecipe = 2
 
 func (b *build) bootstrapKey() string {
-	return Key("bootstrap", bootstrapRecipe, b.Config.Image.Suite, b.mirror, b.packages, MmdebstrapArgs(nil, "", "", ""))
+	return Key("bootstrap", bootstrapRecipe, b.Config.Image.Suite, b.mirror, b.packages,
+		MmdebstrapArgs(nil, "", "", ""), customizeHooks("SCRIPT"), imagefiles.NodeInitramfsScript)
 }
 
-// MmdebstrapArgs returns mmdebstrap's arguments for a root with packages. The
-// benchmark uses the same arguments for its raw reference run.
-func MmdebstrapArgs(packages []string, suite, target, mirror string) []string {
+// nodeInitramfsConf is the initramfs-tools configuration of the nodes' initrd,
+// inside the image, so that node1 can remake it (mkinitramfs -d).
+const nodeInitramfsConf = "/etc/clusterdebian/initramfs-nfs"
+
+// customizeHooks are run by mmdebstrap inside the new root, after the packages:
+//   - the nodes' initrd: initramfs-tools with BOOT=nfs (the stock kernel has no
+//     in-kernel IP autoconfiguration; the initramfs does DHCP and the NFS
+//     mount) plus the script that makes the shared root safe per node;
+//   - no SSH host keys: they are made per machine at boot, not shipped in an
+//     ISO that may be given away.
+func customizeHooks(script string) []string {
+	conf := nodeInitramfsConf
+	return []string{
+		`--customize-hook=mkdir -p "$1` + conf + `" && cp -a "$1/etc/initramfs-tools/." "$1` + conf + `/" && ` +
+			`sed -i -e 's/^BOOT=.*/BOOT=nfs/' -e 's/^MODULES=.*/MODULES=netboot/' "$1` + conf + `/initramfs.conf" && ` +
+			`mkdir -p "$1` + conf + `/scripts/nfs-bottom"`,
+		"--customize-hook=upload " + script + " " + conf + "/scripts/nfs-bottom/clusterdebian-node",
+		`--customize-hook=chmod 0755 "$1` + conf + `/scripts/nfs-bottom/clusterdebian-node"`,
+		`--customize-hook=chroot "$1" sh -c 'mkinitramfs -d ` + conf + ` -o /boot/` + NodeInitrdName +
+			` "$(ls /lib/modules | sort -V | tail -n 1)"'`,
+		`--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*`,
+	}
+}
+
+// MmdebstrapArgs returns mmdebstrap's arguments for a root with packages; extra
+// options go before the positional arguments. The benchmark uses the same
+// arguments, without hooks, for its raw reference run.
+func MmdebstrapArgs(packages []string, suite, target, mirror string, extra ...string) []string {
 	args := []string{
 		"--mode=root",
 		"--variant=important",
@@ -35,6 +63,7 @@ func MmdebstrapArgs(packages []string, suite, target, mirror string) []string {
 	if len(packages) > 0 {
 		args = append(args, "--include="+strings.Join(packages, ","))
 	}
+	args = append(args, extra...)
 	if suite != "" {
 		args = append(args, suite, target, mirror)
 	}
@@ -60,8 +89,14 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 		return err
 	}
 	root := filepath.Join(dir, "root")
+	script := filepath.Join(dir, "clusterdebian-node.initramfs")
+	if err := os.WriteFile(script, []byte(imagefiles.NodeInitramfsScript), 0o755); err != nil {
+		return err
+	}
+	defer os.Remove(script)
 	r.stage.Status("mmdebstrap " + b.Config.Image.Suite + " from " + b.mirror)
-	err := r.run(ctx, "unshare", unshareArgs("mmdebstrap", MmdebstrapArgs(b.packages, b.Config.Image.Suite, root, b.mirror)...)...)
+	err := r.run(ctx, "unshare", unshareArgs("mmdebstrap",
+		MmdebstrapArgs(b.packages, b.Config.Image.Suite, root, b.mirror, customizeHooks(script)...)...)...)
 	if err != nil {
 		var te *ToolError
 		if errors.As(err, &te) {
@@ -78,7 +113,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 
 	// The kernel and initrd boot from the medium, not from the squashfs.
 	boot := filepath.Join(root, "boot")
-	for pattern, name := range map[string]string{"vmlinuz-*": KernelName, "initrd.img-*": InitrdName} {
+	for pattern, name := range map[string]string{"vmlinuz-*": KernelName, "initrd.img-*": InitrdName, NodeInitrdName: NodeInitrdName} {
 		matches, _ := filepath.Glob(filepath.Join(boot, pattern))
 		if len(matches) == 0 {
 			return fmt.Errorf("the bootstrap has no /boot/%s: is linux-image-amd64 installed?", pattern)

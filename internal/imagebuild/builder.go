@@ -42,17 +42,19 @@ var Stages = []string{StageBootstrap, StageCustomize, StageSquashfs, StageISO}
 
 // Output file names.
 const (
-	ISOName       = "clusterdebian.iso"
-	NetbootDir    = "netboot"
-	ReportName    = "build-report.json"
-	LogName       = "build.log"
-	BaseLayer     = "01-base.squashfs"
-	CustomLayer   = "02-custom.squashfs"
-	KernelName    = "vmlinuz"
-	InitrdName    = "initrd.img"
-	PackageList   = "packages.txt"
-	keepPerStage  = 2 // cache entries kept per stage
-	bootstrapNeed = 4 << 30
+	ISOName     = "clusterdebian.iso"
+	NetbootDir  = "netboot"
+	ReportName  = "build-report.json"
+	LogName     = "build.log"
+	BaseLayer   = "01-base.squashfs"
+	CustomLayer = "02-custom.squashfs"
+	KernelName  = "vmlinuz"
+	InitrdName  = "initrd.img"
+	// NodeInitrdName is the nodes' initrd: it mounts node1's root over NFS.
+	NodeInitrdName = "initrd-nfs.img"
+	PackageList    = "packages.txt"
+	keepPerStage   = 2 // cache entries kept per stage
+	bootstrapNeed  = 4 << 30
 )
 
 // Options configure one build.
@@ -240,10 +242,11 @@ func (b *build) publish(report *Report) error {
 	}
 	nb := filepath.Join(out, NetbootDir)
 	files := map[string]string{
-		KernelName:  filepath.Join(b.dirs[StageBootstrap], KernelName),
-		InitrdName:  filepath.Join(b.dirs[StageBootstrap], InitrdName),
-		BaseLayer:   filepath.Join(b.dirs[StageBootstrap], BaseLayer),
-		CustomLayer: filepath.Join(b.dirs[StageSquashfs], CustomLayer),
+		KernelName:     filepath.Join(b.dirs[StageBootstrap], KernelName),
+		InitrdName:     filepath.Join(b.dirs[StageBootstrap], InitrdName),
+		NodeInitrdName: filepath.Join(b.dirs[StageBootstrap], NodeInitrdName),
+		BaseLayer:      filepath.Join(b.dirs[StageBootstrap], BaseLayer),
+		CustomLayer:    filepath.Join(b.dirs[StageSquashfs], CustomLayer),
 	}
 	names := make([]string, 0, len(files))
 	for n := range files {

@@ -18,6 +18,8 @@ const customizeRecipe = 1
 // enabledUnits are the systemd units of imagefiles/ that start at boot.
 var enabledUnits = map[string]string{
 	"clusterdebian-issue.service": "multi-user.target",
+	"clusterdebian-head.service":  "multi-user.target",
+	"clusterdebian-node.service":  "multi-user.target",
 }
 
 func (b *build) customizeKey() string {

@@ -31,11 +31,14 @@ const (
 	grubPCDir      = "/usr/lib/grub/i386-pc"
 	grubEFIDir     = "/usr/lib/grub/x86_64-efi"
 	consoleCmdline = "console=ttyS0,115200n8 console=tty0"
+	// node1's live root (overlayfs) can be exported over NFS only with these:
+	// index=on gives every file a stable handle across the layers.
+	exportCmdline = "overlay.nfs_export=Y overlay.index=Y"
 )
 
 // KernelCmdline returns the live system's kernel parameters after boot=live.
 func (b *build) kernelCmdline() string {
-	return strings.TrimSpace(consoleCmdline + " " + b.Config.Image.KernelCmdline)
+	return strings.TrimSpace(consoleCmdline + " " + exportCmdline + " " + b.Config.Image.KernelCmdline)
 }
 
 func (b *build) isoKey() string {
@@ -78,10 +81,11 @@ func (b *build) iso(ctx context.Context, dir string, r *runner) error {
 		}
 	}
 	links := map[string]string{
-		filepath.Join(boot, KernelName):    filepath.Join(live, KernelName),
-		filepath.Join(boot, InitrdName):    filepath.Join(live, InitrdName),
-		filepath.Join(boot, BaseLayer):     filepath.Join(live, BaseLayer),
-		filepath.Join(squash, CustomLayer): filepath.Join(live, CustomLayer),
+		filepath.Join(boot, KernelName):     filepath.Join(live, KernelName),
+		filepath.Join(boot, InitrdName):     filepath.Join(live, InitrdName),
+		filepath.Join(boot, NodeInitrdName): filepath.Join(live, NodeInitrdName),
+		filepath.Join(boot, BaseLayer):      filepath.Join(live, BaseLayer),
+		filepath.Join(squash, CustomLayer):  filepath.Join(live, CustomLayer),
 	}
 	menu := map[string]any{"Version": b.version, "Timeout": b.Config.Image.BootTimeout, "Cmdline": b.kernelCmdline()}
 	for key, name := range map[string]string{"MemtestBIOS": "memtest86+x64.bin", "MemtestEFI": "memtest86+x64.efi"} {

@@ -13,6 +13,8 @@ var basePackages = []string{
 	"openssh-server", "openssh-client", "nfs-kernel-server", "nfs-common",
 	"ipxe", "iproute2", "iputils-ping", "sudo", "man-db", "less", "nano",
 	"procps", "psmisc", "ca-certificates", "bash-completion", "memtest86+",
+	// Lets `clusterdebian vm` run commands in a VM; idle on real hardware.
+	"qemu-guest-agent",
 }
 
 // DevelopmentPackages returns the parallel stacks' packages, with the compiler

@@ -24,7 +24,7 @@ func TestDefaultImageBuilds(t *testing.T) {
 	if len(rep.Stages) != len(imagebuild.Stages) {
 		t.Fatalf("report lists %d stages, want %d", len(rep.Stages), len(imagebuild.Stages))
 	}
-	for _, f := range []string{imagebuild.ISOName, "netboot/vmlinuz", "netboot/initrd.img",
+	for _, f := range []string{imagebuild.ISOName, "netboot/vmlinuz", "netboot/initrd.img", "netboot/" + imagebuild.NodeInitrdName,
 		"netboot/" + imagebuild.BaseLayer, "netboot/" + imagebuild.CustomLayer, "credentials.txt", "build.log"} {
 		fi, err := os.Stat(filepath.Join(out, f))
 		if err != nil {
@@ -131,7 +131,7 @@ func TestISOLayout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("xorriso -find: %v\n%s", err, ls)
 	}
-	for _, want := range []string{"vmlinuz", "initrd.img", imagebuild.BaseLayer, imagebuild.CustomLayer, "memtest86+x64.bin", "memtest86+x64.efi"} {
+	for _, want := range []string{"vmlinuz", "initrd.img", imagebuild.NodeInitrdName, imagebuild.BaseLayer, imagebuild.CustomLayer, "memtest86+x64.bin", "memtest86+x64.efi"} {
 		if !strings.Contains(string(ls), "'/live/"+want+"'") {
 			t.Errorf("ISO lacks /live/%s:\n%s", want, ls)
 		}
