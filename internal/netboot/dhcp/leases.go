@@ -49,6 +49,11 @@ type leaseStore struct {
 	byIP     map[netip.Addr]*entry
 	declined map[netip.Addr]time.Time
 
+	// changes counts lease changes (under mu); flushed is the count the lease
+	// file reflects (under persistMu).
+	changes uint64
+	flushed uint64
+
 	// persistMu serialises writes; the snapshot is taken while holding it so
 	// a later state is never overwritten by an earlier one.
 	persistMu sync.Mutex
@@ -287,6 +292,10 @@ func (ls *leaseStore) lookup(mac string) (netip.Addr, bool) {
 func (ls *leaseStore) list() []Lease {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
+	return ls.listLocked()
+}
+
+func (ls *leaseStore) listLocked() []Lease {
 	out := make([]Lease, 0, len(ls.byMAC))
 	for _, e := range ls.byMAC {
 		if e.bound {
@@ -300,19 +309,38 @@ func (ls *leaseStore) list() []Lease {
 // persist writes the bound leases to the lease file atomically. A failure is
 // logged, not returned: the lease stays valid in memory and the next change
 // retries the write.
+//
+// It returns only once the file holds this change, so an ACK is sent after
+// its lease is on disk. Handlers run concurrently, and one write (one fsync)
+// serves every change made before it started: under a burst, callers that
+// queued behind a write find their change already flushed (group commit).
 func (ls *leaseStore) persist() {
 	if ls.file == "" {
 		return
 	}
+	ls.mu.Lock()
+	ls.changes++
+	mine := ls.changes
+	ls.mu.Unlock()
+
 	ls.persistMu.Lock()
 	defer ls.persistMu.Unlock()
-	data, err := json.MarshalIndent(leaseFile{Version: 1, Leases: ls.list()}, "", "  ")
+	if ls.flushed >= mine {
+		return
+	}
+	ls.mu.Lock()
+	upto := ls.changes
+	leases := ls.listLocked()
+	ls.mu.Unlock()
+	data, err := json.MarshalIndent(leaseFile{Version: 1, Leases: leases}, "", "  ")
 	if err == nil {
 		err = writeFileAtomic(ls.file, append(data, '\n'))
 	}
 	if err != nil {
 		ls.log.Error("cannot write lease file", "file", ls.file, "err", err)
+		return
 	}
+	ls.flushed = upto
 }
 
 // writeFileAtomic writes data to a temporary file beside path, syncs it and
