@@ -36,10 +36,14 @@ node1 and the node agent on every other node.`,
 		newVersionCmd(),
 		newConfigCmd(),
 		newBuildCmd(),
+		newHeadCmd(),
 		newPackagesCmd(),
 		newDoctorCmd(),
 		newManCmd(root),
 		newIssueCmd(),
+		newNodeCmd(),
+		newStatusCmd(),
+		newVMCmd(),
 	)
 	return root
 }

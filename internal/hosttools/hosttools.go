@@ -47,6 +47,7 @@ var Tools = []Tool{
 	{"GRUB for BIOS", "/usr/lib/grub/i386-pc/boot_hybrid.img", "grub-pc-bin", Build, "BIOS boot from CD and USB"},
 	{"GRUB for UEFI", "/usr/lib/grub/x86_64-efi/linux.mod", "grub-efi-amd64-bin", Build, "UEFI boot"},
 	{"mkfs.vfat", "mkfs.vfat", "dosfstools", Build, "makes the EFI system partition"},
+	{"mkfs.ext4", "mkfs.ext4", "e2fsprogs", Build, "makes the customization layer"},
 	{"mcopy", "mcopy", "mtools", Build, "fills the EFI system partition"},
 	{"unshare", "unshare", "util-linux", Build, "keeps the bootstrap's mounts and processes contained"},
 	{"openssl", "openssl", "openssl", Build, "hashes user passwords"},
@@ -65,6 +66,9 @@ var Tools = []Tool{
 	{"nginx", "nginx", "nginx-light", Test, "reference HTTP server for benchmarks"},
 	{"busybox", "/bin/busybox", "busybox-static", Test, "tiny initrds for netboot tests"},
 	{"cpio", "cpio", "cpio", Test, "packs test initrds"},
+	{"debugfs", "debugfs", "e2fsprogs", Test, "reads the customization layer in tests"},
+	{"sshd", "/usr/sbin/sshd", "openssh-server", Test, "a real sshd for SSH trust tests"},
+	{"ssh-keygen", "ssh-keygen", "openssh-client", Test, "checks host certificates in tests"},
 }
 
 // For returns the tools needed for the given purposes.

@@ -5,8 +5,9 @@
 //	           parallel stack) and squash it into the base layer
 //	customize  the ClusterDebian layer: the clusterdebian binary, systemd units,
 //	           banner, man pages, users and the user's overlay files
-//	squashfs   squash the customization into its own small layer, which
-//	           live-boot stacks on top of the base
+//	squashfs   pack the customization into its own small layer (ext4, so
+//	           that node1's root stays NFS-exportable), which live-boot
+//	           stacks on top of the base
 //	iso        the hybrid BIOS+UEFI ISO (GRUB and xorriso), and netboot/
 //
 // Each stage's output is cached under a key made from its inputs, so a rebuild
@@ -47,7 +48,7 @@ const (
 	ReportName  = "build-report.json"
 	LogName     = "build.log"
 	BaseLayer   = "01-base.squashfs"
-	CustomLayer = "02-custom.squashfs"
+	CustomLayer = "02-custom.ext4"
 	KernelName  = "vmlinuz"
 	InitrdName  = "initrd.img"
 	// NodeInitrdName is the nodes' initrd: it mounts node1's root over NFS.
@@ -259,7 +260,7 @@ func (b *build) publish(report *Report) error {
 		}
 	}
 	// Drop layers a previous build published that this one does not have.
-	old, _ := filepath.Glob(filepath.Join(nb, "*.squashfs"))
+	old, _ := filepath.Glob(filepath.Join(nb, "0*-*.*"))
 	for _, o := range old {
 		if _, ok := files[filepath.Base(o)]; !ok {
 			os.Remove(o)

@@ -2,6 +2,11 @@
 // SeaBIOS with the NIC's iPXE ROM, or OVMF for UEFI. It is the harness behind
 // `clusterdebian vm` and the end-to-end tests: start a machine, read its serial
 // console, wait for text on it, power it off.
+//
+// On top of that, a virtual cluster (cluster.go): node1 booting the ISO and
+// nodes booting from it, on a private network namespace, with QEMU detached
+// so the cluster outlives the command, its state in StateRoot, and the QEMU
+// guest agent (qga.go) to run commands inside the VMs.
 package vm
 
 import (
@@ -54,7 +59,36 @@ type Spec struct {
 	// Dir holds the machine's serial log, UEFI variables and pid file.
 	Dir       string
 	ExtraArgs []string
+
+	// Console puts the serial console on a unix socket, Dir/console.sock,
+	// that a person can attach to (`clusterdebian vm console`), while QEMU
+	// still logs everything to Dir/serial.log for Serial and WaitFor.
+	Console bool
+	// GuestAgent adds a virtio-serial channel for the QEMU guest agent on
+	// the unix socket Dir/qga.sock (see QGAExec).
+	GuestAgent bool
+	// Reboot lets a guest reboot. Without it QEMU exits when the guest
+	// reboots, which is what tests want: a boot loop ends the test early.
+	Reboot bool
+	// Detach makes QEMU outlive the process that started it: it runs in a
+	// session of its own and is not killed when its parent dies. Without
+	// it, QEMU is killed with the process that started it, so a crashing
+	// test leaves no VM behind.
+	Detach bool
 }
+
+// Names of the files a machine keeps in Spec.Dir.
+const (
+	SerialLogFile = "serial.log"
+	ConsoleSocket = "console.sock"
+	QGASocket     = "qga.sock"
+	PIDFile       = "qemu.pid"
+	QEMULogFile   = "qemu.log"
+)
+
+// qemuValue escapes a value for QEMU's option syntax, in which a comma ends
+// the value unless doubled.
+func qemuValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // Machine is a running QEMU.
 type Machine struct {
@@ -139,10 +173,32 @@ func (s *Spec) Args() ([]string, error) {
 		"-m", strconv.Itoa(s.MemoryMiB),
 		"-smp", strconv.Itoa(s.CPUs),
 		"-display", "none", "-vga", "none",
-		"-serial", "file:" + filepath.Join(s.Dir, "serial.log"),
-		"-monitor", "unix:" + filepath.Join(s.Dir, "monitor.sock") + ",server,nowait",
-		"-pidfile", filepath.Join(s.Dir, "qemu.pid"),
-		"-no-reboot",
+	}
+	if s.Console {
+		// wait=off: QEMU boots without anyone attached; logfile gets every
+		// byte whether or not a client is connected.
+		args = append(args,
+			"-chardev", "socket,id=ser0,path="+qemuValue(filepath.Join(s.Dir, ConsoleSocket))+",server=on,wait=off,logfile="+qemuValue(filepath.Join(s.Dir, SerialLogFile)),
+			"-serial", "chardev:ser0")
+	} else {
+		args = append(args, "-serial", "file:"+filepath.Join(s.Dir, SerialLogFile))
+	}
+	args = append(args,
+		"-monitor", "unix:"+filepath.Join(s.Dir, "monitor.sock")+",server,nowait",
+		"-pidfile", filepath.Join(s.Dir, PIDFile))
+	if s.Reboot {
+		// When no boot device works (a node's network boot that found no
+		// DHCP server yet), SeaBIOS waits forever unless told otherwise;
+		// retry instead, as a machine in a room would be power-cycled.
+		args = append(args, "-boot", "reboot-timeout=5000")
+	} else {
+		args = append(args, "-no-reboot")
+	}
+	if s.GuestAgent {
+		args = append(args,
+			"-device", "virtio-serial-pci,id=vser0",
+			"-chardev", "socket,id=qga0,path="+qemuValue(filepath.Join(s.Dir, QGASocket))+",server=on,wait=off",
+			"-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0")
 	}
 	if s.Accel == "kvm" {
 		args = append(args, "-cpu", "host")
@@ -168,13 +224,13 @@ func (s *Spec) Args() ([]string, error) {
 	}
 	boot := 1
 	if s.CDROM != "" {
-		args = append(args, "-drive", "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file="+s.CDROM,
+		args = append(args, "-drive", "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file="+qemuValue(s.CDROM),
 			"-device", fmt.Sprintf("ide-cd,drive=cd0,bootindex=%d", boot))
 		boot++
 	}
 	if s.USBDisk != "" {
 		args = append(args, "-device", "qemu-xhci,id=xhci",
-			"-drive", "if=none,id=usb0,format=raw,snapshot=on,file="+s.USBDisk,
+			"-drive", "if=none,id=usb0,format=raw,snapshot=on,file="+qemuValue(s.USBDisk),
 			"-device", fmt.Sprintf("usb-storage,bus=xhci.0,drive=usb0,bootindex=%d", boot))
 		boot++
 	}
@@ -203,7 +259,7 @@ func (s *Spec) Args() ([]string, error) {
 		if strings.HasSuffix(s.Disk, ".qcow2") {
 			format = "qcow2"
 		}
-		args = append(args, "-drive", "if=none,id=disk0,format="+format+",file="+s.Disk,
+		args = append(args, "-drive", "if=none,id=disk0,format="+format+",file="+qemuValue(s.Disk),
 			"-device", fmt.Sprintf("virtio-blk-pci,drive=disk0,bootindex=%d", boot))
 	}
 	return append(args, s.ExtraArgs...), nil
@@ -220,7 +276,7 @@ func Start(spec Spec) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	serial := filepath.Join(spec.Dir, "serial.log")
+	serial := filepath.Join(spec.Dir, SerialLogFile)
 	os.Remove(serial)
 	name := "qemu-system-x86_64"
 	if spec.NetNS != "" {
@@ -228,13 +284,19 @@ func Start(spec Spec) (*Machine, error) {
 		name = "ip"
 	}
 	cmd := exec.Command(name, args...)
-	logf, err := os.Create(filepath.Join(spec.Dir, "qemu.log"))
+	logf, err := os.Create(filepath.Join(spec.Dir, QEMULogFile))
 	if err != nil {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group, and die with us: a test that crashes leaves no VM.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if spec.Detach {
+		// A session of its own: no terminal signal (Ctrl-C in the shell
+		// that ran `vm up`) reaches it, and it outlives us.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	} else {
+		// Own process group, and die with us: a test that crashes leaves no VM.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("starting QEMU for %s: %w", spec.Name, err)
@@ -247,6 +309,10 @@ func Start(spec Spec) (*Machine, error) {
 	}()
 	return m, nil
 }
+
+// PID is QEMU's process id (`ip netns exec` execs QEMU in place, so it is
+// QEMU's own id also with Spec.NetNS).
+func (m *Machine) PID() int { return m.cmd.Process.Pid }
 
 // Serial returns everything the machine has written to its serial console.
 func (m *Machine) Serial() string {

@@ -1,0 +1,364 @@
+// Package agent is the node agent, `clusterdebian node`: it runs on every
+// network-booted node and joins it to the cluster. At start it makes the
+// node's SSH host key (in RAM: it lives for one boot), registers with the
+// head (MAC, address, cores, memory, host key) and writes the host
+// certificate the head signs, then tells systemd it is ready, so that sshd
+// starts with a certified key. From then on it heartbeats with the node's
+// load; when the head has forgotten the node (it answers 404) it registers
+// again, and at a clean shutdown it leaves.
+//
+// Simulate runs many fake agents against a head, for load tests.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
+)
+
+// Defaults and kernel command-line parameters.
+const (
+	DefaultRunDir = "/run/clusterdebian"
+	// DefaultInterval is used when neither the options nor the head say.
+	DefaultInterval = 5 * time.Second
+	// ParamHead and ParamToken are the kernel parameters the head puts on
+	// every node's command line (internal/head uses the same names).
+	ParamHead  = "clusterdebian.head="
+	ParamToken = "clusterdebian.token="
+	// leaveTimeout bounds the leave request at shutdown: systemd waits for
+	// the agent, and a head that is gone must not hold up a poweroff.
+	leaveTimeout = 3 * time.Second
+	// maxBackoff caps the wait between registration attempts.
+	maxBackoff = 30 * time.Second
+)
+
+// Options configure the agent.
+type Options struct {
+	// HeadURL is the head's base URL, like http://10.99.0.1.
+	HeadURL string
+	// Token is the cluster token (clusterdebian.token=).
+	Token string
+	// Interval between heartbeats; zero: what the head asks for.
+	Interval time.Duration
+	// RunDir is the per-boot state folder; default DefaultRunDir. The host
+	// key and certificate go in RunDir/ssh, where the image's sshd_config.d
+	// drop-in looks.
+	RunDir string
+	// Logger gets the log; default slog.Default().
+	Logger *slog.Logger
+
+	// MAC and IP, when both set, are used instead of the interface that
+	// reaches the head. Tests set them: loopback has no MAC.
+	MAC, IP string
+	// ProcDir is where /proc is; default "/proc".
+	ProcDir string
+	// CAChanged, if set, is called after a certificate from a different CA
+	// than the one before was written: the head's CA was remade, and sshd,
+	// which reads its certificate only at start, must reload. The command
+	// sets it to reload ssh.service.
+	CAChanged func(ctx context.Context)
+}
+
+// OptionsFromCmdline reads the head's address and the cluster token from a
+// kernel command line (the contents of /proc/cmdline). The head puts both
+// on every node's command line; an error names what is missing.
+func OptionsFromCmdline(cmdline string) (Options, error) {
+	var o Options
+	var head string
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, ParamHead); ok {
+			head = v
+		}
+		if v, ok := strings.CutPrefix(f, ParamToken); ok {
+			o.Token = v
+		}
+	}
+	var missing []string
+	if head == "" {
+		missing = append(missing, ParamHead+"<head address>")
+	}
+	if o.Token == "" {
+		missing = append(missing, ParamToken+"<token>")
+	}
+	if len(missing) > 0 {
+		return o, fmt.Errorf("the kernel command line has no %s; the head puts it on every node it boots (use --head/--token to run by hand)",
+			strings.Join(missing, " and no "))
+	}
+	u, err := HeadURL(head)
+	if err != nil {
+		return o, fmt.Errorf("%s%s: %w", ParamHead, head, err)
+	}
+	o.HeadURL = u
+	return o, nil
+}
+
+// HeadURL turns the head's address ("10.99.0.1", "10.99.0.1:8080" or a
+// URL) into the API's base URL.
+func HeadURL(head string) (string, error) {
+	if strings.Contains(head, "://") {
+		u, err := url.Parse(head)
+		if err != nil || u.Host == "" {
+			return "", fmt.Errorf("%q is not a URL like http://10.99.0.1", head)
+		}
+		return strings.TrimRight(head, "/"), nil
+	}
+	if ap, err := netip.ParseAddrPort(head); err == nil {
+		return "http://" + ap.String(), nil
+	}
+	if ip, err := netip.ParseAddr(head); err == nil {
+		if ip.Is6() {
+			return "http://[" + ip.String() + "]", nil
+		}
+		return "http://" + ip.String(), nil
+	}
+	return "", fmt.Errorf("%q is not an IP address", head)
+}
+
+// Run joins the cluster and heartbeats until ctx is done; then it leaves
+// and returns nil. It returns an error only for what retrying cannot fix.
+func Run(ctx context.Context, o Options) error {
+	if o.HeadURL == "" || o.Token == "" {
+		return errors.New("agent: the head URL and the cluster token are needed")
+	}
+	if o.RunDir == "" {
+		o.RunDir = DefaultRunDir
+	}
+	if o.ProcDir == "" {
+		o.ProcDir = "/proc"
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	c := newClient(o.HeadURL, o.Token, nil)
+
+	mac, ip := o.MAC, o.IP
+	if mac == "" || ip == "" {
+		ep, err := waitEndpoint(ctx, o.HeadURL, log)
+		if err != nil {
+			return err
+		}
+		if len(ep.MAC) == 0 {
+			return fmt.Errorf("interface %s, which reaches the head, has no MAC address", ep.Interface)
+		}
+		mac, ip = ep.MAC.String(), ep.IP.String()
+		log.Info("cluster interface", "iface", ep.Interface, "ip", ip, "mac", mac)
+	}
+	memTotal, err := MemTotalKiB(o.ProcDir)
+	if err != nil {
+		log.Warn("memory size unknown", "err", err)
+	}
+	sshDir := filepath.Join(o.RunDir, "ssh")
+	hostKey, err := sshtrust.EnsureHostKey(sshDir)
+	if err != nil {
+		return fmt.Errorf("SSH host key in %s: %w", sshDir, err)
+	}
+	req := registry.RegisterRequest{
+		MAC: mac, IP: ip, Cores: runtime.NumCPU(), MemTotalKiB: memTotal,
+		SSHHostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey))),
+	}
+	a := &agent{o: o, log: log, c: c, req: req, certPath: filepath.Join(sshDir, sshtrust.HostCertFile)}
+	a.lastCA = certCA(a.certPath)
+
+	resp, err := a.register(ctx)
+	if err != nil {
+		return nil // ctx ended before the head answered: nothing to leave
+	}
+	if err := Notify("READY=1\nSTATUS=joined as " + resp.Name); err != nil {
+		log.Warn("telling systemd we are ready", "err", err)
+	}
+	interval := o.Interval
+	if interval <= 0 {
+		interval = time.Duration(resp.HeartbeatSeconds) * time.Second
+	}
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	a.heartbeats(ctx, interval)
+
+	Notify("STOPPING=1")
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
+	defer cancel()
+	if err := c.leave(lctx, mac); err != nil {
+		log.Warn("leaving the cluster", "err", err)
+	} else {
+		log.Info("left the cluster", "node", a.name)
+	}
+	return nil
+}
+
+// agent is one running agent's state.
+type agent struct {
+	o        Options
+	log      *slog.Logger
+	c        *client
+	req      registry.RegisterRequest
+	certPath string
+	lastCA   string
+	name     string
+}
+
+// waitEndpoint finds the interface to the head, waiting for a route: a
+// node's network is up from the initramfs, but a hand-started agent may
+// race the network.
+func waitEndpoint(ctx context.Context, headURL string, log *slog.Logger) (Endpoint, error) {
+	delay := time.Second
+	for {
+		ep, err := LocalEndpoint(ctx, headURL)
+		if err == nil {
+			return ep, nil
+		}
+		if _, perr := headHostPort(headURL); perr != nil {
+			return ep, perr
+		}
+		log.Warn("cannot find the interface to the head yet", "head", headURL, "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return ep, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, maxBackoff)
+	}
+}
+
+// register registers until the head accepts (backing off between attempts,
+// logging each failure) or ctx ends, and installs the host certificate.
+func (a *agent) register(ctx context.Context) (registry.RegisterResponse, error) {
+	delay := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		resp, err := a.c.register(ctx, a.req)
+		if err == nil {
+			a.name = resp.Name
+			a.log.Info("registered with the head", "node", resp.Name, "head", a.o.HeadURL,
+				"heartbeat_s", resp.HeartbeatSeconds, "attempt", attempt)
+			a.installCert(ctx, resp)
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return resp, ctx.Err()
+		}
+		a.log.Warn("registering with the head failed", "head", a.o.HeadURL, "attempt", attempt, "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return resp, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, maxBackoff)
+	}
+}
+
+// installCert writes the host certificate the head sent, for sshd.
+func (a *agent) installCert(ctx context.Context, resp registry.RegisterResponse) {
+	if resp.SSHHostCertificate == "" {
+		a.log.Warn("the head sent no SSH host certificate; ssh to this node will not be verified")
+		return
+	}
+	if err := writeAtomic(a.certPath, []byte(strings.TrimSpace(resp.SSHHostCertificate)+"\n"), 0o644); err != nil {
+		a.log.Error("writing the SSH host certificate", "path", a.certPath, "err", err)
+		return
+	}
+	ca := certCA(a.certPath)
+	if a.lastCA != "" && ca != a.lastCA && a.o.CAChanged != nil {
+		a.log.Info("the head's SSH CA changed; reloading sshd")
+		a.o.CAChanged(ctx)
+	}
+	a.lastCA = ca
+}
+
+// certCA returns the signing key of the certificate at path ("" if none).
+func certCA(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(data)
+	if err != nil {
+		return ""
+	}
+	cert, ok := k.(*ssh.Certificate)
+	if !ok {
+		return ""
+	}
+	return string(cert.SignatureKey.Marshal())
+}
+
+// heartbeats sends a heartbeat every interval until ctx is done,
+// registering again when the head does not know the node. Failures are
+// logged when they start and when they end, not every interval: a head
+// that is down for a minute should not flood every node's journal.
+func (a *agent) heartbeats(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failing := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		stats, err := ReadStats(a.o.ProcDir)
+		if err != nil {
+			a.log.Debug("reading load", "err", err)
+		}
+		err = a.c.heartbeat(ctx, a.req.MAC, stats)
+		switch {
+		case err == nil:
+			if failing != "" {
+				a.log.Info("heartbeats reach the head again")
+				failing = ""
+			}
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, registry.ErrUnknownNode):
+			a.log.Info("the head does not know this node (restarted or pruned); registering again")
+			if _, err := a.register(ctx); err != nil {
+				return
+			}
+			failing = ""
+		default:
+			if msg := err.Error(); msg != failing {
+				a.log.Warn("heartbeat failed; retrying every interval", "err", err, "interval", interval)
+				failing = msg
+			}
+		}
+	}
+}
+
+// writeAtomic replaces path through a temporary file and a rename: sshd
+// must never read half a certificate.
+func writeAtomic(path string, data []byte, mode fs.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

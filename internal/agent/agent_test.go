@@ -1,0 +1,450 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
+)
+
+const token = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func TestOptionsFromCmdline(t *testing.T) {
+	o, err := OptionsFromCmdline("console=ttyS0 clusterdebian.role=node clusterdebian.head=10.99.0.1 clusterdebian.token=abc root=/dev/nfs\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.HeadURL != "http://10.99.0.1" || o.Token != "abc" {
+		t.Errorf("options = %+v", o)
+	}
+	for cmdline, want := range map[string][]string{
+		"clusterdebian.token=abc":      {"clusterdebian.head="},
+		"clusterdebian.head=10.99.0.1": {"clusterdebian.token="},
+		"quiet":                        {"clusterdebian.head=", "clusterdebian.token="},
+		"clusterdebian.head=node1 clusterdebian.token=x": {"clusterdebian.head=node1", "not an IP"},
+		"clusterdebian.head= clusterdebian.token=":       {"clusterdebian.head=", "clusterdebian.token="},
+	} {
+		_, err := OptionsFromCmdline(cmdline)
+		if err == nil {
+			t.Errorf("%q: no error", cmdline)
+			continue
+		}
+		for _, w := range want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: error %q does not name %q", cmdline, err, w)
+			}
+		}
+	}
+}
+
+func TestHeadURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.99.0.1":            "http://10.99.0.1",
+		"10.99.0.1:8080":       "http://10.99.0.1:8080",
+		"http://10.99.0.1/":    "http://10.99.0.1",
+		"http://127.0.0.1:999": "http://127.0.0.1:999",
+	} {
+		if got, err := HeadURL(in); err != nil || got != want {
+			t.Errorf("HeadURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "node1", "http://", "10.99.0.300"} {
+		if got, err := HeadURL(bad); err == nil {
+			t.Errorf("HeadURL(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
+// notifySocket listens on a unixgram socket, points NOTIFY_SOCKET at it and
+// returns what arrives.
+func notifySocket(t *testing.T, name string) <-chan string {
+	t.Helper()
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Setenv("NOTIFY_SOCKET", name)
+	ch := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(ch)
+				return
+			}
+			ch <- string(buf[:n])
+		}
+	}()
+	return ch
+}
+
+func TestNotify(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	if err := Notify("READY=1"); err != nil {
+		t.Errorf("Notify without a socket: %v", err)
+	}
+	for _, name := range []string{
+		filepath.Join(t.TempDir(), "notify"),
+		fmt.Sprintf("@clusterdebian-test-%d-%d", os.Getpid(), time.Now().UnixNano()), // abstract
+	} {
+		ch := notifySocket(t, name)
+		if err := Notify("READY=1"); err != nil {
+			t.Fatalf("Notify(%s): %v", name, err)
+		}
+		if got := <-ch; got != "READY=1" {
+			t.Errorf("socket %s got %q", name, got)
+		}
+	}
+}
+
+func TestReadStats(t *testing.T) {
+	proc := t.TempDir()
+	os.WriteFile(filepath.Join(proc, "loadavg"), []byte("1.25 0.80 0.50 2/345 6789\n"), 0o644)
+	os.WriteFile(filepath.Join(proc, "meminfo"), []byte("MemTotal:       16318480 kB\nMemFree:         1000000 kB\nMemAvailable:   12318480 kB\nBuffers:  1 kB\n"), 0o644)
+	os.WriteFile(filepath.Join(proc, "uptime"), []byte("3725.42 7000.10\n"), 0o644)
+	s, err := ReadStats(proc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s != (registry.Stats{Load1: 1.25, MemUsedKiB: 4000000, UptimeSec: 3725}) {
+		t.Errorf("stats = %+v", s)
+	}
+	if m, err := MemTotalKiB(proc); err != nil || m != 16318480 {
+		t.Errorf("MemTotalKiB = %d, %v", m, err)
+	}
+	os.Remove(filepath.Join(proc, "uptime"))
+	if _, err := ReadStats(proc); err == nil {
+		t.Error("no error without uptime")
+	}
+	// The real /proc parses too.
+	if s, err := ReadStats("/proc"); err != nil || s.UptimeSec <= 0 || s.MemUsedKiB == 0 {
+		t.Errorf("ReadStats(/proc) = %+v, %v", s, err)
+	}
+}
+
+func TestLocalEndpoint(t *testing.T) {
+	ep, err := LocalEndpoint(context.Background(), "http://127.0.0.1:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep.IP.String() != "127.0.0.1" || ep.Interface == "" {
+		t.Errorf("endpoint to loopback = %+v", ep)
+	}
+	if _, err := LocalEndpoint(context.Background(), "not a url"); err == nil {
+		t.Error("no error for a bad URL")
+	}
+}
+
+// head is an in-process head: a registry and its API on loopback. The API
+// handler can be swapped, to play a head that was remade with a new CA.
+type head struct {
+	reg     *registry.Registry
+	ca      *sshtrust.CA
+	srv     *httptest.Server
+	handler atomic.Pointer[http.Handler]
+	changes chan []registry.Node
+}
+
+func newHead(t *testing.T, interval time.Duration, opts ...registry.APIOption) *head {
+	t.Helper()
+	h := &head{changes: make(chan []registry.Node, 1024)}
+	var err error
+	h.reg, err = registry.Open(filepath.Join(t.TempDir(), "nodes.json"), interval, func(n []registry.Node) {
+		select {
+		case h.changes <- n:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.reg.Flush() })
+	h.ca = h.newCA(t, opts...)
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*h.handler.Load()).ServeHTTP(w, r)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// newCA makes a CA and serves the API with it.
+func (h *head) newCA(t *testing.T, opts ...registry.APIOption) *sshtrust.CA {
+	ca, err := sshtrust.OpenCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var api http.Handler = registry.NewAPI(h.reg, token, ca, quiet(), opts...)
+	h.handler.Store(&api)
+	h.ca = ca
+	return ca
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// waitFor polls cond until it holds. It has no deadline of its own: the
+// test binary's -timeout is the limit, so a slow machine cannot fail it.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		if t.Failed() {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func findNode(reg *registry.Registry, mac string) (registry.Node, bool) {
+	for _, n := range reg.Nodes() {
+		if n.MAC == mac {
+			return n, true
+		}
+	}
+	return registry.Node{}, false
+}
+
+func TestRun(t *testing.T) {
+	h := newHead(t, 200*time.Millisecond)
+	ready := notifySocket(t, filepath.Join(t.TempDir(), "notify"))
+	runDir := t.TempDir()
+	const mac = "52:54:00:ab:cd:2a"
+	var caChanges atomic.Int32
+	var logBuf syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			HeadURL: h.srv.URL, Token: token, Interval: 200 * time.Millisecond, RunDir: runDir,
+			Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MAC: mac, IP: "10.99.0.42",
+			CAChanged: func(context.Context) { caChanges.Add(1) },
+		})
+	}()
+
+	// READY=1 comes once registered and the certificate is in place.
+	if msg := <-ready; !strings.HasPrefix(msg, "READY=1\n") || !strings.Contains(msg, "node42") {
+		t.Fatalf("notification %q", msg)
+	}
+	n, ok := findNode(h.reg, mac)
+	if !ok || n.Name != "node42" || n.IP != "10.99.0.42" || n.State != registry.StateUp || n.MemTotalKiB == 0 || n.Cores < 1 {
+		t.Fatalf("registered node: %+v (%v)", n, ok)
+	}
+	checkCert(t, runDir, h.ca, "node42")
+
+	// Heartbeats carry this machine's real stats.
+	waitFor(t, "a heartbeat", func() bool { n, _ := findNode(h.reg, mac); return n.UptimeSec > 0 })
+
+	// The head forgets the node (as a head restarted without its file
+	// would), and is remade with a new CA: the agent registers again on
+	// the 404, installs the new certificate and has sshd reloaded.
+	newCA := h.newCA(t)
+	if err := h.reg.Leave(mac); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "re-registration", func() bool { _, ok := findNode(h.reg, mac); return ok })
+	waitFor(t, "the new certificate", func() bool { return certSignedBy(runDir, newCA) })
+	checkCert(t, runDir, newCA, "node42")
+	if caChanges.Load() != 1 {
+		t.Errorf("CAChanged called %d times, want 1", caChanges.Load())
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if _, ok := findNode(h.reg, mac); ok {
+		t.Error("node still registered after the agent stopped: no leave sent")
+	}
+	if !strings.Contains(logBuf.String(), "registering again") {
+		t.Errorf("log does not mention the re-registration:\n%s", logBuf.String())
+	}
+}
+
+// checkCert checks the certificate the agent wrote: for the host key it
+// made, signed by ca, for name.
+func checkCert(t *testing.T, runDir string, ca *sshtrust.CA, name string) {
+	t.Helper()
+	sshDir := filepath.Join(runDir, "ssh")
+	certText, err := os.ReadFile(filepath.Join(sshDir, sshtrust.HostCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(certText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := k.(*ssh.Certificate)
+	keyText, _ := os.ReadFile(filepath.Join(sshDir, sshtrust.HostKeyFile))
+	signer, err := ssh.ParsePrivateKey(keyText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(ca.PublicKey()))
+	if !bytes.Equal(cert.Key.Marshal(), signer.PublicKey().Marshal()) {
+		t.Error("certificate is not for the host key in the run folder")
+	}
+	if !bytes.Equal(cert.SignatureKey.Marshal(), caKey.Marshal()) {
+		t.Error("certificate not signed by the head's CA")
+	}
+	if cert.ValidPrincipals[0] != name {
+		t.Errorf("principals %v", cert.ValidPrincipals)
+	}
+}
+
+func certSignedBy(runDir string, ca *sshtrust.CA) bool {
+	caKey, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(ca.PublicKey()))
+	return certCA(filepath.Join(runDir, "ssh", sshtrust.HostCertFile)) == string(caKey.Marshal())
+}
+
+// TestRunRetriesRegistration: a head that fails at first is retried until
+// it answers, and each failure is logged.
+func TestRunRetriesRegistration(t *testing.T) {
+	h := newHead(t, time.Second)
+	var fails atomic.Int32
+	api := *h.handler.Load()
+	var flaky http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == registry.PathRegister && fails.Add(1) <= 2 {
+			http.Error(w, `{"error":"not yet"}`, http.StatusServiceUnavailable)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+	h.handler.Store(&flaky)
+	t.Setenv("NOTIFY_SOCKET", "")
+	var logBuf syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{HeadURL: h.srv.URL, Token: token, RunDir: t.TempDir(),
+			Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MAC: "52:54:00:00:00:07", IP: "10.99.0.7"})
+	}()
+	waitFor(t, "registration", func() bool { _, ok := findNode(h.reg, "52:54:00:00:00:07"); return ok })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(logBuf.String(), "registering with the head failed"); got != 2 {
+		t.Errorf("%d failures logged, want 2:\n%s", got, logBuf.String())
+	}
+}
+
+// TestRunStopsWhileUnregistered: with a wrong token the agent keeps retrying (the
+// head may be mid-restart) and stops cleanly when told to.
+func TestRunStopsWhileUnregistered(t *testing.T) {
+	h := newHead(t, time.Second)
+	t.Setenv("NOTIFY_SOCKET", "")
+	var logBuf syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{HeadURL: h.srv.URL, Token: "wrong", RunDir: t.TempDir(),
+			Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MAC: "52:54:00:00:00:08", IP: "10.99.0.8"})
+	}()
+	waitFor(t, "a refused registration", func() bool { return strings.Contains(logBuf.String(), "401") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(h.reg.Nodes()) != 0 {
+		t.Errorf("registered with a wrong token: %v", h.reg.Nodes())
+	}
+}
+
+func TestSimulate(t *testing.T) {
+	h := newHead(t, time.Second, registry.AllowedSubnet(SimSubnet))
+	const n = 200
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		// Stop once every agent registered and heartbeated at least once.
+		defer cancel()
+		for ctx.Err() == nil {
+			ns := h.reg.Nodes()
+			all := len(ns) == n
+			for _, x := range ns {
+				all = all && x.UptimeSec > 0
+			}
+			if all {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	res, err := Simulate(ctx, h.srv.URL, token, n, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("simulation: %d agents registered in %v; %d heartbeats, %d errors", res.Registered, res.Elapsed, res.Heartbeats, res.RegisterErrors+res.HeartbeatErrors+res.LeaveErrors)
+	if res.Registered != n || res.RegisterErrors != 0 || res.HeartbeatErrors != 0 || res.Left != n || res.LeaveErrors != 0 || res.Heartbeats < n {
+		t.Errorf("registered %d, errors %d/%d/%d (register/heartbeat/leave), left %d, heartbeats %d; first error: %s",
+			res.Registered, res.RegisterErrors, res.HeartbeatErrors, res.LeaveErrors, res.Left, res.Heartbeats, res.FirstError)
+	}
+	seen := map[string]bool{}
+	for _, name := range res.Names {
+		if name == "" || seen[name] {
+			t.Errorf("name %q missing or given twice", name)
+		}
+		seen[name] = true
+	}
+	if len(h.reg.Nodes()) != 0 {
+		t.Errorf("%d nodes left registered after every agent left", len(h.reg.Nodes()))
+	}
+	if _, err := Simulate(ctx, h.srv.URL, token, 0, time.Second); err == nil {
+		t.Error("Simulate with 0 agents: no error")
+	}
+}
+
+func TestSimNode(t *testing.T) {
+	macs, ips := map[string]bool{}, map[string]bool{}
+	for i := range 1000 {
+		mac, ip := SimNode(i)
+		if macs[mac] || ips[ip] {
+			t.Fatalf("agent %d: %s %s not unique", i, mac, ip)
+		}
+		macs[mac], ips[ip] = true, true
+		if hw, _ := net.ParseMAC(mac); hw[0]&1 != 0 || hw[0]&2 == 0 {
+			t.Errorf("%s is not a locally administered unicast MAC", mac)
+		}
+	}
+	if mac, ip := SimNode(0); ip != "10.200.0.2" || mac != "02:cd:5e:00:00:00" {
+		t.Errorf("SimNode(0) = %s %s", mac, ip)
+	}
+	if _, ip := SimNode(253); ip != "10.200.1.2" {
+		t.Errorf("SimNode(253) = %s", ip)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,174 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clusterdebian/clusterdebian/internal/config"
+	"github.com/clusterdebian/clusterdebian/internal/head"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
+	"github.com/clusterdebian/clusterdebian/internal/version"
+)
+
+// systemConfig is the cluster.toml an image carries; the head on node1
+// reads it unless told otherwise.
+const systemConfig = "/etc/clusterdebian/cluster.toml"
+
+func newHeadCmd() *cobra.Command {
+	var (
+		configPath, iface, subnet, dhcpMode, bootDir, stateDir, extra, clusterRoot string
+		debug                                                                      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "head",
+		Short: "Run the head daemon on node1: DHCP, TFTP and HTTP network boot for the nodes",
+		Long: `head serves the cluster network from node1, so that every other machine
+boots from it: DHCP (or ProxyDHCP beside an existing DHCP server), TFTP for
+the iPXE boot loaders, and HTTP for each node's iPXE script, the kernel, the
+initrd and the squashfs layers. It gives the cluster interface the address .1
+of the subnet, unless it already has one in the subnet.
+
+On a ClusterDebian live system it starts at boot (clusterdebian-head.service)
+and serves the files of the medium it booted from. Every flag has a
+cluster.toml key; a flag wins over the key. The boot progress of every node is
+at http://<head>/api/v1/boot.`,
+		Example: `  clusterdebian head
+  clusterdebian head --interface enp3s0 --dhcp proxy
+  clusterdebian head --boot-dir out/netboot --state-dir /tmp/head`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := configPath
+			if path == "" {
+				if _, err := os.Stat(systemConfig); err == nil {
+					path = systemConfig
+				} else if !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("--config: %w", err)
+				}
+			}
+			cfg, err := config.Load(path)
+			if err != nil {
+				return err
+			}
+			flags := cmd.Flags()
+			set := func(flag string, key *string, value string) {
+				if flags.Changed(flag) {
+					*key = value
+				}
+			}
+			set("interface", &cfg.Network.Interface, iface)
+			set("subnet", &cfg.Network.Subnet, subnet)
+			set("dhcp", &cfg.Network.DHCP, dhcpMode)
+			set("boot-dir", &cfg.Head.BootDir, bootDir)
+			set("state-dir", &cfg.Head.StateDir, stateDir)
+			opts, err := headOptions(cfg)
+			if err != nil {
+				return err
+			}
+			// The flag adds to the image's own parameters (image.kernel_cmdline)
+			// rather than replacing them: it is meant for one-off additions.
+			opts.ExtraCmdline = strings.TrimSpace(cfg.Image.KernelCmdline + " " + extra)
+			// On a ClusterDebian system (its image carries the system config)
+			// the head keeps the cluster files of its own root; elsewhere only
+			// when asked, so that a test run never rewrites a host's /etc.
+			switch clusterRoot {
+			case "":
+				if _, err := os.Stat(systemConfig); err == nil {
+					opts.ClusterRoot = "/"
+				}
+			case "none":
+			default:
+				opts.ClusterRoot = clusterRoot
+			}
+			if err := requireRoot("head"); err != nil {
+				return err
+			}
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			opts.Logger = head.NewLogger(os.Stderr, level)
+			opts.Logger.Info("clusterdebian head starting", "version", version.String(), "config", cfg.Source)
+			return head.Run(cmd.Context(), opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&configPath, "config", "c", "", "cluster.toml (default: "+systemConfig+" if present, else the embedded default)")
+	f.StringVar(&iface, "interface", "", "cluster network interface (network.interface; default: the only connected wired one)")
+	f.StringVar(&subnet, "subnet", "", "cluster subnet, e.g. 10.99.0.0/24 (network.subnet)")
+	f.StringVar(&dhcpMode, "dhcp", "", "DHCP mode: auto, server, proxy or off (network.dhcp)")
+	f.StringVar(&bootDir, "boot-dir", "", "folder with vmlinuz, initrd.img and the squashfs layers (head.boot_dir; default "+head.DefaultBootDir+")")
+	f.StringVar(&stateDir, "state-dir", "", "folder for leases, the cluster token and the TFTP root (head.state_dir; default "+head.DefaultStateDir+")")
+	f.StringVar(&extra, "kernel-cmdline-extra", "", "kernel parameters added to every node's command line, after image.kernel_cmdline")
+	f.StringVar(&clusterRoot, "cluster-root", "", "root file system whose /etc/hosts, hostfiles and SSH trust the head keeps, and exports to the nodes (default: / on a ClusterDebian system, else none; \"none\" disables)")
+	f.BoolVar(&debug, "debug", false, "log every packet decision, not only requests and answers")
+	return cmd
+}
+
+// headOptions turns a cluster.toml (with flags applied) into the head's
+// options, naming the flag and key of anything wrong.
+func headOptions(cfg *config.Config) (head.Options, error) {
+	var o head.Options
+	var errs []error
+	// Flags bypass config validation, so check what they may have set again.
+	c := *cfg
+	if err := c.Validate(); err != nil {
+		var ve *config.ValidationError
+		if errors.As(err, &ve) {
+			for _, e := range ve.Errs {
+				errs = append(errs, flagHint(e))
+			}
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return o, errors.Join(errs...)
+	}
+	o.Interface = cfg.Network.Interface
+	o.Subnet = cfg.Subnet()
+	o.DHCP = dhcp.Mode(cfg.Network.DHCP)
+	if cfg.Network.Gateway != "" {
+		o.Router = netip.MustParseAddr(cfg.Network.Gateway)
+	}
+	for _, d := range cfg.Network.DNS {
+		o.DNS = append(o.DNS, netip.MustParseAddr(d))
+	}
+	o.BootDir = cfg.Head.BootDir
+	o.StateDir = cfg.Head.StateDir
+	o.Root = cfg.Nodes.Root
+	return o, nil
+}
+
+// keyFlags maps cluster.toml keys to the head flags that set them.
+var keyFlags = map[string]string{
+	"network.interface": "--interface",
+	"network.subnet":    "--subnet",
+	"network.dhcp":      "--dhcp",
+	"head.boot_dir":     "--boot-dir",
+	"head.state_dir":    "--state-dir",
+}
+
+// flagHint prefixes a config error about a key with the flag that sets it,
+// so "--subnet / network.subnet: ..." tells the user both places to look.
+func flagHint(err error) error {
+	msg := err.Error()
+	keys := make([]string, 0, len(keyFlags))
+	for k := range keyFlags {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if strings.HasPrefix(msg, k+":") {
+			return fmt.Errorf("%s / %s", keyFlags[k], msg)
+		}
+	}
+	return err
+}

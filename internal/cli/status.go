@@ -1,0 +1,152 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clusterdebian/clusterdebian/internal/agent"
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/role"
+)
+
+func newStatusCmd() *cobra.Command {
+	var (
+		headURL string
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "List the cluster's nodes: state, cores, load, memory",
+		Long: `status asks the head for its node registry and prints one line per node:
+its name and address, whether it is up (heartbeating) or down, its cores,
+1-minute load, memory in use, uptime and when the head last heard from it.
+
+On a node the head's address comes from the kernel command line; on node1
+the head is this machine.`,
+		Example: `  clusterdebian status
+  clusterdebian status --json | jq '.[] | select(.state == "down") | .name'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			base := headURL
+			if base == "" {
+				base = defaultHeadURL()
+			} else {
+				u, err := agent.HeadURL(base)
+				if err != nil {
+					return fmt.Errorf("--head: %w", err)
+				}
+				base = u
+			}
+			hc := &http.Client{Timeout: 10 * time.Second}
+			resp, err := hc.Get(strings.TrimRight(base, "/") + registry.PathNodes)
+			if err != nil {
+				return fmt.Errorf("asking the head: %w (is clusterdebian-head running? try --head)", err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("the head answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+			}
+			var nodes []registry.Node
+			if err := json.Unmarshal(body, &nodes); err != nil {
+				return fmt.Errorf("the head's answer is not a node list: %w", err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				var buf bytes.Buffer
+				if err := json.Indent(&buf, body, "", "  "); err != nil {
+					return err
+				}
+				buf.WriteByte('\n')
+				_, err := out.Write(bytes.TrimLeft(buf.Bytes(), "\n"))
+				return err
+			}
+			return printNodes(out, nodes, time.Now())
+		},
+	}
+	cmd.Flags().StringVar(&headURL, "head", "", "the head's address or URL (default: clusterdebian.head= on a node, else http://127.0.0.1)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the head's JSON instead of a table")
+	return cmd
+}
+
+// defaultHeadURL is the head's URL as this machine sees it: from the kernel
+// command line on a network-booted node, this machine on node1.
+func defaultHeadURL() string {
+	if role.Detect() == role.Node {
+		data, _ := os.ReadFile("/proc/cmdline")
+		for _, f := range strings.Fields(string(data)) {
+			if v, ok := strings.CutPrefix(f, agent.ParamHead); ok {
+				if u, err := agent.HeadURL(v); err == nil {
+					return u
+				}
+			}
+		}
+	}
+	return "http://127.0.0.1"
+}
+
+// printNodes writes the status table.
+func printNodes(w io.Writer, nodes []registry.Node, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tIP\tSTATE\tCORES\tLOAD\tMEM\tUPTIME\tLAST-SEEN")
+	for _, n := range nodes {
+		name := n.Name
+		if n.Role == registry.RoleHead {
+			name += " (head)"
+		}
+		mem := "-"
+		if n.MemTotalKiB > 0 {
+			mem = fmt.Sprintf("%s/%s", kib(n.MemUsedKiB), kib(n.MemTotalKiB))
+		}
+		seen := "-"
+		if !n.LastSeen.IsZero() {
+			seen = shortDuration(now.Sub(n.LastSeen)) + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t%s\n", name, n.IP, n.State, n.Cores, n.Load1, mem,
+			shortDuration(time.Duration(n.UptimeSec)*time.Second), seen)
+	}
+	if len(nodes) == 0 {
+		fmt.Fprintln(tw, "(no nodes registered)")
+	}
+	return tw.Flush()
+}
+
+// kib formats a size in KiB like free -h: 512M, 7.8G.
+func kib(v uint64) string {
+	switch {
+	case v >= 1<<20:
+		return fmt.Sprintf("%.1fG", float64(v)/(1<<20))
+	case v >= 1<<10:
+		return fmt.Sprintf("%dM", v>>10)
+	}
+	return fmt.Sprintf("%dK", v)
+}
+
+// shortDuration formats d in its two largest units: 3d4h, 5h12m, 42s.
+func shortDuration(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	s := int64(d / time.Second)
+	switch {
+	case s >= 86400:
+		return fmt.Sprintf("%dd%dh", s/86400, s%86400/3600)
+	case s >= 3600:
+		return fmt.Sprintf("%dh%dm", s/3600, s%3600/60)
+	case s >= 60:
+		return fmt.Sprintf("%dm%ds", s/60, s%60)
+	}
+	return fmt.Sprintf("%ds", s)
+}

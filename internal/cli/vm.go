@@ -1,0 +1,298 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/clusterdebian/clusterdebian/internal/vm"
+)
+
+func newVMCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "vm",
+		Short: "Run a virtual ClusterDebian cluster in QEMU, to try it without spare machines",
+		Long: `vm runs a whole cluster on this machine: node1 boots the ISO in QEMU, and the
+other VMs boot from it over the network, as real machines would. The VMs share
+a bridge inside a network namespace of their own (cdvm-<name>), so nothing
+reaches or touches this machine's network. Every VM runs a QEMU guest agent
+(vm exec) and has a serial console (vm console). The VMs keep running after
+vm up returns, until vm stop or vm down.
+
+The VMs are node1 (the head) and vm2, vm3, ...; a node may also be named by
+its host name in the cluster (node12), which its guest agent tells.
+
+Everything here needs root. State is kept in ` + vm.StateRoot + `/<name>/.`,
+		Example: `  sudo clusterdebian vm up --iso out/clusterdebian.iso --nodes 2
+  sudo clusterdebian vm list
+  sudo clusterdebian vm exec node1 -- clusterdebian status
+  sudo clusterdebian vm console vm2
+  sudo clusterdebian vm down`,
+	}
+	cmd.AddCommand(newVMUpCmd(), newVMListCmd(), newVMExecCmd(), newVMStopCmd(), newVMStartCmd(), newVMConsoleCmd(), newVMDownCmd())
+	return cmd
+}
+
+// nameFlag adds --name to a vm subcommand.
+func nameFlag(cmd *cobra.Command, name *string) {
+	cmd.Flags().StringVar(name, "name", vm.DefaultName, "name of the virtual cluster")
+}
+
+// vmRoot refuses to go on without root, which the VMs' sockets, processes and
+// namespace need.
+func vmRoot(what string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("vm %s must run as root (the VMs' QEMU processes, sockets and network namespace are root's); try sudo clusterdebian vm %s", what, what)
+	}
+	return nil
+}
+
+// loadCluster is vm.LoadCluster after the root check.
+func loadCluster(what, name string) (*vm.Cluster, error) {
+	if err := vmRoot(what); err != nil {
+		return nil, err
+	}
+	return vm.LoadCluster(name)
+}
+
+func newVMUpCmd() *cobra.Command {
+	var o vm.UpOptions
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Create a virtual cluster and boot it: node1 from the ISO, then --nodes VMs from the network",
+		Long: `up creates the cluster's private network and boots node1 from the ISO (BIOS,
+as a CD-ROM). Once node1 shows its login prompt (its head daemon serves), it
+starts the other VMs: empty disks, network boot first, so they boot from node1
+like diskless machines. It shows each VM's progress and returns once every
+node has joined (node1's clusterdebian status lists it up). The VMs keep
+running afterwards; vm down removes them.
+
+Under TCG (the default) a VM boots in a few minutes; --accel kvm is much
+faster where KVM works.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Progress = cmd.OutOrStdout()
+			start := time.Now()
+			c, err := vm.Up(cmd.Context(), o)
+			if err != nil {
+				if c != nil && cmd.Context().Err() != nil {
+					return fmt.Errorf("interrupted; the VMs keep running (clusterdebian vm list --name %s); remove them with clusterdebian vm down --name %s", c.Name, c.Name)
+				}
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s is up after %s: %d VMs. Try:\n  clusterdebian vm list --name %[1]s\n  clusterdebian vm exec --name %[1]s node1 -- clusterdebian status\n  clusterdebian vm console --name %[1]s node1\n  clusterdebian vm down --name %[1]s\n",
+				c.Name, time.Since(start).Round(time.Second), len(c.VMs))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	nameFlag(cmd, &o.Name)
+	f.StringVar(&o.ISO, "iso", "", "the ClusterDebian ISO node1 boots (required)")
+	f.IntVar(&o.Nodes, "nodes", 1, "number of VMs that boot from node1, besides node1")
+	f.StringVar(&o.Accel, "accel", "tcg", "QEMU accelerator: tcg (works everywhere) or kvm (fast)")
+	f.IntVar(&o.MemoryMiB, "memory", vm.DefaultHeadMemoryMiB, "node1's memory in MiB (its live root lives in RAM)")
+	f.IntVar(&o.NodeMemoryMiB, "node-memory", vm.DefaultNodeMemoryMiB, "each other VM's memory in MiB")
+	f.IntVar(&o.CPUs, "cpus", 1, "virtual CPUs per VM")
+	f.DurationVar(&o.BootTimeout, "timeout", 20*time.Minute, "how long node1 may take to boot, and then the nodes to join")
+	return cmd
+}
+
+func newVMListCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the VMs of a virtual cluster: VM, MAC, node name and state",
+		Long: `list shows every VM of the cluster: its VM name, MAC address, its host name in
+the cluster (from its guest agent; "-" while the agent does not answer) and
+whether its QEMU runs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loadCluster("list", name)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "VM\tMAC\tNODE\tSTATE")
+			for _, i := range c.List(cmd.Context()) {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", i.VM, i.MAC, i.Node, i.State())
+			}
+			return tw.Flush()
+		},
+	}
+	nameFlag(cmd, &name)
+	return cmd
+}
+
+func newVMExecCmd() *cobra.Command {
+	var name string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "exec NODE -- COMMAND [ARG...]",
+		Short: "Run a command as root on a VM, through its guest agent",
+		Long: `exec runs COMMAND with its ARGs as root on the VM NODE, through the QEMU guest
+agent, prints its output and exits with its exit code. NODE is a VM name
+(node1 is the head), a node's host name (node12) or a MAC address.
+
+No shell is involved: COMMAND is looked up in the guest's PATH and each ARG
+is passed as it is. For pipes, redirections or variables, run a shell:
+  clusterdebian vm exec node1 -- sh -c 'dmesg | tail'
+Flags of exec go before NODE; everything after NODE belongs to the command.
+The command gets no input, and its output arrives when it has exited.`,
+		Example: `  sudo clusterdebian vm exec node1 -- clusterdebian status
+  sudo clusterdebian vm exec --timeout 30s node12 -- ip -br addr`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// With flags parsed only up to NODE, pflag hands a "--" after
+			// NODE through as an argument.
+			if args[1] == "--" {
+				args = append(args[:1], args[2:]...)
+			}
+			if len(args) < 2 {
+				return errors.New("vm exec: no command after NODE")
+			}
+			c, err := loadCluster("exec", name)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			stdout, stderr, code, err := c.Exec(ctx, args[0], args[1:]...)
+			fmt.Fprint(cmd.OutOrStdout(), stdout)
+			fmt.Fprint(cmd.ErrOrStderr(), stderr)
+			if err != nil {
+				if errors.Is(err, context.DeadlineExceeded) {
+					return fmt.Errorf("%w (--timeout %s)", err, timeout)
+				}
+				return err
+			}
+			if code != 0 {
+				return &exitError{code: code}
+			}
+			return nil
+		},
+	}
+	// Everything after NODE is the command's, flags included: `exec node1 ls -l`.
+	cmd.Flags().SetInterspersed(false)
+	nameFlag(cmd, &name)
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up on the command after this long (it may keep running in the guest)")
+	return cmd
+}
+
+func newVMStopCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "stop NODE",
+		Short: "Power a VM off hard, like pulling its plug",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loadCluster("stop", name)
+			if err != nil {
+				return err
+			}
+			return c.Stop(args[0])
+		},
+	}
+	nameFlag(cmd, &name)
+	return cmd
+}
+
+func newVMStartCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "start VM",
+		Short: "Boot a stopped VM again",
+		Long: `start powers a stopped VM on again; it boots as at vm up (node1 from the ISO,
+the others from the network). It returns at once; watch the boot with
+vm console.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loadCluster("start", name)
+			if err != nil {
+				return err
+			}
+			if err := c.Start(args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s started; watch it with: clusterdebian vm console --name %s %s\n", args[0], c.Name, args[0])
+			return nil
+		},
+	}
+	nameFlag(cmd, &name)
+	return cmd
+}
+
+func newVMConsoleCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "console NODE",
+		Short: "Attach to a VM's serial console (Ctrl-] detaches)",
+		Long: `console connects the terminal to the VM's serial console, where its boot
+messages and a login prompt are. Ctrl-] detaches. When standard input is not a
+terminal it is copied as it is, and the console's output is shown until the VM
+stops or the command is interrupted. Everything the console says is also
+logged, in ` + vm.StateRoot + `/<name>/<VM>/` + vm.SerialLogFile + `.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loadCluster("console", name)
+			if err != nil {
+				return err
+			}
+			sock, v, err := c.ConsoleSocket(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			stderr := cmd.ErrOrStderr()
+			fd := int(os.Stdin.Fd())
+			if !term.IsTerminal(fd) {
+				return vm.AttachConsole(cmd.Context(), sock, os.Stdin, cmd.OutOrStdout(), false)
+			}
+			if tail := vm.SerialTail(v, 5); tail != "" {
+				fmt.Fprintf(stderr, "%s\n", tail)
+			}
+			fmt.Fprintf(stderr, "--- %s serial console; Ctrl-] detaches (press Enter for a prompt) ---\n", v.Name)
+			old, err := term.MakeRaw(fd)
+			if err != nil {
+				return fmt.Errorf("console: raw terminal: %w", err)
+			}
+			err = vm.AttachConsole(cmd.Context(), sock, os.Stdin, cmd.OutOrStdout(), true)
+			term.Restore(fd, old)
+			fmt.Fprintf(stderr, "\n--- detached from %s ---\n", v.Name)
+			if errors.Is(err, vm.ErrDetached) {
+				return nil
+			}
+			return err
+		},
+	}
+	nameFlag(cmd, &name)
+	return cmd
+}
+
+func newVMDownCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Stop every VM of a virtual cluster and remove its network and state",
+		Long: `down kills every VM of the cluster and removes its taps, bridge, network
+namespace and state folder. It is safe to run more than once, and after a
+crash: it removes whatever of the cluster it finds.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := vmRoot("down"); err != nil {
+				return err
+			}
+			if err := vm.Down(name); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s is down\n", name)
+			return nil
+		},
+	}
+	nameFlag(cmd, &name)
+	return cmd
+}

@@ -1,0 +1,268 @@
+// Package clusterfiles writes the files that tell programs which nodes the
+// cluster has, from the head's node registry:
+//
+//   - /etc/hosts: every known node's name (node<N>, node<N>.cluster), so
+//     names resolve on every node without DNS;
+//   - /etc/cluster/mpi.hosts: the live nodes with their core counts, an
+//     Open MPI hostfile ("node3 slots=4");
+//   - /etc/openmpi/openmpi-default-hostfile: the same, where Debian's Open
+//     MPI looks when given no hostfile, so plain `mpirun -np K ./prog` runs
+//     on every live node;
+//   - /etc/cluster/pvm.hosts: the live nodes, one per line, for PVM;
+//   - ~/mpi.hosts and ~/pvm.hosts links in root's and every user's home.
+//
+// /etc and /home are shared by every node (node1's root over NFS), so the
+// head writes them once for all. Every file is replaced atomically, because
+// other nodes read them at any moment, and only when its content changes,
+// so that a heartbeat storm does not churn the NFS export.
+package clusterfiles
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+)
+
+// Paths under the root, and the link names in homes.
+const (
+	HostsPath          = "etc/hosts"
+	MPIHostsPath       = "etc/cluster/mpi.hosts"
+	PVMHostsPath       = "etc/cluster/pvm.hosts"
+	OpenMPIDefaultPath = "etc/openmpi/openmpi-default-hostfile"
+	MPIHostsLink       = "mpi.hosts"
+	PVMHostsLink       = "pvm.hosts"
+	// Domain is the cluster's private DNS suffix: node3.cluster.
+	Domain = "cluster"
+
+	beginMarker = "# BEGIN clusterdebian"
+	endMarker   = "# END clusterdebian"
+	header      = "# Written by the clusterdebian head daemon from its node registry; changes are lost.\n"
+)
+
+// Write writes the cluster files under root ("/" on the head; a temporary
+// folder in tests) for nodes. Nodes whose address is outside subnet are
+// left out (a zero subnet keeps all): hostfiles must not send MPI ranks
+// off the cluster network. It goes on past a failure and returns every
+// error.
+func Write(root string, nodes []registry.Node, subnet netip.Prefix) error {
+	known := selectNodes(nodes, subnet)
+	var up []registry.Node
+	for _, n := range known {
+		if n.State == registry.StateUp {
+			up = append(up, n)
+		}
+	}
+	var errs []error
+	if err := writeHosts(filepath.Join(root, HostsPath), known); err != nil {
+		errs = append(errs, err)
+	}
+	mpi := mpiHosts(up)
+	for _, p := range []string{MPIHostsPath, OpenMPIDefaultPath} {
+		if err := writeIfChanged(filepath.Join(root, p), mpi); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := writeIfChanged(filepath.Join(root, PVMHostsPath), pvmHosts(up)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := linkHomes(root); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// selectNodes keeps the nodes with a valid address in subnet, the head
+// first (mpirun's rank 0 then runs where the user typed the command), the
+// others by address.
+func selectNodes(nodes []registry.Node, subnet netip.Prefix) []registry.Node {
+	type entry struct {
+		n  registry.Node
+		ip netip.Addr
+	}
+	var es []entry
+	for _, n := range nodes {
+		ip, err := netip.ParseAddr(n.IP)
+		if err != nil || !ip.Is4() || n.Name == "" || strings.ContainsAny(n.Name, " \t\n#") {
+			continue
+		}
+		if subnet.IsValid() && !subnet.Contains(ip) {
+			continue
+		}
+		es = append(es, entry{n, ip})
+	}
+	slices.SortStableFunc(es, func(a, b entry) int {
+		ah, bh := a.n.Role == registry.RoleHead, b.n.Role == registry.RoleHead
+		switch {
+		case ah && !bh:
+			return -1
+		case bh && !ah:
+			return 1
+		}
+		return a.ip.Compare(b.ip)
+	})
+	out := make([]registry.Node, len(es))
+	for i, e := range es {
+		out[i] = e.n
+	}
+	return out
+}
+
+// mpiHosts is an Open MPI hostfile: one "name slots=cores" line per node.
+func mpiHosts(up []registry.Node) []byte {
+	var b strings.Builder
+	b.WriteString(header)
+	for _, n := range up {
+		fmt.Fprintf(&b, "%s slots=%d\n", n.Name, max(n.Cores, 1))
+	}
+	return []byte(b.String())
+}
+
+// pvmHosts is a PVM hostfile: one name per line.
+func pvmHosts(up []registry.Node) []byte {
+	var b strings.Builder
+	b.WriteString(header)
+	for _, n := range up {
+		b.WriteString(n.Name + "\n")
+	}
+	return []byte(b.String())
+}
+
+// writeHosts replaces the clusterdebian block of /etc/hosts and keeps every
+// other line. Known nodes are listed whether up or down: a node that
+// missed a few heartbeats still has its address, and ssh to it should say
+// "no route", not "unknown host". A new block goes first in the file,
+// because with several lines for one name the resolver returns the first:
+// the cluster's own addresses must win over a stale line added by hand.
+func writeHosts(path string, known []registry.Node) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		// A root without /etc/hosts would otherwise lose localhost.
+		old = []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	}
+	var b strings.Builder
+	b.WriteString(beginMarker + " (written by the clusterdebian head daemon; changes inside are lost)\n")
+	for _, n := range known {
+		fmt.Fprintf(&b, "%s\t%s %s.%s\n", n.IP, n.Name, n.Name, Domain)
+	}
+	b.WriteString(endMarker + "\n")
+	return writeIfChanged(path, replaceBlock(old, b.String()))
+}
+
+// replaceBlock puts block in place of the marked block of text, or at the
+// start of text when there is none.
+func replaceBlock(text []byte, block string) []byte {
+	lines := strings.SplitAfter(string(text), "\n")
+	begin, end := -1, -1
+	for i, l := range lines {
+		t := strings.TrimSpace(l)
+		if begin < 0 && strings.HasPrefix(t, beginMarker) {
+			begin = i
+		} else if begin >= 0 && t == endMarker {
+			end = i
+			break
+		}
+	}
+	if begin >= 0 && end < 0 {
+		// The end marker was lost to a hand edit: drop only the begin
+		// marker rather than guess where the block ended and lose lines.
+		lines = slices.Delete(lines, begin, begin+1)
+		begin = -1
+	}
+	if begin < 0 {
+		rest := strings.Join(lines, "")
+		if rest != "" && !strings.HasSuffix(rest, "\n") {
+			rest += "\n"
+		}
+		return []byte(block + rest)
+	}
+	return []byte(strings.Join(lines[:begin], "") + block + strings.Join(lines[end+1:], ""))
+}
+
+// writeIfChanged replaces path with data (mode 0644) unless it already
+// holds exactly that. Leaving an unchanged file alone keeps its inode and
+// time, so NFS clients' caches stay valid and nothing is rewritten on
+// every heartbeat.
+func writeIfChanged(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() == 0o644 {
+			return nil
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// linkHomes makes ~/mpi.hosts and ~/pvm.hosts in root's home and in every
+// home under /home, owned like the home, so `mpirun --hostfile mpi.hosts`
+// works from any home folder. A file or link the user made under those
+// names is theirs and is left alone.
+func linkHomes(root string) error {
+	homes := []string{filepath.Join(root, "root")}
+	entries, err := os.ReadDir(filepath.Join(root, "home"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, e := range entries {
+		homes = append(homes, filepath.Join(root, "home", e.Name()))
+	}
+	var errs []error
+	for _, h := range homes {
+		fi, err := os.Lstat(h)
+		if err != nil || !fi.IsDir() || filepath.Base(h) == "lost+found" {
+			continue // no such home, or not a folder
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			continue
+		}
+		for link, target := range map[string]string{MPIHostsLink: "/" + MPIHostsPath, PVMHostsLink: "/" + PVMHostsPath} {
+			p := filepath.Join(h, link)
+			if _, err := os.Lstat(p); err == nil {
+				continue
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+				continue
+			}
+			// The target is absolute in the running system, not under
+			// root: the link is followed on the nodes, not here.
+			if err := os.Symlink(target, p); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if err := os.Lchown(p, int(st.Uid), int(st.Gid)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

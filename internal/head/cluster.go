@@ -1,0 +1,183 @@
+package head
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/agent"
+	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
+)
+
+// The head's cluster part: the node registry and its API, the cluster files
+// (/etc/hosts, hostfiles), SSH trust, and the NFS export of node1's root.
+
+const (
+	// RegistryFile in the state folder survives head restarts.
+	RegistryFile = "nodes.json"
+	// HeartbeatInterval is how often agents report; a node that misses
+	// registry.MissedHeartbeats of them is marked down.
+	HeartbeatInterval = 5 * time.Second
+	// RunDir holds node1's own SSH host key and certificate (per boot, RAM).
+	RunDir = "/run/clusterdebian"
+	// ExportsFile exports node1's live root to the cluster subnet only.
+	ExportsFile = "/etc/exports.d/clusterdebian.exports"
+)
+
+// cluster is the state of the head's cluster part.
+type cluster struct {
+	reg *registry.Registry
+	ca  *sshtrust.CA
+	api http.Handler
+	mac string
+}
+
+// setupCluster opens the registry and the SSH CA (made at first start, in the
+// state folder: never baked into the image), and, when the head manages a
+// root file system (Options.ClusterRoot), writes the cluster files there,
+// gives users their keys, makes node1's own host certificate and exports the
+// root to the cluster subnet.
+func (h *Head) setupCluster() error {
+	o := h.opts
+	ca, err := sshtrust.OpenCA(o.StateDir)
+	if err != nil {
+		return fmt.Errorf("SSH CA in %s: %w", o.StateDir, err)
+	}
+	root := o.ClusterRoot
+	onChange := func(ns []registry.Node) {
+		if root == "" {
+			return
+		}
+		if err := clusterfiles.Write(root, ns, o.Subnet); err != nil {
+			h.log.Error("cannot write the cluster files", "root", root, "err", err)
+		}
+	}
+	reg, err := registry.Open(filepath.Join(o.StateDir, RegistryFile), HeartbeatInterval, onChange)
+	if err != nil {
+		return fmt.Errorf("node registry: %w", err)
+	}
+	reg.SetLogger(h.log)
+	c := &cluster{reg: reg, ca: ca}
+	c.api = registry.NewAPI(reg, h.token, ca, h.log, registry.AllowedSubnet(o.Subnet))
+	if ifi, err := net.InterfaceByName(h.iface); err == nil {
+		c.mac = ifi.HardwareAddr.String()
+	}
+	h.cluster = c
+
+	if root != "" {
+		if err := sshtrust.EnsureUserKeys(root); err != nil {
+			h.log.Warn("user SSH keys", "err", err)
+		}
+		line := ca.KnownHostsLine(sshtrust.KnownHostsPatterns(o.Subnet))
+		if err := sshtrust.WriteKnownHosts(root, line); err != nil {
+			return fmt.Errorf("SSH known hosts: %w", err)
+		}
+		if err := h.hostCertificate(); err != nil {
+			return err
+		}
+		onChange(reg.Nodes())
+	}
+	if root == "/" && o.Root == RootShared {
+		h.exportRoot()
+	}
+	return nil
+}
+
+// hostCertificate gives node1's sshd a host key of its own for this boot and
+// a certificate from the cluster CA, so every node verifies it.
+func (h *Head) hostCertificate() error {
+	dir := filepath.Join(h.opts.ClusterRoot, RunDir, "ssh")
+	pub, err := sshtrust.EnsureHostKey(dir)
+	if err != nil {
+		return fmt.Errorf("SSH host key: %w", err)
+	}
+	cert, err := h.cluster.ca.SignHost(pub, sshtrust.HostPrincipals("node1", h.addr.String()), registry.HostCertValidity)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, sshtrust.HostCertFile), []byte(cert), 0o644)
+}
+
+// exportRoot exports node1's live root (overlayfs, exportable thanks to
+// overlay.nfs_export=Y overlay.index=Y on its kernel command line) read-write
+// to the cluster subnet, and nowhere else.
+func (h *Head) exportRoot() {
+	if v, err := os.ReadFile("/sys/module/overlay/parameters/nfs_export"); err == nil && strings.TrimSpace(string(v)) != "Y" {
+		h.log.Warn("overlayfs NFS export is off: nodes cannot mount this root; boot with overlay.nfs_export=Y overlay.index=Y")
+	}
+	line := fmt.Sprintf("# Written by clusterdebian head: node1's root, to the cluster subnet only.\n/ %s(rw,no_root_squash,no_subtree_check,fsid=1,async)\n", h.opts.Subnet)
+	if err := os.MkdirAll(filepath.Dir(ExportsFile), 0o755); err != nil {
+		h.log.Error("NFS export", "err", err)
+		return
+	}
+	if err := os.WriteFile(ExportsFile, []byte(line), 0o644); err != nil {
+		h.log.Error("NFS export", "file", ExportsFile, "err", err)
+		return
+	}
+	if out, err := exec.Command("exportfs", "-ra").CombinedOutput(); err != nil {
+		h.log.Error("exportfs -ra failed: nodes cannot mount the shared root", "err", err, "output", strings.TrimSpace(string(out)))
+		return
+	}
+	h.log.Info("NFS: exported / to the cluster subnet", "subnet", h.opts.Subnet, "file", ExportsFile)
+}
+
+// runCluster registers node1 itself, keeps its figures current, marks silent
+// nodes down, and flushes the registry when ctx ends.
+func (h *Head) runCluster(ctx context.Context) {
+	c := h.cluster
+	mem, _ := agent.MemTotalKiB("/proc")
+	self := registry.RegisterRequest{MAC: c.mac, IP: h.addr.String(), Cores: runtime.NumCPU(),
+		MemTotalKiB: mem, Role: registry.RoleHead}
+	if c.mac != "" {
+		if _, err := c.reg.Register(self); err != nil {
+			h.log.Error("registering node1 itself", "err", err)
+		}
+	}
+	go c.reg.SweepEvery(ctx)
+	t := time.NewTicker(HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := c.reg.Flush(); err != nil {
+				h.log.Error("saving the registry", "err", err)
+			}
+			return
+		case <-t.C:
+			if c.mac == "" {
+				continue
+			}
+			if st, err := agent.ReadStats("/proc"); err == nil {
+				if err := c.reg.Heartbeat(c.mac, st); err != nil {
+					c.reg.Register(self)
+				}
+			}
+		}
+	}
+}
+
+// routes puts the registry API beside the boot server. The boot handler
+// stays at "/" with nothing in front, because it checks raw paths itself.
+func (h *Head) routes() http.Handler {
+	if h.cluster == nil {
+		return h.handler
+	}
+	api := h.cluster.api
+	boot := h.handler
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/nodes" || strings.HasPrefix(r.URL.Path, "/api/v1/nodes/") {
+			api.ServeHTTP(w, r)
+			return
+		}
+		boot.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,453 @@
+// Package head is the head daemon of a ClusterDebian cluster: the services
+// node1 runs so that every other machine on the cluster network can boot
+// from it. This part does network booting:
+//
+//   - DHCP (internal/netboot/dhcp) gives a booting node an address, or only
+//     boot information beside another DHCP server, and tells its firmware
+//     what to load: iPXE over TFTP for plain PXE firmware, or, once iPXE
+//     runs, the URL of the node's iPXE script;
+//   - TFTP (internal/netboot/tftp) serves the iPXE binaries;
+//   - HTTP (internal/netboot/httpboot) serves each node's iPXE script
+//     (rendered here), the kernel, the initrd and the squashfs layers, and
+//     the boot progress of every node at /api/v1/boot;
+//   - one bootstage.Tracker follows each node through these stages, so the
+//     log and the status API say where a node stalled.
+//
+// The head takes the cluster interface and its address itself (.1 of the
+// subnet), so that a node1 booted from the live medium needs no setup.
+package head
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/agent"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/httpboot"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/tftp"
+)
+
+// Defaults of Options.
+const (
+	// DefaultBootDir is where live-boot mounts the medium node1 booted from:
+	// a head started from the ISO serves the very files it booted itself.
+	DefaultBootDir  = "/run/live/medium/live"
+	DefaultStateDir = "/var/lib/clusterdebian"
+	// DefaultIPXEDir is where Debian's ipxe package puts its binaries.
+	DefaultIPXEDir  = "/usr/lib/ipxe"
+	DefaultHTTPPort = 80
+)
+
+// Boot loaders handed to plain PXE firmware over TFTP, from the ipxe
+// package. snponly.efi drives the NIC through the firmware's own network
+// driver, so it works on any UEFI machine that could PXE boot at all.
+const (
+	BIOSBootFile = "undionly.kpxe"
+	UEFIBootFile = "snponly.efi"
+)
+
+// Options configure the head. The zero value of a field means its default.
+type Options struct {
+	// Interface is the cluster network interface; empty: the only connected
+	// wired one (see DetectInterface).
+	Interface string
+	// Subnet is the cluster network; the head takes .1 of it unless the
+	// interface already has an address in it.
+	Subnet netip.Prefix
+	// DHCP is the DHCP mode; empty means auto.
+	DHCP dhcp.Mode
+	// Router and DNS are handed to nodes when set (cluster.toml
+	// network.gateway, network.dns).
+	Router netip.Addr
+	DNS    []netip.Addr
+	// BootDir holds vmlinuz, initrd.img and the squashfs layers;
+	// default DefaultBootDir.
+	BootDir string
+	// StateDir holds leases.json, the cluster token and the TFTP root;
+	// default DefaultStateDir.
+	StateDir string
+	// IPXEDir holds iPXE's binaries; default DefaultIPXEDir.
+	IPXEDir string
+	// HTTPPort is the boot HTTP server's port; default 80.
+	HTTPPort int
+	// Root is the nodes' root: RootShared (default) or RootRAM.
+	Root string
+	// ExtraCmdline is appended to every node's kernel command line.
+	ExtraCmdline string
+	// ClusterRoot is the root file system whose cluster files (/etc/hosts,
+	// hostfiles, SSH known hosts, user keys) the head keeps, and whose "/"
+	// it exports to the nodes: "/" on node1. Empty: netboot and the registry
+	// only, touching no system files (tests, benchmarks).
+	ClusterRoot string
+	// Logger gets the log; default slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults fills in defaults and checks the options; errors name the
+// command-line flag and cluster.toml key a user would change.
+func (o Options) withDefaults() (Options, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.DHCP == "" {
+		o.DHCP = dhcp.ModeAuto
+	}
+	if o.BootDir == "" {
+		o.BootDir = DefaultBootDir
+	}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	if o.IPXEDir == "" {
+		o.IPXEDir = DefaultIPXEDir
+	}
+	if o.HTTPPort == 0 {
+		o.HTTPPort = DefaultHTTPPort
+	}
+	if o.Root == "" {
+		o.Root = RootShared
+	}
+	switch {
+	case !o.Subnet.IsValid() || !o.Subnet.Addr().Is4():
+		return o, fmt.Errorf("--subnet (network.subnet): %v is not an IPv4 subnet", o.Subnet)
+	case o.Subnet.Bits() > 30:
+		return o, fmt.Errorf("--subnet (network.subnet): %v is too small for a cluster", o.Subnet)
+	}
+	o.Subnet = o.Subnet.Masked()
+	switch o.DHCP {
+	case dhcp.ModeAuto, dhcp.ModeServer, dhcp.ModeProxy, dhcp.ModeOff:
+	default:
+		return o, fmt.Errorf("--dhcp (network.dhcp): %q is not one of auto, server, proxy or off", o.DHCP)
+	}
+	if o.Root != RootShared && o.Root != RootRAM {
+		return o, fmt.Errorf("nodes.root: %q is not %q or %q", o.Root, RootShared, RootRAM)
+	}
+	if o.HTTPPort < 1 || o.HTTPPort > 65535 {
+		return o, fmt.Errorf("HTTP port %d is out of range", o.HTTPPort)
+	}
+	if err := CheckCmdline(o.ExtraCmdline); err != nil {
+		return o, fmt.Errorf("--kernel-cmdline-extra (image.kernel_cmdline): %w", err)
+	}
+	for _, f := range []string{KernelFile, InitrdFile} {
+		if _, err := os.Stat(filepath.Join(o.BootDir, f)); err != nil {
+			hint := ""
+			if o.BootDir == DefaultBootDir {
+				hint = "; this is the live medium's folder, so either node1 did not boot from a ClusterDebian medium, or name the folder holding the netboot files (out/netboot of `clusterdebian build`)"
+			}
+			return o, fmt.Errorf("--boot-dir (head.boot_dir) %s: no %s: nodes could not boot%s", o.BootDir, f, hint)
+		}
+	}
+	if o.Root == RootRAM {
+		if _, err := os.Stat(filepath.Join(o.BootDir, BaseLayer)); err != nil {
+			return o, fmt.Errorf("--boot-dir (head.boot_dir) %s: no %s, which nodes.root = \"ram\" needs", o.BootDir, BaseLayer)
+		}
+	}
+	return o, nil
+}
+
+// Head is a running head: what Run set up, for tests and the status page.
+type Head struct {
+	opts    Options
+	log     *slog.Logger
+	iface   string
+	addr    netip.Addr
+	base    string // http://<addr>[:port]
+	token   string
+	cmdline string
+	tracker *bootstage.Tracker
+	dhcp    *dhcp.Server
+	tftp    *tftp.Server
+	handler http.Handler
+	cluster *cluster
+}
+
+// New prepares the head: it picks the interface, gives it its address,
+// prepares the state folder and creates the servers. Nothing listens until
+// Serve, except the TFTP socket, which tftp.New binds at once.
+func New(ctx context.Context, opts Options) (*Head, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &Head{opts: o, log: o.Logger, tracker: bootstage.NewTracker()}
+
+	h.iface = o.Interface
+	if h.iface == "" {
+		if h.iface, err = DetectInterface(); err != nil {
+			return nil, err
+		}
+		h.log.Info("cluster interface detected", "iface", h.iface)
+	}
+	if h.addr, err = EnsureAddress(ctx, h.iface, o.Subnet, h.log); err != nil {
+		return nil, err
+	}
+	h.base = "http://" + h.addr.String()
+	if o.HTTPPort != 80 {
+		h.base += ":" + strconv.Itoa(o.HTTPPort)
+	}
+	if h.token, err = prepareState(o.StateDir); err != nil {
+		return nil, err
+	}
+	h.cmdline = Cmdline(h.addr, h.base, h.token, o.Root, o.ExtraCmdline)
+
+	h.handler, err = httpboot.NewHandler(httpboot.Config{
+		BootDir: o.BootDir,
+		IPXEDir: o.IPXEDir,
+		// Debian's ipxe.efi in /usr/lib/ipxe links to /boot.
+		AllowSymlinkTargets: []string{"/boot"},
+		Script:              h.script,
+		Tracker:             h.tracker,
+		Logger:              h.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("http boot: %w", err)
+	}
+	if err := h.setupCluster(); err != nil {
+		return nil, err
+	}
+
+	h.dhcp, err = dhcp.New(dhcp.Config{
+		Interface: h.iface,
+		ServerIP:  h.addr,
+		Subnet:    o.Subnet,
+		Mode:      o.DHCP,
+		Router:    o.Router,
+		DNS:       o.DNS,
+		LeaseFile: filepath.Join(o.StateDir, LeasesFile),
+		HTTPBase:  h.base,
+		BootFiles: dhcp.BootFiles{BIOS: BIOSBootFile, UEFI: UEFIBootFile},
+		Logger:    h.log,
+		OnEvent:   h.dhcpEvent,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--dhcp %s: %w", o.DHCP, err)
+	}
+
+	h.tftp, err = tftp.New(tftp.Config{
+		Roots:     []string{filepath.Join(o.StateDir, TFTPDir), o.IPXEDir},
+		Addr:      netip.AddrPortFrom(h.addr, 69).String(),
+		Interface: h.iface,
+		// Debian's ipxe.efi in /usr/lib/ipxe links to /boot.
+		AllowSymlinkTargets: []string{"/boot"},
+		Logger:              h.log,
+		OnRead:              h.tftpRead,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Addr is the head's address on the cluster network.
+func (h *Head) Addr() netip.Addr { return h.addr }
+
+// Interface is the cluster interface.
+func (h *Head) Interface() string { return h.iface }
+
+// Tracker is the boot progress of every node.
+func (h *Head) Tracker() *bootstage.Tracker { return h.tracker }
+
+// Cmdline is the kernel command line nodes get.
+func (h *Head) Cmdline() string { return h.cmdline }
+
+// Run prepares the head and serves until ctx is done.
+func Run(ctx context.Context, opts Options) error {
+	h, err := New(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return h.Serve(ctx)
+}
+
+// Serve runs DHCP, TFTP and HTTP until ctx is done or one of them fails;
+// then it stops the others and returns the first failure (nil on a clean
+// stop).
+func (h *Head) Serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// The boot server listens on the cluster address only, so nodes reach it
+	// and no other network does; and on loopback for the local status page.
+	// Loopback is optional: something else may hold port 80 there.
+	port := strconv.Itoa(h.opts.HTTPPort)
+	main, err := net.Listen("tcp", net.JoinHostPort(h.addr.String(), port))
+	if err != nil {
+		h.tftpClose()
+		return fmt.Errorf("HTTP boot server on %s: %w", net.JoinHostPort(h.addr.String(), port), err)
+	}
+	listeners := []net.Listener{main}
+	if lo, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port)); err != nil {
+		h.log.Warn("no HTTP on loopback; the status page is reachable on the cluster address only", "err", err)
+	} else {
+		listeners = append(listeners, lo)
+	}
+	srv := &http.Server{
+		Handler:           h.routes(),
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+	}
+
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	fail := func(what string, err error) {
+		if err != nil && ctx.Err() == nil {
+			once.Do(func() { first = fmt.Errorf("%s: %w", what, err) })
+		}
+		cancel()
+	}
+	for _, l := range listeners {
+		wg.Go(func() {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				fail("http", err)
+			}
+		})
+	}
+	wg.Go(func() { fail("tftp", h.tftp.Serve(ctx)) })
+	wg.Go(func() { fail("dhcp", h.dhcp.Serve(ctx)) })
+	wg.Go(func() { h.runCluster(ctx) })
+	// Ready: node1's host certificate is in place for sshd, and nodes can
+	// boot and register.
+	agent.Notify("READY=1")
+	wg.Go(func() {
+		<-ctx.Done()
+		// Let transfers of kernels and squashfs layers in progress finish,
+		// but do not hold a shutdown for long.
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+	})
+
+	addrs := make([]string, len(listeners))
+	for i, l := range listeners {
+		addrs[i] = l.Addr().String()
+	}
+	h.log.Info("head serving", "iface", h.iface, "addr", h.addr, "subnet", h.opts.Subnet,
+		"dhcp", h.opts.DHCP, "boot_dir", h.opts.BootDir, "state_dir", h.opts.StateDir,
+		"http", strings.Join(addrs, ","), "tftp", h.tftp.Addr().String(), "root", h.opts.Root)
+	h.log.Info("node kernel command line", "cmdline", redactToken(h.cmdline))
+	wg.Wait()
+	h.log.Info("head stopped")
+	return first
+}
+
+// tftpClose releases the TFTP socket that tftp.New bound when Serve fails
+// before serving: Serve on an already cancelled context closes it.
+func (h *Head) tftpClose() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	h.tftp.Serve(ctx)
+}
+
+// redactToken hides the cluster token in logs: the journal is readable by
+// more people than the token file.
+func redactToken(cmdline string) string {
+	f := strings.Fields(cmdline)
+	for i, p := range f {
+		if strings.HasPrefix(p, ParamToken) {
+			f[i] = ParamToken + "…"
+		}
+	}
+	return strings.Join(f, " ")
+}
+
+// dhcpEvent records what the DHCP server told a node. A node whose DHCP
+// request already came from iPXE (the NIC's boot ROM is iPXE, as on QEMU and
+// many servers) loads no iPXE over TFTP: that request is its proof that
+// iPXE runs, so it is what marks the ipxe-loaded stage.
+func (h *Head) dhcpEvent(mac net.HardwareAddr, ip netip.Addr, stage, detail string) {
+	h.tracker.Mark(mac, ip, stage, detail)
+	if stage == dhcp.StageDHCPOffered && strings.HasSuffix(detail, "(ipxe-script)") && h.needsIPXEMark(mac) {
+		h.tracker.Mark(mac, ip, bootstage.IPXELoaded, "iPXE in the network card's boot ROM")
+		h.log.Info("node runs iPXE from its network card's boot ROM", "mac", strings.ToLower(mac.String()))
+	}
+}
+
+// needsIPXEMark reports whether the node's current boot has no ipxe-loaded
+// stage yet.
+func (h *Head) needsIPXEMark(mac net.HardwareAddr) bool {
+	key := strings.ToLower(mac.String())
+	nodes := h.tracker.Nodes()
+	i := slices.IndexFunc(nodes, func(n bootstage.Node) bool { return n.MAC == key })
+	return i < 0 || needsIPXEMark(nodes[i].History)
+}
+
+// needsIPXEMark looks back through a node's history from before the iPXE
+// offer just recorded (its last event): an ipxe-loaded means it is already
+// marked (iPXE was chainloaded over TFTP, or an earlier offer marked it);
+// a stage past ipxe-loaded, or a DHCP exchange with plain PXE firmware
+// that was not followed by a TFTP load, means a new boot that iPXE in the
+// boot ROM started.
+func needsIPXEMark(hist []bootstage.Event) bool {
+	for j := len(hist) - 2; j >= 0; j-- {
+		e := hist[j]
+		switch {
+		case e.Stage == bootstage.IPXELoaded:
+			return false
+		case bootstage.StageIndex(e.Stage) > bootstage.StageIndex(bootstage.IPXELoaded):
+			return true
+		case strings.HasPrefix(e.Stage, "dhcp-") && !strings.HasSuffix(e.Detail, "(ipxe-script)"):
+			return true
+		}
+	}
+	return true
+}
+
+// tftpRead records a TFTP transfer (the TFTP server logs every read
+// itself). A completed read of an iPXE boot loader means the node now runs
+// iPXE.
+func (h *Head) tftpRead(remote netip.Addr, file string, n int64, err error) {
+	base := filepath.Base(file)
+	if err != nil || (base != BIOSBootFile && base != UEFIBootFile && !strings.HasPrefix(base, "ipxe")) {
+		return
+	}
+	h.tracker.Mark(nil, remote, bootstage.IPXELoaded, "tftp "+file)
+	mac := ""
+	if hw := h.tracker.MAC(remote); hw != nil {
+		mac = hw.String()
+	}
+	h.log.Info("node loaded iPXE over TFTP", "mac", mac, "ip", remote, "file", file, "bytes", n)
+}
+
+// script renders a node's iPXE script for httpboot.
+func (h *Head) script(mac net.HardwareAddr, remote netip.Addr) (string, error) {
+	remote = remote.Unmap()
+	s, err := ScriptWith(mac, remote, h.addr, h.base, h.cmdline, InitrdFor(h.opts.Root))
+	if err != nil {
+		return "", err
+	}
+	h.log.Info("ipxe script", "mac", strings.ToLower(mac.String()), "ip", remote, "node", NodeName(remote))
+	return s, nil
+}
+
+// NewLogger returns the head's logger: text lines on w (standard error,
+// which systemd sends to the journal). Under systemd the journal stamps
+// every line itself, so the time is left out there.
+func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
+	journal := os.Getenv("JOURNAL_STREAM") != ""
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if journal && len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}

@@ -1,0 +1,183 @@
+package head
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
+)
+
+func TestCmdline(t *testing.T) {
+	head := netip.MustParseAddr("10.99.0.1")
+	tok := strings.Repeat("ab", 32)
+	shared := Cmdline(head, "http://10.99.0.1", tok, RootShared, " rdinit=/init ")
+	for _, want := range []string{
+		"console=ttyS0,115200n8 console=tty0 clusterdebian.role=node clusterdebian.head=10.99.0.1 clusterdebian.token=" + tok,
+		"root=/dev/nfs nfsroot=10.99.0.1:/,vers=3,tcp ip=dhcp rw",
+	} {
+		if !strings.Contains(shared, want) {
+			t.Errorf("shared cmdline %q lacks %q", shared, want)
+		}
+	}
+	if !strings.HasSuffix(shared, " rw rdinit=/init") {
+		t.Errorf("extra parameters are not last: %q", shared)
+	}
+	ram := Cmdline(head, "http://10.99.0.1:8080", tok, RootRAM, "")
+	if !strings.Contains(ram, "boot=live fetch=http://10.99.0.1:8080/netboot/01-base.squashfs ip=dhcp") || strings.Contains(ram, "nfs") {
+		t.Errorf("ram cmdline: %q", ram)
+	}
+	if strings.HasSuffix(ram, " ") {
+		t.Errorf("trailing space: %q", ram)
+	}
+}
+
+func TestCheckCmdline(t *testing.T) {
+	for _, ok := range []string{"", "quiet", "rdinit=/init console=ttyS0,115200n8 systemd.unit=rescue.target"} {
+		if err := CheckCmdline(ok); err != nil {
+			t.Errorf("CheckCmdline(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"quiet\nshell", "a=${net0/ip}", "x || shell", "a\"b", "a\\b"} {
+		if err := CheckCmdline(bad); err == nil {
+			t.Errorf("CheckCmdline(%q) accepted it", bad)
+		}
+	}
+}
+
+func TestScript(t *testing.T) {
+	mac, _ := net.ParseMAC("52:54:00:AB:CD:EF")
+	s, err := Script(mac, netip.MustParseAddr("10.99.0.23"), netip.MustParseAddr("10.99.0.1"), "http://10.99.0.1", "console=tty0 x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "#!ipxe\n" +
+		"echo ClusterDebian: booting node23 (52:54:00:ab:cd:ef) from head 10.99.0.1\n" +
+		"kernel http://10.99.0.1/netboot/vmlinuz initrd=initrd.img console=tty0 x=1\n" +
+		"initrd http://10.99.0.1/netboot/initrd.img\n" +
+		"boot\n"
+	if s != want {
+		t.Errorf("script:\n%s\nwant:\n%s", s, want)
+	}
+}
+
+func TestChooseInterface(t *testing.T) {
+	lo := link{Name: "lo", Up: true, Loopback: true, Carrier: true}
+	eth := func(name string) link {
+		return link{Name: name, Up: true, Carrier: true, Ether: true, Physical: true}
+	}
+	br := link{Name: "br0", Up: true, Carrier: true, Ether: true, Bridge: true}
+	slave := eth("eth1")
+	slave.Slave = true
+	veth := link{Name: "veth1", Up: true, Carrier: true, Ether: true}
+	wifi := eth("wlan0")
+	wifi.Wireless = true
+	unplugged := eth("eth2")
+	unplugged.Carrier = false
+
+	for _, tc := range []struct {
+		links []link
+		want  string
+		err   []string
+	}{
+		{[]link{lo, eth("eth0")}, "eth0", nil},
+		{[]link{lo, br, slave, veth, wifi, unplugged}, "br0", nil},
+		{[]link{lo, eth("eth0"), eth("eth3")}, "", []string{"several", "eth0, eth3", "--interface", "network.interface"}},
+		{[]link{lo, unplugged, wifi, veth}, "", []string{"eth2 (no cable)", "wlan0 (wireless)", "veth1 (virtual)", "--interface"}},
+		{[]link{lo}, "", []string{"interfaces: none"}},
+	} {
+		got, err := chooseInterface(tc.links)
+		if got != tc.want {
+			t.Errorf("chooseInterface(%v) = %q, want %q", tc.links, got, tc.want)
+		}
+		for _, w := range tc.err {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("chooseInterface(%v): error %v lacks %q", tc.links, err, w)
+			}
+		}
+		if tc.err == nil && err != nil {
+			t.Errorf("chooseInterface(%v): %v", tc.links, err)
+		}
+	}
+}
+
+func TestPickAddress(t *testing.T) {
+	subnet := netip.MustParsePrefix("10.99.0.0/24")
+	p := netip.MustParsePrefix
+	for _, tc := range []struct {
+		have     []netip.Prefix
+		want     string
+		existing bool
+	}{
+		{nil, "10.99.0.1", false},
+		{[]netip.Prefix{p("192.168.1.5/24")}, "10.99.0.1", false},
+		{[]netip.Prefix{p("192.168.1.5/24"), p("10.99.0.254/24")}, "10.99.0.254", true},
+	} {
+		got, existing := pickAddress(tc.have, subnet)
+		if got.String() != tc.want || existing != tc.existing {
+			t.Errorf("pickAddress(%v) = %v, %v; want %s, %v", tc.have, got, existing, tc.want, tc.existing)
+		}
+	}
+}
+
+func TestToken(t *testing.T) {
+	dir := t.TempDir()
+	tok, err := prepareState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !validToken(tok) {
+		t.Fatalf("token %q", tok)
+	}
+	fi, err := os.Stat(filepath.Join(dir, TokenFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v, %v", fi.Mode(), err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, TFTPDir)); err != nil || !fi.IsDir() {
+		t.Errorf("tftp root: %v", err)
+	}
+	again, err := prepareState(dir)
+	if err != nil || again != tok {
+		t.Errorf("second start: token %q, %v; want the first one %q", again, err, tok)
+	}
+	os.WriteFile(filepath.Join(dir, TokenFile), []byte("short\n"), 0o600)
+	if _, err := prepareState(dir); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("damaged token: %v", err)
+	}
+}
+
+func TestNeedsIPXEMark(t *testing.T) {
+	ev := func(stage, detail string) bootstage.Event { return bootstage.Event{Stage: stage, Detail: detail} }
+	script := "http://10.99.0.1/boot/52:54:00:00:00:01.ipxe (ipxe-script)"
+	offer := ev(bootstage.DHCPOffered, script)
+	for _, tc := range []struct {
+		name string
+		hist []bootstage.Event
+		want bool
+	}{
+		{"first contact from a ROM iPXE", []bootstage.Event{offer}, true},
+		{"second iPXE offer", []bootstage.Event{offer, ev(bootstage.IPXELoaded, "rom"), offer}, false},
+		{"chainloaded over TFTP", []bootstage.Event{
+			ev(bootstage.DHCPOffered, "snponly.efi (uefi-tftp)"), ev("dhcp-acked", "snponly.efi (uefi-tftp)"),
+			ev(bootstage.IPXELoaded, "tftp snponly.efi"), offer}, false},
+		{"reboot after a full boot", []bootstage.Event{offer, ev(bootstage.IPXELoaded, "rom"),
+			ev(bootstage.ScriptFetched, ""), ev(bootstage.KernelFetched, ""), ev(bootstage.InitrdFetched, ""), offer}, true},
+		{"plain PXE, no TFTP load", []bootstage.Event{ev(bootstage.DHCPOffered, "undionly.kpxe (bios-tftp)"), offer}, true},
+	} {
+		if got := needsIPXEMark(tc.hist); got != tc.want {
+			t.Errorf("%s: needsIPXEMark = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestNodeName(t *testing.T) {
+	if n := NodeName(netip.MustParseAddr("10.99.0.7")); n != "node7" {
+		t.Errorf("NodeName = %q", n)
+	}
+	if n := NodeName(netip.MustParseAddr("::ffff:10.99.0.12")); n != "node12" {
+		t.Errorf("NodeName(mapped) = %q", n)
+	}
+}

@@ -1,0 +1,280 @@
+package registry
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
+)
+
+// API paths. The head mounts the handler at PathNodes and PathNodes+"/".
+const (
+	PathNodes     = "/api/v1/nodes"
+	PathRegister  = PathNodes + "/register"
+	PathHeartbeat = PathNodes + "/heartbeat"
+	PathLeave     = PathNodes + "/leave"
+)
+
+// maxBody bounds request bodies: the largest legitimate one, a register
+// request with an RSA host key, is about 1 KiB.
+const maxBody = 64 << 10
+
+// HostCertValidity is the validity the API signs host certificates with:
+// none (see sshtrust.CA.SignHost for why).
+const HostCertValidity = 0
+
+// RegisterResponse answers a registration.
+type RegisterResponse struct {
+	// Name is the node's name, node<N>.
+	Name string `json:"name"`
+	// HeartbeatSeconds is how often the head expects a heartbeat.
+	HeartbeatSeconds int `json:"heartbeat_seconds"`
+	// SSHHostCertificate certifies the node's SSHHostKey (authorized_keys
+	// format, for sshd's HostCertificate); empty without a key or a CA.
+	SSHHostCertificate string `json:"ssh_host_certificate,omitempty"`
+	// SSHCAPublicKey is the CA that signed it.
+	SSHCAPublicKey string `json:"ssh_ca_public_key,omitempty"`
+}
+
+// HeartbeatRequest is a node's periodic sign of life.
+type HeartbeatRequest struct {
+	MAC string `json:"mac"`
+	Stats
+}
+
+// LeaveRequest is sent by a node shutting down cleanly.
+type LeaveRequest struct {
+	MAC string `json:"mac"`
+}
+
+// errorResponse is the body of every error answer.
+type errorResponse struct {
+	Error string `json:"error"`
+}
+
+// APIOption changes how NewAPI's handler checks requests.
+type APIOption func(*api)
+
+// AllowedSubnet makes the API refuse registrations from addresses outside
+// subnet (and its network and broadcast addresses). The head passes the
+// cluster subnet. Without it, any IPv4 host address is accepted: that is
+// what the load simulator relies on, registering thousands of made-up
+// addresses of a test /16 against an in-process API; there it passes that
+// /16 instead.
+func AllowedSubnet(subnet netip.Prefix) APIOption {
+	return func(a *api) { a.subnet = subnet.Masked() }
+}
+
+type api struct {
+	reg    *Registry
+	token  [sha256.Size]byte
+	hasTok bool
+	trust  *sshtrust.CA
+	log    *slog.Logger
+	subnet netip.Prefix
+}
+
+// NewAPI returns the HTTP handler of the node API:
+//
+//	POST /api/v1/nodes/register   RegisterRequest  -> RegisterResponse
+//	POST /api/v1/nodes/heartbeat  HeartbeatRequest -> 204; 404 if unknown
+//	POST /api/v1/nodes/leave      LeaveRequest     -> 204; 404 if unknown
+//	GET  /api/v1/nodes            []Node
+//
+// The POSTs need "Authorization: Bearer <token>", the cluster token every
+// node gets on its kernel command line; without it they answer 401 and
+// change nothing. An empty token refuses every POST: a head that lost its
+// token must not accept anyone. The GET is open, for `clusterdebian
+// status` on any node, and shows nothing secret. trust signs the nodes' SSH
+// host keys; nil signs nothing. logger nil means slog.Default().
+func NewAPI(reg *Registry, token string, trust *sshtrust.CA, logger *slog.Logger, opts ...APIOption) http.Handler {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	a := &api{reg: reg, trust: trust, log: logger, hasTok: token != ""}
+	// Comparing hashes makes the comparison's time independent of the
+	// token's length too, not only of its content.
+	a.token = sha256.Sum256([]byte(token))
+	for _, o := range opts {
+		o(a)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+PathNodes, a.list)
+	mux.HandleFunc("GET "+PathNodes+"/{$}", a.list)
+	mux.HandleFunc("POST "+PathRegister, a.authed(a.register))
+	mux.HandleFunc("POST "+PathHeartbeat, a.authed(a.heartbeat))
+	mux.HandleFunc("POST "+PathLeave, a.authed(a.leave))
+	return mux
+}
+
+// authed wraps a handler with the token check.
+func (a *api) authed(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		if !ok || !a.hasTok || subtle.ConstantTimeCompare(got[:], a.token[:]) != 1 {
+			a.log.Warn("node API: request without the cluster token refused", "path", r.URL.Path, "remote", r.RemoteAddr)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="clusterdebian"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong cluster token (clusterdebian.token= on the kernel command line)")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (a *api) list(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, a.reg.Nodes())
+}
+
+func (a *api) register(w http.ResponseWriter, r *http.Request) {
+	var req RegisterRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	req.Role = RoleNode // only the head registers as the head, in process
+	if a.subnet.IsValid() {
+		if err := a.checkSubnet(req.IP); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	var hostKey ssh.PublicKey
+	if strings.TrimSpace(req.SSHHostKey) != "" {
+		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(req.SSHHostKey))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "ssh_host_key: "+err.Error())
+			return
+		}
+		if _, isCert := k.(*ssh.Certificate); isCert {
+			writeError(w, http.StatusBadRequest, "ssh_host_key: a plain public key is needed, not a certificate")
+			return
+		}
+		hostKey = k
+	}
+	node, err := a.reg.Register(req)
+	if !a.regError(w, err, "register", req.MAC) {
+		return
+	}
+	resp := RegisterResponse{
+		Name:             node.Name,
+		HeartbeatSeconds: int(math.Ceil(a.reg.Interval().Seconds())),
+	}
+	if a.trust != nil && hostKey != nil {
+		cert, err := a.trust.SignHost(hostKey, sshtrust.HostPrincipals(node.Name, node.IP), HostCertValidity)
+		if err != nil {
+			a.log.Error("node API: signing host key", "node", node.Name, "err", err)
+			writeError(w, http.StatusInternalServerError, "signing the host key failed")
+			return
+		}
+		resp.SSHHostCertificate = cert
+		resp.SSHCAPublicKey = a.trust.PublicKey()
+	}
+	a.log.Info("node registered", "node", node.Name, "mac", node.MAC, "ip", node.IP, "cores", node.Cores,
+		"mem_kib", node.MemTotalKiB, "host_cert", resp.SSHHostCertificate != "")
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// checkSubnet refuses addresses outside the allowed subnet.
+func (a *api) checkSubnet(s string) error {
+	ip, err := parseIP(s)
+	if err != nil {
+		return err
+	}
+	if !a.subnet.Contains(ip) {
+		return fmt.Errorf("ip %s is outside the cluster subnet %s", ip, a.subnet)
+	}
+	if ip == a.subnet.Addr() || ip == lastAddr(a.subnet) {
+		return fmt.Errorf("ip %s is the network or broadcast address of %s", ip, a.subnet)
+	}
+	return nil
+}
+
+// lastAddr is the broadcast address of an IPv4 prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := (uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func (a *api) heartbeat(w http.ResponseWriter, r *http.Request) {
+	var req HeartbeatRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if !a.regError(w, a.reg.Heartbeat(req.MAC, req.Stats), "heartbeat", req.MAC) {
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *api) leave(w http.ResponseWriter, r *http.Request) {
+	var req LeaveRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if !a.regError(w, a.reg.Leave(req.MAC), "leave", req.MAC) {
+		return
+	}
+	a.log.Info("node left", "mac", req.MAC)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// regError answers a registry error and reports whether the request may go
+// on.
+func (a *api) regError(w http.ResponseWriter, err error, what, mac string) bool {
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, ErrUnknownNode):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrConflict):
+		a.log.Warn("node API: "+what+" refused", "mac", mac, "err", err)
+		writeError(w, http.StatusConflict, err.Error())
+	default:
+		a.log.Error("node API: "+what, "mac", mac, "err", err)
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+	return false
+}
+
+// decode reads one JSON value of at most maxBody bytes into v, answering
+// 413 or 400 itself when it cannot.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody))
+		} else {
+			writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorResponse{Error: msg})
+}

@@ -1,0 +1,495 @@
+// Package registry is the head's list of cluster nodes: who joined, under
+// which name, and who is alive. Node agents register at boot, heartbeat
+// every few seconds and leave at a clean shutdown (see NewAPI for the HTTP
+// side); the head sweeps nodes that stopped heartbeating into the "down"
+// state. Every membership change is saved to a JSON file, so that a
+// restarted head keeps the same names and does not list a node twice, and
+// reported to a callback, which rewrites /etc/hosts and the MPI hostfiles.
+//
+// A node's name is node<N>, N the last octet of its IPv4 address: the
+// cluster subnet is a /24 or smaller, so that names are unique, and the same
+// as the DHCP host names and the name the node's initramfs gives itself.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Roles and states of a node.
+const (
+	RoleHead  = "head"
+	RoleNode  = "node"
+	StateUp   = "up"
+	StateDown = "down"
+)
+
+// MissedHeartbeats is how many heartbeat intervals may pass without one
+// before Sweep marks a node down: one lost packet or a busy head must not
+// take a node out of the MPI hostfile.
+const MissedHeartbeats = 3
+
+// Errors the registry returns; the API maps them to HTTP statuses.
+var (
+	// ErrUnknownNode: no node with that MAC is registered (the head
+	// forgot it, or it left); the agent answers by registering again.
+	ErrUnknownNode = errors.New("unknown node: register first")
+	// ErrInvalid wraps every validation error of a request.
+	ErrInvalid = errors.New("invalid request")
+	// ErrConflict: the request would take the head's name or address.
+	ErrConflict = errors.New("conflict")
+	// ErrSave wraps a failure to save the registry file (see Flush);
+	// the change itself is in effect, and the next change tries again.
+	ErrSave = errors.New("saving node registry")
+)
+
+// Node is one registered machine, as the status command and the API show it.
+type Node struct {
+	Name        string    `json:"name"`
+	MAC         string    `json:"mac"`
+	IP          string    `json:"ip"`
+	Role        string    `json:"role"` // RoleHead or RoleNode
+	Cores       int       `json:"cores"`
+	MemTotalKiB uint64    `json:"mem_total_kib"`
+	MemUsedKiB  uint64    `json:"mem_used_kib"`
+	Load1       float64   `json:"load1"`
+	UptimeSec   int64     `json:"uptime_sec"`
+	State       string    `json:"state"` // StateUp or StateDown
+	Registered  time.Time `json:"registered"`
+	LastSeen    time.Time `json:"last_seen"`
+}
+
+// RegisterRequest is what a node tells the head when it joins.
+type RegisterRequest struct {
+	MAC         string `json:"mac"`
+	IP          string `json:"ip"`
+	Cores       int    `json:"cores"`
+	MemTotalKiB uint64 `json:"mem_total_kib"`
+	// SSHHostKey is the node's host public key in authorized_keys format;
+	// the API answers with a host certificate for it.
+	SSHHostKey string `json:"ssh_host_key,omitempty"`
+	// Role is RoleNode when empty. The API always sets it to RoleNode:
+	// only the head itself registers as the head, in process.
+	Role string `json:"-"`
+}
+
+// Stats is what a heartbeat carries.
+type Stats struct {
+	Load1      float64 `json:"load1"`
+	MemUsedKiB uint64  `json:"mem_used_kib"`
+	UptimeSec  int64   `json:"uptime_sec"`
+}
+
+// fileFormat is the saved registry.
+type fileFormat struct {
+	Version int    `json:"version"`
+	Nodes   []Node `json:"nodes"`
+}
+
+// Registry is the set of nodes. It is safe for concurrent use.
+type Registry struct {
+	path     string
+	interval time.Duration
+	onChange func([]Node)
+
+	mu     sync.Mutex
+	nodes  map[string]*Node // by MAC
+	now    func() time.Time
+	opened time.Time // heartbeats are not expected from before this
+	log    *slog.Logger
+
+	// Saving and onChange run in one background goroutine at a time,
+	// with the latest state: a burst of changes (a room of machines
+	// powered on at once) costs a few writes, not one each, and requests
+	// do not wait for the disk or for the hostfiles being rewritten.
+	dirty   bool
+	saving  bool
+	saveErr error
+	idle    *sync.Cond // signalled when the saver stops; uses mu
+}
+
+// Open loads the registry saved at path (none yet is fine) for nodes that
+// heartbeat every interval. onChange, if not nil, gets every node after
+// changes: in the background, one call at a time, always with the latest
+// state, so that changes in quick succession may be reported once. It may
+// call the registry. Open itself does not call it: the caller has Nodes().
+// Call Flush before exiting, to have the last change saved.
+func Open(path string, interval time.Duration, onChange func([]Node)) (*Registry, error) {
+	if interval <= 0 {
+		return nil, fmt.Errorf("heartbeat interval %v must be positive", interval)
+	}
+	r := &Registry{path: path, interval: interval, onChange: onChange, nodes: map[string]*Node{}, now: time.Now, log: slog.Default()}
+	r.idle = sync.NewCond(&r.mu)
+	r.opened = r.now()
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return r, nil
+	case err != nil:
+		return nil, fmt.Errorf("node registry: %w", err)
+	}
+	var f fileFormat
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("node registry %s is damaged (%v); delete it: nodes register again within a heartbeat", path, err)
+	}
+	for _, n := range f.Nodes {
+		mac, err := normalizeMAC(n.MAC)
+		if err != nil {
+			continue
+		}
+		ip, err := netip.ParseAddr(n.IP)
+		if err != nil || !ip.Is4() {
+			continue
+		}
+		n.MAC, n.IP, n.Name = mac, ip.String(), NodeName(ip)
+		// A hand-edited file could hold one address twice; the latest
+		// registration wins, as it would have live.
+		if old := r.byIP(n.IP); old != nil {
+			if old.Registered.After(n.Registered) {
+				continue
+			}
+			delete(r.nodes, old.MAC)
+		}
+		r.nodes[mac] = &n
+	}
+	return r, nil
+}
+
+// SetClock replaces the registry's clock (time.Now), for tests. Call it
+// before anything else.
+func (r *Registry) SetClock(now func() time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.now = now
+	r.opened = now()
+}
+
+// SetLogger sets where failures to save the registry are logged
+// (default slog.Default()).
+func (r *Registry) SetLogger(l *slog.Logger) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log = l
+}
+
+// Interval is the heartbeat interval nodes are told to keep.
+func (r *Registry) Interval() time.Duration { return r.interval }
+
+// NodeName names the node at ip: node<N>, N its last octet.
+func NodeName(ip netip.Addr) string {
+	ip = ip.Unmap()
+	if !ip.Is4() {
+		return "node"
+	}
+	return fmt.Sprintf("node%d", ip.As4()[3])
+}
+
+// normalizeMAC checks a MAC address and returns it in lower-case
+// colon form, so that "AA-BB-..." and "aa:bb:..." are one node.
+func normalizeMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(strings.TrimSpace(s))
+	if err != nil || len(hw) != 6 {
+		return "", fmt.Errorf("%w: MAC %q is not an Ethernet address like 52:54:00:12:34:56", ErrInvalid, s)
+	}
+	if hw[0]&1 != 0 {
+		return "", fmt.Errorf("%w: MAC %s is a multicast address", ErrInvalid, hw)
+	}
+	return hw.String(), nil
+}
+
+// parseIP checks a node address: IPv4, usable by a host.
+func parseIP(s string) (netip.Addr, error) {
+	ip, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return ip, fmt.Errorf("%w: IP %q is not an IPv4 address", ErrInvalid, s)
+	}
+	ip = ip.Unmap()
+	if !ip.Is4() || ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return ip, fmt.Errorf("%w: IP %s is not a node's IPv4 address", ErrInvalid, ip)
+	}
+	return ip, nil
+}
+
+// byIP returns the node holding ip, if any. r.mu must be held.
+func (r *Registry) byIP(ip string) *Node {
+	for _, n := range r.nodes {
+		if n.IP == ip {
+			return n
+		}
+	}
+	return nil
+}
+
+// Register adds a node or renews its record. A node is its MAC: the same
+// MAC registering again (a reboot, a restarted agent, a head that forgot
+// its heartbeats) keeps its record and Registered time. A new MAC at an
+// address an old record holds replaces that record: the address, and so
+// the name, now belongs to the new machine (the old one's network card was
+// swapped, or DHCP moved it). Nobody but the head may take the head's
+// record.
+func (r *Registry) Register(req RegisterRequest) (Node, error) {
+	mac, err := normalizeMAC(req.MAC)
+	if err != nil {
+		return Node{}, err
+	}
+	ip, err := parseIP(req.IP)
+	if err != nil {
+		return Node{}, err
+	}
+	role := req.Role
+	switch role {
+	case "":
+		role = RoleNode
+	case RoleNode, RoleHead:
+	default:
+		return Node{}, fmt.Errorf("%w: role %q", ErrInvalid, req.Role)
+	}
+	if req.Cores < 0 || req.Cores > 1<<16 {
+		return Node{}, fmt.Errorf("%w: %d cores", ErrInvalid, req.Cores)
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	if other := r.byIP(ip.String()); other != nil && other.MAC != mac {
+		if other.Role == RoleHead && role != RoleHead {
+			return Node{}, fmt.Errorf("%w: %s is the head's address", ErrConflict, ip)
+		}
+	}
+	if own := r.nodes[mac]; own != nil && own.Role == RoleHead && role != RoleHead {
+		return Node{}, fmt.Errorf("%w: %s is the head's MAC", ErrConflict, mac)
+	}
+	if other := r.byIP(ip.String()); other != nil && other.MAC != mac {
+		delete(r.nodes, other.MAC)
+	}
+	n := r.nodes[mac]
+	if n == nil {
+		n = &Node{MAC: mac, Registered: now}
+		r.nodes[mac] = n
+	} else if n.IP != ip.String() {
+		// Same machine, new address: a new name, so a new membership.
+		n.Registered = now
+	}
+	n.IP = ip.String()
+	n.Name = NodeName(ip)
+	n.Role = role
+	n.Cores = max(req.Cores, 1)
+	n.MemTotalKiB = req.MemTotalKiB
+	n.State = StateUp
+	n.LastSeen = now
+	r.changed()
+	return *n, nil
+}
+
+// Heartbeat records that the node with mac is alive, with its load. It
+// returns ErrUnknownNode for a MAC that is not registered. A heartbeat only
+// updates memory, unless it brings a down node back up: saving 40 times a
+// second for 200 nodes, or rewriting the hostfiles, would buy nothing,
+// because stats are stale seconds later anyway.
+func (r *Registry) Heartbeat(mac string, s Stats) error {
+	m, err := normalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.nodes[m]
+	if n == nil {
+		return ErrUnknownNode
+	}
+	n.Load1, n.MemUsedKiB, n.UptimeSec = s.Load1, s.MemUsedKiB, s.UptimeSec
+	n.LastSeen = r.now()
+	if n.State != StateUp {
+		n.State = StateUp
+		r.changed()
+	}
+	return nil
+}
+
+// Leave removes the node with mac: it shut down cleanly, so it is not
+// "down" (missing) but gone.
+func (r *Registry) Leave(mac string) error {
+	m, err := normalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.nodes[m] == nil {
+		return ErrUnknownNode
+	}
+	delete(r.nodes, m)
+	r.changed()
+	return nil
+}
+
+// Sweep marks down every node whose last heartbeat is more than
+// MissedHeartbeats intervals before now. The head itself is never swept:
+// it is the process running this. Nodes loaded from the file get that
+// long after Open, so a restarted head does not drop them all at once.
+// The head runs SweepEvery; tests call Sweep with their own now.
+func (r *Registry) Sweep(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	limit := now.Add(-MissedHeartbeats * r.interval)
+	changed := false
+	for _, n := range r.nodes {
+		seen := n.LastSeen
+		if r.opened.After(seen) {
+			seen = r.opened
+		}
+		if n.Role != RoleHead && n.State == StateUp && seen.Before(limit) {
+			n.State = StateDown
+			changed = true
+		}
+	}
+	if changed {
+		r.changed()
+	}
+}
+
+// SweepEvery calls Sweep every interval until ctx is done.
+func (r *Registry) SweepEvery(ctx context.Context) {
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			r.Sweep(now)
+		}
+	}
+}
+
+// Prune removes the nodes that are down and returns them.
+func (r *Registry) Prune() []Node {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var gone []Node
+	for mac, n := range r.nodes {
+		if n.State == StateDown {
+			gone = append(gone, *n)
+			delete(r.nodes, mac)
+		}
+	}
+	if len(gone) > 0 {
+		r.changed()
+	}
+	sortNodes(gone)
+	return gone
+}
+
+// Nodes returns every node, sorted by address.
+func (r *Registry) Nodes() []Node {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.list()
+}
+
+// list copies the nodes, sorted. r.mu must be held.
+func (r *Registry) list() []Node {
+	out := make([]Node, 0, len(r.nodes))
+	for _, n := range r.nodes {
+		out = append(out, *n)
+	}
+	sortNodes(out)
+	return out
+}
+
+func sortNodes(ns []Node) {
+	slices.SortFunc(ns, func(a, b Node) int {
+		ia, _ := netip.ParseAddr(a.IP)
+		ib, _ := netip.ParseAddr(b.IP)
+		return ia.Compare(ib)
+	})
+}
+
+// changed schedules a save and an onChange call. r.mu must be held.
+func (r *Registry) changed() {
+	r.dirty = true
+	if !r.saving {
+		r.saving = true
+		go r.saver()
+	}
+}
+
+// saver saves and reports the latest state until nothing changed meanwhile.
+func (r *Registry) saver() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.dirty {
+		r.dirty = false
+		nodes := r.list()
+		r.mu.Unlock()
+		err := r.save(nodes)
+		if r.onChange != nil {
+			r.onChange(nodes)
+		}
+		r.mu.Lock()
+		if err != nil {
+			r.saveErr = fmt.Errorf("%w %s: %v", ErrSave, r.path, err)
+			r.log.Error("node registry not saved; the next change tries again", "err", err)
+		} else {
+			r.saveErr = nil
+		}
+	}
+	r.saving = false
+	r.idle.Broadcast()
+}
+
+// Flush waits until every change so far is saved and reported to
+// onChange, and returns the error of the last save, if it failed.
+func (r *Registry) Flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.saving || r.dirty {
+		r.idle.Wait()
+	}
+	return r.saveErr
+}
+
+// save writes the registry atomically: a head killed mid-write must find
+// the old file or the new one on its next start, not half of one. It does
+// not fsync: on a live head the file is in RAM, and against a crash of the
+// process the rename is what counts.
+func (r *Registry) save(nodes []Node) error {
+	data, err := json.MarshalIndent(fileFormat{Version: 1, Nodes: nodes}, "", "  ")
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	dir := filepath.Dir(r.path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(r.path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), r.path)
+}

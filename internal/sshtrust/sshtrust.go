@@ -1,0 +1,283 @@
+// Package sshtrust makes ssh between cluster nodes work without passwords
+// and without "authenticity of host can't be established" prompts, which
+// would stop mpirun and pvm dead:
+//
+//   - the head keeps one SSH certificate authority (CA) key in its state
+//     folder, made at its first start and never shipped in the image (an ISO
+//     may be given away; a CA inside it would let anyone impersonate nodes);
+//   - every node makes a fresh host key in RAM at boot and the head signs it
+//     into a host certificate naming the node (node<N>, node<N>.cluster and
+//     its address);
+//   - /etc/ssh/ssh_known_hosts, shared by all nodes, trusts that CA for the
+//     cluster's names (@cert-authority), so each host key is verified
+//     rather than blindly accepted;
+//   - every user gets one key pair in their shared home, authorized for
+//     themselves, so ssh from any node to any other logs straight in.
+package sshtrust
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// File names, in the head's state folder (CA) and a node's run folder
+// (host key). The host key names are the ones the image's sshd_config.d
+// drop-in points sshd at.
+const (
+	CAKeyFile       = "ssh_ca_ed25519_key"
+	HostKeyFile     = "ssh_host_ed25519_key"
+	HostCertFile    = "ssh_host_ed25519_key-cert.pub"
+	KnownHostsPath  = "etc/ssh/ssh_known_hosts"
+	UserKeyFile     = "id_ed25519"
+	AuthorizedKeys  = "authorized_keys"
+	caKeyComment    = "clusterdebian-ca"
+	hostKeyComment  = "clusterdebian-host"
+	beginMarker     = "# BEGIN clusterdebian"
+	endMarker       = "# END clusterdebian"
+	clockSkewMargin = 5 * time.Minute
+)
+
+// CA is the cluster's SSH certificate authority.
+type CA struct {
+	signer ssh.Signer
+}
+
+// OpenCA loads the CA key from dir, or makes it on first use. The key is
+// kept (mode 0600) so that a restarted head signs with the same CA and the
+// certificates nodes already hold stay valid.
+func OpenCA(dir string) (*CA, error) {
+	path := filepath.Join(dir, CAKeyFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		signer, err := ssh.ParsePrivateKey(data)
+		if err != nil {
+			return nil, fmt.Errorf("SSH CA key %s is damaged (%v); delete it to make a new one (nodes then need to re-register)", path, err)
+		}
+		// A CA key others can read lets them forge host certificates.
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(path, 0o600); err != nil {
+				return nil, err
+			}
+		}
+		return &CA{signer: signer}, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("SSH CA key: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("SSH CA folder: %w", err)
+	}
+	_, signer, err := writeKeyPair(path, caKeyComment)
+	if err != nil {
+		return nil, fmt.Errorf("SSH CA key: %w", err)
+	}
+	return &CA{signer: signer}, nil
+}
+
+// PublicKey returns the CA's public key in authorized_keys format, without
+// a line break.
+func (ca *CA) PublicKey() string {
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(ca.signer.PublicKey())))
+}
+
+// SignHost signs a host key into a host certificate valid for principals
+// (the names clients will type, see HostPrincipals) and returns it in
+// authorized_keys format, ready for sshd's HostCertificate file.
+//
+// A zero validity means no expiry. That is what the head uses: host keys
+// live in a node's RAM for one boot and the CA lives with the head, and the
+// nodes' clocks are not synchronized, so a validity window would only break
+// ssh on a machine whose battery-backed clock is off. A non-zero validity
+// starts a few minutes in the past for the same reason.
+func (ca *CA) SignHost(pub ssh.PublicKey, principals []string, validity time.Duration) (string, error) {
+	if pub == nil {
+		return "", errors.New("no host key to sign")
+	}
+	if _, ok := pub.(*ssh.Certificate); ok {
+		return "", errors.New("host key is already a certificate")
+	}
+	if len(principals) == 0 {
+		return "", errors.New("a host certificate needs at least one principal")
+	}
+	var serial [8]byte
+	if _, err := rand.Read(serial[:]); err != nil {
+		return "", err
+	}
+	cert := &ssh.Certificate{
+		Key:             pub,
+		Serial:          binary.BigEndian.Uint64(serial[:]),
+		CertType:        ssh.HostCert,
+		KeyId:           principals[0],
+		ValidPrincipals: append([]string(nil), principals...),
+		ValidAfter:      0,
+		ValidBefore:     ssh.CertTimeInfinity,
+	}
+	if validity > 0 {
+		now := time.Now()
+		cert.ValidAfter = uint64(now.Add(-clockSkewMargin).Unix())
+		cert.ValidBefore = uint64(now.Add(validity).Unix())
+	}
+	if err := cert.SignCert(rand.Reader, ca.signer); err != nil {
+		return "", fmt.Errorf("signing host certificate: %w", err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert))), nil
+}
+
+// KnownHostsLine returns the known_hosts line that trusts the CA for hosts
+// matching patterns (ssh patterns such as "node*" or "10.99.0.*").
+func (ca *CA) KnownHostsLine(patterns []string) string {
+	return "@cert-authority " + strings.Join(patterns, ",") + " " + ca.PublicKey()
+}
+
+// HostPrincipals are the names a node's host certificate is valid for: what
+// a user or a hostfile may call it.
+func HostPrincipals(name, ip string) []string {
+	return []string{name, name + ".cluster", ip}
+}
+
+// KnownHostsPatterns returns the host patterns the CA is trusted for on a
+// cluster subnet: the node names and the subnet's addresses. Subnets are /24
+// or smaller, so the /24 around them is the tightest ssh wildcard; trusting
+// the CA for a few addresses outside a smaller subnet is harmless, because a
+// certificate still has to name the very address being connected to.
+func KnownHostsPatterns(subnet netip.Prefix) []string {
+	p := []string{"node*", "*.cluster"}
+	if subnet.IsValid() && subnet.Addr().Is4() {
+		a := subnet.Masked().Addr().As4()
+		switch {
+		case subnet.Bits() >= 24:
+			p = append(p, fmt.Sprintf("%d.%d.%d.*", a[0], a[1], a[2]))
+		case subnet.Bits() >= 16:
+			p = append(p, fmt.Sprintf("%d.%d.*", a[0], a[1]))
+		default:
+			p = append(p, fmt.Sprintf("%d.*", a[0]))
+		}
+	}
+	return p
+}
+
+// WriteKnownHosts puts line into root/etc/ssh/ssh_known_hosts, in a marked
+// block so that entries an administrator added outside it survive. The file
+// is replaced atomically (ssh clients on every node read it at any time) and
+// only when it changes.
+func WriteKnownHosts(root string, line string) error {
+	path := filepath.Join(root, KnownHostsPath)
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	data := replaceBlock(old, strings.TrimSpace(line)+"\n")
+	if bytes.Equal(old, data) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return writeAtomic(path, data, 0o644, -1, -1)
+}
+
+// replaceBlock returns text with the clusterdebian block holding body:
+// in place of an existing block, else appended.
+func replaceBlock(text []byte, body string) []byte {
+	block := beginMarker + " (written by clusterdebian; changes inside are lost)\n" + body + endMarker + "\n"
+	lines := strings.SplitAfter(string(text), "\n")
+	begin, end := -1, -1
+	for i, l := range lines {
+		t := strings.TrimSpace(l)
+		if begin < 0 && strings.HasPrefix(t, beginMarker) {
+			begin = i
+		} else if begin >= 0 && t == endMarker {
+			end = i
+			break
+		}
+	}
+	if begin >= 0 && end < 0 {
+		// The end marker was lost to a hand edit: drop only the begin
+		// marker rather than guess where the block ended and lose lines.
+		lines = slices.Delete(lines, begin, begin+1)
+		begin = -1
+	}
+	if begin < 0 {
+		rest := strings.Join(lines, "")
+		if rest != "" && !strings.HasSuffix(rest, "\n") {
+			rest += "\n"
+		}
+		return []byte(rest + block)
+	}
+	return []byte(strings.Join(lines[:begin], "") + block + strings.Join(lines[end+1:], ""))
+}
+
+// NewHostKey makes a new ed25519 host key in dir: HostKeyFile (mode 0600,
+// OpenSSH format, as sshd reads it) and HostKeyFile.pub. It replaces any key
+// there.
+func NewHostKey(dir string) (ssh.PublicKey, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	pub, _, err := writeKeyPair(filepath.Join(dir, HostKeyFile), hostKeyComment)
+	return pub, err
+}
+
+// EnsureHostKey returns the host key in dir, making it with NewHostKey if
+// there is none. A restarted agent must keep the key sshd already loaded,
+// or the certificate it fetches would not match what sshd presents.
+func EnsureHostKey(dir string) (ssh.PublicKey, error) {
+	data, err := os.ReadFile(filepath.Join(dir, HostKeyFile))
+	if err == nil {
+		signer, err := ssh.ParsePrivateKey(data)
+		if err == nil {
+			return signer.PublicKey(), nil
+		}
+		// A damaged key (a crash mid-write cannot do this, writes are atomic,
+		// but a full tmpfs could) is simply replaced: it is per boot anyway.
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return NewHostKey(dir)
+}
+
+// writeKeyPair makes an ed25519 key and writes path (0600) and path.pub
+// (0644) atomically, owned by the caller.
+func writeKeyPair(path, comment string) (ssh.PublicKey, ssh.Signer, error) {
+	return writeKeyPairOwned(path, comment, -1, -1)
+}
+
+// writeKeyPairOwned is writeKeyPair with the files chowned to uid:gid
+// (-1 keeps the caller's).
+func writeKeyPairOwned(path, comment string, uid, gid int) (ssh.PublicKey, ssh.Signer, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, comment)
+	if err != nil {
+		return nil, nil, err
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, nil, err
+	}
+	pub := signer.PublicKey()
+	pubLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))) + " " + comment + "\n"
+	if err := writeAtomic(path, pem.EncodeToMemory(block), 0o600, uid, gid); err != nil {
+		return nil, nil, err
+	}
+	if err := writeAtomic(path+".pub", []byte(pubLine), 0o644, uid, gid); err != nil {
+		return nil, nil, err
+	}
+	return pub, signer, nil
+}

@@ -1,0 +1,418 @@
+package vm
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Progress of `vm up` comes from the VMs' serial logs: each boot passes
+// milestones whose text is recognisable there (firmware, network boot
+// loader, kernel, login prompt). Whether a node has joined is node1's to
+// say: `clusterdebian status --json`, run on node1 through its guest agent.
+
+// milestone is one recognisable step of a boot.
+type milestone struct {
+	name string
+	re   *regexp.Regexp
+}
+
+var (
+	// Any output at all: with no VGA, SeaBIOS says nothing on the serial
+	// line, and GRUB's menu is the first text.
+	loaderRe   = regexp.MustCompile(`GRUB|\S`)
+	pxeRe      = regexp.MustCompile(`iPXE|PXE`)
+	kernelRe   = regexp.MustCompile(`Linux version \S+|\[\s*\d+\.\d+\] `)
+	anyLoginRe = regexp.MustCompile(`(?m)(\S+) login: ?`)
+)
+
+var headMilestones = []milestone{
+	{"boot loader", loaderRe},
+	{"kernel", kernelRe},
+	{"login prompt", regexp.MustCompile(regexp.QuoteMeta(HeadVM) + ` login:`)},
+}
+
+var nodeMilestones = []milestone{
+	{"PXE", pxeRe},
+	{"kernel", kernelRe},
+	{"login prompt", anyLoginRe},
+}
+
+// watchBoot polls the machine's serial log and calls report once per
+// milestone reached, in order (milestones passed unseen between two polls
+// are reported together). It returns when the last milestone is reached,
+// with its match, or when ctx ends or QEMU exits.
+func watchBoot(ctx context.Context, m *Machine, ms []milestone, report func(name string, elapsed time.Duration)) (string, error) {
+	start := time.Now()
+	next := 0
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		serial := m.Serial()
+		last := -1
+		var match string
+		for i := next; i < len(ms); i++ {
+			if s := ms[i].re.FindString(serial); s != "" {
+				last, match = i, s
+			}
+		}
+		for ; next <= last; next++ {
+			report(ms[next].name, time.Since(start))
+		}
+		if next == len(ms) {
+			return match, nil
+		}
+		if !m.Running() {
+			err := fmt.Errorf("%w before its %s", ErrExited, ms[next].name)
+			if q := qemuLog(m.Spec.Dir); q != "" {
+				err = fmt.Errorf("%w; QEMU said: %s", err, truncate(q, 600))
+			}
+			return "", err
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no %s after %s: %w", ms[next].name, time.Since(start).Round(time.Second), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%d s", int(d.Seconds()+0.5)) }
+
+// waitHead shows node1's boot on one line, up to its login prompt: by then
+// the head daemon serves, since the getty waits for it.
+func (c *Cluster) waitHead(ctx context.Context, m *Machine, w io.Writer) error {
+	fmt.Fprintf(w, "%s: booting %s ...", HeadVM, filepath.Base(c.ISO))
+	_, err := watchBoot(ctx, m, headMilestones, func(name string, d time.Duration) {
+		if name == "login prompt" {
+			fmt.Fprintf(w, " login prompt after %s\n", secs(d))
+		} else {
+			fmt.Fprintf(w, " %s (%s) ...", name, secs(d))
+		}
+	})
+	if err != nil {
+		fmt.Fprintln(w)
+		return fmt.Errorf("%s: %w", HeadVM, err)
+	}
+	return nil
+}
+
+// joinTimeout is how long a node that has shown its login prompt may take to
+// appear as up in node1's status before Up gives up on it; agentWait, how
+// long node1's guest agent may take to answer after node1's login prompt;
+// statusPoll, how often node1's status is asked for.
+var (
+	joinTimeout = 5 * time.Minute
+	agentWait   = 3 * time.Minute
+	statusPoll  = 5 * time.Second
+)
+
+// waitNodes shows the nodes' boots, a line per milestone, and returns when
+// every node has joined.
+func (c *Cluster) waitNodes(ctx context.Context, machines []*Machine, w io.Writer) error {
+	head := c.vm(HeadVM)
+	var mu sync.Mutex
+	say := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, format+"\n", args...)
+	}
+	st := newStatusWatch(c, head, say)
+	go st.run(ctx)
+
+	errs := make([]error, len(machines))
+	var wg sync.WaitGroup
+	for i, m := range machines {
+		v := c.vm(strings.TrimPrefix(m.Spec.Name, c.Name+"-"))
+		label := fmt.Sprintf("%s (%s)", v.Name, v.MAC)
+		wg.Go(func() {
+			start := time.Now()
+			login, err := watchBoot(ctx, m, nodeMilestones, func(name string, d time.Duration) {
+				if name != "login prompt" {
+					say("%s: %s %s", label, name, secs(d))
+				}
+			})
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: %w", label, err)
+				say("%s: %v", label, err)
+				return
+			}
+			promptName := anyLoginRe.FindStringSubmatch(login)[1]
+			say("%s: login prompt of %s %s", label, promptName, secs(time.Since(start)))
+			name, err := st.waitJoined(ctx, v.MAC, promptName)
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: %w", label, err)
+				say("%s: %v", label, err)
+				return
+			}
+			say("%s: joined as %s after %s", label, name, secs(time.Since(start)))
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// statusWatch polls node1's `clusterdebian status --json` through its guest
+// agent. When node1 has no agent answering, or a binary without the status
+// command, it falls back to the login prompt: a node at its login prompt
+// counts as joined.
+type statusWatch struct {
+	c    *Cluster
+	head *VMState
+	say  func(string, ...any)
+
+	mu       sync.Mutex
+	decided  bool // mode known
+	fallback bool // no status: the login prompt counts
+	nodes    map[string]statusNode
+	raw      string // the last status output, for error messages
+	changed  chan struct{}
+}
+
+type statusNode struct {
+	name     string
+	up       bool
+	explicit bool // the status said up or not, rather than just listing it
+}
+
+func newStatusWatch(c *Cluster, head *VMState, say func(string, ...any)) *statusWatch {
+	return &statusWatch{c: c, head: head, say: say, changed: make(chan struct{})}
+}
+
+// statusArgs is the command run on node1 to learn which nodes are up.
+var statusArgs = []string{"clusterdebian", "status", "--json"}
+
+func (s *statusWatch) update(fallback bool, nodes map[string]statusNode, raw string) {
+	s.mu.Lock()
+	s.decided, s.fallback = true, fallback
+	if nodes != nil {
+		s.nodes, s.raw = nodes, raw
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *statusWatch) run(ctx context.Context) {
+	sock := filepath.Join(s.head.Dir, QGASocket)
+	// The agent starts about when the getty does, later on a busy host.
+	agentCtx, cancel := context.WithTimeout(ctx, agentWait)
+	var err error
+	for {
+		if err = QGAPing(agentCtx, sock); err == nil || agentCtx.Err() != nil {
+			break
+		}
+		select {
+		case <-agentCtx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil && agentCtx.Err() != nil {
+			err = ErrNoAgent // not the dial that the deadline cut short
+		}
+		if errors.Is(err, ErrNoAgent) {
+			s.say("%s: no guest agent answers (is qemu-guest-agent in the image?); a node counts as joined at its login prompt", HeadVM)
+		} else {
+			s.say("%s: its guest agent: %v; a node counts as joined at its login prompt", HeadVM, err)
+		}
+		s.update(true, nil, "")
+		return
+	}
+	for {
+		ectx, ecancel := context.WithTimeout(ctx, time.Minute)
+		out, errOut, code, err := QGAExec(ectx, sock, statusArgs[0], statusArgs[1:])
+		ecancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil && (code == 0 || json.Valid(out) && len(bytes.TrimSpace(out)) > 0):
+			// A non-zero exit with JSON on stdout still lists the nodes
+			// (status may exit non-zero while some node is down).
+			nodes, perr := parseStatus(out)
+			if perr == nil {
+				s.update(false, nodes, string(out))
+				break
+			}
+			s.say("%s: cannot read the output of %s (%v); a node counts as joined at its login prompt", HeadVM, strings.Join(statusArgs, " "), perr)
+			s.update(true, nil, "")
+			return
+		case err == nil && (strings.Contains(string(errOut), "unknown command") || strings.Contains(string(errOut), "unknown flag")):
+			s.say("%s: its clusterdebian has no status command yet; a node counts as joined at its login prompt", HeadVM)
+			s.update(true, nil, "")
+			return
+		case err == nil:
+			// The head may not be ready to answer yet: keep asking.
+			s.mu.Lock()
+			s.raw = fmt.Sprintf("exit code %d: %s", code, strings.TrimSpace(string(errOut)))
+			s.mu.Unlock()
+		default:
+			var qe *QGAError
+			if errors.As(err, &qe) {
+				// guest-exec itself failed: no such program.
+				s.say("%s: cannot run %s (%v); a node counts as joined at its login prompt", HeadVM, statusArgs[0], err)
+				s.update(true, nil, "")
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(statusPoll):
+		}
+	}
+}
+
+// waitJoined waits until the node with mac is up in node1's status and
+// returns its name; in fallback mode it returns promptName at once.
+func (s *statusWatch) waitJoined(ctx context.Context, mac, promptName string) (string, error) {
+	deadline := time.After(joinTimeout)
+	for {
+		s.mu.Lock()
+		decided, fallback, n, raw, changed := s.decided, s.fallback, s.nodes[strings.ToLower(mac)], s.raw, s.changed
+		s.mu.Unlock()
+		if decided && fallback {
+			return promptName, nil
+		}
+		if n.up {
+			if n.name == "" {
+				n.name = promptName
+			}
+			return n.name, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return "", fmt.Errorf("not up in %s's status: %w", HeadVM, ctx.Err())
+		case <-deadline:
+			return "", fmt.Errorf("at its login prompt for %s but not up in %s's %s, which says: %s", joinTimeout, HeadVM, strings.Join(statusArgs, " "), truncate(raw, 600))
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return s[:n] + " ..."
+	}
+	return s
+}
+
+// parseStatus reads the nodes out of `clusterdebian status --json`. It is
+// deliberately lenient about the layout, which belongs to the head: any JSON
+// object holding a MAC address as a value (or keyed by one) is a node; its
+// name is a node<N> string in it (or its key); it is up unless a state or
+// status field, or an up/alive/online/ready boolean, says otherwise.
+func parseStatus(data []byte) (map[string]statusNode, error) {
+	var doc any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	nodes := map[string]statusNode{}
+	var walk func(v any, key string)
+	walk = func(v any, key string) {
+		switch v := v.(type) {
+		case []any:
+			for _, e := range v {
+				walk(e, "")
+			}
+		case map[string]any:
+			mac := ""
+			if macRe.MatchString(key) {
+				mac = key
+			}
+			for k, e := range v {
+				if s, ok := e.(string); ok && macRe.MatchString(s) && (mac == "" || strings.Contains(strings.ToLower(k), "mac")) {
+					mac = s
+				}
+			}
+			if mac != "" {
+				// The outermost object naming a MAC is the node; objects
+				// nested in it (its boot history, say) only count when they
+				// have a state and it has none.
+				n := statusNode{name: nodeNameIn(v, key)}
+				n.up, n.explicit = upIn(v)
+				if old, ok := nodes[strings.ToLower(mac)]; !ok || n.explicit && !old.explicit {
+					if n.name == "" {
+						n.name = old.name
+					}
+					nodes[strings.ToLower(mac)] = n
+				}
+			}
+			for k, e := range v {
+				walk(e, k)
+			}
+		}
+	}
+	walk(doc, "")
+	return nodes, nil
+}
+
+var (
+	macRe      = regexp.MustCompile(`^(?i)[0-9a-f]{2}(:[0-9a-f]{2}){5}$`)
+	nodeNameRe = regexp.MustCompile(`^node\d+$`)
+)
+
+func nodeNameIn(obj map[string]any, key string) string {
+	for _, k := range []string{"name", "node", "hostname", "host_name", "host-name", "host"} {
+		if s, ok := obj[k].(string); ok && nodeNameRe.MatchString(s) {
+			return s
+		}
+	}
+	for _, e := range obj {
+		if s, ok := e.(string); ok && nodeNameRe.MatchString(s) {
+			return s
+		}
+	}
+	if nodeNameRe.MatchString(key) {
+		return key
+	}
+	return ""
+}
+
+// upIn says whether a node object says it is up, and whether it says so
+// at all (explicit); a node merely listed counts as up.
+func upIn(obj map[string]any) (up, explicit bool) {
+	for k, e := range obj {
+		switch strings.ToLower(k) {
+		case "state", "status":
+			if s, ok := e.(string); ok {
+				switch strings.ToLower(s) {
+				case "up", "alive", "ready", "joined", "online", "ok", "running", "healthy":
+					return true, true
+				default:
+					return false, true
+				}
+			}
+		case "up", "alive", "online", "ready", "joined":
+			if b, ok := e.(bool); ok {
+				return b, true
+			}
+		}
+	}
+	return true, false
+}
+
+// qemuLog is what QEMU said in its log, without the warning that the
+// etc/sercon-port setting (see startVM) always draws: it is meant for
+// SeaBIOS, which reads it under that name only.
+func qemuLog(dir string) string {
+	data, _ := os.ReadFile(filepath.Join(dir, QEMULogFile))
+	var keep []string
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if strings.TrimSpace(line) != "" && !strings.Contains(line, `should be prefixed with "opt/"`) {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
