@@ -5,9 +5,10 @@
 //     names resolve on every node without DNS;
 //   - /etc/cluster/mpi.hosts: the live nodes with their core counts, an
 //     Open MPI hostfile ("node3 slots=4");
-//   - /etc/openmpi/openmpi-default-hostfile: the same, where Debian's Open
-//     MPI looks when given no hostfile, so plain `mpirun -np K ./prog` runs
-//     on every live node;
+//   - /etc/openmpi/openmpi-default-hostfile and prte-default-hostfile: the
+//     same, where Debian's Open MPI looks when given no hostfile (Open MPI 4
+//     in bookworm reads the first, Open MPI 5's PRRTE in trixie the second),
+//     so plain `mpirun -np K ./prog` runs on every live node;
 //   - /etc/cluster/pvm.hosts: the live nodes, one per line, for PVM;
 //   - ~/mpi.hosts and ~/pvm.hosts links in root's and every user's home.
 //
@@ -38,8 +39,10 @@ const (
 	MPIHostsPath       = "etc/cluster/mpi.hosts"
 	PVMHostsPath       = "etc/cluster/pvm.hosts"
 	OpenMPIDefaultPath = "etc/openmpi/openmpi-default-hostfile"
-	MPIHostsLink       = "mpi.hosts"
-	PVMHostsLink       = "pvm.hosts"
+	// PRRTEDefaultPath is Open MPI 5's (PRRTE's) default hostfile.
+	PRRTEDefaultPath = "etc/openmpi/prte-default-hostfile"
+	MPIHostsLink     = "mpi.hosts"
+	PVMHostsLink     = "pvm.hosts"
 	// Domain is the cluster's private DNS suffix: node3.cluster.
 	Domain = "cluster"
 
@@ -66,7 +69,7 @@ func Write(root string, nodes []registry.Node, subnet netip.Prefix) error {
 		errs = append(errs, err)
 	}
 	mpi := mpiHosts(up)
-	for _, p := range []string{MPIHostsPath, OpenMPIDefaultPath} {
+	for _, p := range []string{MPIHostsPath, OpenMPIDefaultPath, PRRTEDefaultPath} {
 		if err := writeIfChanged(filepath.Join(root, p), mpi); err != nil {
 			errs = append(errs, err)
 		}

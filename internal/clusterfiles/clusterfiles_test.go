@@ -74,6 +74,9 @@ func TestWrite(t *testing.T) {
 	if got, want := withoutComments(mpi), "node1 slots=4\nnode3 slots=2\nnode12 slots=8"; got != want {
 		t.Errorf("mpi.hosts:\n%s\nwant (head first, up nodes only):\n%s", got, want)
 	}
+	if def := read(t, root, PRRTEDefaultPath); def != mpi {
+		t.Errorf("Open MPI 5's (PRRTE's) default hostfile differs from mpi.hosts:\n%s", def)
+	}
 	if def := read(t, root, OpenMPIDefaultPath); def != mpi {
 		t.Errorf("Open MPI default hostfile differs from mpi.hosts:\n%s", def)
 	}

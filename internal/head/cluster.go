@@ -67,7 +67,11 @@ func (h *Head) setupCluster() error {
 	}
 	reg.SetLogger(h.log)
 	c := &cluster{reg: reg, ca: ca}
-	c.api = registry.NewAPI(reg, h.token, ca, h.log, registry.AllowedSubnet(o.Subnet))
+	var apiOpts []registry.APIOption
+	if !o.AnyNodeAddress {
+		apiOpts = append(apiOpts, registry.AllowedSubnet(o.Subnet))
+	}
+	c.api = registry.NewAPI(reg, h.token, ca, h.log, apiOpts...)
 	if ifi, err := net.InterfaceByName(h.iface); err == nil {
 		c.mac = ifi.HardwareAddr.String()
 	}

@@ -93,6 +93,9 @@ type Options struct {
 	// it exports to the nodes: "/" on node1. Empty: netboot and the registry
 	// only, touching no system files (tests, benchmarks).
 	ClusterRoot string
+	// AnyNodeAddress lets nodes register with addresses outside the subnet:
+	// only for load benchmarks with more simulated agents than a /24 holds.
+	AnyNodeAddress bool
 	// Logger gets the log; default slog.Default().
 	Logger *slog.Logger
 }

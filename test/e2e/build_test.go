@@ -43,18 +43,19 @@ func TestDefaultImageBuilds(t *testing.T) {
 	// The image holds what a user expects: man pages generated from the
 	// commands, cluster(7), the banner unit, the static binary.
 	custom := filepath.Join(out, "netboot", imagebuild.CustomLayer)
-	list, err := exec.Command("unsquashfs", "-l", "-d", "", custom).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, want := range []string{"/usr/share/man/man1/clusterdebian.1", "/usr/share/man/man1/clusterdebian-build.1",
 		"/usr/share/man/man7/cluster.7", "/usr/local/bin/clusterdebian", "/etc/systemd/system/clusterdebian-issue.service",
+		"/etc/systemd/system/clusterdebian-head.service", "/etc/systemd/system/clusterdebian-node.service",
 		"/home/user/.bashrc", "/etc/clusterdebian/cluster.toml"} {
-		if !strings.Contains(string(list), "\n"+want+"\n") {
-			t.Errorf("custom layer lacks %s", want)
+		if _, err := layerFile(custom, want); err != nil {
+			t.Errorf("custom layer lacks %s: %v", want, err)
 		}
 	}
-	cfg, err := exec.Command("unsquashfs", "-cat", custom, "etc/clusterdebian/cluster.toml").Output()
+	// The user's home is the user's.
+	if st, err := exec.Command("debugfs", "-R", "stat /home/user", custom).CombinedOutput(); err != nil || !regexp.MustCompile(`User:\s+1000\b`).Match(st) {
+		t.Errorf("/home/user is not owned by uid 1000: %v\n%s", err, st)
+	}
+	cfg, err := layerFile(custom, "/etc/clusterdebian/cluster.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +209,7 @@ func TestOverlayRebuild(t *testing.T) {
 			t.Errorf("stage %s ran=%v, want %v (report %+v)", st, ran[st], w, rep.Stages)
 		}
 	}
-	got, err := exec.Command("unsquashfs", "-cat", filepath.Join(out, "netboot", imagebuild.CustomLayer), "etc/lab-note").Output()
+	got, err := layerFile(filepath.Join(out, "netboot", imagebuild.CustomLayer), "/etc/lab-note")
 	if err != nil || string(got) != "second\n" {
 		t.Errorf("etc/lab-note in the image = %q (%v), want \"second\\n\"", got, err)
 	}
@@ -339,4 +340,12 @@ func TestInterruptedBuild(t *testing.T) {
 			t.Errorf("the next build ran the bootstrap again: the interrupted build damaged the cache (%s)", s.Reason)
 		}
 	}
+}
+
+// layerFile reads a file from the custom layer (an ext4 image) with debugfs.
+func layerFile(img, path string) ([]byte, error) {
+	if out, err := exec.Command("debugfs", "-R", "stat "+path, img).CombinedOutput(); err != nil || strings.Contains(string(out), "File not found") {
+		return nil, fmt.Errorf("%s not in %s: %v %s", path, img, err, out)
+	}
+	return exec.Command("debugfs", "-R", "cat "+path, img).Output()
 }

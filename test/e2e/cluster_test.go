@@ -34,7 +34,7 @@ type cluster struct {
 	*vm.Cluster
 }
 
-// sh runs a shell command as root on a VM and fails the test if it fails.
+// sh runs a bash command as root on a VM and fails the test if it fails.
 func (c cluster) sh(ctx context.Context, node, script string) string {
 	c.t.Helper()
 	out, code := c.try(ctx, node, script)
@@ -44,12 +44,12 @@ func (c cluster) sh(ctx context.Context, node, script string) string {
 	return out
 }
 
-// try runs a shell command as root on a VM and returns its output and exit code.
+// try runs a bash command as root on a VM and returns its output and exit code.
 func (c cluster) try(ctx context.Context, node, script string) (string, int) {
 	c.t.Helper()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	stdout, stderr, code, err := c.Exec(cctx, node, "/bin/sh", "-c", script)
+	stdout, stderr, code, err := c.Exec(cctx, node, "/bin/bash", "-c", script)
 	if err != nil {
 		c.t.Fatalf("%s: exec %q: %v", node, script, err)
 	}
