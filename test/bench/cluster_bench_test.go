@@ -110,7 +110,9 @@ func TestHeadLoadBenchmark(t *testing.T) {
 	var res agent.SimResult
 	var simErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { res, simErr = agent.Simulate(sctx, "http://10.98.0.1", strings.TrimSpace(string(tok)), agents, interval) })
+	wg.Go(func() {
+		res, simErr = agent.Simulate(sctx, "http://10.98.0.1", strings.TrimSpace(string(tok)), agents, interval)
+	})
 	wg.Wait()
 	cpu1, rss, peak := procTimes(t, pid)
 	if simErr != nil {

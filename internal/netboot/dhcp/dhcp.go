@@ -23,10 +23,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"golang.org/x/sys/unix"
 )
 
 // Mode selects how the server behaves on the segment.
@@ -333,6 +335,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dhcp: listen on %s port 67: %w", s.cfg.Interface, err)
 	}
+	// A rack powered on at once sends its DISCOVERs within milliseconds; the
+	// default buffer (~200 KiB, some 150 requests) would drop the rest and
+	// leave those machines waiting for their retransmission, seconds later.
+	setRcvBuf(c67, serverRcvBuf)
 	conns = append(conns, c67)
 	ports := map[net.PacketConn]int{c67: dhcpv4.ServerPort}
 	if s.cfg.Mode != ModeServer {
@@ -404,6 +410,25 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.inflight.Unlock()
 	s.log.Info("dhcp stopped", "iface", s.cfg.Interface)
 	return result
+}
+
+// serverRcvBuf is the receive buffer of the server socket: room for a few
+// thousand requests. Memory is only used while requests wait in it.
+const serverRcvBuf = 4 << 20
+
+// setRcvBuf raises a socket's receive buffer to size, past the
+// net.core.rmem_max limit when allowed (CAP_NET_ADMIN, which a DHCP server
+// has); failing that, as far as that limit allows.
+func setRcvBuf(c syscall.Conn, size int) {
+	sc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = sc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+		}
+	})
 }
 
 // packetHandler adapts respond to server4's handler signature.
