@@ -166,15 +166,55 @@ func AptInstall(ctx context.Context, w io.Writer, packages ...string) error {
 		}
 		return nil
 	}
+	// Tools, not services: packages such as openssh-server, nginx or
+	// tftpd-hpa would start daemons listening on this machine. A policy-rc.d
+	// that says no keeps them from starting while they install, and those
+	// that were not here before are disabled afterwards.
+	newServices := servicesNotInstalled(packages)
+	if _, err := os.Stat(policyRCD); os.IsNotExist(err) {
+		if err := os.WriteFile(policyRCD, []byte("#!/bin/sh\n# clusterdebian: installing tools, not starting services\nexit 101\n"), 0o755); err == nil {
+			defer os.Remove(policyRCD)
+		}
+	}
 	install := append([]string{"install", "-y", "--no-install-recommends"}, packages...)
-	if err := run(install...); err == nil {
-		return nil
+	err := run(install...)
+	if err != nil {
+		// The usual cause of failure on a fresh machine is missing package lists.
+		if err := run("update"); err != nil {
+			return err
+		}
+		err = run(install...)
 	}
-	// The usual cause of failure on a fresh machine is missing package lists.
-	if err := run("update"); err != nil {
-		return err
+	for _, unit := range newServices {
+		exec.CommandContext(ctx, "systemctl", "disable", "--now", unit).Run()
 	}
-	return run(install...)
+	return err
+}
+
+const policyRCD = "/usr/sbin/policy-rc.d"
+
+// serviceUnits are the daemons some tool packages bring along.
+var serviceUnits = map[string]string{
+	"openssh-server": "ssh.service",
+	"nginx-light":    "nginx.service",
+	"tftpd-hpa":      "tftpd-hpa.service",
+}
+
+// servicesNotInstalled returns the daemons of packages that are not installed
+// yet (so disabling them afterwards takes away nothing the machine had).
+func servicesNotInstalled(packages []string) []string {
+	var units []string
+	for _, p := range packages {
+		unit, ok := serviceUnits[p]
+		if !ok {
+			continue
+		}
+		out, err := exec.Command("dpkg-query", "-W", "-f", "${Status}", p).Output()
+		if err != nil || !strings.Contains(string(out), "install ok installed") {
+			units = append(units, unit)
+		}
+	}
+	return units
 }
 
 // HostSuite returns the Debian codename of this host (for example "bookworm"),
