@@ -43,6 +43,9 @@ node1 and the node agent on every other node.`,
 		newIssueCmd(),
 		newNodeCmd(),
 		newStatusCmd(),
+		newExecCmd(),
+		newPruneCmd(),
+		newShutdownCmd(),
 		newVMCmd(),
 	)
 	return root

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -20,50 +19,47 @@ import (
 
 func newStatusCmd() *cobra.Command {
 	var (
-		headURL string
-		asJSON  bool
+		headURL  string
+		asJSON   bool
+		watch    bool
+		interval time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "List the cluster's nodes: state, cores, load, memory",
 		Long: `status asks the head for its node registry and prints one line per node:
 its name and address, whether it is up (heartbeating) or down, its cores,
-1-minute load, memory in use, uptime and when the head last heard from it.
+1-minute load, memory in use, uptime and when the head last heard from it,
+and a summary line under the table.
+
+With --watch it asks again every --interval and redraws the table (on a
+terminal; elsewhere it prints one table after the other) until interrupted.
 
 On a node the head's address comes from the kernel command line; on node1
 the head is this machine.`,
 		Example: `  clusterdebian status
+  clusterdebian status --watch --interval 5s
   clusterdebian status --json | jq '.[] | select(.state == "down") | .name'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			base := headURL
-			if base == "" {
-				base = defaultHeadURL()
-			} else {
-				u, err := agent.HeadURL(base)
-				if err != nil {
-					return fmt.Errorf("--head: %w", err)
-				}
-				base = u
-			}
-			hc := &http.Client{Timeout: 10 * time.Second}
-			resp, err := hc.Get(strings.TrimRight(base, "/") + registry.PathNodes)
-			if err != nil {
-				return fmt.Errorf("asking the head: %w (is clusterdebian-head running? try --head)", err)
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+			base, err := headBase(headURL)
 			if err != nil {
 				return err
 			}
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("the head answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
-			}
-			var nodes []registry.Node
-			if err := json.Unmarshal(body, &nodes); err != nil {
-				return fmt.Errorf("the head's answer is not a node list: %w", err)
-			}
 			out := cmd.OutOrStdout()
+			if watch {
+				if asJSON {
+					return fmt.Errorf("--watch draws the table; it does not go with --json")
+				}
+				if interval <= 0 {
+					return fmt.Errorf("--interval must be positive")
+				}
+				return watchStatus(cmd.Context(), out, base, interval, isTerminal(out))
+			}
+			nodes, body, err := fetchNodes(base)
+			if err != nil {
+				return err
+			}
 			if asJSON {
 				var buf bytes.Buffer
 				if err := json.Indent(&buf, body, "", "  "); err != nil {
@@ -73,11 +69,13 @@ the head is this machine.`,
 				_, err := out.Write(bytes.TrimLeft(buf.Bytes(), "\n"))
 				return err
 			}
-			return printNodes(out, nodes, time.Now())
+			return printStatus(out, nodes, time.Now())
 		},
 	}
 	cmd.Flags().StringVar(&headURL, "head", "", "the head's address or URL (default: clusterdebian.head= on a node, else http://127.0.0.1)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the head's JSON instead of a table")
+	cmd.Flags().BoolVar(&watch, "watch", false, "redraw the table every --interval until interrupted")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "how often --watch asks the head")
 	return cmd
 }
 

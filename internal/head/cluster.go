@@ -16,6 +16,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
+	"github.com/clusterdebian/clusterdebian/internal/statuspage"
 )
 
 // The head's cluster part: the node registry and its API, the cluster files
@@ -169,7 +170,8 @@ func (h *Head) runCluster(ctx context.Context) {
 	}
 }
 
-// routes puts the registry API beside the boot server. The boot handler
+// routes puts the registry API, the status page and the metrics beside the
+// boot server. The boot handler
 // stays at "/" with nothing in front, because it checks raw paths itself.
 func (h *Head) routes() http.Handler {
 	if h.cluster == nil {
@@ -177,11 +179,18 @@ func (h *Head) routes() http.Handler {
 	}
 	api := h.cluster.api
 	boot := h.handler
+	page := statuspage.Page()
+	metrics := statuspage.Metrics(h.cluster.reg.Nodes, nil)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/api/v1/nodes" || strings.HasPrefix(r.URL.Path, "/api/v1/nodes/") {
+		switch p := r.URL.Path; {
+		case p == "/api/v1/nodes" || strings.HasPrefix(p, "/api/v1/nodes/"):
 			api.ServeHTTP(w, r)
-			return
+		case p == statuspage.PathStatus || p == statuspage.PathStatus+"/":
+			page.ServeHTTP(w, r)
+		case p == statuspage.PathMetrics:
+			metrics.ServeHTTP(w, r)
+		default:
+			boot.ServeHTTP(w, r)
 		}
-		boot.ServeHTTP(w, r)
 	})
 }

@@ -23,6 +23,8 @@ const (
 	PathRegister  = PathNodes + "/register"
 	PathHeartbeat = PathNodes + "/heartbeat"
 	PathLeave     = PathNodes + "/leave"
+	// PathPrune forgets the nodes that are down (clusterdebian prune).
+	PathPrune = PathNodes + "/prune"
 )
 
 // maxBody bounds request bodies: the largest legitimate one, a register
@@ -89,6 +91,7 @@ type api struct {
 //	POST /api/v1/nodes/register   RegisterRequest  -> RegisterResponse
 //	POST /api/v1/nodes/heartbeat  HeartbeatRequest -> 204; 404 if unknown
 //	POST /api/v1/nodes/leave      LeaveRequest     -> 204; 404 if unknown
+//	POST /api/v1/nodes/prune      (no body)        -> []Node removed
 //	GET  /api/v1/nodes            []Node
 //
 // The POSTs need "Authorization: Bearer <token>", the cluster token every
@@ -114,6 +117,7 @@ func NewAPI(reg *Registry, token string, trust *sshtrust.CA, logger *slog.Logger
 	mux.HandleFunc("POST "+PathRegister, a.authed(a.register))
 	mux.HandleFunc("POST "+PathHeartbeat, a.authed(a.heartbeat))
 	mux.HandleFunc("POST "+PathLeave, a.authed(a.leave))
+	mux.HandleFunc("POST "+PathPrune, a.authed(a.prune))
 	return mux
 }
 
@@ -229,6 +233,21 @@ func (a *api) leave(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info("node left", "mac", req.MAC)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// prune forgets the nodes that are down. It takes the cluster token like
+// the nodes' requests: the token file is root's on node1, so only root there
+// (`clusterdebian prune`) or a node holding the token can prune, and a node
+// can only remove nodes that stopped heartbeating anyway.
+func (a *api) prune(w http.ResponseWriter, _ *http.Request) {
+	gone := a.reg.Prune()
+	if gone == nil {
+		gone = []Node{}
+	}
+	for _, n := range gone {
+		a.log.Info("node pruned", "node", n.Name, "mac", n.MAC, "ip", n.IP)
+	}
+	writeJSON(w, http.StatusOK, gone)
 }
 
 // regError answers a registry error and reports whether the request may go

@@ -362,7 +362,9 @@ func (r *Registry) Sweep(now time.Time) {
 
 // SweepEvery calls Sweep every interval until ctx is done.
 func (r *Registry) SweepEvery(ctx context.Context) {
-	t := time.NewTicker(r.interval)
+	// A fifth of an interval: a silent node is marked down at most that long
+	// after its three intervals have passed.
+	t := time.NewTicker(max(r.interval/5, 100*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {

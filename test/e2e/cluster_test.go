@@ -233,6 +233,19 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y $d/cdtest-hello.deb`)
 		t.Errorf("ranks ran on %d hosts (%v), want 3", len(hostsSeen), hostsSeen)
 	}
 
+	// exec: a command on many nodes, over the cluster's SSH trust.
+	hl := "node[" + strings.TrimPrefix(a, "node") + "," + strings.TrimPrefix(b, "node") + "]"
+	ex := c.sh(ctx, "node1", "clusterdebian exec -w '"+hl+"' -- hostname")
+	for _, n := range []string{a, b} {
+		if !strings.Contains(ex, n+": "+n+"\n") {
+			t.Errorf("exec -w %s -- hostname lacks %q:\n%s", hl, n+": "+n, ex)
+		}
+	}
+	out, code := c.try(ctx, "node1", "clusterdebian exec -- sh -c 'test $(hostname) != "+a+"'")
+	if code == 0 || !strings.Contains(out, a) {
+		t.Errorf("exec with a command failing on %s: exit %d, want non-zero and %s named:\n%s", a, code, a, out)
+	}
+
 	// Security: a registration without the cluster token is refused.
 	reg := `{"mac":"52:54:00:de:ad:01","ip":"10.99.0.250","cores":1,"mem_total_kib":1024}`
 	resp := c.sh(ctx, a, fmt.Sprintf(`exec 3<>/dev/tcp/10.99.0.1/80
@@ -266,6 +279,21 @@ head -n 1 <&3`, len(reg), reg))
 	if mh := c.sh(ctx, "node1", "cat /etc/cluster/mpi.hosts"); strings.Contains(mh, b+" ") {
 		t.Errorf("mpi.hosts still lists %s after it went down:\n%s", b, mh)
 	}
+	// exec reports the down node within its timeout instead of waiting.
+	out, code = c.try(ctx, "node1", "clusterdebian exec --timeout 20s -w "+b+" -- true")
+	if code == 0 || !strings.Contains(out, b) || !strings.Contains(out, "down") {
+		t.Errorf("exec on the stopped %s: exit %d, want non-zero and %s reported down:\n%s", b, code, b, out)
+	}
+	// prune drops it from the registry and the cluster files.
+	c.sh(ctx, "node1", "clusterdebian prune")
+	for _, n := range c.nodes(ctx) {
+		if n.Name == b {
+			t.Errorf("%s is still in the registry after prune", b)
+		}
+	}
+	if hosts := c.sh(ctx, "node1", "cat /etc/hosts /etc/cluster/mpi.hosts"); regexp.MustCompile(`\b` + b + `\b`).MatchString(hosts) {
+		t.Errorf("%s is still in the cluster files after prune:\n%s", b, hosts)
+	}
 
 	// Head restart: the registry survives with the same names.
 	before := c.nodes(ctx)
@@ -275,6 +303,27 @@ head -n 1 <&3`, len(reg), reg))
 		if before[i].Name != after[i].Name || before[i].MAC != after[i].MAC {
 			t.Errorf("after a head restart: %s/%s became %s/%s", before[i].Name, before[i].MAC, after[i].Name, after[i].MAC)
 		}
+	}
+
+	// shutdown: every other node first, then node1; every VM powers off. The
+	// guest agent's connection may drop with node1, so only the VMs' state
+	// tells.
+	c.try(ctx, "node1", "systemd-run --no-block --unit cd-shutdown clusterdebian shutdown")
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		running := 0
+		for _, m := range vc.List(ctx) {
+			if m.Running {
+				running++
+			}
+		}
+		if running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after clusterdebian shutdown, %d VMs still run: %+v", running, vc.List(ctx))
+		}
+		time.Sleep(3 * time.Second)
 	}
 }
 

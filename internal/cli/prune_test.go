@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/head"
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+)
+
+func TestPruneNodes(t *testing.T) {
+	const tok = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	reg, err := registry.Open(filepath.Join(t.TempDir(), "nodes.json"), time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Flush() })
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	reg.SetClock(func() time.Time { return now })
+	if _, err := reg.Register(registry.RegisterRequest{MAC: "52:54:00:00:00:05", IP: "10.99.0.5"}); err != nil {
+		t.Fatal(err)
+	}
+	reg.Sweep(now.Add(time.Minute))
+	srv := httptest.NewServer(registry.NewAPI(reg, tok, nil, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	defer srv.Close()
+
+	if _, err := pruneNodes(srv.URL, "wrong"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("wrong token: %v, want a 401 error", err)
+	}
+	gone, err := pruneNodes(srv.URL, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gone) != 1 || gone[0].Name != "node5" || len(reg.Nodes()) != 0 {
+		t.Errorf("pruned %v, left %v", gone, reg.Nodes())
+	}
+
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, head.TokenFile), []byte(tok+"\n"), 0o600)
+	if got, err := readToken(dir); err != nil || got != tok {
+		t.Errorf("readToken = %q, %v", got, err)
+	}
+	if _, err := readToken(t.TempDir()); err == nil {
+		t.Error("readToken without a file: no error")
+	}
+}

@@ -1,0 +1,107 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clusterdebian/clusterdebian/internal/pexec"
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/role"
+	"github.com/clusterdebian/clusterdebian/internal/shutdown"
+)
+
+func newShutdownCmd() *cobra.Command {
+	var (
+		headURL string
+		reboot  bool
+		dryRun  bool
+		force   bool
+		timeout time.Duration
+		grace   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "shutdown [--reboot] [--dry-run]",
+		Short: "Power off (or reboot) the whole cluster, node1 last (run as root on node1)",
+		Long: `shutdown powers off every other node that is up, over ssh and in parallel,
+waits until each has confirmed, then powers off node1 itself. Nodes run
+from node1's root over NFS: node1 must go last, or they hang.
+
+A node counts as confirmed when its systemctl answered, or when its ssh
+connection dropped and the head then saw it leave (or go silent) within
+--grace. When a node did not confirm, node1 stays up (so that the node
+can still be reached and shut down) unless --force is given.`,
+		Example: `  sudo clusterdebian shutdown --dry-run
+  sudo clusterdebian shutdown --reboot`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if role.Detect() == role.Node {
+				return fmt.Errorf("shutdown runs on node1 (the head), not on a node")
+			}
+			if os.Geteuid() != 0 && !dryRun {
+				return fmt.Errorf("shutdown must run as root on node1; try: sudo clusterdebian shutdown")
+			}
+			base, err := headBase(headURL)
+			if err != nil {
+				return err
+			}
+			nodes, _, err := fetchNodes(base)
+			if err != nil {
+				return err
+			}
+			verb, action := "power off", "poweroff"
+			if reboot {
+				verb, action = "reboot", "reboot"
+			}
+			plan := shutdown.MakePlan(nodes)
+			out := cmd.OutOrStdout()
+			fmt.Fprint(out, plan.Describe(verb))
+			if dryRun {
+				return nil
+			}
+			ctx := cmd.Context()
+			if len(plan.Nodes) > 0 {
+				targets := make([]pexec.Target, len(plan.Nodes))
+				for i, n := range plan.Nodes {
+					targets[i] = pexec.Target{Name: n}
+				}
+				res := pexec.Run(ctx, targets, []string{"systemctl", action}, pexec.Options{Timeout: timeout})
+				c := shutdown.Confirmer{
+					Nodes: func(context.Context) ([]registry.Node, error) {
+						ns, _, err := fetchNodes(base)
+						return ns, err
+					},
+					Polls: max(int(grace/time.Second), 1),
+					Wait:  shutdown.Sleep(time.Second),
+				}
+				vs := c.Confirm(ctx, res)
+				if rep := shutdown.Report(vs); rep != "" {
+					if !force {
+						return &exitError{code: 1, msg: strings.TrimRight(rep, "\n") +
+							"\nnode1 stays up; shut those down by hand, or run again with --force"}
+					}
+					fmt.Fprint(cmd.ErrOrStderr(), rep)
+				}
+				fmt.Fprintf(out, "%d node(s) confirmed\n", len(vs)-len(shutdown.Unconfirmed(vs)))
+			}
+			fmt.Fprintf(out, "%s this machine (node1)\n", verb)
+			if b, err := exec.CommandContext(ctx, "systemctl", action).CombinedOutput(); err != nil {
+				return fmt.Errorf("systemctl %s: %v: %s", action, err, strings.TrimSpace(string(b)))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&headURL, "head", "", "the head's address or URL (default: this machine)")
+	f.BoolVar(&reboot, "reboot", false, "reboot instead of powering off")
+	f.BoolVar(&dryRun, "dry-run", false, "say what would be done, and do nothing")
+	f.BoolVar(&force, "force", false, "power off node1 even when some node did not confirm")
+	f.DurationVar(&timeout, "timeout", 20*time.Second, "give up on a node's ssh after this long")
+	f.DurationVar(&grace, "grace", 30*time.Second, "how long to wait for a node whose connection dropped to leave the registry")
+	return cmd
+}

@@ -1,0 +1,69 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+)
+
+func TestSummaryLine(t *testing.T) {
+	nodes := []registry.Node{
+		{Name: "node1", State: registry.StateUp, Cores: 4, Load1: 0.7},
+		{Name: "node2", State: registry.StateUp, Cores: 2, Load1: 0.5},
+		{Name: "node3", State: registry.StateDown, Cores: 8, Load1: 9},
+	}
+	if got, want := summaryLine(nodes), "3 nodes: 2 up, 1 down; 6 cores; load 1.2"; got != want {
+		t.Errorf("summaryLine = %q, want %q", got, want)
+	}
+	if got, want := summaryLine(nodes[:1]), "1 node: 1 up, 0 down; 4 cores; load 0.7"; got != want {
+		t.Errorf("summaryLine = %q, want %q", got, want)
+	}
+	if got, want := summaryLine(nil), "0 nodes: 0 up, 0 down; 0 cores; load 0.0"; got != want {
+		t.Errorf("summaryLine = %q, want %q", got, want)
+	}
+}
+
+func TestWatchLoop(t *testing.T) {
+	now := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	nodes := []registry.Node{{Name: "node1", IP: "10.99.0.1", Role: registry.RoleHead, State: registry.StateUp, Cores: 2, Load1: 0.25, LastSeen: now}}
+	for _, tty := range []bool{false, true} {
+		ctx, cancel := context.WithCancel(context.Background())
+		calls := 0
+		fetch := func() ([]registry.Node, error) {
+			calls++
+			switch calls {
+			case 2:
+				return nil, errors.New("head restarting")
+			case 3:
+				cancel() // the third table is the last
+			}
+			return nodes, nil
+		}
+		var out bytes.Buffer
+		if err := watchLoop(ctx, &out, time.Millisecond, tty, fetch, func() time.Time { return now }); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		s := out.String()
+		if calls != 3 {
+			t.Errorf("tty %v: %d fetches, want 3", tty, calls)
+		}
+		if n := strings.Count(s, "1 node: 1 up, 0 down; 2 cores; load 0.2"); n != 2 {
+			t.Errorf("tty %v: %d summary lines, want 2:\n%s", tty, n, s)
+		}
+		if !strings.Contains(s, "clusterdebian status: head restarting") {
+			t.Errorf("tty %v: the failed fetch is not shown:\n%s", tty, s)
+		}
+		if n := strings.Count(s, clearScreen); (tty && n != 3) || (!tty && n != 0) {
+			t.Errorf("tty %v: %d screen clears", tty, n)
+		}
+		if !tty && !strings.HasPrefix(s, "NAME") {
+			t.Errorf("plain output does not start with the table:\n%q", s)
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package shutdown
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/clusterdebian/clusterdebian/internal/pexec"
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+)
+
+func node(name, role, state string) registry.Node {
+	return registry.Node{Name: name, Role: role, State: state}
+}
+
+func TestMakePlan(t *testing.T) {
+	p := MakePlan([]registry.Node{
+		node("node1", registry.RoleHead, registry.StateUp),
+		node("node2", registry.RoleNode, registry.StateUp),
+		node("node3", registry.RoleNode, registry.StateDown),
+		node("node4", registry.RoleNode, registry.StateUp),
+	})
+	if p.Head != "node1" || strings.Join(p.Nodes, ",") != "node2,node4" || strings.Join(p.Down, ",") != "node3" {
+		t.Fatalf("plan %+v", p)
+	}
+	want := "power off 2 node(s) first: node[2,4]\nskip node3: down already\nthen power off node1\n"
+	if got := p.Describe("power off"); got != want {
+		t.Errorf("Describe:\n%s\nwant:\n%s", got, want)
+	}
+	if got := (Plan{}).Describe("reboot"); !strings.Contains(got, "no other node is up") || !strings.Contains(got, "then reboot this machine") {
+		t.Errorf("empty plan: %q", got)
+	}
+}
+
+func TestConfirm(t *testing.T) {
+	results := []pexec.Result{
+		{Node: "node2", Status: pexec.OK},
+		{Node: "node3", Status: pexec.Unreachable, Detail: "ssh failed (exit 255)"}, // leaves at the 2nd poll
+		{Node: "node4", Status: pexec.Unreachable, Detail: "ssh failed (exit 255)"}, // never leaves
+		{Node: "node5", Status: pexec.Failed, Detail: "exit 1"},
+		{Node: "node6", Status: pexec.Timeout, Detail: "no answer within 20s"}, // goes down at the 3rd
+		{Node: "node7", Status: pexec.Down, Detail: "down"},
+	}
+	lists := [][]registry.Node{
+		{node("node3", "node", "up"), node("node4", "node", "up"), node("node6", "node", "up")},
+		{node("node4", "node", "up"), node("node6", "node", "up")},
+		{node("node4", "node", "up"), node("node6", "node", "down")},
+	}
+	polls, waits := 0, 0
+	c := Confirmer{
+		Nodes: func(context.Context) ([]registry.Node, error) {
+			if polls == 1 {
+				polls++
+				return nil, errors.New("head busy") // one failed poll is skipped
+			}
+			l := lists[min(polls, len(lists)-1)]
+			polls++
+			return l, nil
+		},
+		Polls: 5,
+		Wait:  func(context.Context) error { waits++; return nil },
+	}
+	vs := c.Confirm(context.Background(), results)
+	want := map[string]bool{"node2": true, "node3": true, "node4": false, "node5": false, "node6": true, "node7": false}
+	for _, v := range vs {
+		if v.Confirmed != want[v.Node] {
+			t.Errorf("%s: confirmed %v (%s), want %v", v.Node, v.Confirmed, v.How, want[v.Node])
+		}
+	}
+	if polls != 5 || waits != 4 {
+		t.Errorf("%d polls, %d waits; want 5 and 4 (node4 never leaves)", polls, waits)
+	}
+	rep := Report(vs)
+	for _, w := range []string{"3 of 6 nodes did not confirm", "node4: ssh failed (exit 255), and still listed as up", "node5: exit 1", "node7: down"} {
+		if !strings.Contains(rep, w) {
+			t.Errorf("report lacks %q:\n%s", w, rep)
+		}
+	}
+	if strings.Contains(rep, "node3") || strings.Contains(rep, "node6") {
+		t.Errorf("report names confirmed nodes:\n%s", rep)
+	}
+}
+
+func TestConfirmStopsPollingWhenAllLeft(t *testing.T) {
+	polls := 0
+	c := Confirmer{
+		Nodes: func(context.Context) ([]registry.Node, error) { polls++; return nil, nil },
+		Polls: 10,
+		Wait:  func(context.Context) error { return nil },
+	}
+	vs := c.Confirm(context.Background(), []pexec.Result{{Node: "node2", Status: pexec.Unreachable}})
+	if !vs[0].Confirmed || polls != 1 {
+		t.Errorf("confirmed %v after %d polls", vs[0].Confirmed, polls)
+	}
+	if Report(vs) != "" {
+		t.Errorf("report: %q", Report(vs))
+	}
+	// Nothing pending: the registry is not asked at all.
+	polls = 0
+	c.Confirm(context.Background(), []pexec.Result{{Node: "node2", Status: pexec.OK}})
+	if polls != 0 {
+		t.Errorf("%d polls with nothing pending", polls)
+	}
+}
