@@ -18,12 +18,12 @@ import (
 
 func newShutdownCmd() *cobra.Command {
 	var (
-		headURL string
-		reboot  bool
-		dryRun  bool
-		force   bool
-		timeout time.Duration
-		grace   time.Duration
+		headURL       string
+		reboot        bool
+		dryRun        bool
+		force         bool
+		timeout       time.Duration
+		grace, settle time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "shutdown [--reboot] [--dry-run]",
@@ -88,6 +88,19 @@ can still be reached and shut down) unless --force is given.`,
 					fmt.Fprint(cmd.ErrOrStderr(), rep)
 				}
 				fmt.Fprintf(out, "%d node(s) confirmed\n", len(vs)-len(shutdown.Unconfirmed(vs)))
+				// A node that has left is still shutting down from node1's
+				// root: wait until it is off the network.
+				fmt.Fprintf(out, "waiting for the nodes to go off the network (up to %s)\n", settle)
+				ping := func(ctx context.Context, name string) bool {
+					return exec.CommandContext(ctx, "ping", "-c", "1", "-W", "1", "-q", name).Run() == nil
+				}
+				if still := shutdown.WaitGone(ctx, plan.Nodes, max(int(settle/time.Second), 1), shutdown.Sleep(time.Second), ping); len(still) > 0 {
+					msg := fmt.Sprintf("still answering after %s: %s", settle, strings.Join(still, ", "))
+					if !force {
+						return &exitError{code: 1, msg: msg + "\nnode1 stays up; run again with --force to power it off anyway"}
+					}
+					fmt.Fprintln(cmd.ErrOrStderr(), msg)
+				}
 			}
 			fmt.Fprintf(out, "%s this machine (node1)\n", verb)
 			if b, err := exec.CommandContext(ctx, "systemctl", action).CombinedOutput(); err != nil {
@@ -102,6 +115,7 @@ can still be reached and shut down) unless --force is given.`,
 	f.BoolVar(&dryRun, "dry-run", false, "say what would be done, and do nothing")
 	f.BoolVar(&force, "force", false, "power off node1 even when some node did not confirm")
 	f.DurationVar(&timeout, "timeout", 20*time.Second, "give up on a node's ssh after this long")
+	f.DurationVar(&settle, "settle", 3*time.Minute, "how long to wait for the nodes to go off the network before node1 goes")
 	f.DurationVar(&grace, "grace", 30*time.Second, "how long to wait for a node whose connection dropped to leave the registry")
 	return cmd
 }

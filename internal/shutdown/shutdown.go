@@ -174,3 +174,27 @@ func Sleep(d time.Duration) func(context.Context) error {
 		}
 	}
 }
+
+// WaitGone waits until none of names is alive any more (alive asks one
+// node), polling every second with wait, for at most polls rounds. A node
+// that left the registry is still shutting down, and reads its root from
+// node1 until its very last moment: node1 must stay up until the node is
+// off the network. It returns the nodes still alive at the end.
+func WaitGone(ctx context.Context, names []string, polls int, wait func(context.Context) error, alive func(ctx context.Context, name string) bool) []string {
+	left := names
+	for i := 0; ; i++ {
+		var still []string
+		for _, n := range left {
+			if alive(ctx, n) {
+				still = append(still, n)
+			}
+		}
+		left = still
+		if len(left) == 0 || i+1 >= polls || ctx.Err() != nil {
+			return left
+		}
+		if err := wait(ctx); err != nil {
+			return left
+		}
+	}
+}

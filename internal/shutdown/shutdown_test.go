@@ -103,3 +103,30 @@ func TestConfirmStopsPollingWhenAllLeft(t *testing.T) {
 		t.Errorf("%d polls with nothing pending", polls)
 	}
 }
+
+func TestWaitGone(t *testing.T) {
+	// node2 goes away after 2 polls, node3 after 4; node9 never.
+	calls := map[string]int{}
+	alive := func(_ context.Context, n string) bool {
+		calls[n]++
+		switch n {
+		case "node2":
+			return calls[n] <= 2
+		case "node3":
+			return calls[n] <= 4
+		}
+		return true
+	}
+	noWait := func(context.Context) error { return nil }
+	if left := WaitGone(context.Background(), []string{"node2", "node3"}, 10, noWait, alive); len(left) != 0 {
+		t.Errorf("still alive: %v", left)
+	}
+	if calls["node3"] != 5 {
+		t.Errorf("node3 asked %d times, want 5 (until it stopped answering)", calls["node3"])
+	}
+	calls = map[string]int{}
+	left := WaitGone(context.Background(), []string{"node2", "node9"}, 4, noWait, alive)
+	if len(left) != 1 || left[0] != "node9" {
+		t.Errorf("after 4 polls: %v, want [node9]", left)
+	}
+}
