@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 	"github.com/clusterdebian/clusterdebian/internal/statuspage"
@@ -54,7 +56,9 @@ func (h *Head) setupCluster() error {
 		return fmt.Errorf("SSH CA in %s: %w", o.StateDir, err)
 	}
 	root := o.ClusterRoot
+	marked := map[string]time.Time{} // onChange runs one call at a time
 	onChange := func(ns []registry.Node) {
+		h.markRegistered(ns, marked)
 		if root == "" {
 			return
 		}
@@ -95,6 +99,27 @@ func (h *Head) setupCluster() error {
 		h.exportRoot()
 	}
 	return nil
+}
+
+// markRegistered records in the boot stages that a node's agent registered,
+// and so that its root was there: the agent runs from it. For the shared root
+// the NFS mount itself is not seen by the head, so this is where it shows.
+func (h *Head) markRegistered(ns []registry.Node, marked map[string]time.Time) {
+	for _, n := range ns {
+		if n.Role != registry.RoleNode || marked[n.MAC].Equal(n.Registered) {
+			continue
+		}
+		mac, err := net.ParseMAC(n.MAC)
+		ip, err2 := netip.ParseAddr(n.IP)
+		if err != nil || err2 != nil {
+			continue
+		}
+		marked[n.MAC] = n.Registered
+		if h.opts.Root == RootShared {
+			h.tracker.Mark(mac, ip, bootstage.RootFetched, "NFS root mounted")
+		}
+		h.tracker.Mark(mac, ip, bootstage.Registered, n.Name)
+	}
 }
 
 // hostCertificate gives node1's sshd a host key of its own for this boot and

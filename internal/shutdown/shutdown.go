@@ -175,17 +175,28 @@ func Sleep(d time.Duration) func(context.Context) error {
 	}
 }
 
+// GoneAfter is how many polls in a row a node must not answer to count as
+// gone: a node busy shutting down may miss one.
+const GoneAfter = 5
+
 // WaitGone waits until none of names is alive any more (alive asks one
-// node), polling every second with wait, for at most polls rounds. A node
+// node), polling with wait between rounds, for at most polls rounds. A node
 // that left the registry is still shutting down, and reads its root from
 // node1 until its very last moment: node1 must stay up until the node is
-// off the network. It returns the nodes still alive at the end.
+// off the network, that is silent for GoneAfter polls in a row. It returns
+// the nodes still alive at the end.
 func WaitGone(ctx context.Context, names []string, polls int, wait func(context.Context) error, alive func(ctx context.Context, name string) bool) []string {
 	left := names
+	silent := map[string]int{}
 	for i := 0; ; i++ {
 		var still []string
 		for _, n := range left {
 			if alive(ctx, n) {
+				silent[n] = 0
+			} else {
+				silent[n]++
+			}
+			if silent[n] < GoneAfter {
 				still = append(still, n)
 			}
 		}

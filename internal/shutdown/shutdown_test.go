@@ -105,7 +105,8 @@ func TestConfirmStopsPollingWhenAllLeft(t *testing.T) {
 }
 
 func TestWaitGone(t *testing.T) {
-	// node2 goes away after 2 polls, node3 after 4; node9 never.
+	// node2 goes away after 2 polls, node3 after 4; node5 misses one poll
+	// while busy, then answers again until poll 8; node9 never goes.
 	calls := map[string]int{}
 	alive := func(_ context.Context, n string) bool {
 		calls[n]++
@@ -114,19 +115,24 @@ func TestWaitGone(t *testing.T) {
 			return calls[n] <= 2
 		case "node3":
 			return calls[n] <= 4
+		case "node5":
+			return calls[n] != 2 && calls[n] <= 8
 		}
 		return true
 	}
 	noWait := func(context.Context) error { return nil }
-	if left := WaitGone(context.Background(), []string{"node2", "node3"}, 10, noWait, alive); len(left) != 0 {
+	if left := WaitGone(context.Background(), []string{"node2", "node3", "node5"}, 30, noWait, alive); len(left) != 0 {
 		t.Errorf("still alive: %v", left)
 	}
-	if calls["node3"] != 5 {
-		t.Errorf("node3 asked %d times, want 5 (until it stopped answering)", calls["node3"])
+	if calls["node3"] != 4+GoneAfter {
+		t.Errorf("node3 asked %d times, want %d (silent %d times in a row)", calls["node3"], 4+GoneAfter, GoneAfter)
+	}
+	if calls["node5"] != 8+GoneAfter {
+		t.Errorf("node5 asked %d times, want %d: one missed answer must not count it gone", calls["node5"], 8+GoneAfter)
 	}
 	calls = map[string]int{}
-	left := WaitGone(context.Background(), []string{"node2", "node9"}, 4, noWait, alive)
+	left := WaitGone(context.Background(), []string{"node2", "node9"}, 10, noWait, alive)
 	if len(left) != 1 || left[0] != "node9" {
-		t.Errorf("after 4 polls: %v, want [node9]", left)
+		t.Errorf("after 10 polls: %v, want [node9]", left)
 	}
 }

@@ -84,13 +84,21 @@ func TestHeadLoadBenchmark(t *testing.T) {
 	if err := srv.AddAddr(ctx, "eth0", serverAddr); err != nil {
 		t.Fatal(err)
 	}
+	if err := srv.IP(ctx, "link", "set", "eth0", "up"); err != nil {
+		t.Fatal(err)
+	}
 	state := t.TempDir()
-	boot := t.TempDir()
+	boot, _ := bootDir(t)
 	head := startIn(t, srv, "head.log", bin, "head", "--interface", "eth0", "--subnet", "10.98.0.0/24",
 		"--dhcp", "off", "--boot-dir", boot, "--state-dir", state, "--cluster-root", "none", "--any-node-address")
-	waitFor(t, "head", func() bool {
-		return exec.Command("curl", "-sf", "-o", "/dev/null", "http://10.98.0.1/api/v1/nodes").Run() == nil
-	})
+	deadline := time.Now().Add(30 * time.Second)
+	for exec.Command("curl", "-sf", "-o", "/dev/null", "http://10.98.0.1/api/v1/nodes").Run() != nil {
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(head.Stdout.(*os.File).Name())
+			t.Fatalf("head never came up:\n%s", log)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	tok, err := os.ReadFile(filepath.Join(state, "token"))
 	if err != nil {
 		t.Fatal(err)

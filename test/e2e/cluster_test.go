@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
@@ -173,6 +174,29 @@ func TestVirtualCluster(t *testing.T) {
 	}
 	a, b := others[0], others[1]
 	t.Logf("cluster: %v", names)
+
+	// The head saw every node through its boot, up to registration.
+	boot := c.sh(ctx, "node1", `exec 3<>/dev/tcp/127.0.0.1/80
+printf 'GET /api/v1/boot HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+cat <&3`)
+	var stages []bootstage.Node
+	if _, body, ok := strings.Cut(boot, "\r\n\r\n"); !ok || json.Unmarshal([]byte(body), &stages) != nil {
+		t.Errorf("/api/v1/boot: cannot read %q", boot)
+	}
+	for _, n := range nodes {
+		if n.Name == "node1" {
+			continue
+		}
+		seen := false
+		for _, s := range stages {
+			for _, e := range s.History {
+				seen = seen || (s.IP == n.IP && e.Stage == bootstage.Registered)
+			}
+		}
+		if !seen {
+			t.Errorf("boot stages do not show %s (%s) registered:\n%s", n.Name, n.IP, boot)
+		}
+	}
 
 	// Cluster files list all three, slots = cores.
 	hosts := c.sh(ctx, "node1", "cat /etc/hosts")
