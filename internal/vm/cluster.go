@@ -390,7 +390,17 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 	}
 	bctx, cancel := context.WithTimeout(ctx, o.BootTimeout)
 	defer cancel()
-	if err := c.waitHead(bctx, head, progress); err != nil {
+	err = c.waitHead(bctx, head, progress)
+	if errors.Is(err, ErrPanicked) {
+		// Software emulation occasionally kills a guest kernel at boot
+		// (see accelArg); one more power-on is what a person would try.
+		fmt.Fprintf(progress, "%v; powering node1 on once more\n", err)
+		head.Stop()
+		if head, err = c.startVM(headVM); err == nil {
+			err = c.waitHead(bctx, head, progress)
+		}
+	}
+	if err != nil {
 		return c, c.upFailed(err)
 	}
 	if o.Nodes == 0 {

@@ -71,6 +71,11 @@ func watchBoot(ctx context.Context, m *Machine, ms []milestone, report func(name
 		if next == len(ms) {
 			return match, nil
 		}
+		// A guest whose kernel panicked never gets further: say so at once.
+		if i := strings.Index(serial, "Kernel panic - not syncing"); i >= 0 {
+			line, _, _ := strings.Cut(serial[i:], "\n")
+			return "", fmt.Errorf("%w before its %s: %s", ErrPanicked, ms[next].name, strings.TrimSpace(line))
+		}
 		if !m.Running() {
 			err := fmt.Errorf("%w before its %s", ErrExited, ms[next].name)
 			if q := qemuLog(m.Spec.Dir); q != "" {
@@ -85,6 +90,9 @@ func watchBoot(ctx context.Context, m *Machine, ms []milestone, report func(name
 		}
 	}
 }
+
+// ErrPanicked is returned when a guest's kernel panicked while booting.
+var ErrPanicked = errors.New("the guest kernel panicked")
 
 func secs(d time.Duration) string { return fmt.Sprintf("%d s", int(d.Seconds()+0.5)) }
 
