@@ -335,6 +335,13 @@ func TestInterruptedBuild(t *testing.T) {
 	if out, _ := exec.Command("pgrep", "-f", filepath.Join(cacheDir(), "tmp")+"/").Output(); len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("processes left behind: %s", out)
 	}
+	// Nor any process chrooted into its scratch folder (apt, dpkg).
+	roots, _ := filepath.Glob("/proc/[0-9]*/root")
+	for _, r := range roots {
+		if target, err := os.Readlink(r); err == nil && strings.HasPrefix(target, filepath.Join(cacheDir(), "tmp")+"/") {
+			t.Errorf("process %s left behind, chrooted in %s", filepath.Base(filepath.Dir(r)), target)
+		}
+	}
 	// The cache still serves the old bootstrap, and the next build succeeds.
 	rep := build(t, out)
 	for _, s := range rep.Stages {
