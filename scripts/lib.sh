@@ -11,7 +11,9 @@ need_root() {
 # ensure_go puts a Go >= 1.21 on PATH. go.mod asks for a newer Go; Go 1.21 and
 # later fetch that toolchain by themselves through the Go module proxy.
 ensure_go() {
-	export PATH="$PATH:/usr/local/go/bin:/usr/lib/go/bin"
+	# CI may run with a bare environment: go needs a home for its caches.
+	export HOME="${HOME:-/root}"
+	export PATH="$PATH:/usr/local/go/bin:/usr/lib/go/bin:/usr/sbin:/sbin"
 	if ! command -v go >/dev/null 2>&1; then
 		echo "==> installing Go (golang-go) with apt-get"
 		export DEBIAN_FRONTEND=noninteractive
