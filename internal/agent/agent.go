@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"io/fs"
 	"log/slog"
 	"net/netip"
@@ -338,27 +339,8 @@ func (a *agent) heartbeats(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// writeAtomic replaces path through a temporary file and a rename: sshd
-// must never read half a certificate.
+// writeAtomic replaces path atomically: sshd must never read half a
+// certificate.
 func writeAtomic(path string, data []byte, mode fs.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, data, mode)
 }

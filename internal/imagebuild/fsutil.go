@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
@@ -55,30 +56,10 @@ func removeTree(dir string) error {
 	return os.RemoveAll(dir)
 }
 
-// writeFileAtomic writes data to a temporary file beside path and renames it
-// into place, so readers see the old file or the new one, never a torn one.
+// writeFileAtomic writes data through a temporary file and a rename, synced
+// first: cache manifests and credentials must survive a power cut whole.
 func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteSync(path, data, mode)
 }
 
 // copyFile copies src to dst with the given mode.

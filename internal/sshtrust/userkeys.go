@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -198,42 +199,9 @@ func hasKey(text []byte, pub ssh.PublicKey) bool {
 	return false
 }
 
-// writeAtomic writes path through a temporary file in the same folder and a
-// rename, so readers (sshd, ssh clients on other nodes) see the old or the
-// new content, never a part. uid and gid of -1 keep the caller's.
+// writeAtomic replaces path atomically, so readers (sshd, ssh clients on
+// other nodes) see the old or the new content, never a part. uid and gid of
+// -1 keep the caller's.
 func writeAtomic(path string, data []byte, mode fs.FileMode, uid, gid int) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(name)
-		}
-	}()
-	if err := tmp.Chmod(mode); err != nil {
-		return err
-	}
-	if uid >= 0 || gid >= 0 {
-		if err := tmp.Chown(uid, gid); err != nil {
-			return err
-		}
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		return err
-	}
-	ok = true
-	return nil
+	return atomicfile.WriteOwned(path, data, mode, uid, gid)
 }
