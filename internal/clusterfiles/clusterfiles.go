@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
+	"github.com/clusterdebian/clusterdebian/internal/markedblock"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -47,8 +48,8 @@ const (
 	// Domain is the cluster's private DNS suffix: node3.cluster.
 	Domain = "cluster"
 
-	beginMarker = "# BEGIN clusterdebian"
-	endMarker   = "# END clusterdebian"
+	beginMarker = markedblock.Begin
+	endMarker   = markedblock.End
 	header      = "# Written by the clusterdebian head daemon from its node registry; changes are lost.\n"
 )
 
@@ -161,37 +162,7 @@ func writeHosts(path string, known []registry.Node) error {
 		fmt.Fprintf(&b, "%s\t%s %s.%s\n", n.IP, n.Name, n.Name, Domain)
 	}
 	b.WriteString(endMarker + "\n")
-	return writeIfChanged(path, replaceBlock(old, b.String()))
-}
-
-// replaceBlock puts block in place of the marked block of text, or at the
-// start of text when there is none.
-func replaceBlock(text []byte, block string) []byte {
-	lines := strings.SplitAfter(string(text), "\n")
-	begin, end := -1, -1
-	for i, l := range lines {
-		t := strings.TrimSpace(l)
-		if begin < 0 && strings.HasPrefix(t, beginMarker) {
-			begin = i
-		} else if begin >= 0 && t == endMarker {
-			end = i
-			break
-		}
-	}
-	if begin >= 0 && end < 0 {
-		// The end marker was lost to a hand edit: drop only the begin
-		// marker rather than guess where the block ended and lose lines.
-		lines = slices.Delete(lines, begin, begin+1)
-		begin = -1
-	}
-	if begin < 0 {
-		rest := strings.Join(lines, "")
-		if rest != "" && !strings.HasSuffix(rest, "\n") {
-			rest += "\n"
-		}
-		return []byte(block + rest)
-	}
-	return []byte(strings.Join(lines[:begin], "") + block + strings.Join(lines[end+1:], ""))
+	return writeIfChanged(path, markedblock.Replace(old, b.String(), true))
 }
 
 // writeIfChanged replaces path with data (mode 0644) unless it already

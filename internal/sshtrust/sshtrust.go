@@ -23,11 +23,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/clusterdebian/clusterdebian/internal/markedblock"
 	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -46,8 +46,8 @@ const (
 	AuthorizedKeys  = "authorized_keys"
 	caKeyComment    = "clusterdebian-ca"
 	hostKeyComment  = "clusterdebian-host"
-	beginMarker     = "# BEGIN clusterdebian"
-	endMarker       = "# END clusterdebian"
+	beginMarker     = markedblock.Begin
+	endMarker       = markedblock.End
 	clockSkewMargin = 5 * time.Minute
 )
 
@@ -194,31 +194,7 @@ func WriteKnownHosts(root string, line string) error {
 // in place of an existing block, else appended.
 func replaceBlock(text []byte, body string) []byte {
 	block := beginMarker + " (written by clusterdebian; changes inside are lost)\n" + body + endMarker + "\n"
-	lines := strings.SplitAfter(string(text), "\n")
-	begin, end := -1, -1
-	for i, l := range lines {
-		t := strings.TrimSpace(l)
-		if begin < 0 && strings.HasPrefix(t, beginMarker) {
-			begin = i
-		} else if begin >= 0 && t == endMarker {
-			end = i
-			break
-		}
-	}
-	if begin >= 0 && end < 0 {
-		// The end marker was lost to a hand edit: drop only the begin
-		// marker rather than guess where the block ended and lose lines.
-		lines = slices.Delete(lines, begin, begin+1)
-		begin = -1
-	}
-	if begin < 0 {
-		rest := strings.Join(lines, "")
-		if rest != "" && !strings.HasSuffix(rest, "\n") {
-			rest += "\n"
-		}
-		return []byte(rest + block)
-	}
-	return []byte(strings.Join(lines[:begin], "") + block + strings.Join(lines[end+1:], ""))
+	return markedblock.Replace(text, block, false)
 }
 
 // NewHostKey makes a new ed25519 host key in dir: HostKeyFile (mode 0600,
