@@ -69,6 +69,7 @@ var Tools = []Tool{
 	{"debugfs", "debugfs", "e2fsprogs", Test, "reads the customization layer in tests"},
 	{"sshd", "/usr/sbin/sshd", "openssh-server", Test, "a real sshd for SSH trust tests"},
 	{"ssh-keygen", "ssh-keygen", "openssh-client", Test, "checks host certificates in tests"},
+	{"chromium", "chromium", "chromium", Test, "headless browser for the status page test"},
 }
 
 // For returns the tools needed for the given purposes.

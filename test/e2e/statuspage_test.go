@@ -1,0 +1,362 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/html"
+
+	"github.com/clusterdebian/clusterdebian/internal/agent"
+	"github.com/clusterdebian/clusterdebian/internal/head"
+	"github.com/clusterdebian/clusterdebian/internal/hosttools"
+	"github.com/clusterdebian/clusterdebian/internal/netns"
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+)
+
+// The status page test loads http://<head>/status in Debian's headless
+// Chromium, with the real `clusterdebian head` serving it and simulated
+// agents registered, all inside one network namespace. It needs no image:
+// the head only checks that its boot folder has a kernel and an initrd.
+
+const (
+	statusSubnet = "10.97.0.0/24"
+	statusHead   = "10.97.0.1"
+	statusAgents = 5
+)
+
+// Environment of the simulator process (see init).
+const (
+	simURLEnv   = "CLUSTERDEBIAN_E2E_SIM_URL"
+	simTokenEnv = "CLUSTERDEBIAN_E2E_SIM_TOKEN"
+	simCountEnv = "CLUSTERDEBIAN_E2E_SIM_AGENTS"
+)
+
+// init turns this test binary into the agent simulator when the status
+// page test starts it again inside the namespace: Go cannot move the
+// sockets of one goroutine's HTTP client into a namespace (net/http dials
+// on other threads), so the simulator runs as a process there instead. It
+// runs until SIGTERM and exits before TestMain builds anything.
+func init() {
+	url := os.Getenv(simURLEnv)
+	if url == "" {
+		return
+	}
+	n, err := strconv.Atoi(os.Getenv(simCountEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "simulator:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	res, err := agent.Simulate(ctx, url, os.Getenv(simTokenEnv), n, time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "simulator:", err)
+		os.Exit(2)
+	}
+	fmt.Printf("simulator: %d of %d registered, %d register errors, %d heartbeats, %d heartbeat errors, %d left (first error: %s)\n",
+		res.Registered, res.Agents, res.RegisterErrors, res.Heartbeats, res.HeartbeatErrors, res.Left, res.FirstError)
+	os.Exit(0)
+}
+
+// TestStatusPage checks that the status page, as a real browser runs it,
+// draws a row per registered node, and saves a screenshot of it.
+func TestStatusPage(t *testing.T) {
+	if err := hosttools.Require([]hosttools.Tool{toolNamed(t, "chromium"), toolNamed(t, "curl")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ns := newNS(t)
+	// A bridge with no ports: the head needs an interface to own, and
+	// everything that talks to it runs in this namespace anyway.
+	if err := ns.AddBridge(ctx, "br0"); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	bootDir, stateDir := filepath.Join(tmp, "boot"), filepath.Join(tmp, "state")
+	if err := os.Mkdir(bootDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// No node boots here: stand-in files satisfy the head's check.
+	for _, f := range []string{head.KernelFile, head.InitrdFile, head.NodeInitrdFile} {
+		if err := os.WriteFile(filepath.Join(bootDir, f), []byte("not booted in this test\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	headLog := filepath.Join(tmp, "head.log")
+	startBackground(t, ns, headLog, "head", nil, cdBinary, "head",
+		"--interface", "br0", "--subnet", statusSubnet, "--dhcp", "off",
+		"--boot-dir", bootDir, "--state-dir", stateDir,
+		// Never the host's /etc; and the simulated nodes' made-up
+		// addresses lie outside the subnet.
+		"--cluster-root", "none", "--any-node-address")
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	err := waitFile(wctx, headLog, `msg="head serving"`)
+	wcancel()
+	if err != nil {
+		t.Fatalf("the head did not start: %v", err)
+	}
+	token, err := os.ReadFile(filepath.Join(stateDir, head.TokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startBackground(t, ns, filepath.Join(tmp, "simulator.log"), "simulator",
+		[]string{simURLEnv + "=http://" + statusHead, simTokenEnv + "=" + strings.TrimSpace(string(token)),
+			simCountEnv + "=" + strconv.Itoa(statusAgents)}, self)
+
+	want := map[string]string{"node1": statusHead} // the head registers itself
+	for i := range statusAgents {
+		_, ip := agent.SimNode(i)
+		want[registry.NodeName(netip.MustParseAddr(ip))] = ip
+	}
+	waitNodesUp(t, ctx, ns, len(want))
+
+	// The page draws its table from fetched JSON and polls again every
+	// 2 s. A virtual time budget (virtual time stands still while fetches
+	// are pending) covers the first poll and one timed re-poll before the
+	// DOM is dumped, without waiting in real time.
+	profile := t.TempDir()
+	shot := filepath.Join(profile, "statuspage.png")
+	cmd := ns.Command(ctx, "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+		"--user-data-dir="+filepath.Join(profile, "user-data"), "--no-first-run",
+		"--window-size=1280,900", "--virtual-time-budget=3000",
+		"--screenshot="+shot, "--dump-dom", "http://"+statusHead+"/status")
+	cmd.Env = append(os.Environ(), "HOME="+profile)
+	var dom, chromeLog bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &dom, &chromeLog
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium: %v\n%s", err, tail(chromeLog.String(), 40))
+	}
+
+	rows, summary, err := statusRows(dom.Bytes())
+	if err != nil {
+		t.Fatalf("reading the dumped DOM: %v\n%s", err, dom.String())
+	}
+	t.Logf("summary line: %q; %d rows", summary, len(rows))
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if len(r) < 3 {
+			t.Errorf("row with %d cells: %q", len(r), r)
+			continue
+		}
+		name := strings.TrimSuffix(r[0], " (head)")
+		ip, ok := want[name]
+		switch {
+		case !ok:
+			t.Errorf("row for a node nobody registered: %q", r)
+		case seen[name]:
+			t.Errorf("two rows for %s", name)
+		case r[1] != ip || r[2] != registry.StateUp:
+			t.Errorf("row %q, want %s at %s, %s", r, name, ip, registry.StateUp)
+		}
+		seen[name] = true
+	}
+	for name := range want {
+		if !seen[name] {
+			t.Errorf("no row for %s", name)
+		}
+	}
+	if w := fmt.Sprintf("%d nodes: %d up, 0 down", len(want), len(want)); !strings.HasPrefix(summary, w) {
+		t.Errorf("summary %q, want it to start with %q", summary, w)
+	}
+
+	saved := saveArtifact(t, shot, "statuspage.png")
+	f, err := os.Open(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("the screenshot is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() != 1280 || b.Dy() != 900 {
+		t.Errorf("screenshot is %dx%d, want the window's 1280x900", b.Dx(), b.Dy())
+	}
+}
+
+// toolNamed returns the host tool called name.
+func toolNamed(t *testing.T, name string) hosttools.Tool {
+	t.Helper()
+	for _, tool := range hosttools.Tools {
+		if tool.Name == name {
+			return tool
+		}
+	}
+	t.Fatalf("hosttools has no tool %q", name)
+	return hosttools.Tool{}
+}
+
+// startBackground starts a long-running program in ns, with env added to
+// this process's environment and its output in logPath, and stops it with
+// SIGTERM when the test ends (SIGKILL after 10 s), which it must survive
+// cleanly.
+func startBackground(t *testing.T, ns *netns.NS, logPath, what string, env []string, name string, args ...string) {
+	t.Helper()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	cmd := ns.Command(context.Background(), name, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
+	// ip netns exec execs the program itself, so signals reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("%s did not stop cleanly on SIGTERM: %v", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+			t.Errorf("%s did not stop within 10 s of SIGTERM", what)
+		}
+		if data, err := os.ReadFile(logPath); err == nil && t.Failed() {
+			t.Logf("%s log (tail):\n%s", what, tail(string(data), 40))
+		}
+	})
+}
+
+// waitNodesUp waits until the head lists n nodes, all up.
+func waitNodesUp(t *testing.T, ctx context.Context, ns *netns.NS, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	var last string
+	for time.Now().Before(deadline) {
+		out, err := ns.Output(ctx, "curl", "-sf", "--max-time", "5", "http://"+statusHead+"/api/v1/nodes")
+		var nodes []registry.Node
+		if err == nil && json.Unmarshal(out, &nodes) == nil {
+			up := 0
+			for _, nd := range nodes {
+				if nd.State == registry.StateUp {
+					up++
+				}
+			}
+			if len(nodes) == n && up == n {
+				return
+			}
+			last = fmt.Sprintf("%d nodes, %d up", len(nodes), up)
+		} else {
+			last = fmt.Sprint(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("the head never listed %d nodes up; last: %s", n, last)
+}
+
+// statusRows returns the text of each cell of each row of the page's node
+// table (tbody#rows) and the summary line (p#summary).
+func statusRows(dom []byte) (rows [][]string, summary string, err error) {
+	doc, err := html.Parse(bytes.NewReader(dom))
+	if err != nil {
+		return nil, "", err
+	}
+	body := byID(doc, "rows")
+	if body == nil {
+		return nil, "", fmt.Errorf("no element with id rows")
+	}
+	if s := byID(doc, "summary"); s != nil {
+		summary = strings.TrimSpace(text(s))
+	}
+	for tr := body.FirstChild; tr != nil; tr = tr.NextSibling {
+		if tr.Type != html.ElementNode || tr.Data != "tr" {
+			continue
+		}
+		var cells []string
+		for td := tr.FirstChild; td != nil; td = td.NextSibling {
+			if td.Type == html.ElementNode && td.Data == "td" {
+				cells = append(cells, strings.TrimSpace(text(td)))
+			}
+		}
+		rows = append(rows, cells)
+	}
+	return rows, summary, nil
+}
+
+func byID(n *html.Node, id string) *html.Node {
+	if n.Type == html.ElementNode {
+		for _, a := range n.Attr {
+			if a.Key == "id" && a.Val == id {
+				return n
+			}
+		}
+	}
+	for c := n.FirstChild; c != nil; c = c.NextSibling {
+		if f := byID(c, id); f != nil {
+			return f
+		}
+	}
+	return nil
+}
+
+func text(n *html.Node) string {
+	if n.Type == html.TextNode {
+		return n.Data
+	}
+	var b strings.Builder
+	for c := n.FirstChild; c != nil; c = c.NextSibling {
+		b.WriteString(text(c))
+	}
+	return b.String()
+}
+
+// saveArtifact copies file into the artefact folder as name and returns
+// its path there: $CLUSTERDEBIAN_ARTIFACTS, else out/test-artifacts in the
+// repository (out/ is ignored by git), so that a person or CI can look at
+// what the test saw.
+func saveArtifact(t *testing.T, file, name string) string {
+	t.Helper()
+	dir := os.Getenv("CLUSTERDEBIAN_ARTIFACTS")
+	if dir == "" {
+		_, src, _, _ := runtime.Caller(0)
+		dir = filepath.Join(filepath.Dir(src), "..", "..", "out", "test-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("chromium wrote no screenshot: %v", err)
+	}
+	if len(data) == 0 {
+		t.Fatal("chromium wrote an empty screenshot")
+	}
+	dst, err := filepath.Abs(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", dst, len(data))
+	return dst
+}
