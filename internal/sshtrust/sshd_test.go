@@ -1,20 +1,15 @@
 package sshtrust
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/testsshd"
 )
 
 // TestOpenSSHEndToEnd starts a real sshd on loopback with a host key
@@ -23,23 +18,10 @@ import (
 // with StrictHostKeyChecking=yes; and that the same client refuses an sshd
 // whose host key is not certified.
 func TestOpenSSHEndToEnd(t *testing.T) {
-	sshd, err := exec.LookPath("/usr/sbin/sshd")
-	if err != nil {
-		t.Skip("no /usr/sbin/sshd (apt-get install openssh-server, then systemctl disable --now ssh): skipping the end-to-end ssh check")
-	}
+	testsshd.Require(t)
 	sshBin, err := exec.LookPath("ssh")
 	if err != nil {
-		t.Skip("no ssh client (apt-get install openssh-client)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("the end-to-end ssh check logs in as root, so it must run as root")
-	}
-	// sshd refuses to start without its privilege separation folder.
-	if _, err := os.Stat("/run/sshd"); errors.Is(err, fs.ErrNotExist) {
-		if err := os.Mkdir("/run/sshd", 0o755); err != nil {
-			t.Skipf("cannot make /run/sshd: %v", err)
-		}
-		t.Cleanup(func() { os.Remove("/run/sshd") })
+		t.Fatal(err)
 	}
 
 	ca := mustCA(t, t.TempDir())
@@ -80,7 +62,7 @@ func TestOpenSSHEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(certDir, HostCertFile), []byte(cert+"\n"), 0o644)
-	port := startSSHD(t, sshd, certDir, userDir, true)
+	port := startSSHD(t, certDir, userDir, true)
 	if out, err := login(port); err != nil || !strings.Contains(string(out), "logged-in") {
 		t.Fatalf("ssh to the certified sshd failed: %v\n%s", err, out)
 	}
@@ -91,7 +73,7 @@ func TestOpenSSHEndToEnd(t *testing.T) {
 	if _, err := NewHostKey(plainDir); err != nil {
 		t.Fatal(err)
 	}
-	port = startSSHD(t, sshd, plainDir, userDir, false)
+	port = startSSHD(t, plainDir, userDir, false)
 	out, err := login(port)
 	if err == nil || strings.Contains(string(out), "logged-in") {
 		t.Fatalf("ssh to an uncertified sshd succeeded:\n%s", out)
@@ -101,148 +83,14 @@ func TestOpenSSHEndToEnd(t *testing.T) {
 	}
 }
 
-// startSSHD runs sshd in the foreground on a free loopback port with the
-// host key (and certificate) in keyDir and returns the port. The process
-// is killed when the test ends.
-func startSSHD(t *testing.T, sshd, keyDir, userDir string, withCert bool) int {
+// startSSHD runs sshd on a free loopback port with the host key (and
+// certificate) in keyDir and returns the port.
+func startSSHD(t *testing.T, keyDir, userDir string, withCert bool) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	conf := fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
-HostKey %s
-PidFile none
-AuthorizedKeysFile %s
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-`, port, filepath.Join(keyDir, HostKeyFile), filepath.Join(userDir, AuthorizedKeys))
+	c := testsshd.Config{Dir: keyDir, HostKey: filepath.Join(keyDir, HostKeyFile),
+		AuthorizedKeys: filepath.Join(userDir, AuthorizedKeys)}
 	if withCert {
-		conf += "HostCertificate " + filepath.Join(keyDir, HostCertFile) + "\n"
+		c.HostCertificate = filepath.Join(keyDir, HostCertFile)
 	}
-	confPath := filepath.Join(keyDir, "sshd_config")
-	os.WriteFile(confPath, []byte(conf), 0o600)
-	if out, err := exec.Command(sshd, "-t", "-f", confPath).CombinedOutput(); err != nil {
-		t.Fatalf("sshd -t: %v\n%s", err, out)
-	}
-	// sshd's privilege-separated children can outlive their parent; as a
-	// subreaper this test inherits and reaps them, instead of leaving them
-	// to an init that may not reap (as in some containers).
-	subreaper()
-	var logBuf strings.Builder
-	cmd := exec.Command(sshd, "-D", "-e", "-f", confPath)
-	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	listeners.Store(cmd.Process.Pid, true)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		// Let connection processes end first: killed, the listener could no
-		// longer reap them, and they would linger as zombies.
-		waitNoChildren(cmd.Process.Pid)
-		cmd.Process.Kill()
-		<-done
-		listeners.Delete(cmd.Process.Pid)
-		reapOrphans()
-		if t.Failed() {
-			t.Logf("sshd log:\n%s", logBuf.String())
-		}
-	})
-	// Wait until it listens (or has died).
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(port)))
-		if err == nil {
-			c.Close()
-			return port
-		}
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("sshd exited: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if i > 500 {
-			t.Fatalf("sshd does not listen on %d", port)
-		}
-	}
+	return testsshd.Start(t, c).Port
 }
-
-// subreaper makes this process the reaper of its orphaned descendants
-// (prctl PR_SET_CHILD_SUBREAPER).
-func subreaper() {
-	const prSetChildSubreaper = 36
-	syscall.Syscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
-}
-
-// listeners holds the pids of the sshd listeners still running.
-var listeners sync.Map
-
-// reapOrphans waits for the sshd processes this test inherited, for a few
-// seconds at most. Only those, by pid: other children belong to os/exec.
-func reapOrphans() {
-	self := os.Getpid()
-	for range 250 {
-		left := false
-		for pid, st := range childProcs(self, "sshd") {
-			if _, running := listeners.Load(pid); running {
-				continue
-			}
-			left = true
-			if st == "Z" {
-				syscall.Wait4(pid, nil, syscall.WNOHANG, nil)
-			}
-		}
-		if !left {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// childProcs returns the state of every child of ppid named comm.
-func childProcs(ppid int, comm string) map[int]string {
-	out := map[int]string{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// "pid (comm) state ppid ...": comm may hold spaces.
-		s := string(data)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || end < open {
-			continue
-		}
-		f := strings.Fields(s[end+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(ppid) && (comm == "" || s[open+1:end] == comm) {
-			out[pid] = f[0]
-		}
-	}
-	return out
-}
-
-// waitNoChildren waits (a few seconds at most) until process pid has no
-// child processes, reading the parent of every process from /proc.
-func waitNoChildren(pid int) {
-	for range 250 {
-		if !hasChildren(pid) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func hasChildren(pid int) bool { return len(childProcs(pid, "")) > 0 }
