@@ -46,6 +46,7 @@ node1 and the node agent on every other node.`,
 		newExecCmd(),
 		newPruneCmd(),
 		newShutdownCmd(),
+		newLocalNode1Cmd(),
 		newVMCmd(),
 	)
 	return root

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clusterdebian/clusterdebian/internal/localnode1"
 	"github.com/clusterdebian/clusterdebian/internal/pexec"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/role"
@@ -22,6 +23,7 @@ func newShutdownCmd() *cobra.Command {
 		reboot        bool
 		dryRun        bool
 		force         bool
+		includeHead   bool
 		timeout       time.Duration
 		grace, settle time.Duration
 	)
@@ -35,7 +37,10 @@ from node1's root over NFS: node1 must go last, or they hang.
 A node counts as confirmed when its systemctl answered, or when its ssh
 connection dropped and the head then saw it leave (or go silent) within
 --grace. When a node did not confirm, node1 stays up (so that the node
-can still be reached and shut down) unless --force is given.`,
+can still be reached and shut down) unless --force is given.
+
+A permanent node1 set up with localnode1 (an installed machine) stays on
+after the nodes unless --include-head is given.`,
 		Example: `  sudo clusterdebian shutdown --dry-run
   sudo clusterdebian shutdown --reboot`,
 		Args: cobra.NoArgs,
@@ -59,6 +64,7 @@ can still be reached and shut down) unless --force is given.`,
 				verb, action = "reboot", "reboot"
 			}
 			plan := shutdown.MakePlan(nodes)
+			plan.KeepHead = localnode1.Installed() && !includeHead
 			out := cmd.OutOrStdout()
 			fmt.Fprint(out, plan.Describe(verb))
 			if dryRun {
@@ -102,6 +108,10 @@ can still be reached and shut down) unless --force is given.`,
 					fmt.Fprintln(cmd.ErrOrStderr(), msg)
 				}
 			}
+			if plan.KeepHead {
+				fmt.Fprintln(out, "node1 stays on: it is a permanent node1 (localnode1); --include-head powers it off too")
+				return nil
+			}
 			fmt.Fprintf(out, "%s this machine (node1)\n", verb)
 			if b, err := exec.CommandContext(ctx, "systemctl", action).CombinedOutput(); err != nil {
 				return fmt.Errorf("systemctl %s: %v: %s", action, err, strings.TrimSpace(string(b)))
@@ -114,6 +124,7 @@ can still be reached and shut down) unless --force is given.`,
 	f.BoolVar(&reboot, "reboot", false, "reboot instead of powering off")
 	f.BoolVar(&dryRun, "dry-run", false, "say what would be done, and do nothing")
 	f.BoolVar(&force, "force", false, "power off node1 even when some node did not confirm")
+	f.BoolVar(&includeHead, "include-head", false, "on a permanent node1 (localnode1), power it off too; a live node1 always goes last")
 	f.DurationVar(&timeout, "timeout", 20*time.Second, "give up on a node's ssh after this long")
 	f.DurationVar(&settle, "settle", 3*time.Minute, "how long to wait for the nodes to go off the network before node1 goes")
 	f.DurationVar(&grace, "grace", 30*time.Second, "how long to wait for a node whose connection dropped to leave the registry")

@@ -30,6 +30,9 @@ type Plan struct {
 	Down []string
 	// Head is node1's name ("" if the registry does not list it): last.
 	Head string
+	// KeepHead leaves node1 on: a permanent node1 (localnode1) is a
+	// machine that has other work, and goes off only when asked.
+	KeepHead bool
 }
 
 // MakePlan plans from the head's node list.
@@ -62,6 +65,10 @@ func (p Plan) Describe(verb string) string {
 	head := p.Head
 	if head == "" {
 		head = "this machine (node1)"
+	}
+	if p.KeepHead {
+		fmt.Fprintf(&b, "then leave %s on (a permanent node1, set up with localnode1; --include-head includes it)\n", head)
+		return b.String()
 	}
 	fmt.Fprintf(&b, "then %s %s\n", verb, head)
 	return b.String()

@@ -1,0 +1,600 @@
+// Package localnode1 turns an installed Debian machine into a permanent
+// node1: the head daemon runs there as a systemd service, serves the netboot
+// files of a `clusterdebian build` to the other machines, and shares /home
+// with them, while the host keeps its own host name, root file system and
+// network. Everything it changes is written down in a record first, so that
+// Remove undoes exactly that (packages excepted) and a second run finds
+// nothing to do.
+//
+// Safety comes first, because a mistake here breaks a machine that has to
+// keep working: nodes get the RAM root by default (the host's root is never
+// exported unless asked), the interface that leads to the outside is refused
+// (a DHCP server there would disturb the whole LAN), and the plan is shown
+// before anything changes.
+package localnode1
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/clusterdebian/clusterdebian/imagefiles"
+	"github.com/clusterdebian/clusterdebian/internal/config"
+	"github.com/clusterdebian/clusterdebian/internal/head"
+	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
+)
+
+// Where localnode1 puts things on the host.
+const (
+	StateDir    = head.DefaultStateDir
+	RecordPath  = StateDir + "/localnode1.json"
+	BackupDir   = StateDir + "/localnode1-backup"
+	BootDir     = StateDir + "/boot"
+	BinaryPath  = "/usr/local/bin/clusterdebian"
+	ConfigPath  = "/etc/clusterdebian/cluster.toml"
+	ServiceName = "clusterdebian-head.service"
+	UnitPath    = "/etc/systemd/system/" + ServiceName
+	// ExportsPath is the head's exports file: localnode1 writes what the
+	// head writes there at each start, so that the export is in place from
+	// boot on, and a second run finds it unchanged.
+	ExportsPath   = head.ExportsFile
+	SSHConfigPath = "/etc/ssh/ssh_config.d/clusterdebian.conf"
+	nfsServer     = "nfs-server.service"
+)
+
+// headPackages are what the head needs on the host besides the parallel
+// stack: the NFS server for /home, iPXE for plain PXE firmware, ip(8), and
+// OpenSSH for the cluster's ssh trust.
+var headPackages = []string{"nfs-kernel-server", "nfs-common", "ipxe", "iproute2", "openssh-server", "openssh-client", "iputils-ping"}
+
+// Packages returns the Debian packages a localnode1 host needs for cfg.
+func Packages(cfg *config.Config) []string {
+	pkgs := append(slices.Clone(headPackages), imagebuild.DevelopmentPackages(cfg)...)
+	slices.Sort(pkgs)
+	return slices.Compact(pkgs)
+}
+
+// Netboot files a build makes (imagebuild's names); the kernel and the
+// initrds are required.
+var requiredBootFiles = []string{imagebuild.KernelName, imagebuild.InitrdName}
+
+// Options say what to set up.
+type Options struct {
+	// Interface is the cluster network interface (--interface).
+	Interface string
+	// Config is the cluster's configuration (the build's cluster.toml).
+	Config *config.Config
+	// From is the folder with the netboot files: a build's output folder
+	// or its netboot/ folder (--from).
+	From string
+	// DHCP overrides network.dhcp when set (--dhcp).
+	DHCP string
+	// SharedRoot exports the host's root to the nodes (--shared-root):
+	// nodes.root = "shared". Dangerous on an installed system.
+	SharedRoot bool
+	// Force allows the interface of the default route (--force).
+	Force bool
+	// Binary is the clusterdebian binary installed as BinaryPath.
+	Binary string
+}
+
+// Change is one step of a plan.
+type Change struct {
+	// Summary says what the step does, for the plan shown to the user.
+	Summary string
+	apply   func(ctx context.Context, r *Record) error
+}
+
+// Plan is what Apply would change. An empty Changes means the host is set
+// up already.
+type Plan struct {
+	Interface string
+	Address   netip.Prefix
+	Root      string // the nodes' root: ram or shared
+	DHCP      string
+	Network   string // the tool that configures the interface
+	BootDir   string
+	Packages  []string // to install
+	Warnings  []string
+	Changes   []Change
+
+	sys  *System
+	opts Options
+	cfg  *config.Config // the host's cluster.toml
+}
+
+// MakePlan looks at the host and returns what Apply would change, or an
+// error when the setup is refused (the flag to change is named).
+func MakePlan(ctx context.Context, sys *System, o Options) (*Plan, error) {
+	if o.Config == nil {
+		o.Config = config.Default()
+	}
+	p := &Plan{sys: sys, opts: o, Interface: o.Interface, BootDir: BootDir}
+	if err := p.checkInterface(); err != nil {
+		return nil, err
+	}
+	from, err := netbootDir(o.From)
+	if err != nil {
+		return nil, err
+	}
+	p.opts.From = from
+
+	// The host's config: the build's, with this host's interface, boot
+	// folder and root mode. Passwords are left out (ForImage), as in an image.
+	cfg := *o.Config
+	cfg.Network.Interface = o.Interface
+	if o.DHCP != "" {
+		cfg.Network.DHCP = o.DHCP
+	}
+	cfg.Head.BootDir = BootDir
+	cfg.Head.StateDir = StateDir
+	cfg.Nodes.Root = head.RootRAM
+	if o.SharedRoot {
+		cfg.Nodes.Root = head.RootShared
+		p.Warnings = append(p.Warnings, "--shared-root: the nodes will mount this host's root file system read-write over NFS: "+
+			"any node (or anyone on the cluster network) can change or break this host; the RAM root is the safe choice")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("--config / --dhcp: %w", err)
+	}
+	if cfg.Nodes.Root == head.RootRAM {
+		if _, err := os.Stat(filepath.Join(from, imagebuild.BaseLayer)); err != nil {
+			return nil, fmt.Errorf("--from %s: no %s, which nodes with the RAM root fetch", from, imagebuild.BaseLayer)
+		}
+	}
+	p.cfg = &cfg
+	p.Root, p.DHCP = cfg.Nodes.Root, cfg.Network.DHCP
+	subnet := cfg.Subnet()
+	p.Address = netip.PrefixFrom(subnet.Addr().Next(), subnet.Bits())
+	if err := p.checkAddresses(); err != nil {
+		return nil, err
+	}
+	p.Network = sys.detectNetwork(ctx)
+	if err := p.checkNetwork(); err != nil {
+		return nil, err
+	}
+	p.checkUsers()
+
+	for _, pkg := range Packages(&cfg) {
+		if !sys.installed(ctx, pkg) {
+			p.Packages = append(p.Packages, pkg)
+		}
+	}
+	if len(p.Packages) > 0 {
+		p.add("install packages: "+strings.Join(p.Packages, " "), p.installPackages)
+	}
+	return p, p.planFiles(ctx)
+}
+
+// checkInterface refuses interfaces that must not serve the cluster.
+func (p *Plan) checkInterface() error {
+	iface := p.Interface
+	if iface == "" {
+		return errors.New("--interface: name the cluster network interface (the one on the cluster switch; see ip link)")
+	}
+	if iface == "lo" {
+		return errors.New("--interface lo: the loopback interface reaches no other machine")
+	}
+	if _, err := p.sys.Addrs(iface); err != nil {
+		return fmt.Errorf("--interface %s: %v", iface, err)
+	}
+	routes, err := p.sys.DefaultRoutes()
+	if err != nil {
+		return fmt.Errorf("reading the routing table: %w", err)
+	}
+	if slices.Contains(routes, iface) {
+		msg := fmt.Sprintf("--interface %s: this host's default route goes through %s: it is how this host reaches the outside, "+
+			"and the head would serve DHCP and network boot on that network, to every machine on it", iface, iface)
+		if !p.opts.Force {
+			return errors.New(msg + "; use a second network card for the cluster, or --force if that network is the private cluster network")
+		}
+		p.Warnings = append(p.Warnings, msg+" (--force)")
+	}
+	return nil
+}
+
+// checkAddresses looks at what the interface has: another address in the
+// cluster subnet would confuse the head, which takes the first it finds.
+func (p *Plan) checkAddresses() error {
+	addrs, err := p.sys.Addrs(p.Interface)
+	if err != nil {
+		return fmt.Errorf("--interface %s: %v", p.Interface, err)
+	}
+	var others []netip.Prefix
+	for _, a := range addrs {
+		switch {
+		case a == p.Address:
+		case p.cfg.Subnet().Contains(a.Addr()):
+			return fmt.Errorf("--interface %s has %s in the cluster subnet %s, and node1 must be %s: remove it (ip addr del %s dev %s) or choose another network.subnet",
+				p.Interface, a, p.cfg.Subnet(), p.Address.Addr(), a, p.Interface)
+		default:
+			others = append(others, a)
+		}
+	}
+	if len(others) > 0 {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("%s also has %s: is it really the private cluster network?", p.Interface, joinPrefixes(others)))
+	}
+	return nil
+}
+
+// checkNetwork makes sure the interface configuration can be written where
+// the network tool reads it, and does not fight one already there.
+func (p *Plan) checkNetwork() error {
+	if p.Network != NetIfupdown {
+		if p.Network == NetNone {
+			p.Warnings = append(p.Warnings, "no NetworkManager, systemd-networkd or ifupdown configures this host's network: the head adds "+p.Address.String()+" at each start")
+		}
+		return nil
+	}
+	data, _, err := p.sys.read("/etc/network/interfaces")
+	if err != nil {
+		return err
+	}
+	if !ifupdownSources(string(data)) {
+		p.Warnings = append(p.Warnings, "/etc/network/interfaces does not read interfaces.d: the head adds "+p.Address.String()+" at each start instead")
+		p.Network = NetNone
+		return nil
+	}
+	if ifupdownConfigures(string(data), p.Interface) && !p.opts.Force {
+		return fmt.Errorf("--interface %s is configured in /etc/network/interfaces already: take its stanza out first (or use --force to add a second one)", p.Interface)
+	}
+	return nil
+}
+
+// checkUsers warns about the image's users without an account here: the
+// nodes share this host's /home, and uids must match.
+func (p *Plan) checkUsers() {
+	if p.cfg.Nodes.Root != head.RootRAM {
+		return
+	}
+	passwd, _, _ := p.sys.read("/etc/passwd")
+	for _, u := range p.cfg.Users {
+		if !regexpHasUser(string(passwd), u.Name) {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("user %s of the image has no account on this host: nodes share this host's /home, so its home there will be missing (adduser %s, with the same uid as in the image)", u.Name, u.Name))
+		}
+	}
+}
+
+func regexpHasUser(passwd, name string) bool {
+	for _, l := range strings.Split(passwd, "\n") {
+		if strings.HasPrefix(l, name+":") {
+			return true
+		}
+	}
+	return false
+}
+
+// netbootDir finds the netboot files in from (a build's output folder or
+// its netboot/ folder).
+func netbootDir(from string) (string, error) {
+	if from == "" {
+		return "", errors.New("--from: name the output folder of clusterdebian build (it has netboot/)")
+	}
+	abs, err := filepath.Abs(from)
+	if err != nil {
+		return "", err
+	}
+	if fi, err := os.Stat(filepath.Join(abs, imagebuild.NetbootDir)); err == nil && fi.IsDir() {
+		abs = filepath.Join(abs, imagebuild.NetbootDir)
+	}
+	for _, f := range requiredBootFiles {
+		if _, err := os.Stat(filepath.Join(abs, f)); err != nil {
+			return "", fmt.Errorf("--from %s: no %s: name the output folder of clusterdebian build", from, f)
+		}
+	}
+	return abs, nil
+}
+
+func (p *Plan) add(summary string, apply func(context.Context, *Record) error) {
+	p.Changes = append(p.Changes, Change{Summary: summary, apply: apply})
+}
+
+// wanted is a file localnode1 writes.
+type wanted struct {
+	path string
+	data []byte
+	mode fs.FileMode
+}
+
+// files returns every file localnode1 writes, with its content.
+func (p *Plan) files() ([]wanted, error) {
+	bin, err := os.ReadFile(p.opts.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("the clusterdebian binary to install: %w", err)
+	}
+	sshConf, err := fs.ReadFile(imagefiles.Root(), strings.TrimPrefix(SSHConfigPath, "/"))
+	if err != nil {
+		return nil, err
+	}
+	ws := []wanted{
+		{BinaryPath, bin, 0o755},
+		{ConfigPath, []byte(hostConfig(p.cfg)), 0o644},
+		{UnitPath, []byte(unitFile(p.Interface)), 0o644},
+		{SSHConfigPath, sshConf, 0o644},
+	}
+	ws = append(ws, wanted{ExportsPath, []byte(exportsFile(p.Root, p.cfg.Subnet())), 0o644})
+	if path := netConfigPath(p.Network, p.Interface); path != "" {
+		data, mode := netConfig(p.Network, p.Interface, p.Address)
+		ws = append(ws, wanted{path, []byte(data), fs.FileMode(mode)})
+	}
+	return ws, nil
+}
+
+// hostConfig is the host's cluster.toml, which the head reads.
+func hostConfig(cfg *config.Config) string {
+	return "# Written by clusterdebian localnode1 for this host's head daemon; removed by --remove.\n" + cfg.ForImage()
+}
+
+// unitFile runs the head at boot. Unlike the live image's unit it has no
+// boot=live condition: this host is node1 however it boots.
+func unitFile(iface string) string {
+	return `# Written by clusterdebian localnode1: this host is node1 of the cluster on ` + iface + `.
+# clusterdebian localnode1 --remove takes it away again.
+[Unit]
+Description=ClusterDebian head (localnode1): network boot, registry and cluster files for the nodes on ` + iface + `
+Documentation=man:cluster(7) man:clusterdebian-localnode1(1)
+After=network.target nfs-server.service
+Wants=nfs-server.service
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=` + BinaryPath + ` head --config ` + ConfigPath + `
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+`
+}
+
+// exportsFile is the head's exports file for the nodes' root mode, to the
+// cluster subnet only: for the RAM root /home alone, with root squashed (a
+// node's root must not own files in the host's homes); for the shared root
+// the host's whole root. It must stay the same text as the head's
+// (head.ExportLine), or the two would rewrite it in turn.
+func exportsFile(root string, subnet netip.Prefix) string {
+	if root == head.RootRAM {
+		return fmt.Sprintf("# Written by clusterdebian head: /home for the nodes, to the cluster subnet only.\n/home %s(rw,root_squash,no_subtree_check,fsid=2,sync)\n", subnet.Masked())
+	}
+	return fmt.Sprintf("# Written by clusterdebian head: node1's root, to the cluster subnet only.\n/ %s(rw,no_root_squash,no_subtree_check,fsid=1,async)\n", subnet.Masked())
+}
+
+// planFiles adds the file, boot file and service changes.
+func (p *Plan) planFiles(ctx context.Context) error {
+	sys := p.sys
+	ws, err := p.files()
+	if err != nil {
+		return err
+	}
+	restart := false // the running head must pick up a change
+	for _, w := range ws {
+		old, exists, err := sys.read(w.path)
+		if err != nil {
+			return err
+		}
+		if exists && bytes.Equal(old, w.data) && modeOf(sys.path(w.path)) == w.mode {
+			continue
+		}
+		verb := "write"
+		if exists {
+			verb = "replace"
+		}
+		p.add(verb+" "+w.path, func(ctx context.Context, r *Record) error {
+			if err := sys.mkdirs(r, filepath.Dir(w.path)); err != nil {
+				return err
+			}
+			if err := sys.track(r, w.path); err != nil {
+				return err
+			}
+			if err := sys.write(w.path, w.data, w.mode); err != nil {
+				return err
+			}
+			return os.Chmod(sys.path(w.path), w.mode)
+		})
+		switch w.path {
+		case BinaryPath, ConfigPath, UnitPath:
+			restart = true
+		case ExportsPath:
+			what := "/home"
+			if p.Root == head.RootShared {
+				what = "this host's root"
+			}
+			p.add("export "+what+" to "+p.cfg.Subnet().String()+" only (exportfs -ra)", func(ctx context.Context, _ *Record) error {
+				_, err := sys.Run(ctx, "exportfs", "-ra")
+				return err
+			})
+		case netConfigPath(p.Network, p.Interface):
+			p.add(fmt.Sprintf("configure %s with %s (%s)", p.Interface, p.Address, p.Network), func(ctx context.Context, _ *Record) error {
+				return sys.netUp(ctx, p.Network, p.Interface)
+			})
+		}
+	}
+	copies, stale, err := syncPlan(p.opts.From, sys.path(BootDir))
+	if err != nil {
+		return err
+	}
+	if len(copies)+len(stale) > 0 {
+		restart = true
+		summary := "copy the netboot files from " + p.opts.From + " to " + BootDir + ": " + strings.Join(copies, " ")
+		if len(stale) > 0 {
+			summary += "; remove " + strings.Join(stale, " ")
+		}
+		p.add(summary, func(ctx context.Context, r *Record) error {
+			if err := sys.mkdirs(r, BootDir); err != nil {
+				return err
+			}
+			return syncFiles(p.opts.From, sys.path(BootDir), copies, stale)
+		})
+	}
+	// The record's own folder and the cluster files the head will write
+	// are recorded before the head first runs.
+	p.add("", p.recordHeadFiles)
+
+	if !sys.unitEnabled(ctx, nfsServer) || !sys.unitActive(ctx, nfsServer) {
+		p.add("enable and start "+nfsServer, func(ctx context.Context, r *Record) error {
+			if err := p.enable(ctx, r, nfsServer); err != nil {
+				return err
+			}
+			_, err := sys.Run(ctx, "systemctl", "start", nfsServer)
+			return err
+		})
+	}
+	switch {
+	case !sys.unitEnabled(ctx, ServiceName) || !sys.unitActive(ctx, ServiceName):
+		p.add("enable and start "+ServiceName+" (the head daemon, at every boot)", func(ctx context.Context, r *Record) error {
+			if err := p.enable(ctx, r, ServiceName); err != nil {
+				return err
+			}
+			// restart, not start: a head that runs but was disabled by
+			// hand takes the new files too.
+			_, err := sys.Run(ctx, "systemctl", "restart", ServiceName)
+			return err
+		})
+	case restart:
+		p.add("restart "+ServiceName, func(ctx context.Context, _ *Record) error {
+			if _, err := sys.Run(ctx, "systemctl", "daemon-reload"); err != nil {
+				return err
+			}
+			_, err := sys.Run(ctx, "systemctl", "restart", ServiceName)
+			return err
+		})
+	}
+	// The bookkeeping step alone is no change.
+	if len(p.Changes) == 1 && p.Changes[0].Summary == "" {
+		p.Changes = nil
+	}
+	return nil
+}
+
+func modeOf(path string) fs.FileMode {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Mode().Perm()
+}
+
+// enable enables unit (the caller starts it), recording it when it was not enabled.
+func (p *Plan) enable(ctx context.Context, r *Record, unit string) error {
+	sys := p.sys
+	if !sys.unitEnabled(ctx, unit) && !slices.Contains(r.Enabled, unit) {
+		r.Enabled = append(r.Enabled, unit)
+		if err := sys.saveRecord(r); err != nil {
+			return err
+		}
+	}
+	if _, err := sys.Run(ctx, "systemctl", "daemon-reload"); err != nil {
+		return err
+	}
+	_, err := sys.Run(ctx, "systemctl", "enable", unit)
+	return err
+}
+
+// recordHeadFiles records the files the head daemon will write on this
+// host, with a copy of those that belong to packages (Open MPI's default
+// hostfiles), so that --remove puts them back.
+func (p *Plan) recordHeadFiles(ctx context.Context, r *Record) error {
+	for _, f := range []string{"/etc/openmpi/openmpi-default-hostfile", "/etc/openmpi/prte-default-hostfile"} {
+		if err := p.sys.track(r, f); err != nil {
+			return err
+		}
+	}
+	for _, f := range []string{"/etc/ssh/ssh_known_hosts"} {
+		if !p.sys.exists(f) && !slices.Contains(r.Absent, f) {
+			r.Absent = append(r.Absent, f)
+		}
+	}
+	for _, d := range []string{"/etc/cluster", head.RunDir} {
+		if !p.sys.exists(d) && !slices.Contains(r.Dirs, d) {
+			r.Dirs = append(r.Dirs, d)
+		}
+	}
+	return p.sys.saveRecord(r)
+}
+
+// installPackages runs apt-get; the packages stay on --remove.
+func (p *Plan) installPackages(ctx context.Context, r *Record) error {
+	r.Packages = append(r.Packages, p.Packages...)
+	if err := p.sys.saveRecord(r); err != nil {
+		return err
+	}
+	if _, err := p.sys.Run(ctx, "apt-get", "update"); err != nil {
+		return err
+	}
+	args := append([]string{"install", "-y", "--no-install-recommends"}, p.Packages...)
+	_, err := p.sys.Run(ctx, "apt-get", args...)
+	return err
+}
+
+// Describe writes the plan for the user.
+func (p *Plan) Describe(w io.Writer) {
+	fmt.Fprintf(w, "localnode1: this host becomes node1 (%s on %s), nodes.root = %q, DHCP %s; it keeps its host name and root file system\n",
+		p.Address, p.Interface, p.Root, p.DHCP)
+	for _, warn := range p.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+	if len(p.Changes) == 0 {
+		fmt.Fprintln(w, "no changes: this host is set up as node1 already")
+		return
+	}
+	fmt.Fprintln(w, "plan:")
+	for _, c := range p.Changes {
+		if c.Summary != "" {
+			fmt.Fprintf(w, "  - %s\n", c.Summary)
+		}
+	}
+	fmt.Fprintf(w, "what is changed is recorded in %s; clusterdebian localnode1 --remove undoes it (packages stay)\n", RecordPath)
+}
+
+// Apply carries the plan out, step by step, recording each change before
+// it is made.
+func (p *Plan) Apply(ctx context.Context) error {
+	sys := p.sys
+	r, err := sys.loadRecord()
+	if err != nil {
+		return err
+	}
+	if r == nil {
+		r = &Record{Version: recordVersion}
+	}
+	if r.Interface != "" && r.Interface != p.Interface {
+		return fmt.Errorf("--interface %s: this host is node1 on %s already; run clusterdebian localnode1 --remove first", p.Interface, r.Interface)
+	}
+	r.Interface, r.Address, r.Network = p.Interface, p.Address.String(), p.Network
+	// The state folder first: the record lives in it.
+	if err := sys.mkdirs(r, StateDir); err != nil {
+		return err
+	}
+	if err := sys.saveRecord(r); err != nil {
+		return err
+	}
+	for _, c := range p.Changes {
+		if c.Summary != "" {
+			sys.logf("%s", c.Summary)
+		}
+		if err := c.apply(ctx, r); err != nil {
+			if c.Summary == "" {
+				return err
+			}
+			return fmt.Errorf("%s: %w (what was done so far is recorded; clusterdebian localnode1 --remove undoes it)", c.Summary, err)
+		}
+	}
+	return nil
+}
+
+// Installed reports whether this host was set up with localnode1 (it has
+// the record): such a node1 is a machine that stays up, which shutdown
+// leaves on unless told otherwise.
+func Installed() bool {
+	_, err := os.Stat(RecordPath)
+	return err == nil
+}
