@@ -2,7 +2,7 @@
 // ClusterDebian image: root/ is copied into the image's root file system as it
 // is (systemd units, motd, man pages), templates/ are rendered at build or boot
 // time (the login banner, the boot menu), and initramfs/ goes into the nodes'
-// NFS-root initrd.
+// initrds (the NFS root's and live-boot's).
 package imagefiles
 
 import (
@@ -22,6 +22,12 @@ var templatesFS embed.FS
 //
 //go:embed initramfs/clusterdebian-node
 var NodeInitramfsScript string
+
+// LiveLayersScript extends live-boot so that a node with the RAM root fetches
+// every layer of the image, not just the first: see initramfs/live-layers.sh.
+//
+//go:embed initramfs/live-layers.sh
+var LiveLayersScript string
 
 // Root returns the tree copied into the image root.
 func Root() fs.FS {

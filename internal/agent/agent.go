@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 )
@@ -40,6 +41,8 @@ const (
 	// every node's command line (internal/head uses the same names).
 	ParamHead  = "clusterdebian.head="
 	ParamToken = "clusterdebian.token="
+	// ParamRAMRoot is on the command line of nodes that run from RAM.
+	ParamRAMRoot = "clusterdebian.root=ram"
 	// leaveTimeout bounds the leave request at shutdown: systemd waits for
 	// the agent, and a head that is gone must not hold up a poweroff.
 	leaveTimeout = 3 * time.Second
@@ -72,6 +75,16 @@ type Options struct {
 	// which reads its certificate only at start, must reload. The command
 	// sets it to reload ssh.service.
 	CAChanged func(ctx context.Context)
+
+	// ClusterFilesRoot, when not empty, has the agent keep the cluster
+	// files under it ("/" on a node) from the head's node list: /etc/hosts,
+	// the MPI and PVM hostfiles and the SSH known hosts. A node with the
+	// RAM root needs that, as its /etc is its own; with the shared root it
+	// sees the ones the head writes.
+	ClusterFilesRoot string
+	// Subnet is the cluster subnet, for the cluster files; by default the
+	// network of the interface that reaches the head.
+	Subnet netip.Prefix
 }
 
 // OptionsFromCmdline reads the head's address and the cluster token from a
@@ -86,6 +99,9 @@ func OptionsFromCmdline(cmdline string) (Options, error) {
 		}
 		if v, ok := strings.CutPrefix(f, ParamToken); ok {
 			o.Token = v
+		}
+		if f == ParamRAMRoot {
+			o.ClusterFilesRoot = "/"
 		}
 	}
 	var missing []string
@@ -157,6 +173,9 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("interface %s, which reaches the head, has no MAC address", ep.Interface)
 		}
 		mac, ip = ep.MAC.String(), ep.IP.String()
+		if !o.Subnet.IsValid() {
+			o.Subnet = ep.Subnet
+		}
 		log.Info("cluster interface", "iface", ep.Interface, "ip", ip, "mac", mac)
 	}
 	memTotal, err := MemTotalKiB(o.ProcDir)
@@ -179,6 +198,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return nil // ctx ended before the head answered: nothing to leave
 	}
+	a.syncClusterFiles(ctx, 0)
 	if err := Notify("READY=1\nSTATUS=joined as " + resp.Name); err != nil {
 		log.Warn("telling systemd we are ready", "err", err)
 	}
@@ -211,6 +231,41 @@ type agent struct {
 	certPath string
 	lastCA   string
 	name     string
+	ca       string // the head's SSH CA public key, for the known hosts
+	rootKeys string // node1's root's public keys
+	synced   uint64 // the registry generation the cluster files were written for
+}
+
+// syncClusterFiles writes the cluster files under Options.ClusterFilesRoot
+// when the registry's generation moved past the one they were written for
+// (gen 0: unknown, fetch anyway). A failure is logged and retried at the
+// next heartbeat.
+func (a *agent) syncClusterFiles(ctx context.Context, gen uint64) {
+	root := a.o.ClusterFilesRoot
+	if root == "" || (gen != 0 && gen == a.synced) {
+		return
+	}
+	nodes, listGen, err := a.c.nodes(ctx)
+	if err != nil {
+		a.log.Warn("fetching the node list for the cluster files", "err", err)
+		return
+	}
+	err = clusterfiles.WriteSystem(root, nodes, a.o.Subnet)
+	if a.ca != "" {
+		line := sshtrust.KnownHostsLine(a.ca, sshtrust.KnownHostsPatterns(a.o.Subnet))
+		err = errors.Join(err, sshtrust.WriteKnownHosts(root, line))
+	}
+	if a.rootKeys != "" {
+		err = errors.Join(err, sshtrust.WriteRootAuthorizedKeys(root, a.rootKeys))
+	}
+	if err != nil {
+		a.log.Error("writing the cluster files", "root", root, "err", err)
+		return
+	}
+	if a.synced == 0 {
+		a.log.Info("cluster files written from the head's node list", "nodes", len(nodes))
+	}
+	a.synced = listGen
 }
 
 // waitEndpoint finds the interface to the head, waiting for a route: a
@@ -244,6 +299,8 @@ func (a *agent) register(ctx context.Context) (registry.RegisterResponse, error)
 		resp, err := a.c.register(ctx, a.req)
 		if err == nil {
 			a.name = resp.Name
+			a.ca = resp.SSHCAPublicKey
+			a.rootKeys = resp.RootAuthorizedKeys
 			a.log.Info("registered with the head", "node", resp.Name, "head", a.o.HeadURL,
 				"heartbeat_s", resp.HeartbeatSeconds, "attempt", attempt)
 			a.installCert(ctx, resp)
@@ -315,9 +372,10 @@ func (a *agent) heartbeats(ctx context.Context, interval time.Duration) {
 		if err != nil {
 			a.log.Debug("reading load", "err", err)
 		}
-		err = a.c.heartbeat(ctx, a.req.MAC, stats)
+		gen, err := a.c.heartbeat(ctx, a.req.MAC, stats)
 		switch {
 		case err == nil:
+			a.syncClusterFiles(ctx, gen)
 			if failing != "" {
 				a.log.Info("heartbeats reach the head again")
 				failing = ""

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 )
@@ -30,8 +32,12 @@ func TestOptionsFromCmdline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.HeadURL != "http://10.99.0.1" || o.Token != "abc" {
+	if o.HeadURL != "http://10.99.0.1" || o.Token != "abc" || o.ClusterFilesRoot != "" {
 		t.Errorf("options = %+v", o)
+	}
+	o, err = OptionsFromCmdline("clusterdebian.head=10.99.0.1 clusterdebian.token=abc clusterdebian.root=ram boot=live")
+	if err != nil || o.ClusterFilesRoot != "/" {
+		t.Errorf("RAM root: options = %+v, %v; want the cluster files written under /", o, err)
 	}
 	for cmdline, want := range map[string][]string{
 		"clusterdebian.token=abc":      {"clusterdebian.head="},
@@ -274,6 +280,55 @@ func TestRun(t *testing.T) {
 	}
 	if !strings.Contains(logBuf.String(), "registering again") {
 		t.Errorf("log does not mention the re-registration:\n%s", logBuf.String())
+	}
+}
+
+// TestRunWritesClusterFiles: an agent with its own root (the RAM root)
+// writes /etc/hosts, the hostfiles and the known hosts from the head's node
+// list, and again when a node joins.
+func TestRunWritesClusterFiles(t *testing.T) {
+	const rootKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDm1hn6kQd0dS5bQbJYy5d1uQmM7VRU8C0SQj6bTBd1P root@node1"
+	h := newHead(t, 100*time.Millisecond, registry.RootKeys(rootKey+"\n"))
+	root := t.TempDir()
+	subnet := netip.MustParsePrefix("10.99.0.0/24")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			HeadURL: h.srv.URL, Token: token, Interval: 100 * time.Millisecond, RunDir: t.TempDir(),
+			Logger: quiet(), MAC: "52:54:00:ab:cd:2b", IP: "10.99.0.43", ClusterFilesRoot: root, Subnet: subnet,
+		})
+	}()
+	read := func(rel string) string {
+		b, _ := os.ReadFile(filepath.Join(root, rel))
+		return string(b)
+	}
+	// root's authorized_keys is written last.
+	waitFor(t, "the cluster files", func() bool { return read("root/.ssh/authorized_keys") != "" })
+	if !strings.Contains(read("etc/hosts"), "10.99.0.43\tnode43") {
+		t.Errorf("/etc/hosts:\n%s", read("etc/hosts"))
+	}
+	if !strings.Contains(read("etc/ssh/ssh_known_hosts"), "@cert-authority node*,*.cluster,10.99.0.* "+strings.TrimSpace(h.ca.PublicKey())) {
+		t.Errorf("known hosts:\n%s", read("etc/ssh/ssh_known_hosts"))
+	}
+	if got := read("root/.ssh/authorized_keys"); !strings.Contains(got, rootKey+"\n") {
+		t.Errorf("root's authorized_keys lacks node1's root key:\n%s", got)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "root/.ssh/authorized_keys")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("root's authorized_keys: %v, %v; want mode 0600", fi, err)
+	}
+	// A node joining changes the generation: the agent writes the files again.
+	if _, err := h.reg.Register(registry.RegisterRequest{MAC: "52:54:00:ab:cd:2c", IP: "10.99.0.44", Cores: 3}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node44 in the MPI hostfile", func() bool { return strings.Contains(read(clusterfiles.MPIHostsPath), "node44 slots=3") })
+	if _, err := os.Lstat(filepath.Join(root, "home")); err == nil {
+		t.Error("the agent touched the home folders, which are node1's")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,24 +53,39 @@ func (e *StatusError) Unwrap() error {
 
 // post sends in as JSON to path and decodes the answer into out (if not nil).
 func (c *client) post(ctx context.Context, path string, in, out any) error {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return err
+	_, err := c.do(ctx, http.MethodPost, path, in, out)
+	return err
+}
+
+// do sends a request (in as JSON, if not nil), decodes the answer into out
+// (if not nil) and returns the answer's header.
+func (c *client) do(ctx context.Context, method, path string, in, out any) (http.Header, error) {
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	// The node list of a large cluster is the largest answer: about 300
+	// bytes a node.
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
@@ -79,14 +95,14 @@ func (c *client) post(ctx context.Context, path string, in, out any) error {
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			msg = e.Error
 		}
-		return &StatusError{Status: resp.StatusCode, Msg: msg}
+		return nil, &StatusError{Status: resp.StatusCode, Msg: msg}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("head's answer to %s: %w", path, err)
+			return nil, fmt.Errorf("head's answer to %s: %w", path, err)
 		}
 	}
-	return nil
+	return resp.Header, nil
 }
 
 func (c *client) register(ctx context.Context, req registry.RegisterRequest) (registry.RegisterResponse, error) {
@@ -98,8 +114,26 @@ func (c *client) register(ctx context.Context, req registry.RegisterRequest) (re
 	return resp, err
 }
 
-func (c *client) heartbeat(ctx context.Context, mac string, s registry.Stats) error {
-	return c.post(ctx, registry.PathHeartbeat, registry.HeartbeatRequest{MAC: mac, Stats: s}, nil)
+// heartbeat returns the registry's generation (see registry.GenerationHeader;
+// zero from a head that does not send it).
+func (c *client) heartbeat(ctx context.Context, mac string, s registry.Stats) (uint64, error) {
+	h, err := c.do(ctx, http.MethodPost, registry.PathHeartbeat, registry.HeartbeatRequest{MAC: mac, Stats: s}, nil)
+	if err != nil {
+		return 0, err
+	}
+	gen, _ := strconv.ParseUint(h.Get(registry.GenerationHeader), 10, 64)
+	return gen, nil
+}
+
+// nodes returns the head's node list and its generation.
+func (c *client) nodes(ctx context.Context) ([]registry.Node, uint64, error) {
+	var ns []registry.Node
+	h, err := c.do(ctx, http.MethodGet, registry.PathNodes, nil, &ns)
+	if err != nil {
+		return nil, 0, err
+	}
+	gen, _ := strconv.ParseUint(h.Get(registry.GenerationHeader), 10, 64)
+	return ns, gen, nil
 }
 
 // leave tells the head the node is going, retrying a failed request while

@@ -138,7 +138,7 @@ func Simulate(ctx context.Context, headURL, token string, n int, interval time.D
 			defer t.Stop()
 			for ctx.Err() == nil {
 				s := registry.Stats{Load1: rand.Float64() * 4, MemUsedKiB: rand.Uint64N(8 << 20), UptimeSec: int64(time.Since(start).Seconds()) + 1}
-				err := c.heartbeat(ctx, mac, s)
+				_, err := c.heartbeat(ctx, mac, s)
 				switch {
 				case err == nil:
 					count(func() { res.Heartbeats++ })

@@ -23,6 +23,8 @@ type Endpoint struct {
 	Interface string
 	IP        netip.Addr
 	MAC       net.HardwareAddr
+	// Subnet is the network of IP on Interface: the cluster subnet.
+	Subnet netip.Prefix
 }
 
 // LocalEndpoint finds the interface this machine reaches headURL through.
@@ -64,6 +66,8 @@ func LocalEndpoint(ctx context.Context, headURL string) (Endpoint, error) {
 			if x, ok := netip.AddrFromSlice(n.IP); ok && x.Unmap() == ep.IP {
 				ep.Interface = ifc.Name
 				ep.MAC = ifc.HardwareAddr
+				ones, _ := n.Mask.Size()
+				ep.Subnet = netip.PrefixFrom(ep.IP, ones).Masked()
 				return ep, nil
 			}
 		}

@@ -59,6 +59,13 @@ const (
 // off the cluster network. It goes on past a failure and returns every
 // error.
 func Write(root string, nodes []registry.Node, subnet netip.Prefix) error {
+	return errors.Join(WriteSystem(root, nodes, subnet), linkHomes(root))
+}
+
+// WriteSystem writes the cluster files outside the home folders: what a
+// node with its own root writes for itself, while the home folders, shared
+// from node1, are the head's.
+func WriteSystem(root string, nodes []registry.Node, subnet netip.Prefix) error {
 	known := selectNodes(nodes, subnet)
 	var up []registry.Node
 	for _, n := range known {
@@ -77,9 +84,6 @@ func Write(root string, nodes []registry.Node, subnet netip.Prefix) error {
 		}
 	}
 	if err := writeIfChanged(filepath.Join(root, PVMHostsPath), pvmHosts(up)); err != nil {
-		errs = append(errs, err)
-	}
-	if err := linkHomes(root); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

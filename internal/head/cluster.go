@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
@@ -76,6 +77,20 @@ func (h *Head) setupCluster() error {
 	if !o.AnyNodeAddress {
 		apiOpts = append(apiOpts, registry.AllowedSubnet(o.Subnet))
 	}
+	if root != "" {
+		if err := sshtrust.EnsureUserKeys(root); err != nil {
+			h.log.Warn("user SSH keys", "err", err)
+		}
+		// Nodes with their own root do not share node1's /root: they
+		// get root's key to authorize, for exec and shutdown.
+		if o.Root == RootRAM {
+			if pub, err := os.ReadFile(filepath.Join(root, "root", ".ssh", "id_ed25519.pub")); err == nil {
+				apiOpts = append(apiOpts, registry.RootKeys(string(pub)))
+			} else {
+				h.log.Warn("root's SSH key: exec and shutdown will not reach the nodes", "err", err)
+			}
+		}
+	}
 	c.api = registry.NewAPI(reg, h.token, ca, h.log, apiOpts...)
 	if ifi, err := net.InterfaceByName(h.iface); err == nil {
 		c.mac = ifi.HardwareAddr.String()
@@ -83,9 +98,6 @@ func (h *Head) setupCluster() error {
 	h.cluster = c
 
 	if root != "" {
-		if err := sshtrust.EnsureUserKeys(root); err != nil {
-			h.log.Warn("user SSH keys", "err", err)
-		}
 		line := ca.KnownHostsLine(sshtrust.KnownHostsPatterns(o.Subnet))
 		if err := sshtrust.WriteKnownHosts(root, line); err != nil {
 			return fmt.Errorf("SSH known hosts: %w", err)
@@ -95,8 +107,8 @@ func (h *Head) setupCluster() error {
 		}
 		onChange(reg.Nodes())
 	}
-	if root == "/" && o.Root == RootShared {
-		h.exportRoot()
+	if root == "/" {
+		h.export(o.Root)
 	}
 	return nil
 }
@@ -137,27 +149,41 @@ func (h *Head) hostCertificate() error {
 	return os.WriteFile(filepath.Join(dir, sshtrust.HostCertFile), []byte(cert), 0o644)
 }
 
-// exportRoot exports node1's live root (overlayfs, exportable thanks to
-// overlay.nfs_export=Y overlay.index=Y on its kernel command line) read-write
-// to the cluster subnet, and nowhere else.
-func (h *Head) exportRoot() {
-	if v, err := os.ReadFile("/sys/module/overlay/parameters/nfs_export"); err == nil && strings.TrimSpace(string(v)) != "Y" {
+// ExportLine returns the exports(5) line for a root mode: node1's whole live
+// root for the shared root (overlayfs, exportable thanks to
+// overlay.nfs_export=Y overlay.index=Y on its kernel command line),
+// read-write with root as root, since it is the nodes' root; and only /home
+// for the RAM root, with root squashed, since root on a node is not root on
+// node1's files. Either goes to the cluster subnet and nowhere else.
+func ExportLine(root string, subnet netip.Prefix) string {
+	if root == RootRAM {
+		return fmt.Sprintf("# Written by clusterdebian head: /home for the nodes, to the cluster subnet only.\n/home %s(rw,root_squash,no_subtree_check,fsid=2,sync)\n", subnet.Masked())
+	}
+	return fmt.Sprintf("# Written by clusterdebian head: node1's root, to the cluster subnet only.\n/ %s(rw,no_root_squash,no_subtree_check,fsid=1,async)\n", subnet.Masked())
+}
+
+// export writes ExportsFile for the root mode and has the NFS server
+// reread it.
+func (h *Head) export(root string) {
+	what := "/"
+	if root == RootRAM {
+		what = "/home"
+	} else if v, err := os.ReadFile("/sys/module/overlay/parameters/nfs_export"); err == nil && strings.TrimSpace(string(v)) != "Y" {
 		h.log.Warn("overlayfs NFS export is off: nodes cannot mount this root; boot with overlay.nfs_export=Y overlay.index=Y")
 	}
-	line := fmt.Sprintf("# Written by clusterdebian head: node1's root, to the cluster subnet only.\n/ %s(rw,no_root_squash,no_subtree_check,fsid=1,async)\n", h.opts.Subnet)
 	if err := os.MkdirAll(filepath.Dir(ExportsFile), 0o755); err != nil {
 		h.log.Error("NFS export", "err", err)
 		return
 	}
-	if err := os.WriteFile(ExportsFile, []byte(line), 0o644); err != nil {
+	if err := atomicfile.Write(ExportsFile, []byte(ExportLine(root, h.opts.Subnet)), 0o644); err != nil {
 		h.log.Error("NFS export", "file", ExportsFile, "err", err)
 		return
 	}
 	if out, err := exec.Command("exportfs", "-ra").CombinedOutput(); err != nil {
-		h.log.Error("exportfs -ra failed: nodes cannot mount the shared root", "err", err, "output", strings.TrimSpace(string(out)))
+		h.log.Error("exportfs -ra failed: nodes cannot mount "+what, "err", err, "output", strings.TrimSpace(string(out)))
 		return
 	}
-	h.log.Info("NFS: exported / to the cluster subnet", "subnet", h.opts.Subnet, "file", ExportsFile)
+	h.log.Info("NFS: exported "+what+" to the cluster subnet", "subnet", h.opts.Subnet, "file", ExportsFile)
 }
 
 // runCluster registers node1 itself, keeps its figures current, marks silent

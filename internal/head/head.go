@@ -205,7 +205,13 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	if h.token, err = prepareState(o.StateDir); err != nil {
 		return nil, err
 	}
-	h.cmdline = Cmdline(h.addr, h.base, h.token, o.Root, o.ExtraCmdline)
+	var layers []string
+	if o.Root == RootRAM {
+		if layers, err = Layers(o.BootDir); err != nil {
+			return nil, fmt.Errorf("--boot-dir (head.boot_dir): %w", err)
+		}
+	}
+	h.cmdline = Cmdline(h.addr, h.base, h.token, o.Root, layers, o.ExtraCmdline)
 
 	h.handler, err = httpboot.NewHandler(httpboot.Config{
 		BootDir: o.BootDir,

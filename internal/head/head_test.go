@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,7 +15,7 @@ import (
 func TestCmdline(t *testing.T) {
 	head := netip.MustParseAddr("10.99.0.1")
 	tok := strings.Repeat("ab", 32)
-	shared := Cmdline(head, "http://10.99.0.1", tok, RootShared, " rdinit=/init ")
+	shared := Cmdline(head, "http://10.99.0.1", tok, RootShared, []string{"02-custom.ext4"}, " rdinit=/init ")
 	for _, want := range []string{
 		"console=ttyS0,115200n8 console=tty0 clusterdebian.role=node clusterdebian.head=10.99.0.1 clusterdebian.token=" + tok,
 		"root=/dev/nfs nfsroot=10.99.0.1:/,vers=3,tcp ip=dhcp rw",
@@ -26,12 +27,34 @@ func TestCmdline(t *testing.T) {
 	if !strings.HasSuffix(shared, " rw rdinit=/init") {
 		t.Errorf("extra parameters are not last: %q", shared)
 	}
-	ram := Cmdline(head, "http://10.99.0.1:8080", tok, RootRAM, "")
-	if !strings.Contains(ram, "boot=live fetch=http://10.99.0.1:8080/netboot/01-base.squashfs ip=dhcp") || strings.Contains(ram, "nfs") {
+	if strings.Contains(shared, "layers") {
+		t.Errorf("shared cmdline names layers: %q", shared)
+	}
+	ram := Cmdline(head, "http://10.99.0.1:8080", tok, RootRAM, []string{"02-custom.ext4", "03-site.squashfs"}, "")
+	if !strings.Contains(ram, "clusterdebian.root=ram boot=live fetch=http://10.99.0.1:8080/netboot/01-base.squashfs ip=dhcp clusterdebian.layers=02-custom.ext4,03-site.squashfs") || strings.Contains(ram, "nfs") {
 		t.Errorf("ram cmdline: %q", ram)
 	}
 	if strings.HasSuffix(ram, " ") {
 		t.Errorf("trailing space: %q", ram)
+	}
+}
+
+func TestLayers(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"01-base.squashfs", "03-site.squashfs", "02-custom.ext4", "vmlinuz", "initrd.img", "02-x y.ext4", "notes.ext4"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "04-dir.squashfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Layers(dir)
+	if err != nil || !slices.Equal(got, []string{"02-custom.ext4", "03-site.squashfs"}) {
+		t.Errorf("Layers = %q, %v", got, err)
+	}
+	if _, err := Layers(filepath.Join(dir, "missing")); err == nil {
+		t.Error("Layers of a missing folder: no error")
 	}
 }
 
@@ -179,5 +202,17 @@ func TestNodeName(t *testing.T) {
 	}
 	if n := NodeName(netip.MustParseAddr("::ffff:10.99.0.12")); n != "node12" {
 		t.Errorf("NodeName(mapped) = %q", n)
+	}
+}
+
+func TestExportLine(t *testing.T) {
+	subnet := netip.MustParsePrefix("10.99.0.7/24")
+	shared := ExportLine(RootShared, subnet)
+	if !strings.Contains(shared, "\n/ 10.99.0.0/24(rw,no_root_squash,") {
+		t.Errorf("shared root export: %q", shared)
+	}
+	ram := ExportLine(RootRAM, subnet)
+	if !strings.Contains(ram, "\n/home 10.99.0.0/24(rw,root_squash,") || strings.Contains(ram, "\n/ ") {
+		t.Errorf("RAM root export: %q", ram)
 	}
 }

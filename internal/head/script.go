@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"regexp"
+	"sort"
 	"strings"
 	"text/template"
 )
@@ -30,7 +33,37 @@ const (
 	ParamRole  = "clusterdebian.role=node"
 	ParamHead  = "clusterdebian.head="
 	ParamToken = "clusterdebian.token="
+	// ParamRAMRoot tells the node's initrd and agent that the root is its
+	// own copy in RAM: /home comes from node1 over NFS, and the agent writes
+	// the cluster files itself.
+	ParamRAMRoot = "clusterdebian.root=ram"
+	// ParamLayers names the image layers after the base that live-boot
+	// fetches too (imagefiles/initramfs/live-layers.sh).
+	ParamLayers = "clusterdebian.layers="
 )
+
+// Layers returns the image layers in bootDir that stack on the base layer
+// (02-custom.ext4, ...), in the order live-boot stacks them: by name.
+func Layers(bootDir string) ([]string, error) {
+	entries, err := os.ReadDir(bootDir)
+	if err != nil {
+		return nil, err
+	}
+	var layers []string
+	for _, e := range entries {
+		name := e.Name()
+		if name == BaseLayer || !e.Type().IsRegular() || !layerRE.MatchString(name) {
+			continue
+		}
+		layers = append(layers, name)
+	}
+	sort.Strings(layers)
+	return layers, nil
+}
+
+// layerRE matches the names live-boot stacks (NN-name.squashfs or .ext4),
+// and nothing a kernel command line would have to quote.
+var layerRE = regexp.MustCompile(`^[0-9][0-9]-[A-Za-z0-9_.-]+\.(squashfs|ext4)$`)
 
 // Cmdline returns a node's kernel command line.
 //
@@ -42,15 +75,18 @@ const (
 // (NFSv3 over TCP: the initramfs mounter speaks only v2/v3) and ip=dhcp has
 // the initramfs configure the boot NIC (Debian's kernel does no IP
 // autoconfiguration itself). For the RAM root, live-boot fetches the base
-// layer over HTTP.
-func Cmdline(head netip.Addr, httpBase, token, root, extra string) string {
+// layer over HTTP, and the other layers through ParamLayers.
+func Cmdline(head netip.Addr, httpBase, token, root string, layers []string, extra string) string {
 	p := []string{
 		"console=ttyS0,115200n8", "console=tty0",
 		ParamRole, ParamHead + head.String(), ParamToken + token,
 	}
 	switch root {
 	case RootRAM:
-		p = append(p, "boot=live", "fetch="+httpBase+"/netboot/"+BaseLayer, "ip=dhcp")
+		p = append(p, ParamRAMRoot, "boot=live", "fetch="+httpBase+"/netboot/"+BaseLayer, "ip=dhcp")
+		if len(layers) > 0 {
+			p = append(p, ParamLayers+strings.Join(layers, ","))
+		}
 	default:
 		p = append(p, "root=/dev/nfs", "nfsroot="+head.String()+":/,vers=3,tcp", "ip=dhcp", "rw")
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,12 +22,32 @@ const bootstrapRecipe = 2
 
 func (b *build) bootstrapKey() string {
 	return Key("bootstrap", bootstrapRecipe, b.Config.Image.Suite, b.mirror, b.packages,
-		MmdebstrapArgs(nil, "", "", ""), customizeHooks("SCRIPT"), imagefiles.NodeInitramfsScript)
+		MmdebstrapArgs(nil, "", "", ""), hooks("SCRIPT", "LAYERS"), pvmSSHHook, imagefiles.NodeInitramfsScript, imagefiles.LiveLayersScript)
 }
 
 // nodeInitramfsConf is the initramfs-tools configuration of the nodes' initrd,
 // inside the image, so that node1 can remake it (mkinitramfs -d).
 const nodeInitramfsConf = "/etc/clusterdebian/initramfs-nfs"
+
+// liveLayersPath is where live-boot sources the layers extension from
+// (it reads /lib/live/boot/????-*, after its own 9990 files).
+const liveLayersPath = "/usr/lib/live/boot/9995-clusterdebian-layers.sh"
+
+// hooks returns mmdebstrap's hook options; script is the node initramfs script
+// and layers the live-boot extension, both on the host.
+//
+// The essential hooks run before the kernel and live-boot are installed, so
+// the live initrd that the kernel's installation makes already has the
+// nodes' RAM-root pieces: the live-boot extension that fetches every layer,
+// and the node script, as a live-bottom script (it does nothing on node1).
+func hooks(script, layers string) []string {
+	return append([]string{
+		`--essential-hook=mkdir -p "$1` + filepath.Dir(liveLayersPath) + `" "$1/etc/initramfs-tools/scripts/live-bottom"`,
+		"--essential-hook=upload " + layers + " " + liveLayersPath,
+		"--essential-hook=upload " + script + " /etc/initramfs-tools/scripts/live-bottom/clusterdebian-node",
+		`--essential-hook=chmod 0755 "$1` + liveLayersPath + `" "$1/etc/initramfs-tools/scripts/live-bottom/clusterdebian-node"`,
+	}, customizeHooks(script)...)
+}
 
 // customizeHooks are run by mmdebstrap inside the new root, after the packages:
 //   - the nodes' initrd: initramfs-tools with BOOT=nfs (the stock kernel has no
@@ -47,6 +68,10 @@ func customizeHooks(script string) []string {
 		`--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*`,
 	}
 }
+
+// pvmSSHHook makes ssh PVM's remote shell: Debian's pvm starts remote
+// daemons through the pvm-rsh alternative, which it points at rsh.
+const pvmSSHHook = `--customize-hook=chroot "$1" sh -c 'update-alternatives --install /usr/lib/pvm3/bin/rsh pvm-rsh /usr/bin/ssh 50 && update-alternatives --set pvm-rsh /usr/bin/ssh'`
 
 // MmdebstrapArgs returns mmdebstrap's arguments for a root with packages; extra
 // options go before the positional arguments. The benchmark uses the same
@@ -94,9 +119,18 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 		return err
 	}
 	defer os.Remove(script)
+	layers := filepath.Join(dir, "clusterdebian-layers.sh")
+	if err := os.WriteFile(layers, []byte(imagefiles.LiveLayersScript), 0o755); err != nil {
+		return err
+	}
+	defer os.Remove(layers)
 	r.stage.Status("mmdebstrap " + b.Config.Image.Suite + " from " + b.mirror)
+	hs := hooks(script, layers)
+	if slices.Contains(b.packages, "pvm") {
+		hs = append(hs, pvmSSHHook)
+	}
 	err := r.run(ctx, "unshare", unshareArgs("mmdebstrap",
-		MmdebstrapArgs(b.packages, b.Config.Image.Suite, root, b.mirror, customizeHooks(script)...)...)...)
+		MmdebstrapArgs(b.packages, b.Config.Image.Suite, root, b.mirror, hs...)...)...)
 	if err != nil {
 		var te *ToolError
 		if errors.As(err, &te) {

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -26,6 +27,10 @@ const (
 	// PathPrune forgets the nodes that are down (clusterdebian prune).
 	PathPrune = PathNodes + "/prune"
 )
+
+// GenerationHeader carries Registry.Generation on heartbeat answers and on
+// the node list, so that an agent knows when to fetch the list again.
+const GenerationHeader = "Clusterdebian-Generation"
 
 // maxBody bounds request bodies: the largest legitimate one, a register
 // request with an RSA host key, is about 1 KiB.
@@ -46,6 +51,10 @@ type RegisterResponse struct {
 	SSHHostCertificate string `json:"ssh_host_certificate,omitempty"`
 	// SSHCAPublicKey is the CA that signed it.
 	SSHCAPublicKey string `json:"ssh_ca_public_key,omitempty"`
+	// RootAuthorizedKeys are the public keys (authorized_keys lines) of
+	// root on node1, which a node with its own root authorizes so that
+	// node1 can run exec and shutdown on it.
+	RootAuthorizedKeys string `json:"root_authorized_keys,omitempty"`
 }
 
 // HeartbeatRequest is a node's periodic sign of life.
@@ -77,13 +86,20 @@ func AllowedSubnet(subnet netip.Prefix) APIOption {
 	return func(a *api) { a.subnet = subnet.Masked() }
 }
 
+// RootKeys has registrations answered with node1's root public keys
+// (RegisterResponse.RootAuthorizedKeys).
+func RootKeys(keys string) APIOption {
+	return func(a *api) { a.rootKeys = keys }
+}
+
 type api struct {
-	reg    *Registry
-	token  [sha256.Size]byte
-	hasTok bool
-	trust  *sshtrust.CA
-	log    *slog.Logger
-	subnet netip.Prefix
+	rootKeys string
+	reg      *Registry
+	token    [sha256.Size]byte
+	hasTok   bool
+	trust    *sshtrust.CA
+	log      *slog.Logger
+	subnet   netip.Prefix
 }
 
 // NewAPI returns the HTTP handler of the node API:
@@ -138,6 +154,7 @@ func (a *api) authed(h http.HandlerFunc) http.HandlerFunc {
 
 func (a *api) list(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set(GenerationHeader, strconv.FormatUint(a.reg.Generation(), 10))
 	writeJSON(w, http.StatusOK, a.reg.Nodes())
 }
 
@@ -171,8 +188,9 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := RegisterResponse{
-		Name:             node.Name,
-		HeartbeatSeconds: int(math.Ceil(a.reg.Interval().Seconds())),
+		Name:               node.Name,
+		HeartbeatSeconds:   int(math.Ceil(a.reg.Interval().Seconds())),
+		RootAuthorizedKeys: a.rootKeys,
 	}
 	if a.trust != nil && hostKey != nil {
 		cert, err := a.trust.SignHost(hostKey, sshtrust.HostPrincipals(node.Name, node.IP), HostCertValidity)
@@ -220,6 +238,7 @@ func (a *api) heartbeat(w http.ResponseWriter, r *http.Request) {
 	if !a.regError(w, a.reg.Heartbeat(req.MAC, req.Stats), "heartbeat", req.MAC) {
 		return
 	}
+	w.Header().Set(GenerationHeader, strconv.FormatUint(a.reg.Generation(), 10))
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -103,6 +103,7 @@ type Registry struct {
 	path     string
 	interval time.Duration
 	onChange func([]Node)
+	gen      uint64 // see Generation
 
 	mu     sync.Mutex
 	nodes  map[string]*Node // by MAC
@@ -131,6 +132,9 @@ func Open(path string, interval time.Duration, onChange func([]Node)) (*Registry
 		return nil, fmt.Errorf("heartbeat interval %v must be positive", interval)
 	}
 	r := &Registry{path: path, interval: interval, onChange: onChange, nodes: map[string]*Node{}, now: time.Now, log: slog.Default()}
+	// Starting from the clock keeps generations of a restarted head from
+	// repeating the ones its nodes saw before.
+	r.gen = uint64(time.Now().UnixNano())
 	r.idle = sync.NewCond(&r.mu)
 	r.opened = r.now()
 	data, err := os.ReadFile(path)
@@ -419,8 +423,19 @@ func sortNodes(ns []Node) {
 	})
 }
 
+// Generation counts the changes to the node list that the cluster files
+// follow (joins, leaves, nodes going up or down, prunes); load figures do
+// not count. Nodes that write their own cluster files fetch the list again
+// only when it moved.
+func (r *Registry) Generation() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen
+}
+
 // changed schedules a save and an onChange call. r.mu must be held.
 func (r *Registry) changed() {
+	r.gen++
 	r.dirty = true
 	if !r.saving {
 		r.saving = true

@@ -140,7 +140,13 @@ func (ca *CA) SignHost(pub ssh.PublicKey, principals []string, validity time.Dur
 // KnownHostsLine returns the known_hosts line that trusts the CA for hosts
 // matching patterns (ssh patterns such as "node*" or "10.99.0.*").
 func (ca *CA) KnownHostsLine(patterns []string) string {
-	return "@cert-authority " + strings.Join(patterns, ",") + " " + ca.PublicKey()
+	return KnownHostsLine(ca.PublicKey(), patterns)
+}
+
+// KnownHostsLine returns the known_hosts line that trusts the CA with
+// public key caPub (authorized_keys format) for hosts matching patterns.
+func KnownHostsLine(caPub string, patterns []string) string {
+	return "@cert-authority " + strings.Join(patterns, ",") + " " + strings.TrimSpace(caPub)
 }
 
 // HostPrincipals are the names a node's host certificate is valid for: what
@@ -175,19 +181,35 @@ func KnownHostsPatterns(subnet netip.Prefix) []string {
 // is replaced atomically (ssh clients on every node read it at any time) and
 // only when it changes.
 func WriteKnownHosts(root string, line string) error {
-	path := filepath.Join(root, KnownHostsPath)
+	return writeBlock(filepath.Join(root, KnownHostsPath), line, 0o755, 0o644)
+}
+
+// RootAuthorizedKeysPath is root's authorized_keys under a root.
+const RootAuthorizedKeysPath = "root/.ssh/authorized_keys"
+
+// WriteRootAuthorizedKeys authorizes keys (authorized_keys lines) for root
+// under root, in a marked block: a node with its own root (the RAM root)
+// lets node1's root in for exec and shutdown this way, as nodes sharing
+// node1's root do through its shared /root.
+func WriteRootAuthorizedKeys(root, keys string) error {
+	return writeBlock(filepath.Join(root, RootAuthorizedKeysPath), keys, 0o700, 0o600)
+}
+
+// writeBlock puts body into the clusterdebian block of the file at path,
+// replacing the file atomically and only when it changes.
+func writeBlock(path, body string, dirMode, mode fs.FileMode) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	data := replaceBlock(old, strings.TrimSpace(line)+"\n")
+	data := replaceBlock(old, strings.TrimSpace(body)+"\n")
 	if bytes.Equal(old, data) {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
 		return err
 	}
-	return writeAtomic(path, data, 0o644, -1, -1)
+	return writeAtomic(path, data, mode, -1, -1)
 }
 
 // replaceBlock returns text with the clusterdebian block holding body:

@@ -139,47 +139,63 @@ func TestHeadLoadBenchmark(t *testing.T) {
 	}
 }
 
-// TestNodeJoinBenchmark prints the time from a node VM's power-on to its
-// registration, against node1's own boot from the ISO in the same run, both
-// under TCG. It needs a built image: BENCH_ISO, or out/clusterdebian.iso.
+// TestNodeJoinBenchmark boots node1 and one node under TCG, twice: with the
+// shared root (the node mounts node1's root over NFS) and with the RAM root
+// (the node fetches the image over HTTP), from images built from the same
+// config but for nodes.root. It prints node1's boot, each node's power-on to
+// registration, and the ratios.
 func TestNodeJoinBenchmark(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	iso := os.Getenv("BENCH_ISO")
-	if iso == "" {
-		iso = filepath.Join("..", "..", "out", "clusterdebian.iso")
-	}
-	if _, err := os.Stat(iso); err != nil {
-		t.Skipf("no ISO (%v): build one with scripts/build-iso or set BENCH_ISO", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Minute)
 	defer cancel()
-	var log bytes.Buffer
-	var mu sync.Mutex
-	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); os.Stdout.Write(p); return log.Write(p) })
-	if old, err := vm.LoadCluster("bench"); err == nil {
-		old.Down()
+	dir := t.TempDir()
+	bin := buildBinary(t, dir)
+	type run struct {
+		root, iso  string
+		head, node int
 	}
-	c, err := vm.Up(ctx, vm.UpOptions{Name: "bench", ISO: iso, Nodes: 1, Progress: w})
-	if err != nil {
-		t.Fatal(err)
+	runs := []*run{{root: "shared"}, {root: "ram"}}
+	for _, r := range runs {
+		cfg := filepath.Join(dir, r.root+".toml")
+		if err := os.WriteFile(cfg, []byte("[nodes]\nroot = \""+r.root+"\"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, r.root)
+		timed(t, "build ("+r.root+" root)", bin, "build", "--config", cfg, "--output", out)
+		r.iso = filepath.Join(out, "clusterdebian.iso")
 	}
-	defer c.Down()
-	mu.Lock()
-	text := log.String()
-	mu.Unlock()
-	head := regexp.MustCompile(`node1: .*login prompt after (\d+) s`).FindStringSubmatch(text)
-	node := regexp.MustCompile(`joined as \S+ after (\d+) s`).FindStringSubmatch(text)
-	if head == nil || node == nil {
-		t.Fatalf("vm up did not report both times:\n%s", text)
+	for _, r := range runs {
+		var log bytes.Buffer
+		var mu sync.Mutex
+		w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); os.Stdout.Write(p); return log.Write(p) })
+		if old, err := vm.LoadCluster("bench"); err == nil {
+			old.Down()
+		}
+		c, err := vm.Up(ctx, vm.UpOptions{Name: "bench", ISO: r.iso, Nodes: 1, NodeMemoryMiB: 2048, Progress: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Down()
+		mu.Lock()
+		text := log.String()
+		mu.Unlock()
+		head := regexp.MustCompile(`node1: .*login prompt after (\d+) s`).FindStringSubmatch(text)
+		node := regexp.MustCompile(`joined as \S+ after (\d+) s`).FindStringSubmatch(text)
+		if head == nil || node == nil {
+			t.Fatalf("vm up did not report both times:\n%s", text)
+		}
+		r.head, _ = strconv.Atoi(head[1])
+		r.node, _ = strconv.Atoi(node[1])
 	}
-	hs, _ := strconv.Atoi(head[1])
-	ns, _ := strconv.Atoi(node[1])
-	fmt.Printf("\nBoot times under TCG\n")
-	fmt.Printf("  node1 from the ISO to its login prompt   %4d s\n", hs)
-	fmt.Printf("  a node from power-on to registration     %4d s\n", ns)
-	fmt.Printf("  ratio node / node1                        %.2f\n", float64(ns)/float64(hs))
+	sh, ram := runs[0], runs[1]
+	fmt.Printf("\nBoot times under TCG (one node)\n")
+	fmt.Printf("                                            shared root   RAM root\n")
+	fmt.Printf("  node1 from the ISO to its login prompt   %8d s  %8d s\n", sh.head, ram.head)
+	fmt.Printf("  a node from power-on to registration     %8d s  %8d s\n", sh.node, ram.node)
+	fmt.Printf("  ratio node / node1                        %8.2f    %8.2f\n", float64(sh.node)/float64(sh.head), float64(ram.node)/float64(ram.head))
+	fmt.Printf("  ratio RAM-root node / shared-root node    %.2f\n", float64(ram.node)/float64(sh.node))
 }
 
 type writerFunc func([]byte) (int, error)
