@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/clusterdebian/clusterdebian/internal/config"
 	"github.com/clusterdebian/clusterdebian/internal/localnode1"
@@ -149,8 +150,9 @@ func runRemove(ctx context.Context, cmd *cobra.Command, sys *localnode1.System, 
 func confirm(in io.Reader, out io.Writer) error {
 	f, ok := in.(*os.File)
 	if ok {
-		fi, err := f.Stat()
-		ok = err == nil && fi.Mode()&os.ModeCharDevice != 0
+		// /dev/null is a character device too; only a terminal has termios.
+		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+		ok = err == nil
 	}
 	if !ok {
 		return errors.New("not changing anything: standard input is not a terminal to ask on; run again with --yes to go ahead")

@@ -150,6 +150,11 @@ StrictModes no
 	log := &syncBuffer{}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
+	// A test binary that dies (a go test timeout panics past every
+	// cleanup) takes its listeners along rather than leave them serving.
+	// The signal follows the thread that forked: callers must not end
+	// threads (netns.Do) after starting servers.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -162,6 +162,9 @@ func TestVirtualCluster(t *testing.T) {
 		if cores := strings.TrimSpace(c.sh(ctx, n.Name, "nproc")); cores != strconv.Itoa(n.Cores) {
 			t.Errorf("%s: registry says %d cores, nproc says %s", n.Name, n.Cores, cores)
 		}
+		if mem := strings.TrimSpace(c.sh(ctx, n.Name, "awk '/^MemTotal:/ {print $2}' /proc/meminfo")); mem != strconv.FormatUint(n.MemTotalKiB, 10) {
+			t.Errorf("%s: registry says %d KiB of memory, /proc/meminfo says %s", n.Name, n.MemTotalKiB, mem)
+		}
 	}
 	sort.Strings(names)
 	if !contains(names, "node1") {
