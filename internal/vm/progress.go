@@ -138,17 +138,31 @@ func (c *Cluster) waitNodes(ctx context.Context, machines []*Machine, w io.Write
 	go st.run(ctx)
 
 	errs := make([]error, len(machines))
+	var restartMu sync.Mutex // startVM saves the cluster's state file
 	var wg sync.WaitGroup
 	for i, m := range machines {
 		v := c.vm(strings.TrimPrefix(m.Spec.Name, c.Name+"-"))
 		label := fmt.Sprintf("%s (%s)", v.Name, v.MAC)
 		wg.Go(func() {
 			start := time.Now()
-			login, err := watchBoot(ctx, m, nodeMilestones, func(name string, d time.Duration) {
+			milestone := func(name string, d time.Duration) {
 				if name != "login prompt" {
 					say("%s: %s %s", label, name, secs(d))
 				}
-			})
+			}
+			login, err := watchBoot(ctx, m, nodeMilestones, milestone)
+			if errors.Is(err, ErrPanicked) {
+				// As for node1 in Up: one more power-on.
+				say("%s: %v; powering it on once more", label, err)
+				m.Stop()
+				restartMu.Lock()
+				m2, serr := c.startVM(v)
+				restartMu.Unlock()
+				if err = serr; err == nil {
+					start = time.Now()
+					login, err = watchBoot(ctx, m2, nodeMilestones, milestone)
+				}
+			}
 			if err != nil {
 				errs[i] = fmt.Errorf("%s: %w", label, err)
 				say("%s: %v", label, err)
