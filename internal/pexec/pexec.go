@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/hostlist"
@@ -202,6 +203,15 @@ func runOne(ctx context.Context, node string, argv []string, o Options) Result {
 	// Without this a killed ssh whose output pipe some descendant still
 	// holds (a ProxyCommand, a ControlMaster) would keep Wait waiting.
 	cmd.WaitDelay = 2 * time.Second
+	// Each client in a session of its own, as pdsh does: it can neither
+	// prompt on nor get signals from the caller's terminal (Ctrl-C stops
+	// the caller, whose context then stops the clients), and where the
+	// kernel shares the CPU out by session (autogroup, on by default),
+	// n clients get n sessions' share of a busy machine rather than one.
+	// In one session, 50 clients on a loaded 2-core machine took three
+	// times as long as pdsh's (test/bench TestExecBenchmark). A caller
+	// that dies takes its clients along.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	if o.Stdin != nil {
 		cmd.Stdin = o.Stdin
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -141,5 +142,27 @@ func TestCommand(t *testing.T) {
 	want := []string{"ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=2", "node3", "--", "uname", "-a"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Command = %q, want %q", got, want)
+	}
+}
+
+// TestClientsInOwnSession checks that every client runs in a session of
+// its own (see runOne), with a stand-in for ssh that reports its process
+// and session ids from /proc.
+func TestClientsInOwnSession(t *testing.T) {
+	fake := filepath.Join(t.TempDir(), "ssh")
+	// Fields 1 and 6 of /proc/PID/stat: pid and session; comm is "(sh)".
+	script := "#!/bin/sh\nset -- $(cat /proc/$$/stat)\necho \"$1 $6\"\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	res := Run(context.Background(), []Target{{Name: "node2"}, {Name: "node3"}}, []string{"true"}, Options{SSH: fake})
+	for _, r := range res {
+		if r.Status != OK {
+			t.Fatalf("%s: %s (%s): %s", r.Node, r.Status, r.Detail, r.Output)
+		}
+		f := strings.Fields(string(r.Output))
+		if len(f) != 2 || f[0] != f[1] {
+			t.Errorf("%s: pid and session %q: the client does not lead a session of its own", r.Node, r.Output)
+		}
 	}
 }
