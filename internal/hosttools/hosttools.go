@@ -70,6 +70,7 @@ var Tools = []Tool{
 	{"sshd", "/usr/sbin/sshd", "openssh-server", Test, "a real sshd for SSH trust tests"},
 	{"ssh-keygen", "ssh-keygen", "openssh-client", Test, "checks host certificates in tests"},
 	{"chromium", "chromium", "chromium", Test, "headless browser for the status page test"},
+	{"pdsh", "pdsh", "pdsh", Test, "reference parallel shell for the exec benchmark"},
 }
 
 // For returns the tools needed for the given purposes.
