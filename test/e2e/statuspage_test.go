@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -133,13 +134,17 @@ func TestStatusPage(t *testing.T) {
 
 	// The page draws its table from fetched JSON and polls again every
 	// 2 s. A virtual time budget (virtual time stands still while fetches
-	// are pending) covers the first poll and one timed re-poll before the
-	// DOM is dumped, without waiting in real time.
+	// are pending) lets the first poll and the timed re-polls run before
+	// the DOM is dumped, without waiting in real time. Virtual time is
+	// also the page's clock, so a minute of it puts the browser's clock a
+	// minute ahead of the head's, as a viewer's machine may be on a
+	// cluster network with no common time: "last seen" must still be
+	// reckoned on the head's clock.
 	profile := t.TempDir()
 	shot := filepath.Join(profile, "statuspage.png")
 	cmd := ns.Command(ctx, "chromium", "--headless", "--no-sandbox", "--disable-gpu",
 		"--user-data-dir="+filepath.Join(profile, "user-data"), "--no-first-run",
-		"--window-size=1280,900", "--virtual-time-budget=3000",
+		"--window-size=1280,900", "--virtual-time-budget=60000",
 		"--screenshot="+shot, "--dump-dom", "http://"+statusHead+"/status")
 	cmd.Env = append(os.Environ(), "HOME="+profile)
 	var dom, chromeLog bytes.Buffer
@@ -168,6 +173,12 @@ func TestStatusPage(t *testing.T) {
 			t.Errorf("two rows for %s", name)
 		case r[1] != ip || r[2] != registry.StateUp:
 			t.Errorf("row %q, want %s at %s, %s", r, name, ip, registry.StateUp)
+		case len(r) > lastSeenCol:
+			// Agents heartbeat every second; 10 s leaves room for a busy
+			// machine, and none for a browser clock taken as the head's.
+			if ago, ok := parseAgo(r[lastSeenCol]); !ok || ago > 10*time.Second {
+				t.Errorf("%s: last seen %q, want within 10 s", name, r[lastSeenCol])
+			}
 		}
 		seen[name] = true
 	}
@@ -194,6 +205,28 @@ func TestStatusPage(t *testing.T) {
 		t.Errorf("screenshot is %dx%d, want the window's 1280x900", b.Dx(), b.Dy())
 	}
 }
+
+// lastSeenCol is the "Last seen" column of the page's node table.
+const lastSeenCol = 7
+
+// parseAgo reads the page's "Last seen" text, such as "5s ago" or
+// "1m3s ago".
+func parseAgo(s string) (time.Duration, bool) {
+	m := agoRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, false
+	}
+	var d time.Duration
+	for i, unit := range []time.Duration{24 * time.Hour, time.Hour, time.Minute, time.Second} {
+		if m[i+1] != "" {
+			n, _ := strconv.Atoi(m[i+1])
+			d += time.Duration(n) * unit
+		}
+	}
+	return d, true
+}
+
+var agoRE = regexp.MustCompile(`^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)? ago$`)
 
 // toolNamed returns the host tool called name.
 func toolNamed(t *testing.T, name string) hosttools.Tool {
