@@ -305,18 +305,26 @@ func testLocalNode1Node(t *testing.T, ctx context.Context, host guest, nsName, t
 	}
 	t.Logf("%s booted from the host and registered in %.0f s", name, time.Since(start).Seconds())
 
-	// /home is the host's: a file written there shows on the node.
+	// /home is the host's: a file written there shows on the node, to its
+	// owner (root on a node is squashed: it is not root on the host's files).
 	stamp := fmt.Sprint(time.Now().UnixNano())
 	host.sh(ctx, "runuser -u user -- sh -c 'echo "+stamp+" > /home/user/stamp'")
 	node1 := guest{t, name, filepath.Join(nodeDir, vm.QGASocket)}
-	if got := node1.sh(ctx, "cat /home/user/stamp"); strings.TrimSpace(got) != stamp {
+	// The agent registers before the guest agent is up.
+	actx, acancel := context.WithTimeout(ctx, 5*time.Minute)
+	node1.waitAgent(actx, node)
+	acancel()
+	if got := node1.sh(ctx, "runuser -u user -- cat /home/user/stamp"); strings.TrimSpace(got) != stamp {
 		t.Errorf("%s sees %q in the host's /home/user/stamp", name, got)
 	}
 
-	// MPI across the host and the node, over the cluster network only.
+	// MPI across the host and the node, over the cluster network only. The
+	// host is named by its own host name: Open MPI (PRRTE) does not take
+	// "node1" for itself there, and would ssh to it, and the host's sshd
+	// has no certificate from the cluster CA.
 	host.sh(ctx, "cat > /home/user/allreduce.c <<'EOF'\n"+mpiProgram+"EOF\nchown user: /home/user/allreduce.c")
 	host.sh(ctx, "cd /home/user && runuser -u user -- mpicc -o allreduce allreduce.c")
-	mpi := host.sh(ctx, "cd /home/user && runuser -u user -- mpirun --host node1:1,"+name+":1 -np 2 "+
+	mpi := host.sh(ctx, "cd /home/user && runuser -u user -- mpirun --host labhost:1,"+name+":1 -np 2 "+
 		"--mca btl_tcp_if_include 10.99.0.0/24 --mca oob_tcp_if_include 10.99.0.0/24 ./allreduce")
 	t.Logf("mpirun:\n%s", mpi)
 	ranks := regexp.MustCompile(`rank (\d) of 2 on (\S+) sum 1`).FindAllStringSubmatch(mpi, -1)
