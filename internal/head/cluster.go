@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
@@ -136,17 +138,76 @@ func (h *Head) markRegistered(ns []registry.Node, marked map[string]time.Time) {
 
 // hostCertificate gives node1's sshd a host key of its own for this boot and
 // a certificate from the cluster CA, so every node verifies it.
+//
+// On an installed machine (localnode1) sshd keeps the host keys its users
+// already trust: the head certifies the existing ed25519 key instead, next to
+// it (InstalledHostCert), for the sshd_config.d drop-in localnode1 installs,
+// and has sshd reload when the certificate changed.
 func (h *Head) hostCertificate() error {
-	dir := filepath.Join(h.opts.ClusterRoot, RunDir, "ssh")
+	root := h.opts.ClusterRoot
+	principals := sshtrust.HostPrincipals("node1", h.addr.String())
+	if _, err := os.Stat(filepath.Join(root, LiveSSHDConfig)); err != nil {
+		if pub, err := os.ReadFile(filepath.Join(root, InstalledHostKey+".pub")); err == nil {
+			key, _, _, _, err := ssh.ParseAuthorizedKey(pub)
+			if err != nil {
+				return fmt.Errorf("SSH host key %s.pub: %w", InstalledHostKey, err)
+			}
+			if name, err := os.Hostname(); err == nil && name != "node1" {
+				principals = append(principals, name)
+			}
+			cert, err := h.cluster.ca.SignHost(key, principals, registry.HostCertValidity)
+			if err != nil {
+				return err
+			}
+			path := filepath.Join(root, InstalledHostCert)
+			if old, err := os.ReadFile(path); err == nil && sameCertKey(old, cert) {
+				return nil
+			}
+			if err := atomicfile.Write(path, []byte(cert), 0o644); err != nil {
+				return err
+			}
+			if root == "/" {
+				if out, err := exec.Command("systemctl", "try-reload-or-restart", "ssh.service").CombinedOutput(); err != nil {
+					h.log.Warn("reloading sshd for its host certificate", "err", err, "output", strings.TrimSpace(string(out)))
+				}
+			}
+			h.log.Info("SSH: certified this machine's own host key", "cert", path)
+			return nil
+		}
+	}
+	dir := filepath.Join(root, RunDir, "ssh")
 	pub, err := sshtrust.EnsureHostKey(dir)
 	if err != nil {
 		return fmt.Errorf("SSH host key: %w", err)
 	}
-	cert, err := h.cluster.ca.SignHost(pub, sshtrust.HostPrincipals("node1", h.addr.String()), registry.HostCertValidity)
+	cert, err := h.cluster.ca.SignHost(pub, principals, registry.HostCertValidity)
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, sshtrust.HostCertFile), []byte(cert), 0o644)
+}
+
+// Host key paths: the live image's sshd drop-in (keys made per boot in
+// RunDir), and an installed machine's own key and its certificate.
+const (
+	LiveSSHDConfig    = "etc/ssh/sshd_config.d/clusterdebian.conf"
+	InstalledHostKey  = "etc/ssh/ssh_host_ed25519_key"
+	InstalledHostCert = "etc/ssh/ssh_host_ed25519_key-cert.pub"
+)
+
+// sameCertKey reports whether two certificates certify the same key with the
+// same signer and principals: a restarted head then leaves sshd alone.
+func sameCertKey(a []byte, b string) bool {
+	ka, _, _, _, err1 := ssh.ParseAuthorizedKey(a)
+	kb, _, _, _, err2 := ssh.ParseAuthorizedKey([]byte(b))
+	ca, ok1 := ka.(*ssh.Certificate)
+	cb, ok2 := kb.(*ssh.Certificate)
+	if err1 != nil || err2 != nil || !ok1 || !ok2 {
+		return false
+	}
+	return string(ca.Key.Marshal()) == string(cb.Key.Marshal()) &&
+		string(ca.SignatureKey.Marshal()) == string(cb.SignatureKey.Marshal()) &&
+		strings.Join(ca.ValidPrincipals, ",") == strings.Join(cb.ValidPrincipals, ",")
 }
 
 // ExportLine returns the exports(5) line for a root mode: node1's whole live

@@ -1,6 +1,8 @@
 package head
 
 import (
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -9,7 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
+	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 )
 
 func TestCmdline(t *testing.T) {
@@ -214,5 +219,68 @@ func TestExportLine(t *testing.T) {
 	ram := ExportLine(RootRAM, subnet)
 	if !strings.Contains(ram, "\n/home 10.99.0.0/24(rw,root_squash,") || strings.Contains(ram, "\n/ ") {
 		t.Errorf("RAM root export: %q", ram)
+	}
+}
+
+// TestHostCertificate: on the live image node1 gets a key made for this boot
+// in RunDir; on an installed machine (localnode1) its own ed25519 key is
+// certified instead, so the key its users trust stays.
+func TestHostCertificate(t *testing.T) {
+	ca, err := sshtrust.OpenCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newHead := func(root string) *Head {
+		return &Head{opts: Options{ClusterRoot: root}, addr: netip.MustParseAddr("10.99.0.1"),
+			log: slog.New(slog.NewTextHandler(io.Discard, nil)), cluster: &cluster{ca: ca}}
+	}
+	certOf := func(path string) *ssh.Certificate {
+		t.Helper()
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, _, _, _, err := ssh.ParseAuthorizedKey(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, ok := k.(*ssh.Certificate)
+		if !ok || !slices.Contains(c.ValidPrincipals, "node1") || !slices.Contains(c.ValidPrincipals, "10.99.0.1") {
+			t.Fatalf("%s: not a host certificate for node1 and 10.99.0.1: %v", path, k)
+		}
+		return c
+	}
+
+	installed := t.TempDir()
+	key, err := sshtrust.NewHostKey(filepath.Join(installed, "etc/ssh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := newHead(installed).hostCertificate(); err != nil {
+		t.Fatal(err)
+	}
+	if c := certOf(filepath.Join(installed, InstalledHostCert)); string(c.Key.Marshal()) != string(key.Marshal()) {
+		t.Error("the installed machine's certificate is not for its own host key")
+	}
+	if _, err := os.Stat(filepath.Join(installed, RunDir, "ssh")); err == nil {
+		t.Error("a per-boot key was made on an installed machine")
+	}
+
+	live := t.TempDir()
+	if _, err := sshtrust.NewHostKey(filepath.Join(live, "etc/ssh")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(live, filepath.Dir(LiveSSHDConfig)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(live, LiveSSHDConfig), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := newHead(live).hostCertificate(); err != nil {
+		t.Fatal(err)
+	}
+	certOf(filepath.Join(live, RunDir, "ssh", sshtrust.HostCertFile))
+	if _, err := os.Stat(filepath.Join(live, InstalledHostCert)); err == nil {
+		t.Error("the live image's shipped key was certified")
 	}
 }

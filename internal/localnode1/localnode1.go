@@ -47,6 +47,10 @@ const (
 	// boot on, and a second run finds it unchanged.
 	ExportsPath   = head.ExportsFile
 	SSHConfigPath = "/etc/ssh/ssh_config.d/clusterdebian.conf"
+	// SSHDConfigPath has sshd present the certificate the head makes for
+	// the host's own ed25519 key (head.InstalledHostCert), so that nodes
+	// verify the host as they verify each other.
+	SSHDConfigPath = "/etc/ssh/sshd_config.d/clusterdebian-localnode1.conf"
 	nfsServer     = "nfs-server.service"
 )
 
@@ -319,6 +323,7 @@ func (p *Plan) files() ([]wanted, error) {
 		{ConfigPath, []byte(hostConfig(p.cfg)), 0o644},
 		{UnitPath, []byte(unitFile(p.Interface)), 0o644},
 		{SSHConfigPath, sshConf, 0o644},
+		{SSHDConfigPath, []byte(sshdConfig), 0o644},
 	}
 	ws = append(ws, wanted{ExportsPath, []byte(exportsFile(p.Root, p.cfg.Subnet())), 0o644})
 	if path := netConfigPath(p.Network, p.Interface); path != "" {
@@ -356,16 +361,19 @@ WantedBy=multi-user.target
 `
 }
 
-// exportsFile is the head's exports file for the nodes' root mode, to the
-// cluster subnet only: for the RAM root /home alone, with root squashed (a
-// node's root must not own files in the host's homes); for the shared root
-// the host's whole root. It must stay the same text as the head's
-// (head.ExportLine), or the two would rewrite it in turn.
+// sshdConfig is SSHDConfigPath's content. sshd starts without the
+// certificate, which the head makes at its first start and then has sshd
+// reload.
+const sshdConfig = `# Written by clusterdebian localnode1; removed by --remove.
+# The cluster's SSH CA certifies this host's own key (the head writes the
+# certificate), so the nodes verify this host as node1.
+HostCertificate /` + head.InstalledHostCert + `
+`
+
+// exportsFile is the head's exports file for the nodes' root mode: the
+// head's own line (head.ExportLine), so that neither rewrites the other's.
 func exportsFile(root string, subnet netip.Prefix) string {
-	if root == head.RootRAM {
-		return fmt.Sprintf("# Written by clusterdebian head: /home for the nodes, to the cluster subnet only.\n/home %s(rw,root_squash,no_subtree_check,fsid=2,sync)\n", subnet.Masked())
-	}
-	return fmt.Sprintf("# Written by clusterdebian head: node1's root, to the cluster subnet only.\n/ %s(rw,no_root_squash,no_subtree_check,fsid=1,async)\n", subnet.Masked())
+	return head.ExportLine(root, subnet)
 }
 
 // planFiles adds the file, boot file and service changes.

@@ -111,6 +111,15 @@ func (m *Removal) Remove(ctx context.Context) error {
 		fail(run("exportfs", "-ra"))
 	}
 	fail(m.cleanClusterFiles())
+	// The head's certificate for the host key goes with the drop-in that
+	// named it; sshd then presents the plain key again.
+	if _, ok, _ := sys.read("/" + head.InstalledHostCert); ok {
+		sys.logf("removing /%s", head.InstalledHostCert)
+		fail(ignoreMissing(os.Remove(sys.path("/" + head.InstalledHostCert))))
+		if sys.unitActive(ctx, "ssh.service") {
+			fail(run("systemctl", "try-reload-or-restart", "ssh.service"))
+		}
+	}
 	fail(run("systemctl", "daemon-reload"))
 	for _, d := range slices.Backward(r.Dirs) {
 		if d == StateDir && len(errs) > 0 {

@@ -318,13 +318,17 @@ func testLocalNode1Node(t *testing.T, ctx context.Context, host guest, nsName, t
 		t.Errorf("%s sees %q in the host's /home/user/stamp", name, got)
 	}
 
-	// MPI across the host and the node, over the cluster network only. The
-	// host is named by its own host name: Open MPI (PRRTE) does not take
-	// "node1" for itself there, and would ssh to it, and the host's sshd
-	// has no certificate from the cluster CA.
+	// ssh from the node to the host as node1, verified: the head certified
+	// the host's own key.
+	if got := node1.sh(ctx, "runuser -u user -- ssh -o BatchMode=yes node1 hostname"); strings.TrimSpace(got) != "labhost" {
+		t.Errorf("ssh node1 hostname from %s = %q, want labhost", name, got)
+	}
+
+	// MPI across the host and the node with Open MPI's default hostfile
+	// (the head's), one rank per machine, over the cluster network only.
 	host.sh(ctx, "cat > /home/user/allreduce.c <<'EOF'\n"+mpiProgram+"EOF\nchown user: /home/user/allreduce.c")
 	host.sh(ctx, "cd /home/user && runuser -u user -- mpicc -o allreduce allreduce.c")
-	mpi := host.sh(ctx, "cd /home/user && runuser -u user -- mpirun --host labhost:1,"+name+":1 -np 2 "+
+	mpi := host.sh(ctx, "cd /home/user && runuser -u user -- mpirun -np 2 --map-by node "+
 		"--mca btl_tcp_if_include 10.99.0.0/24 --mca oob_tcp_if_include 10.99.0.0/24 ./allreduce")
 	t.Logf("mpirun:\n%s", mpi)
 	ranks := regexp.MustCompile(`rank (\d) of 2 on (\S+) sum 1`).FindAllStringSubmatch(mpi, -1)
