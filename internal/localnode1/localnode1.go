@@ -51,7 +51,7 @@ const (
 	// the host's own ed25519 key (head.InstalledHostCert), so that nodes
 	// verify the host as they verify each other.
 	SSHDConfigPath = "/etc/ssh/sshd_config.d/clusterdebian-localnode1.conf"
-	nfsServer     = "nfs-server.service"
+	nfsServer      = "nfs-server.service"
 )
 
 // headPackages are what the head needs on the host besides the parallel
