@@ -98,7 +98,7 @@ after the nodes unless --include-head is given.`,
 				// root: wait until it is off the network.
 				fmt.Fprintf(out, "waiting for the nodes to go off the network (up to %s)\n", settle)
 				ping := func(ctx context.Context, name string) bool {
-					return exec.CommandContext(ctx, "ping", "-c", "1", "-W", "2", "-q", name).Run() == nil
+					return exec.CommandContext(ctx, "ping", "-c", "1", "-W", "2", "-q", plan.Addr(name)).Run() == nil
 				}
 				if still := shutdown.WaitGone(ctx, plan.Nodes, max(int(settle/time.Second), 1), shutdown.Sleep(time.Second), ping); len(still) > 0 {
 					msg := fmt.Sprintf("still answering after %s: %s", settle, strings.Join(still, ", "))

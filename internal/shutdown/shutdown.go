@@ -33,17 +33,31 @@ type Plan struct {
 	// KeepHead leaves node1 on: a permanent node1 (localnode1) is a
 	// machine that has other work, and goes off only when asked.
 	KeepHead bool
+	// Addrs maps the nodes' names to their addresses, as the registry had
+	// them when planning. A node that leaves on its way down drops out of
+	// the registry and so out of /etc/hosts, while it still reads its root
+	// from node1: whether it is off the network must be asked by address.
+	Addrs map[string]string
+}
+
+// Addr returns the address of the node name, or name itself if unknown.
+func (p Plan) Addr(name string) string {
+	if a, ok := p.Addrs[name]; ok && a != "" {
+		return a
+	}
+	return name
 }
 
 // MakePlan plans from the head's node list.
 func MakePlan(nodes []registry.Node) Plan {
-	var p Plan
+	p := Plan{Addrs: map[string]string{}}
 	for _, n := range nodes {
 		switch {
 		case n.Role == registry.RoleHead:
 			p.Head = n.Name
 		case n.State == registry.StateUp:
 			p.Nodes = append(p.Nodes, n.Name)
+			p.Addrs[n.Name] = n.IP
 		default:
 			p.Down = append(p.Down, n.Name)
 		}

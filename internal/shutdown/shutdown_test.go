@@ -11,7 +11,7 @@ import (
 )
 
 func node(name, role, state string) registry.Node {
-	return registry.Node{Name: name, Role: role, State: state}
+	return registry.Node{Name: name, Role: role, State: state, IP: "10.99.0." + strings.TrimPrefix(name, "node")}
 }
 
 func TestMakePlan(t *testing.T) {
@@ -23,6 +23,13 @@ func TestMakePlan(t *testing.T) {
 	})
 	if p.Head != "node1" || strings.Join(p.Nodes, ",") != "node2,node4" || strings.Join(p.Down, ",") != "node3" {
 		t.Fatalf("plan %+v", p)
+	}
+	// Asked by address later: a leaving node drops out of /etc/hosts.
+	if a := p.Addr("node4"); a != p.Addrs["node4"] || a == "" || a == "node4" {
+		t.Errorf("Addr(node4) = %q; Addrs %v", a, p.Addrs)
+	}
+	if a := p.Addr("node9"); a != "node9" {
+		t.Errorf("Addr of an unknown node = %q, want its name", a)
 	}
 	want := "power off 2 node(s) first: node[2,4]\nskip node3: down already\nthen power off node1\n"
 	if got := p.Describe("power off"); got != want {
