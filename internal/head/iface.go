@@ -153,8 +153,8 @@ func DetectInterface() (string, error) {
 	return "", err
 }
 
-// interfaceAddrs returns the IPv4 addresses (with prefix) on iface.
-func interfaceAddrs(iface string) ([]netip.Prefix, error) {
+// InterfaceAddrs returns the IPv4 addresses (with prefix) on iface.
+func InterfaceAddrs(iface string) ([]netip.Prefix, error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return nil, err
@@ -195,7 +195,7 @@ func pickAddress(have []netip.Prefix, subnet netip.Prefix) (addr netip.Addr, exi
 // is left in place when the head stops: nodes with their root on NFS keep
 // using it across a restart of the head daemon.
 func EnsureAddress(ctx context.Context, iface string, subnet netip.Prefix, log *slog.Logger) (netip.Addr, error) {
-	have, err := interfaceAddrs(iface)
+	have, err := InterfaceAddrs(iface)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("interface %s: %w (check --interface or network.interface)", iface, err)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
+	"github.com/clusterdebian/clusterdebian/internal/head"
 )
 
 // System is the host localnode1 changes: its files (under Root) and the
@@ -40,7 +40,7 @@ func Host(log io.Writer) *System {
 	if log == nil {
 		log = io.Discard
 	}
-	return &System{Root: "/", Run: runCommand, Addrs: interfaceAddrs, DefaultRoutes: defaultRoutes, Log: log}
+	return &System{Root: "/", Run: runCommand, Addrs: head.InterfaceAddrs, DefaultRoutes: defaultRoutes, Log: log}
 }
 
 func runCommand(ctx context.Context, name string, args ...string) (string, error) {
@@ -60,31 +60,6 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func interfaceAddrs(iface string) ([]netip.Prefix, error) {
-	ifi, err := net.InterfaceByName(iface)
-	if err != nil {
-		return nil, err
-	}
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return nil, err
-	}
-	var out []netip.Prefix
-	for _, a := range addrs {
-		n, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(n.IP)
-		if !ok || !ip.Unmap().Is4() {
-			continue
-		}
-		bits, _ := n.Mask.Size()
-		out = append(out, netip.PrefixFrom(ip.Unmap(), bits))
-	}
-	return out, nil
 }
 
 // defaultRoutes reads the kernel's IPv4 and IPv6 routing tables.
