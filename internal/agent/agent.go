@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"io/fs"
 	"log/slog"
 	"net/netip"
@@ -25,6 +24,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
+
 	"golang.org/x/crypto/ssh"
 
 	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
@@ -34,15 +36,9 @@ import (
 
 // Defaults and kernel command-line parameters.
 const (
-	DefaultRunDir = "/run/clusterdebian"
+	DefaultRunDir = contract.RunDir
 	// DefaultInterval is used when neither the options nor the head say.
 	DefaultInterval = 5 * time.Second
-	// ParamHead and ParamToken are the kernel parameters the head puts on
-	// every node's command line (internal/head uses the same names).
-	ParamHead  = "clusterdebian.head="
-	ParamToken = "clusterdebian.token="
-	// ParamRAMRoot is on the command line of nodes that run from RAM.
-	ParamRAMRoot = "clusterdebian.root=ram"
 	// leaveTimeout bounds the leave request at shutdown: systemd waits for
 	// the agent, and a head that is gone must not hold up a poweroff.
 	leaveTimeout = 3 * time.Second
@@ -54,7 +50,7 @@ const (
 type Options struct {
 	// HeadURL is the head's base URL, like http://10.99.0.1.
 	HeadURL string
-	// Token is the cluster token (clusterdebian.token=).
+	// Token is the cluster token (contract.ParamToken).
 	Token string
 	// Interval between heartbeats; zero: what the head asks for.
 	Interval time.Duration
@@ -88,38 +84,30 @@ type Options struct {
 }
 
 // OptionsFromCmdline reads the head's address and the cluster token from a
-// kernel command line (the contents of /proc/cmdline). The head puts both
-// on every node's command line; an error names what is missing.
+// kernel command line (the contents of /proc/cmdline; see
+// contract.Cmdline). The head puts both on every node's command line; an
+// error names what is missing or malformed.
 func OptionsFromCmdline(cmdline string) (Options, error) {
 	var o Options
-	var head string
-	for _, f := range strings.Fields(cmdline) {
-		if v, ok := strings.CutPrefix(f, ParamHead); ok {
-			head = v
-		}
-		if v, ok := strings.CutPrefix(f, ParamToken); ok {
-			o.Token = v
-		}
-		if f == ParamRAMRoot {
-			o.ClusterFilesRoot = "/"
-		}
+	c, err := contract.ParseCmdline(cmdline)
+	if err != nil {
+		return o, err
 	}
 	var missing []string
-	if head == "" {
-		missing = append(missing, ParamHead+"<head address>")
+	if !c.Head.IsValid() {
+		missing = append(missing, contract.ParamHead+"=<head address>")
 	}
-	if o.Token == "" {
-		missing = append(missing, ParamToken+"<token>")
+	if c.Token == "" {
+		missing = append(missing, contract.ParamToken+"=<token>")
 	}
 	if len(missing) > 0 {
 		return o, fmt.Errorf("the kernel command line has no %s; the head puts it on every node it boots (use --head/--token to run by hand)",
 			strings.Join(missing, " and no "))
 	}
-	u, err := HeadURL(head)
-	if err != nil {
-		return o, fmt.Errorf("%s%s: %w", ParamHead, head, err)
+	o.HeadURL, o.Token = c.HTTPBase(), c.Token
+	if c.Root == contract.RootRAM {
+		o.ClusterFilesRoot = "/"
 	}
-	o.HeadURL = u
 	return o, nil
 }
 

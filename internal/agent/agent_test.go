@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 )
@@ -43,7 +44,7 @@ func TestOptionsFromCmdline(t *testing.T) {
 		"clusterdebian.token=abc":      {"clusterdebian.head="},
 		"clusterdebian.head=10.99.0.1": {"clusterdebian.token="},
 		"quiet":                        {"clusterdebian.head=", "clusterdebian.token="},
-		"clusterdebian.head=node1 clusterdebian.token=x": {"clusterdebian.head=node1", "not an IP"},
+		"clusterdebian.head=node1 clusterdebian.token=x": {"clusterdebian.head=node1", "not an IPv4"},
 		"clusterdebian.head= clusterdebian.token=":       {"clusterdebian.head=", "clusterdebian.token="},
 	} {
 		_, err := OptionsFromCmdline(cmdline)
@@ -169,11 +170,20 @@ type head struct {
 	changes chan []registry.Node
 }
 
+// testNaming is the default cluster network: 10.99.0.0/24, node1 at .1.
+var testNaming = contract.Naming{Subnet: netip.MustParsePrefix("10.99.0.0/24"), Head: netip.MustParseAddr("10.99.0.1")}
+
 func newHead(t *testing.T, interval time.Duration, opts ...registry.APIOption) *head {
+	t.Helper()
+	return newHeadOn(t, testNaming, interval, opts...)
+}
+
+// newHeadOn serves the API of a registry for the cluster network naming.
+func newHeadOn(t *testing.T, naming contract.Naming, interval time.Duration, opts ...registry.APIOption) *head {
 	t.Helper()
 	h := &head{changes: make(chan []registry.Node, 1024)}
 	var err error
-	h.reg, err = registry.Open(filepath.Join(t.TempDir(), "nodes.json"), interval, func(n []registry.Node) {
+	h.reg, err = registry.Open(filepath.Join(t.TempDir(), "nodes.json"), naming, interval, func(n []registry.Node) {
 		select {
 		case h.changes <- n:
 		default:
@@ -423,7 +433,7 @@ func TestRunStopsWhileUnregistered(t *testing.T) {
 }
 
 func TestSimulate(t *testing.T) {
-	h := newHead(t, time.Second, registry.AllowedSubnet(SimSubnet))
+	h := newHeadOn(t, contract.Naming{Subnet: SimSubnet, Head: SimHead}, time.Second)
 	const n = 200
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -481,8 +491,11 @@ func TestSimNode(t *testing.T) {
 	if mac, ip := SimNode(0); ip != "10.200.0.2" || mac != "02:cd:5e:00:00:00" {
 		t.Errorf("SimNode(0) = %s %s", mac, ip)
 	}
-	if _, ip := SimNode(253); ip != "10.200.1.2" {
+	if _, ip := SimNode(253); ip != "10.200.0.255" {
 		t.Errorf("SimNode(253) = %s", ip)
+	}
+	if _, ip := SimNode(254); ip != "10.200.1.0" {
+		t.Errorf("SimNode(254) = %s", ip)
 	}
 }
 

@@ -20,13 +20,12 @@ import (
 
 // SimSubnet holds the made-up addresses of simulated nodes. They are not
 // on any network: a simulated node only talks HTTP to the head from this
-// machine. A head serving a simulation must not limit registrations to the
-// cluster subnet (registry.AllowedSubnet), or must allow this one.
-//
-// Fake addresses run .2 to .254 in each /24 of it, so the first 253 nodes
-// get distinct names (node2 ... node254); beyond that names repeat, as
-// they would never on a real cluster subnet (a /24 or smaller).
-var SimSubnet = netip.MustParsePrefix("10.200.0.0/16")
+// machine. A head serving a simulation has this as its cluster subnet (the
+// registry accepts only addresses it can name), with SimHead its address.
+var (
+	SimSubnet = netip.MustParsePrefix("10.200.0.0/16")
+	SimHead   = netip.MustParseAddr("10.200.0.1")
+)
 
 // SimResult counts what a simulation's requests did.
 type SimResult struct {
@@ -46,14 +45,15 @@ type SimResult struct {
 	FirstError string
 }
 
-// SimNode returns the MAC and address of simulated node i: a locally
-// administered unicast MAC (02:...), which no real card has, and an
-// address in SimSubnet.
+// SimNode returns the MAC and address of simulated node i (0 to 65532): a
+// locally administered unicast MAC (02:...), which no real card has, and
+// the address of host number i+2 in SimSubnet, after the head's .1, so
+// that every simulated node has a name of its own.
 func SimNode(i int) (mac, ip string) {
 	hw := net.HardwareAddr{0x02, 0xcd, 0x5e, byte(i >> 16), byte(i >> 8), byte(i)}
 	base := SimSubnet.Addr().As4()
-	third, last := i/253, i%253+2
-	addr := netip.AddrFrom4([4]byte{base[0], base[1] + byte(third>>8), byte(third), byte(last)})
+	h := i + 2
+	addr := netip.AddrFrom4([4]byte{base[0], base[1], byte(h >> 8), byte(h)})
 	return hw.String(), addr.String()
 }
 
@@ -64,8 +64,8 @@ func SimNode(i int) (mac, ip string) {
 // left. Errors are counted, not returned; the error is for bad arguments.
 func Simulate(ctx context.Context, headURL, token string, n int, interval time.Duration) (SimResult, error) {
 	res := SimResult{Agents: n}
-	if n <= 0 || n > 1<<16 {
-		return res, fmt.Errorf("simulate: %d agents is out of range (1 to 65536)", n)
+	if n <= 0 || n > 65533 {
+		return res, fmt.Errorf("simulate: %d agents is out of range (1 to 65533, the hosts of %v after its head)", n, SimSubnet)
 	}
 	if interval <= 0 {
 		return res, errors.New("simulate: the heartbeat interval must be positive")

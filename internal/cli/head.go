@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/clusterdebian/clusterdebian/internal/config"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/head"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/version"
@@ -25,7 +26,7 @@ const systemConfig = "/etc/clusterdebian/cluster.toml"
 func newHeadCmd() *cobra.Command {
 	var (
 		configPath, iface, subnet, dhcpMode, bootDir, stateDir, extra, clusterRoot string
-		debug, anyAddr                                                             bool
+		debug                                                                      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "head",
@@ -94,7 +95,6 @@ at http://<head>/api/v1/boot.`,
 			if debug {
 				level = slog.LevelDebug
 			}
-			opts.AnyNodeAddress = anyAddr
 			opts.Logger = head.NewLogger(os.Stderr, level)
 			opts.Logger.Info("clusterdebian head starting", "version", version.String(), "config", cfg.Source)
 			return head.Run(cmd.Context(), opts)
@@ -109,8 +109,6 @@ at http://<head>/api/v1/boot.`,
 	f.StringVar(&stateDir, "state-dir", "", "folder for leases, the cluster token and the TFTP root (head.state_dir; default "+head.DefaultStateDir+")")
 	f.StringVar(&extra, "kernel-cmdline-extra", "", "kernel parameters added to every node's command line, after image.kernel_cmdline")
 	f.StringVar(&clusterRoot, "cluster-root", "", "root file system whose /etc/hosts, hostfiles and SSH trust the head keeps, and exports to the nodes (default: / on a ClusterDebian system, else none; \"none\" disables)")
-	f.BoolVar(&anyAddr, "any-node-address", false, "accept registrations from outside the subnet (load benchmarks only)")
-	f.MarkHidden("any-node-address")
 	f.BoolVar(&debug, "debug", false, "log every packet decision, not only requests and answers")
 	return cmd
 }
@@ -146,7 +144,7 @@ func headOptions(cfg *config.Config) (head.Options, error) {
 	}
 	o.BootDir = cfg.Head.BootDir
 	o.StateDir = cfg.Head.StateDir
-	o.Root = cfg.Nodes.Root
+	o.Root = contract.RootMode(cfg.Nodes.Root)
 	return o, nil
 }
 

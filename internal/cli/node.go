@@ -11,6 +11,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/head"
+	"github.com/clusterdebian/clusterdebian/internal/role"
 	"github.com/clusterdebian/clusterdebian/internal/version"
 )
 
@@ -38,7 +39,7 @@ The flags override them, to run the agent by hand.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			flags := cmd.Flags()
-			cmdline, _ := os.ReadFile("/proc/cmdline")
+			cmdline, _ := os.ReadFile(role.ProcCmdline)
 			o, cmdlineErr := agent.OptionsFromCmdline(string(cmdline))
 			if flags.Changed("head") {
 				u, err := agent.HeadURL(headAddr)

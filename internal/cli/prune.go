@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/head"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
@@ -67,7 +68,7 @@ It asks the head with the cluster token, which only root on node1 can read
 
 // readToken reads the cluster token from the head's state folder.
 func readToken(stateDir string) (string, error) {
-	data, err := os.ReadFile(filepath.Join(stateDir, head.TokenFile))
+	data, err := os.ReadFile(filepath.Join(stateDir, contract.TokenFile))
 	if err != nil {
 		return "", fmt.Errorf("cluster token: %w (prune runs on node1, where the head keeps it; --state-dir)", err)
 	}

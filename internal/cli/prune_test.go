@@ -4,19 +4,20 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/clusterdebian/clusterdebian/internal/head"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
 
 func TestPruneNodes(t *testing.T) {
 	const tok = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	reg, err := registry.Open(filepath.Join(t.TempDir(), "nodes.json"), time.Second, nil)
+	reg, err := registry.Open(filepath.Join(t.TempDir(), "nodes.json"), contract.Naming{Subnet: netip.MustParsePrefix("10.99.0.0/24"), Head: netip.MustParseAddr("10.99.0.1")}, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func TestPruneNodes(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, head.TokenFile), []byte(tok+"\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, contract.TokenFile), []byte(tok+"\n"), 0o600)
 	if got, err := readToken(dir); err != nil || got != tok {
 		t.Errorf("readToken = %q, %v", got, err)
 	}

@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/role"
 )
@@ -82,15 +79,8 @@ the head is this machine.`,
 // defaultHeadURL is the head's URL as this machine sees it: from the kernel
 // command line on a network-booted node, this machine on node1.
 func defaultHeadURL() string {
-	if role.Detect() == role.Node {
-		data, _ := os.ReadFile("/proc/cmdline")
-		for _, f := range strings.Fields(string(data)) {
-			if v, ok := strings.CutPrefix(f, agent.ParamHead); ok {
-				if u, err := agent.HeadURL(v); err == nil {
-					return u
-				}
-			}
-		}
+	if c, err := role.Cmdline(); err == nil && c.Node && c.Head.IsValid() {
+		return c.HTTPBase()
 	}
 	return "http://127.0.0.1"
 }

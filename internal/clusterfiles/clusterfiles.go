@@ -22,8 +22,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
-	"github.com/clusterdebian/clusterdebian/internal/markedblock"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -31,6 +29,10 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/markedblock"
 
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
@@ -45,8 +47,6 @@ const (
 	PRRTEDefaultPath = "etc/openmpi/prte-default-hostfile"
 	MPIHostsLink     = "mpi.hosts"
 	PVMHostsLink     = "pvm.hosts"
-	// Domain is the cluster's private DNS suffix: node3.cluster.
-	Domain = "cluster"
 
 	beginMarker = markedblock.Begin
 	endMarker   = markedblock.End
@@ -163,7 +163,7 @@ func writeHosts(path string, known []registry.Node) error {
 	var b strings.Builder
 	b.WriteString(beginMarker + " (written by the clusterdebian head daemon; changes inside are lost)\n")
 	for _, n := range known {
-		fmt.Fprintf(&b, "%s\t%s %s.%s\n", n.IP, n.Name, n.Name, Domain)
+		fmt.Fprintf(&b, "%s\t%s %s.%s\n", n.IP, n.Name, n.Name, contract.Domain)
 	}
 	b.WriteString(endMarker + "\n")
 	return writeIfChanged(path, markedblock.Replace(old, b.String(), true))

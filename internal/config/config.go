@@ -18,6 +18,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 //go:embed default.toml
@@ -38,9 +40,6 @@ var parallelSuites = map[string][]string{
 
 // DHCP modes of the head.
 var DHCPModes = []string{"auto", "server", "proxy", "off"}
-
-// Node root modes.
-var RootModes = []string{"shared", "ram"}
 
 // Config is the whole of cluster.toml.
 type Config struct {
@@ -103,7 +102,7 @@ type Head struct {
 
 // Nodes holds the [nodes] table.
 type Nodes struct {
-	Root string `toml:"root"`
+	Root contract.RootMode `toml:"root"`
 }
 
 // Default returns the embedded default configuration.
@@ -326,8 +325,8 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateNetwork()...)
 	errs = append(errs, c.validateHead()...)
 
-	if !slices.Contains(RootModes, c.Nodes.Root) {
-		bad("nodes.root", "%q is not one of %s", c.Nodes.Root, quoteList(RootModes))
+	if !slices.Contains(contract.RootModes, c.Nodes.Root) {
+		bad("nodes.root", "%q is not one of %s", c.Nodes.Root, quoteList(contract.RootModes))
 	}
 	if len(errs) == 0 {
 		return nil
@@ -400,15 +399,11 @@ func (c *Config) validateNetwork() []error {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 	prefix, err := netip.ParsePrefix(c.Network.Subnet)
-	switch {
-	case err != nil:
+	if err != nil {
 		bad("network.subnet", "%q is not an IPv4 subnet like \"10.99.0.0/24\"", c.Network.Subnet)
-	case !prefix.Addr().Is4():
-		bad("network.subnet", "%q is not IPv4; the cluster network is IPv4", c.Network.Subnet)
-	case prefix.Bits() < 24 || prefix.Bits() > 29:
-		bad("network.subnet", "/%d is not supported: node names come from the last octet, so use /24 to /29", prefix.Bits())
-	case prefix.Masked() != prefix:
-		bad("network.subnet", "%s has host bits set; did you mean %s?", prefix, prefix.Masked())
+	} else if err := contract.CheckSubnet(prefix); err != nil {
+		bad("network.subnet", "%v", err)
+		prefix = netip.Prefix{}
 	}
 	if !slices.Contains(DHCPModes, c.Network.DHCP) {
 		bad("network.dhcp", "%q is not one of %s", c.Network.DHCP, quoteList(DHCPModes))
@@ -494,7 +489,7 @@ func (c *Config) ForImage() string {
 	return b.String()
 }
 
-func quoteList(xs []string) string {
+func quoteList[S ~string](xs []S) string {
 	q := make([]string, len(xs))
 	for i, x := range xs {
 		q[i] = fmt.Sprintf("%q", x)

@@ -120,7 +120,7 @@ func TestDefaults(t *testing.T) {
 		{"network.dhcp", c.Network.DHCP, "auto"},
 		{"network.gateway", c.Network.Gateway, ""},
 		{"network.dns count", len(c.Network.DNS), 0},
-		{"nodes.root", c.Nodes.Root, "shared"},
+		{"nodes.root", string(c.Nodes.Root), "shared"},
 		{"users count", len(c.Users), 1},
 	}
 	for _, ch := range checks {
@@ -290,8 +290,8 @@ func TestValidationErrorsNameTheirKey(t *testing.T) {
 		{"subnet not cidr", `network.subnet = "10.99.0.0"`, []string{"network.subnet", `"10.99.0.0"`}},
 		{"subnet garbage", `network.subnet = "cluster"`, []string{"network.subnet"}},
 		{"subnet ipv6", `network.subnet = "fd00:99::/64"`, []string{"network.subnet", "IPv4"}},
-		{"subnet /16", `network.subnet = "10.99.0.0/16"`, []string{"network.subnet", "/16", "/24 to /29"}},
-		{"subnet /30", `network.subnet = "10.99.0.0/30"`, []string{"network.subnet", "/30"}},
+		{"subnet /7", `network.subnet = "10.0.0.0/7"`, []string{"network.subnet", "/7", "wider than /8"}},
+		{"subnet /31", `network.subnet = "10.99.0.0/31"`, []string{"network.subnet", "/31", "too small"}},
 		{"subnet host bits", `network.subnet = "10.99.0.7/24"`, []string{"network.subnet", "host bits", "did you mean 10.99.0.0/24?"}},
 		{"subnet host bits /28", `network.subnet = "192.168.1.20/28"`, []string{"network.subnet", "192.168.1.16/28"}},
 		{"dhcp mode", `network.dhcp = "yes"`, []string{"network.dhcp", `"yes"`, `"auto"`, `"off"`}},
@@ -409,7 +409,7 @@ suite = "jessie"
 boot_timeout = 9999
 
 [network]
-subnet = "10.99.0.0/16"
+subnet = "10.99.0.0/31"
 dhcp = "maybe"
 
 [nodes]

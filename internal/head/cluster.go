@@ -18,6 +18,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
@@ -28,13 +29,9 @@ import (
 // (/etc/hosts, hostfiles), SSH trust, and the NFS export of node1's root.
 
 const (
-	// RegistryFile in the state folder survives head restarts.
-	RegistryFile = "nodes.json"
 	// HeartbeatInterval is how often agents report; a node that misses
 	// registry.MissedHeartbeats of them is marked down.
 	HeartbeatInterval = 5 * time.Second
-	// RunDir holds node1's own SSH host key and certificate (per boot, RAM).
-	RunDir = "/run/clusterdebian"
 	// ExportsFile exports node1's live root to the cluster subnet only.
 	ExportsFile = "/etc/exports.d/clusterdebian.exports"
 )
@@ -69,23 +66,20 @@ func (h *Head) setupCluster() error {
 			h.log.Error("cannot write the cluster files", "root", root, "err", err)
 		}
 	}
-	reg, err := registry.Open(filepath.Join(o.StateDir, RegistryFile), HeartbeatInterval, onChange)
+	reg, err := registry.Open(filepath.Join(o.StateDir, contract.RegistryFile), h.naming, HeartbeatInterval, onChange)
 	if err != nil {
 		return fmt.Errorf("node registry: %w", err)
 	}
 	reg.SetLogger(h.log)
 	c := &cluster{reg: reg, ca: ca}
 	var apiOpts []registry.APIOption
-	if !o.AnyNodeAddress {
-		apiOpts = append(apiOpts, registry.AllowedSubnet(o.Subnet))
-	}
 	if root != "" {
 		if err := sshtrust.EnsureUserKeys(root); err != nil {
 			h.log.Warn("user SSH keys", "err", err)
 		}
 		// Nodes with their own root do not share node1's /root: they
 		// get root's key to authorize, for exec and shutdown.
-		if o.Root == RootRAM {
+		if o.Root == contract.RootRAM {
 			if pub, err := os.ReadFile(filepath.Join(root, "root", ".ssh", "id_ed25519.pub")); err == nil {
 				apiOpts = append(apiOpts, registry.RootKeys(string(pub)))
 			} else {
@@ -129,7 +123,7 @@ func (h *Head) markRegistered(ns []registry.Node, marked map[string]time.Time) {
 			continue
 		}
 		marked[n.MAC] = n.Registered
-		if h.opts.Root == RootShared {
+		if h.opts.Root == contract.RootShared {
 			h.tracker.Mark(mac, ip, bootstage.RootFetched, "NFS root mounted")
 		}
 		h.tracker.Mark(mac, ip, bootstage.Registered, n.Name)
@@ -145,14 +139,14 @@ func (h *Head) markRegistered(ns []registry.Node, marked map[string]time.Time) {
 // and has sshd reload when the certificate changed.
 func (h *Head) hostCertificate() error {
 	root := h.opts.ClusterRoot
-	principals := sshtrust.HostPrincipals("node1", h.addr.String())
+	principals := sshtrust.HostPrincipals(contract.HeadName, h.addr.String())
 	if _, err := os.Stat(filepath.Join(root, LiveSSHDConfig)); err != nil {
 		if pub, err := os.ReadFile(filepath.Join(root, InstalledHostKey+".pub")); err == nil {
 			key, _, _, _, err := ssh.ParseAuthorizedKey(pub)
 			if err != nil {
 				return fmt.Errorf("SSH host key %s.pub: %w", InstalledHostKey, err)
 			}
-			if name, err := os.Hostname(); err == nil && name != "node1" {
+			if name, err := os.Hostname(); err == nil && name != contract.HeadName {
 				principals = append(principals, name)
 			}
 			cert, err := h.cluster.ca.SignHost(key, principals, registry.HostCertValidity)
@@ -175,7 +169,7 @@ func (h *Head) hostCertificate() error {
 			return nil
 		}
 	}
-	dir := filepath.Join(root, RunDir, "ssh")
+	dir := filepath.Join(root, contract.RunDir, "ssh")
 	pub, err := sshtrust.EnsureHostKey(dir)
 	if err != nil {
 		return fmt.Errorf("SSH host key: %w", err)
@@ -216,8 +210,8 @@ func sameCertKey(a []byte, b string) bool {
 // read-write with root as root, since it is the nodes' root; and only /home
 // for the RAM root, with root squashed, since root on a node is not root on
 // node1's files. Either goes to the cluster subnet and nowhere else.
-func ExportLine(root string, subnet netip.Prefix) string {
-	if root == RootRAM {
+func ExportLine(root contract.RootMode, subnet netip.Prefix) string {
+	if root == contract.RootRAM {
 		return fmt.Sprintf("# Written by clusterdebian head: /home for the nodes, to the cluster subnet only.\n/home %s(rw,root_squash,no_subtree_check,fsid=2,sync)\n", subnet.Masked())
 	}
 	return fmt.Sprintf("# Written by clusterdebian head: node1's root, to the cluster subnet only.\n/ %s(rw,no_root_squash,no_subtree_check,fsid=1,async)\n", subnet.Masked())
@@ -225,9 +219,9 @@ func ExportLine(root string, subnet netip.Prefix) string {
 
 // export writes ExportsFile for the root mode and has the NFS server
 // reread it.
-func (h *Head) export(root string) {
+func (h *Head) export(root contract.RootMode) {
 	what := "/"
-	if root == RootRAM {
+	if root == contract.RootRAM {
 		what = "/home"
 	} else if v, err := os.ReadFile("/sys/module/overlay/parameters/nfs_export"); err == nil && strings.TrimSpace(string(v)) != "Y" {
 		h.log.Warn("overlayfs NFS export is off: nodes cannot mount this root; boot with overlay.nfs_export=Y overlay.index=Y")

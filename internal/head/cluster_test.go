@@ -4,12 +4,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
 
 func TestMarkRegistered(t *testing.T) {
-	h := &Head{opts: Options{Root: RootShared}, tracker: bootstage.NewTracker()}
+	h := &Head{opts: Options{Root: contract.RootShared}, tracker: bootstage.NewTracker()}
 	marked := map[string]time.Time{}
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	nodes := []registry.Node{

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/httpboot"
@@ -46,18 +47,10 @@ const (
 	// DefaultBootDir is where live-boot mounts the medium node1 booted from:
 	// a head started from the ISO serves the very files it booted itself.
 	DefaultBootDir  = "/run/live/medium/live"
-	DefaultStateDir = "/var/lib/clusterdebian"
+	DefaultStateDir = contract.StateDir
 	// DefaultIPXEDir is where Debian's ipxe package puts its binaries.
 	DefaultIPXEDir  = "/usr/lib/ipxe"
 	DefaultHTTPPort = 80
-)
-
-// Boot loaders handed to plain PXE firmware over TFTP, from the ipxe
-// package. snponly.efi drives the NIC through the firmware's own network
-// driver, so it works on any UEFI machine that could PXE boot at all.
-const (
-	BIOSBootFile = "undionly.kpxe"
-	UEFIBootFile = "snponly.efi"
 )
 
 // Options configure the head. The zero value of a field means its default.
@@ -84,8 +77,8 @@ type Options struct {
 	IPXEDir string
 	// HTTPPort is the boot HTTP server's port; default 80.
 	HTTPPort int
-	// Root is the nodes' root: RootShared (default) or RootRAM.
-	Root string
+	// Root is the nodes' root: contract.RootShared (default) or RootRAM.
+	Root contract.RootMode
 	// ExtraCmdline is appended to every node's kernel command line.
 	ExtraCmdline string
 	// ClusterRoot is the root file system whose cluster files (/etc/hosts,
@@ -93,9 +86,6 @@ type Options struct {
 	// it exports to the nodes: "/" on node1. Empty: netboot and the registry
 	// only, touching no system files (tests, benchmarks).
 	ClusterRoot string
-	// AnyNodeAddress lets nodes register with addresses outside the subnet:
-	// only for load benchmarks with more simulated agents than a /24 holds.
-	AnyNodeAddress bool
 	// Logger gets the log; default slog.Default().
 	Logger *slog.Logger
 }
@@ -121,9 +111,6 @@ func (o Options) withDefaults() (Options, error) {
 	if o.HTTPPort == 0 {
 		o.HTTPPort = DefaultHTTPPort
 	}
-	if o.Root == "" {
-		o.Root = RootShared
-	}
 	switch {
 	case !o.Subnet.IsValid() || !o.Subnet.Addr().Is4():
 		return o, fmt.Errorf("--subnet (network.subnet): %v is not an IPv4 subnet", o.Subnet)
@@ -136,16 +123,18 @@ func (o Options) withDefaults() (Options, error) {
 	default:
 		return o, fmt.Errorf("--dhcp (network.dhcp): %q is not one of auto, server, proxy or off", o.DHCP)
 	}
-	if o.Root != RootShared && o.Root != RootRAM {
-		return o, fmt.Errorf("nodes.root: %q is not %q or %q", o.Root, RootShared, RootRAM)
+	root, err := contract.ParseRootMode(string(o.Root))
+	if err != nil {
+		return o, fmt.Errorf("nodes.root: %w", err)
 	}
+	o.Root = root
 	if o.HTTPPort < 1 || o.HTTPPort > 65535 {
 		return o, fmt.Errorf("HTTP port %d is out of range", o.HTTPPort)
 	}
-	if err := CheckCmdline(o.ExtraCmdline); err != nil {
+	if err := contract.CheckExtra(o.ExtraCmdline); err != nil {
 		return o, fmt.Errorf("--kernel-cmdline-extra (image.kernel_cmdline): %w", err)
 	}
-	for _, f := range []string{KernelFile, InitrdFile} {
+	for _, f := range []string{contract.KernelFile, contract.InitrdFile} {
 		if _, err := os.Stat(filepath.Join(o.BootDir, f)); err != nil {
 			hint := ""
 			if o.BootDir == DefaultBootDir {
@@ -154,9 +143,9 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("--boot-dir (head.boot_dir) %s: no %s: nodes could not boot%s", o.BootDir, f, hint)
 		}
 	}
-	if o.Root == RootRAM {
-		if _, err := os.Stat(filepath.Join(o.BootDir, BaseLayer)); err != nil {
-			return o, fmt.Errorf("--boot-dir (head.boot_dir) %s: no %s, which nodes.root = \"ram\" needs", o.BootDir, BaseLayer)
+	if o.Root == contract.RootRAM {
+		if _, err := os.Stat(filepath.Join(o.BootDir, contract.BaseLayer)); err != nil {
+			return o, fmt.Errorf("--boot-dir (head.boot_dir) %s: no %s, which nodes.root = \"ram\" needs", o.BootDir, contract.BaseLayer)
 		}
 	}
 	return o, nil
@@ -168,9 +157,10 @@ type Head struct {
 	log     *slog.Logger
 	iface   string
 	addr    netip.Addr
+	naming  contract.Naming
 	base    string // http://<addr>[:port]
 	token   string
-	cmdline string
+	cmdline contract.Cmdline
 	tracker *bootstage.Tracker
 	dhcp    *dhcp.Server
 	tftp    *tftp.Server
@@ -198,20 +188,18 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	if h.addr, err = EnsureAddress(ctx, h.iface, o.Subnet, h.log); err != nil {
 		return nil, err
 	}
-	h.base = "http://" + h.addr.String()
-	if o.HTTPPort != 80 {
-		h.base += ":" + strconv.Itoa(o.HTTPPort)
-	}
+	h.naming = contract.Naming{Subnet: o.Subnet, Head: h.addr}
 	if h.token, err = prepareState(o.StateDir); err != nil {
 		return nil, err
 	}
-	var layers []string
-	if o.Root == RootRAM {
-		if layers, err = Layers(o.BootDir); err != nil {
+	h.cmdline = contract.Cmdline{Node: true, Head: h.addr, HTTPPort: uint16(o.HTTPPort), Token: h.token,
+		Root: o.Root, Extra: strings.Fields(o.ExtraCmdline)}
+	h.base = h.cmdline.HTTPBase()
+	if o.Root == contract.RootRAM {
+		if h.cmdline.Layers, err = Layers(o.BootDir); err != nil {
 			return nil, fmt.Errorf("--boot-dir (head.boot_dir): %w", err)
 		}
 	}
-	h.cmdline = Cmdline(h.addr, h.base, h.token, o.Root, layers, o.ExtraCmdline)
 
 	h.handler, err = httpboot.NewHandler(httpboot.Config{
 		BootDir: o.BootDir,
@@ -236,9 +224,9 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		Mode:      o.DHCP,
 		Router:    o.Router,
 		DNS:       o.DNS,
-		LeaseFile: filepath.Join(o.StateDir, LeasesFile),
+		LeaseFile: filepath.Join(o.StateDir, contract.LeasesFile),
 		HTTPBase:  h.base,
-		BootFiles: dhcp.BootFiles{BIOS: BIOSBootFile, UEFI: UEFIBootFile},
+		BootFiles: dhcp.BootFiles{BIOS: contract.BIOSBootFile, UEFI: contract.UEFIBootFile},
 		Logger:    h.log,
 		OnEvent:   h.dhcpEvent,
 	})
@@ -247,7 +235,7 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	}
 
 	h.tftp, err = tftp.New(tftp.Config{
-		Roots:     []string{filepath.Join(o.StateDir, TFTPDir), o.IPXEDir},
+		Roots:     []string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir},
 		Addr:      netip.AddrPortFrom(h.addr, 69).String(),
 		Interface: h.iface,
 		// Debian's ipxe.efi in /usr/lib/ipxe links to /boot.
@@ -271,7 +259,10 @@ func (h *Head) Interface() string { return h.iface }
 func (h *Head) Tracker() *bootstage.Tracker { return h.tracker }
 
 // Cmdline is the kernel command line nodes get.
-func (h *Head) Cmdline() string { return h.cmdline }
+func (h *Head) Cmdline() contract.Cmdline { return h.cmdline }
+
+// Naming is the naming rule of the cluster network the head serves.
+func (h *Head) Naming() contract.Naming { return h.naming }
 
 // Run prepares the head and serves until ctx is done.
 func Run(ctx context.Context, opts Options) error {
@@ -350,7 +341,7 @@ func (h *Head) Serve(ctx context.Context) error {
 	h.log.Info("head serving", "iface", h.iface, "addr", h.addr, "subnet", h.opts.Subnet,
 		"dhcp", h.opts.DHCP, "boot_dir", h.opts.BootDir, "state_dir", h.opts.StateDir,
 		"http", strings.Join(addrs, ","), "tftp", h.tftp.Addr().String(), "root", h.opts.Root)
-	h.log.Info("node kernel command line", "cmdline", redactToken(h.cmdline))
+	h.log.Info("node kernel command line", "cmdline", h.cmdline.String())
 	wg.Wait()
 	h.log.Info("head stopped")
 	return first
@@ -364,18 +355,6 @@ func (h *Head) tftpClose() {
 	h.tftp.Serve(ctx)
 }
 
-// redactToken hides the cluster token in logs: the journal is readable by
-// more people than the token file.
-func redactToken(cmdline string) string {
-	f := strings.Fields(cmdline)
-	for i, p := range f {
-		if strings.HasPrefix(p, ParamToken) {
-			f[i] = ParamToken + "…"
-		}
-	}
-	return strings.Join(f, " ")
-}
-
 // dhcpEvent records what the DHCP server told a node. A node whose DHCP
 // request already came from iPXE (the NIC's boot ROM is iPXE, as on QEMU and
 // many servers) loads no iPXE over TFTP: that request is its proof that
@@ -384,14 +363,14 @@ func (h *Head) dhcpEvent(mac net.HardwareAddr, ip netip.Addr, stage, detail stri
 	h.tracker.Mark(mac, ip, stage, detail)
 	if stage == dhcp.StageDHCPOffered && strings.HasSuffix(detail, "(ipxe-script)") && h.needsIPXEMark(mac) {
 		h.tracker.Mark(mac, ip, bootstage.IPXELoaded, "iPXE in the network card's boot ROM")
-		h.log.Info("node runs iPXE from its network card's boot ROM", "mac", strings.ToLower(mac.String()))
+		h.log.Info("node runs iPXE from its network card's boot ROM", "mac", contract.MACString(mac))
 	}
 }
 
 // needsIPXEMark reports whether the node's current boot has no ipxe-loaded
 // stage yet.
 func (h *Head) needsIPXEMark(mac net.HardwareAddr) bool {
-	key := strings.ToLower(mac.String())
+	key := contract.MACString(mac)
 	nodes := h.tracker.Nodes()
 	i := slices.IndexFunc(nodes, func(n bootstage.Node) bool { return n.MAC == key })
 	return i < 0 || needsIPXEMark(nodes[i].History)
@@ -423,7 +402,7 @@ func needsIPXEMark(hist []bootstage.Event) bool {
 // iPXE.
 func (h *Head) tftpRead(remote netip.Addr, file string, n int64, err error) {
 	base := filepath.Base(file)
-	if err != nil || (base != BIOSBootFile && base != UEFIBootFile && !strings.HasPrefix(base, "ipxe")) {
+	if err != nil || (base != contract.BIOSBootFile && base != contract.UEFIBootFile && !strings.HasPrefix(base, "ipxe")) {
 		return
 	}
 	h.tracker.Mark(nil, remote, bootstage.IPXELoaded, "tftp "+file)
@@ -437,11 +416,12 @@ func (h *Head) tftpRead(remote netip.Addr, file string, n int64, err error) {
 // script renders a node's iPXE script for httpboot.
 func (h *Head) script(mac net.HardwareAddr, remote netip.Addr) (string, error) {
 	remote = remote.Unmap()
-	s, err := ScriptWith(mac, remote, h.addr, h.base, h.cmdline, InitrdFor(h.opts.Root))
+	name := h.nodeName(remote)
+	s, err := Script(name, mac, h.cmdline)
 	if err != nil {
 		return "", err
 	}
-	h.log.Info("ipxe script", "mac", strings.ToLower(mac.String()), "ip", remote, "node", NodeName(remote))
+	h.log.Info("ipxe script", "mac", contract.MACString(mac), "ip", remote, "node", name)
 	return s, nil
 }
 

@@ -13,36 +13,10 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 )
-
-func TestCmdline(t *testing.T) {
-	head := netip.MustParseAddr("10.99.0.1")
-	tok := strings.Repeat("ab", 32)
-	shared := Cmdline(head, "http://10.99.0.1", tok, RootShared, []string{"02-custom.ext4"}, " rdinit=/init ")
-	for _, want := range []string{
-		"console=ttyS0,115200n8 console=tty0 clusterdebian.role=node clusterdebian.head=10.99.0.1 clusterdebian.token=" + tok,
-		"root=/dev/nfs nfsroot=10.99.0.1:/,vers=3,tcp ip=dhcp rw",
-	} {
-		if !strings.Contains(shared, want) {
-			t.Errorf("shared cmdline %q lacks %q", shared, want)
-		}
-	}
-	if !strings.HasSuffix(shared, " rw rdinit=/init") {
-		t.Errorf("extra parameters are not last: %q", shared)
-	}
-	if strings.Contains(shared, "layers") {
-		t.Errorf("shared cmdline names layers: %q", shared)
-	}
-	ram := Cmdline(head, "http://10.99.0.1:8080", tok, RootRAM, []string{"02-custom.ext4", "03-site.squashfs"}, "")
-	if !strings.Contains(ram, "clusterdebian.root=ram boot=live fetch=http://10.99.0.1:8080/netboot/01-base.squashfs ip=dhcp clusterdebian.layers=02-custom.ext4,03-site.squashfs") || strings.Contains(ram, "nfs") {
-		t.Errorf("ram cmdline: %q", ram)
-	}
-	if strings.HasSuffix(ram, " ") {
-		t.Errorf("trailing space: %q", ram)
-	}
-}
 
 func TestLayers(t *testing.T) {
 	dir := t.TempDir()
@@ -63,28 +37,16 @@ func TestLayers(t *testing.T) {
 	}
 }
 
-func TestCheckCmdline(t *testing.T) {
-	for _, ok := range []string{"", "quiet", "rdinit=/init console=ttyS0,115200n8 systemd.unit=rescue.target"} {
-		if err := CheckCmdline(ok); err != nil {
-			t.Errorf("CheckCmdline(%q): %v", ok, err)
-		}
-	}
-	for _, bad := range []string{"quiet\nshell", "a=${net0/ip}", "x || shell", "a\"b", "a\\b"} {
-		if err := CheckCmdline(bad); err == nil {
-			t.Errorf("CheckCmdline(%q) accepted it", bad)
-		}
-	}
-}
-
 func TestScript(t *testing.T) {
 	mac, _ := net.ParseMAC("52:54:00:AB:CD:EF")
-	s, err := Script(mac, netip.MustParseAddr("10.99.0.23"), netip.MustParseAddr("10.99.0.1"), "http://10.99.0.1", "console=tty0 x=1")
+	c := contract.Cmdline{Node: true, Head: netip.MustParseAddr("10.99.0.1"), Token: "t", Root: contract.RootRAM, Extra: []string{"x=1"}}
+	s, err := Script("node23", mac, c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := "#!ipxe\n" +
 		"echo ClusterDebian: booting node23 (52:54:00:ab:cd:ef) from head 10.99.0.1\n" +
-		"kernel http://10.99.0.1/netboot/vmlinuz initrd=initrd.img console=tty0 x=1\n" +
+		"kernel http://10.99.0.1/netboot/vmlinuz initrd=initrd.img " + c.Format() + "\n" +
 		"initrd http://10.99.0.1/netboot/initrd.img\n" +
 		"boot\n"
 	if s != want {
@@ -160,18 +122,18 @@ func TestToken(t *testing.T) {
 	if !validToken(tok) {
 		t.Fatalf("token %q", tok)
 	}
-	fi, err := os.Stat(filepath.Join(dir, TokenFile))
+	fi, err := os.Stat(filepath.Join(dir, contract.TokenFile))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("token file: %v, %v", fi.Mode(), err)
 	}
-	if fi, err := os.Stat(filepath.Join(dir, TFTPDir)); err != nil || !fi.IsDir() {
+	if fi, err := os.Stat(filepath.Join(dir, contract.TFTPDir)); err != nil || !fi.IsDir() {
 		t.Errorf("tftp root: %v", err)
 	}
 	again, err := prepareState(dir)
 	if err != nil || again != tok {
 		t.Errorf("second start: token %q, %v; want the first one %q", again, err, tok)
 	}
-	os.WriteFile(filepath.Join(dir, TokenFile), []byte("short\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, contract.TokenFile), []byte("short\n"), 0o600)
 	if _, err := prepareState(dir); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("damaged token: %v", err)
 	}
@@ -201,29 +163,20 @@ func TestNeedsIPXEMark(t *testing.T) {
 	}
 }
 
-func TestNodeName(t *testing.T) {
-	if n := NodeName(netip.MustParseAddr("10.99.0.7")); n != "node7" {
-		t.Errorf("NodeName = %q", n)
-	}
-	if n := NodeName(netip.MustParseAddr("::ffff:10.99.0.12")); n != "node12" {
-		t.Errorf("NodeName(mapped) = %q", n)
-	}
-}
-
 func TestExportLine(t *testing.T) {
 	subnet := netip.MustParsePrefix("10.99.0.7/24")
-	shared := ExportLine(RootShared, subnet)
+	shared := ExportLine(contract.RootShared, subnet)
 	if !strings.Contains(shared, "\n/ 10.99.0.0/24(rw,no_root_squash,") {
 		t.Errorf("shared root export: %q", shared)
 	}
-	ram := ExportLine(RootRAM, subnet)
+	ram := ExportLine(contract.RootRAM, subnet)
 	if !strings.Contains(ram, "\n/home 10.99.0.0/24(rw,root_squash,") || strings.Contains(ram, "\n/ ") {
 		t.Errorf("RAM root export: %q", ram)
 	}
 }
 
 // TestHostCertificate: on the live image node1 gets a key made for this boot
-// in RunDir; on an installed machine (localnode1) its own ed25519 key is
+// in contract.RunDir; on an installed machine (localnode1) its own ed25519 key is
 // certified instead, so the key its users trust stays.
 func TestHostCertificate(t *testing.T) {
 	ca, err := sshtrust.OpenCA(t.TempDir())
@@ -262,7 +215,7 @@ func TestHostCertificate(t *testing.T) {
 	if c := certOf(filepath.Join(installed, InstalledHostCert)); string(c.Key.Marshal()) != string(key.Marshal()) {
 		t.Error("the installed machine's certificate is not for its own host key")
 	}
-	if _, err := os.Stat(filepath.Join(installed, RunDir, "ssh")); err == nil {
+	if _, err := os.Stat(filepath.Join(installed, contract.RunDir, "ssh")); err == nil {
 		t.Error("a per-boot key was made on an installed machine")
 	}
 
@@ -279,7 +232,7 @@ func TestHostCertificate(t *testing.T) {
 	if err := newHead(live).hostCertificate(); err != nil {
 		t.Fatal(err)
 	}
-	certOf(filepath.Join(live, RunDir, "ssh", sshtrust.HostCertFile))
+	certOf(filepath.Join(live, contract.RunDir, "ssh", sshtrust.HostCertFile))
 	if _, err := os.Stat(filepath.Join(live, InstalledHostCert)); err == nil {
 		t.Error("the live image's shipped key was certified")
 	}

@@ -5,18 +5,23 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
+
+// testNaming is the default cluster network: 10.99.0.0/24, node1 at .1.
+var testNaming = contract.Naming{Subnet: netip.MustParsePrefix("10.99.0.0/24"), Head: netip.MustParseAddr("10.99.0.1")}
 
 // TestRoutes checks that the status page, the metrics and the node API are
 // served beside the boot handler, and that everything else still reaches it.
 func TestRoutes(t *testing.T) {
-	reg, err := registry.Open(filepath.Join(t.TempDir(), RegistryFile), time.Second, nil)
+	reg, err := registry.Open(filepath.Join(t.TempDir(), contract.RegistryFile), testNaming, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

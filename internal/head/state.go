@@ -9,22 +9,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-)
 
-// Files and folders in the state folder.
-const (
-	LeasesFile = "leases.json"
-	TokenFile  = "token"
-	TFTPDir    = "tftp"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 // prepareState creates the state folder and its TFTP root and returns the
 // cluster token.
 func prepareState(dir string) (token string, err error) {
-	if err := os.MkdirAll(filepath.Join(dir, TFTPDir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, contract.TFTPDir), 0o755); err != nil {
 		return "", fmt.Errorf("state folder (--state-dir, head.state_dir): %w", err)
 	}
-	return loadToken(filepath.Join(dir, TokenFile))
+	return loadToken(filepath.Join(dir, contract.TokenFile))
 }
 
 // loadToken returns the cluster's token from path, making one on first use.

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 // bootstrapRecipe changes whenever the way the base is made changes, so that
@@ -63,7 +64,7 @@ func customizeHooks(script string) []string {
 			`mkdir -p "$1` + conf + `/scripts/nfs-bottom"`,
 		"--customize-hook=upload " + script + " " + conf + "/scripts/nfs-bottom/clusterdebian-node",
 		`--customize-hook=chmod 0755 "$1` + conf + `/scripts/nfs-bottom/clusterdebian-node"`,
-		`--customize-hook=chroot "$1" sh -c 'mkinitramfs -d ` + conf + ` -o /boot/` + NodeInitrdName +
+		`--customize-hook=chroot "$1" sh -c 'mkinitramfs -d ` + conf + ` -o /boot/` + contract.NFSInitrdFile +
 			` "$(ls /lib/modules | sort -V | tail -n 1)"'`,
 		`--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*`,
 	}
@@ -147,7 +148,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 
 	// The kernel and initrd boot from the medium, not from the squashfs.
 	boot := filepath.Join(root, "boot")
-	for pattern, name := range map[string]string{"vmlinuz-*": KernelName, "initrd.img-*": InitrdName, NodeInitrdName: NodeInitrdName} {
+	for pattern, name := range map[string]string{"vmlinuz-*": contract.KernelFile, "initrd.img-*": contract.InitrdFile, contract.NFSInitrdFile: contract.NFSInitrdFile} {
 		matches, _ := filepath.Glob(filepath.Join(boot, pattern))
 		if len(matches) == 0 {
 			return fmt.Errorf("the bootstrap has no /boot/%s: is linux-image-amd64 installed?", pattern)
@@ -188,7 +189,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 	}
 
 	r.stage.Status("mksquashfs base layer")
-	if err := r.run(ctx, "mksquashfs", MksquashfsArgs(root, filepath.Join(dir, BaseLayer))...); err != nil {
+	if err := r.run(ctx, "mksquashfs", MksquashfsArgs(root, filepath.Join(dir, contract.BaseLayer))...); err != nil {
 		return err
 	}
 	return removeTree(root)

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/config"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/progress"
 )
 
@@ -43,19 +44,13 @@ var Stages = []string{StageBootstrap, StageCustomize, StageSquashfs, StageISO}
 
 // Output file names.
 const (
-	ISOName     = "clusterdebian.iso"
-	NetbootDir  = "netboot"
-	ReportName  = "build-report.json"
-	LogName     = "build.log"
-	BaseLayer   = "01-base.squashfs"
-	CustomLayer = "02-custom.ext4"
-	KernelName  = "vmlinuz"
-	InitrdName  = "initrd.img"
-	// NodeInitrdName is the nodes' initrd: it mounts node1's root over NFS.
-	NodeInitrdName = "initrd-nfs.img"
-	PackageList    = "packages.txt"
-	keepPerStage   = 2 // cache entries kept per stage
-	bootstrapNeed  = 4 << 30
+	ISOName       = "clusterdebian.iso"
+	NetbootDir    = "netboot"
+	ReportName    = "build-report.json"
+	LogName       = "build.log"
+	PackageList   = "packages.txt"
+	keepPerStage  = 2 // cache entries kept per stage
+	bootstrapNeed = 4 << 30
 )
 
 // Options configure one build.
@@ -243,11 +238,11 @@ func (b *build) publish(report *Report) error {
 	}
 	nb := filepath.Join(out, NetbootDir)
 	files := map[string]string{
-		KernelName:     filepath.Join(b.dirs[StageBootstrap], KernelName),
-		InitrdName:     filepath.Join(b.dirs[StageBootstrap], InitrdName),
-		NodeInitrdName: filepath.Join(b.dirs[StageBootstrap], NodeInitrdName),
-		BaseLayer:      filepath.Join(b.dirs[StageBootstrap], BaseLayer),
-		CustomLayer:    filepath.Join(b.dirs[StageSquashfs], CustomLayer),
+		contract.KernelFile:    filepath.Join(b.dirs[StageBootstrap], contract.KernelFile),
+		contract.InitrdFile:    filepath.Join(b.dirs[StageBootstrap], contract.InitrdFile),
+		contract.NFSInitrdFile: filepath.Join(b.dirs[StageBootstrap], contract.NFSInitrdFile),
+		contract.BaseLayer:     filepath.Join(b.dirs[StageBootstrap], contract.BaseLayer),
+		contract.CustomLayer:   filepath.Join(b.dirs[StageSquashfs], contract.CustomLayer),
 	}
 	names := make([]string, 0, len(files))
 	for n := range files {
@@ -272,7 +267,7 @@ func (b *build) publish(report *Report) error {
 	}
 	report.ISO, _ = filepath.Abs(iso)
 	report.ISOBytes = fi.Size()
-	for _, l := range []string{BaseLayer, CustomLayer} {
+	for _, l := range []string{contract.BaseLayer, contract.CustomLayer} {
 		if fi, err := os.Stat(filepath.Join(nb, l)); err == nil {
 			report.SquashBytes += fi.Size()
 		}

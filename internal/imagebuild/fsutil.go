@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 )
 
 // mountsUnder returns the mount points at or below dir, deepest first.

@@ -9,6 +9,7 @@ import (
 	"text/template"
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 // isoRecipe changes whenever the ISO layout changes.
@@ -81,11 +82,11 @@ func (b *build) iso(ctx context.Context, dir string, r *runner) error {
 		}
 	}
 	links := map[string]string{
-		filepath.Join(boot, KernelName):     filepath.Join(live, KernelName),
-		filepath.Join(boot, InitrdName):     filepath.Join(live, InitrdName),
-		filepath.Join(boot, NodeInitrdName): filepath.Join(live, NodeInitrdName),
-		filepath.Join(boot, BaseLayer):      filepath.Join(live, BaseLayer),
-		filepath.Join(squash, CustomLayer):  filepath.Join(live, CustomLayer),
+		filepath.Join(boot, contract.KernelFile):    filepath.Join(live, contract.KernelFile),
+		filepath.Join(boot, contract.InitrdFile):    filepath.Join(live, contract.InitrdFile),
+		filepath.Join(boot, contract.NFSInitrdFile): filepath.Join(live, contract.NFSInitrdFile),
+		filepath.Join(boot, contract.BaseLayer):     filepath.Join(live, contract.BaseLayer),
+		filepath.Join(squash, contract.CustomLayer): filepath.Join(live, contract.CustomLayer),
 	}
 	menu := map[string]any{"Version": b.version, "Timeout": b.Config.Image.BootTimeout, "Cmdline": b.kernelCmdline()}
 	for key, name := range map[string]string{"MemtestBIOS": "memtest86+x64.bin", "MemtestEFI": "memtest86+x64.efi"} {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 // layerRecipe changes whenever the custom layer's format changes.
@@ -47,5 +49,5 @@ func (b *build) squashfs(ctx context.Context, dir string, r *runner) error {
 	uuid := fmt.Sprintf("%s-%s-4%s-8%s-%s", key[0:8], key[8:12], key[13:16], key[17:20], key[12:13]+key[16:17]+key[20:24]+"000000")
 	return r.run(ctx, "mkfs.ext4", "-q", "-F", "-L", "CDCUSTOM", "-U", uuid,
 		"-E", "root_owner=0:0,hash_seed="+uuid, "-O", "^has_journal", "-m", "0",
-		"-N", fmt.Sprint(files+1024), "-d", src, filepath.Join(dir, CustomLayer), fmt.Sprintf("%dk", kib))
+		"-N", fmt.Sprint(files+1024), "-d", src, filepath.Join(dir, contract.CustomLayer), fmt.Sprintf("%dk", kib))
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
 	"github.com/clusterdebian/clusterdebian/internal/config"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/head"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 )
@@ -68,7 +69,7 @@ func Packages(cfg *config.Config) []string {
 
 // Netboot files a build makes (imagebuild's names); the kernel and the
 // initrds are required.
-var requiredBootFiles = []string{imagebuild.KernelName, imagebuild.InitrdName}
+var requiredBootFiles = []string{contract.KernelFile, contract.InitrdFile}
 
 // Options say what to set up.
 type Options struct {
@@ -102,7 +103,7 @@ type Change struct {
 type Plan struct {
 	Interface string
 	Address   netip.Prefix
-	Root      string // the nodes' root: ram or shared
+	Root      contract.RootMode // the nodes' root: ram or shared
 	DHCP      string
 	Network   string // the tool that configures the interface
 	BootDir   string
@@ -140,18 +141,18 @@ func MakePlan(ctx context.Context, sys *System, o Options) (*Plan, error) {
 	}
 	cfg.Head.BootDir = BootDir
 	cfg.Head.StateDir = StateDir
-	cfg.Nodes.Root = head.RootRAM
+	cfg.Nodes.Root = contract.RootRAM
 	if o.SharedRoot {
-		cfg.Nodes.Root = head.RootShared
+		cfg.Nodes.Root = contract.RootShared
 		p.Warnings = append(p.Warnings, "--shared-root: the nodes will mount this host's root file system read-write over NFS: "+
 			"any node (or anyone on the cluster network) can change or break this host; the RAM root is the safe choice")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("--config / --dhcp: %w", err)
 	}
-	if cfg.Nodes.Root == head.RootRAM {
-		if _, err := os.Stat(filepath.Join(from, imagebuild.BaseLayer)); err != nil {
-			return nil, fmt.Errorf("--from %s: no %s, which nodes with the RAM root fetch", from, imagebuild.BaseLayer)
+	if cfg.Nodes.Root == contract.RootRAM {
+		if _, err := os.Stat(filepath.Join(from, contract.BaseLayer)); err != nil {
+			return nil, fmt.Errorf("--from %s: no %s, which nodes with the RAM root fetch", from, contract.BaseLayer)
 		}
 	}
 	p.cfg = &cfg
@@ -256,7 +257,7 @@ func (p *Plan) checkNetwork() error {
 // checkUsers warns about the image's users without an account here: the
 // nodes share this host's /home, and uids must match.
 func (p *Plan) checkUsers() {
-	if p.cfg.Nodes.Root != head.RootRAM {
+	if p.cfg.Nodes.Root != contract.RootRAM {
 		return
 	}
 	passwd, _, _ := p.sys.read("/etc/passwd")
@@ -372,7 +373,7 @@ HostCertificate /` + head.InstalledHostCert + `
 
 // exportsFile is the head's exports file for the nodes' root mode: the
 // head's own line (head.ExportLine), so that neither rewrites the other's.
-func exportsFile(root string, subnet netip.Prefix) string {
+func exportsFile(root contract.RootMode, subnet netip.Prefix) string {
 	return head.ExportLine(root, subnet)
 }
 
@@ -413,7 +414,7 @@ func (p *Plan) planFiles(ctx context.Context) error {
 			restart = true
 		case ExportsPath:
 			what := "/home"
-			if p.Root == head.RootShared {
+			if p.Root == contract.RootShared {
 				what = "this host's root"
 			}
 			p.add("export "+what+" to "+p.cfg.Subnet().String()+" only (exportfs -ra)", func(ctx context.Context, _ *Record) error {
@@ -521,7 +522,7 @@ func (p *Plan) recordHeadFiles(ctx context.Context, r *Record) error {
 			r.Absent = append(r.Absent, f)
 		}
 	}
-	for _, d := range []string{"/etc/cluster", head.RunDir} {
+	for _, d := range []string{"/etc/cluster", contract.RunDir} {
 		if !p.sys.exists(d) && !slices.Contains(r.Dirs, d) {
 			r.Dirs = append(r.Dirs, d)
 		}

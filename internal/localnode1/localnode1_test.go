@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/clusterdebian/clusterdebian/internal/config"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 )
 
@@ -145,7 +146,7 @@ func buildOut(t *testing.T) string {
 	out := t.TempDir()
 	nb := filepath.Join(out, imagebuild.NetbootDir)
 	os.MkdirAll(nb, 0o755)
-	for _, f := range []string{imagebuild.KernelName, imagebuild.InitrdName, imagebuild.NodeInitrdName, imagebuild.BaseLayer, imagebuild.CustomLayer} {
+	for _, f := range []string{contract.KernelFile, contract.InitrdFile, contract.NFSInitrdFile, contract.BaseLayer, contract.CustomLayer} {
 		if err := os.WriteFile(filepath.Join(nb, f), []byte("fake "+f), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -199,9 +200,9 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 	// The RAM root needs the base layer.
-	os.Remove(filepath.Join(out, imagebuild.NetbootDir, imagebuild.BaseLayer))
-	if _, err := MakePlan(ctx, h.system(), Options{Interface: "eth1", From: out, Binary: bin}); err == nil || !strings.Contains(err.Error(), imagebuild.BaseLayer) {
-		t.Errorf("without %s: %v", imagebuild.BaseLayer, err)
+	os.Remove(filepath.Join(out, imagebuild.NetbootDir, contract.BaseLayer))
+	if _, err := MakePlan(ctx, h.system(), Options{Interface: "eth1", From: out, Binary: bin}); err == nil || !strings.Contains(err.Error(), contract.BaseLayer) {
+		t.Errorf("without %s: %v", contract.BaseLayer, err)
 	}
 	// An interface configured in /etc/network/interfaces already.
 	h.file("/etc/network/interfaces", "source /etc/network/interfaces.d/*\niface eth1 inet dhcp\n")
@@ -269,7 +270,7 @@ func TestApplyTwiceThenRemove(t *testing.T) {
 	if got := h.read(UnitPath); !strings.Contains(got, "ExecStart="+BinaryPath+" head --config "+ConfigPath) || !strings.Contains(got, "WantedBy=multi-user.target") {
 		t.Errorf("unit:\n%s", got)
 	}
-	if got := h.read(filepath.Join(BootDir, imagebuild.BaseLayer)); got != "fake "+imagebuild.BaseLayer {
+	if got := h.read(filepath.Join(BootDir, contract.BaseLayer)); got != "fake "+contract.BaseLayer {
 		t.Errorf("boot files not copied: %q", got)
 	}
 	if !h.enabled[ServiceName] || !h.active[ServiceName] || !h.ran("ifup eth1") || !h.ran("exportfs -ra") {
@@ -285,12 +286,12 @@ func TestApplyTwiceThenRemove(t *testing.T) {
 		t.Errorf("second plan is not empty:\n%s", summaries(p))
 	}
 	// A new build changes the boot files only, and restarts the head.
-	os.WriteFile(filepath.Join(out, imagebuild.NetbootDir, imagebuild.CustomLayer), []byte("a newer layer"), 0o644)
+	os.WriteFile(filepath.Join(out, imagebuild.NetbootDir, contract.CustomLayer), []byte("a newer layer"), 0o644)
 	p, err = MakePlan(ctx, h.system(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := summaries(p); len(p.Changes) != 3 || !strings.Contains(s, "copy the netboot files") || !strings.Contains(s, imagebuild.CustomLayer) || !strings.Contains(s, "restart "+ServiceName) {
+	if s := summaries(p); len(p.Changes) != 3 || !strings.Contains(s, "copy the netboot files") || !strings.Contains(s, contract.CustomLayer) || !strings.Contains(s, "restart "+ServiceName) {
 		t.Errorf("after a new build, plan:\n%s", s)
 	}
 	if err := p.Apply(ctx); err != nil {

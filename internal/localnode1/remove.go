@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/head"
 	"github.com/clusterdebian/clusterdebian/internal/markedblock"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
@@ -169,7 +170,7 @@ func (m *Removal) removeDir(d string) error {
 		return nil
 	}
 	switch d {
-	case StateDir, BootDir, "/etc/cluster", head.RunDir, "/etc/clusterdebian":
+	case StateDir, BootDir, "/etc/cluster", contract.RunDir, "/etc/clusterdebian":
 		sys.logf("removing %s", d)
 		return os.RemoveAll(sys.path(d))
 	}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 
@@ -76,16 +75,6 @@ type errorResponse struct {
 // APIOption changes how NewAPI's handler checks requests.
 type APIOption func(*api)
 
-// AllowedSubnet makes the API refuse registrations from addresses outside
-// subnet (and its network and broadcast addresses). The head passes the
-// cluster subnet. Without it, any IPv4 host address is accepted: that is
-// what the load simulator relies on, registering thousands of made-up
-// addresses of a test /16 against an in-process API; there it passes that
-// /16 instead.
-func AllowedSubnet(subnet netip.Prefix) APIOption {
-	return func(a *api) { a.subnet = subnet.Masked() }
-}
-
 // RootKeys has registrations answered with node1's root public keys
 // (RegisterResponse.RootAuthorizedKeys).
 func RootKeys(keys string) APIOption {
@@ -99,7 +88,6 @@ type api struct {
 	hasTok   bool
 	trust    *sshtrust.CA
 	log      *slog.Logger
-	subnet   netip.Prefix
 }
 
 // NewAPI returns the HTTP handler of the node API:
@@ -164,12 +152,6 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Role = RoleNode // only the head registers as the head, in process
-	if a.subnet.IsValid() {
-		if err := a.checkSubnet(req.IP); err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-	}
 	var hostKey ssh.PublicKey
 	if strings.TrimSpace(req.SSHHostKey) != "" {
 		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(req.SSHHostKey))
@@ -205,29 +187,6 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 	a.log.Info("node registered", "node", node.Name, "mac", node.MAC, "ip", node.IP, "cores", node.Cores,
 		"mem_kib", node.MemTotalKiB, "host_cert", resp.SSHHostCertificate != "")
 	writeJSON(w, http.StatusOK, resp)
-}
-
-// checkSubnet refuses addresses outside the allowed subnet.
-func (a *api) checkSubnet(s string) error {
-	ip, err := parseIP(s)
-	if err != nil {
-		return err
-	}
-	if !a.subnet.Contains(ip) {
-		return fmt.Errorf("ip %s is outside the cluster subnet %s", ip, a.subnet)
-	}
-	if ip == a.subnet.Addr() || ip == lastAddr(a.subnet) {
-		return fmt.Errorf("ip %s is the network or broadcast address of %s", ip, a.subnet)
-	}
-	return nil
-}
-
-// lastAddr is the broadcast address of an IPv4 prefix.
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Addr().As4()
-	host := uint32(1)<<(32-p.Bits()) - 1
-	v := (uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])) | host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func (a *api) heartbeat(w http.ResponseWriter, r *http.Request) {

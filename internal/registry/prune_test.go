@@ -16,7 +16,7 @@ import (
 func TestAPIPrune(t *testing.T) {
 	var mu sync.Mutex
 	var reported [][]Node
-	reg, err := Open(filepath.Join(t.TempDir(), "nodes.json"), time.Second, func(ns []Node) {
+	reg, err := Open(filepath.Join(t.TempDir(), "nodes.json"), testNaming, time.Second, func(ns []Node) {
 		mu.Lock()
 		defer mu.Unlock()
 		reported = append(reported, ns)

@@ -6,9 +6,10 @@
 // restarted head keeps the same names and does not list a node twice, and
 // reported to a callback, which rewrites /etc/hosts and the MPI hostfiles.
 //
-// A node's name is node<N>, N the last octet of its IPv4 address: the
-// cluster subnet is a /24 or smaller, so that names are unique, and the same
-// as the DHCP host names and the name the node's initramfs gives itself.
+// A node's name follows from its address by the cluster's naming rule
+// (contract.Naming), the same rule the DHCP server and the node's initramfs
+// use; the registry accepts only addresses that the rule can name, that is
+// host addresses of the cluster subnet.
 package registry
 
 import (
@@ -16,16 +17,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 // Roles and states of a node.
@@ -101,6 +103,7 @@ type fileFormat struct {
 // Registry is the set of nodes. It is safe for concurrent use.
 type Registry struct {
 	path     string
+	naming   contract.Naming
 	interval time.Duration
 	onChange func([]Node)
 	gen      uint64 // see Generation
@@ -121,17 +124,20 @@ type Registry struct {
 	idle    *sync.Cond // signalled when the saver stops; uses mu
 }
 
-// Open loads the registry saved at path (none yet is fine) for nodes that
-// heartbeat every interval. onChange, if not nil, gets every node after
+// Open loads the registry saved at path (none yet is fine) for the cluster
+// network that naming describes, for nodes that heartbeat every interval. onChange, if not nil, gets every node after
 // changes: in the background, one call at a time, always with the latest
 // state, so that changes in quick succession may be reported once. It may
 // call the registry. Open itself does not call it: the caller has Nodes().
 // Call Flush before exiting, to have the last change saved.
-func Open(path string, interval time.Duration, onChange func([]Node)) (*Registry, error) {
+func Open(path string, naming contract.Naming, interval time.Duration, onChange func([]Node)) (*Registry, error) {
 	if interval <= 0 {
 		return nil, fmt.Errorf("heartbeat interval %v must be positive", interval)
 	}
-	r := &Registry{path: path, interval: interval, onChange: onChange, nodes: map[string]*Node{}, now: time.Now, log: slog.Default()}
+	if err := naming.Check(); err != nil {
+		return nil, err
+	}
+	r := &Registry{path: path, naming: naming, interval: interval, onChange: onChange, nodes: map[string]*Node{}, now: time.Now, log: slog.Default()}
 	// Starting from the clock keeps generations of a restarted head from
 	// repeating the ones its nodes saw before.
 	r.gen = uint64(time.Now().UnixNano())
@@ -157,7 +163,13 @@ func Open(path string, interval time.Duration, onChange func([]Node)) (*Registry
 		if err != nil || !ip.Is4() {
 			continue
 		}
-		n.MAC, n.IP, n.Name = mac, ip.String(), NodeName(ip)
+		// A record from another cluster network (node1 moved to another
+		// LAN) has no name here: the node registers again.
+		name, err := naming.Name(ip)
+		if err != nil {
+			continue
+		}
+		n.MAC, n.IP, n.Name = mac, ip.String(), name
 		// A hand-edited file could hold one address twice; the latest
 		// registration wins, as it would have live.
 		if old := r.byIP(n.IP); old != nil {
@@ -191,39 +203,33 @@ func (r *Registry) SetLogger(l *slog.Logger) {
 // Interval is the heartbeat interval nodes are told to keep.
 func (r *Registry) Interval() time.Duration { return r.interval }
 
-// NodeName names the node at ip: node<N>, N its last octet.
-func NodeName(ip netip.Addr) string {
-	ip = ip.Unmap()
-	if !ip.Is4() {
-		return "node"
-	}
-	return fmt.Sprintf("node%d", ip.As4()[3])
-}
+// Naming is the naming rule the registry names nodes by.
+func (r *Registry) Naming() contract.Naming { return r.naming }
 
-// normalizeMAC checks a MAC address and returns it in lower-case
-// colon form, so that "AA-BB-..." and "aa:bb:..." are one node.
+// normalizeMAC checks a MAC address and returns it in the cluster's one
+// form (contract.NormalizeMAC), so that "AA-BB-..." and "aa:bb:..." are one
+// node.
 func normalizeMAC(s string) (string, error) {
-	hw, err := net.ParseMAC(strings.TrimSpace(s))
-	if err != nil || len(hw) != 6 {
-		return "", fmt.Errorf("%w: MAC %q is not an Ethernet address like 52:54:00:12:34:56", ErrInvalid, s)
+	m, err := contract.NormalizeMAC(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if hw[0]&1 != 0 {
-		return "", fmt.Errorf("%w: MAC %s is a multicast address", ErrInvalid, hw)
-	}
-	return hw.String(), nil
+	return m, nil
 }
 
-// parseIP checks a node address: IPv4, usable by a host.
-func parseIP(s string) (netip.Addr, error) {
+// parseIP checks a node address: a host address of the cluster subnet, and
+// returns it with the name the naming rule gives it.
+func (r *Registry) parseIP(s string) (netip.Addr, string, error) {
 	ip, err := netip.ParseAddr(strings.TrimSpace(s))
 	if err != nil {
-		return ip, fmt.Errorf("%w: IP %q is not an IPv4 address", ErrInvalid, s)
+		return ip, "", fmt.Errorf("%w: IP %q is not an IPv4 address", ErrInvalid, s)
 	}
 	ip = ip.Unmap()
-	if !ip.Is4() || ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return ip, fmt.Errorf("%w: IP %s is not a node's IPv4 address", ErrInvalid, ip)
+	name, err := r.naming.Name(ip)
+	if err != nil {
+		return ip, "", fmt.Errorf("%w: IP %v", ErrInvalid, err)
 	}
-	return ip, nil
+	return ip, name, nil
 }
 
 // byIP returns the node holding ip, if any. r.mu must be held.
@@ -248,7 +254,7 @@ func (r *Registry) Register(req RegisterRequest) (Node, error) {
 	if err != nil {
 		return Node{}, err
 	}
-	ip, err := parseIP(req.IP)
+	ip, name, err := r.parseIP(req.IP)
 	if err != nil {
 		return Node{}, err
 	}
@@ -262,6 +268,10 @@ func (r *Registry) Register(req RegisterRequest) (Node, error) {
 	}
 	if req.Cores < 0 || req.Cores > 1<<16 {
 		return Node{}, fmt.Errorf("%w: %d cores", ErrInvalid, req.Cores)
+	}
+
+	if role != RoleHead && name == contract.HeadName {
+		return Node{}, fmt.Errorf("%w: %s is the head's address", ErrConflict, ip)
 	}
 
 	r.mu.Lock()
@@ -287,7 +297,7 @@ func (r *Registry) Register(req RegisterRequest) (Node, error) {
 		n.Registered = now
 	}
 	n.IP = ip.String()
-	n.Name = NodeName(ip)
+	n.Name = name
 	n.Role = role
 	n.Cores = max(req.Cores, 1)
 	n.MemTotalKiB = req.MemTotalKiB

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 // clock is a fake clock the tests move by hand.
@@ -19,6 +22,10 @@ type clock struct{ t time.Time }
 func (c *clock) now() time.Time      { return c.t }
 func (c *clock) add(d time.Duration) { c.t = c.t.Add(d) }
 func newClock() *clock               { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
+
+// testNaming is the default cluster network: 10.99.0.0/24, node1 at .1.
+var testNaming = contract.Naming{Subnet: netip.MustParsePrefix("10.99.0.0/24"), Head: netip.MustParseAddr("10.99.0.1")}
+
 func req(mac, ip string) RegisterRequest {
 	return RegisterRequest{MAC: mac, IP: ip, Cores: 4, MemTotalKiB: 8 << 20}
 }
@@ -28,7 +35,7 @@ func req(mac, ip string) RegisterRequest {
 func open(t *testing.T, path string, c *clock) (*Registry, *[][]Node) {
 	t.Helper()
 	var changes [][]Node
-	r, err := Open(path, 5*time.Second, func(n []Node) { changes = append(changes, n) })
+	r, err := Open(path, testNaming, 5*time.Second, func(n []Node) { changes = append(changes, n) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +299,7 @@ func TestPersistence(t *testing.T) {
 func TestDamagedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nodes.json")
 	os.WriteFile(path, []byte("{not json"), 0o644)
-	if _, err := Open(path, time.Second, nil); err == nil {
+	if _, err := Open(path, testNaming, time.Second, nil); err == nil {
 		t.Fatal("a damaged registry file was accepted")
 	}
 	// Duplicate addresses in a hand-edited file: the latest registration wins.
@@ -300,7 +307,7 @@ func TestDamagedFile(t *testing.T) {
 		{"name":"x","mac":"52:54:00:00:00:01","ip":"10.99.0.5","state":"up","registered":"2026-01-01T00:00:00Z"},
 		{"name":"y","mac":"52:54:00:00:00:02","ip":"10.99.0.5","state":"up","registered":"2026-01-02T00:00:00Z"},
 		{"name":"z","mac":"bad","ip":"10.99.0.6","state":"up"}]}`), 0o644)
-	r, err := Open(path, time.Second, nil)
+	r, err := Open(path, testNaming, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +350,7 @@ func TestOnChangeCoalesces(t *testing.T) {
 	var mu sync.Mutex
 	var last []Node
 	calls := 0
-	r, err := Open(filepath.Join(t.TempDir(), "nodes.json"), time.Second, func(ns []Node) {
+	r, err := Open(filepath.Join(t.TempDir(), "nodes.json"), testNaming, time.Second, func(ns []Node) {
 		_ = r.Nodes() // must not deadlock
 		mu.Lock()
 		defer mu.Unlock()

@@ -23,13 +23,15 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/clusterdebian/clusterdebian/internal/markedblock"
 	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/markedblock"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -38,7 +40,7 @@ import (
 // (host key). The host key names are the ones the image's sshd_config.d
 // drop-in points sshd at.
 const (
-	CAKeyFile       = "ssh_ca_ed25519_key"
+	CAKeyFile       = contract.CAKeyFile
 	HostKeyFile     = "ssh_host_ed25519_key"
 	HostCertFile    = "ssh_host_ed25519_key-cert.pub"
 	KnownHostsPath  = "etc/ssh/ssh_known_hosts"
@@ -152,7 +154,7 @@ func KnownHostsLine(caPub string, patterns []string) string {
 // HostPrincipals are the names a node's host certificate is valid for: what
 // a user or a hostfile may call it.
 func HostPrincipals(name, ip string) []string {
-	return []string{name, name + ".cluster", ip}
+	return []string{name, name + "." + contract.Domain, ip}
 }
 
 // KnownHostsPatterns returns the host patterns the CA is trusted for on a
@@ -161,7 +163,7 @@ func HostPrincipals(name, ip string) []string {
 // the CA for a few addresses outside a smaller subnet is harmless, because a
 // certificate still has to name the very address being connected to.
 func KnownHostsPatterns(subnet netip.Prefix) []string {
-	p := []string{"node*", "*.cluster"}
+	p := []string{contract.NamePattern, "*." + contract.Domain}
 	if subnet.IsValid() && subnet.Addr().Is4() {
 		a := subnet.Masked().Addr().As4()
 		switch {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 // StateRoot holds one folder per virtual cluster. A variable so that tests
@@ -35,7 +37,7 @@ const (
 )
 
 // HeadVM is the name of the head's VM; it is also the head's host name.
-const HeadVM = "node1"
+const HeadVM = contract.HeadName
 
 // State is what a cluster's state.json records: enough to find, restart and
 // remove every piece of it after `vm up` has exited, or crashed.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/config"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 )
 
@@ -121,7 +122,7 @@ func TestBuildBenchmark(t *testing.T) {
 	fmt.Printf("  ratio full / raw               %7.2f   (target <= 1.25, and full < 360 s)\n", full.Seconds()/rawTotal.Seconds())
 	fmt.Printf("  overlay-only rebuild           %7.1f s  (stages run: %s; target < 60 s)\n", rebuild.Seconds(), strings.Join(ran, ", "))
 	fmt.Printf("  ISO size                       %s\n", mib(size(t, filepath.Join(out, imagebuild.ISOName))))
-	fmt.Printf("  squashfs base + custom         %s + %s\n", mib(size(t, filepath.Join(out, "netboot", imagebuild.BaseLayer))),
-		mib(size(t, filepath.Join(out, "netboot", imagebuild.CustomLayer))))
+	fmt.Printf("  squashfs base + custom         %s + %s\n", mib(size(t, filepath.Join(out, "netboot", contract.BaseLayer))),
+		mib(size(t, filepath.Join(out, "netboot", contract.CustomLayer))))
 	fmt.Printf("  raw squashfs (reference)       %s\n", mib(size(t, filepath.Join(raw, "raw.squashfs"))))
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,12 +77,14 @@ func TestHeadLoadBenchmark(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { exec.Command("ip", "link", "del", hostEnd).Run() })
-	for _, args := range [][]string{{"addr", "add", "10.98.0.2/24", "dev", hostEnd}, {"link", "set", hostEnd, "up"}} {
+	for _, args := range [][]string{{"addr", "add", "10.200.255.254/16", "dev", hostEnd}, {"link", "set", hostEnd, "up"}} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %v: %v %s", args, err, out)
 		}
 	}
-	if err := srv.AddAddr(ctx, "eth0", serverAddr); err != nil {
+	// The head serves the simulator's subnet, so that its registry names
+	// every simulated node.
+	if err := srv.AddAddr(ctx, "eth0", netip.PrefixFrom(agent.SimHead, agent.SimSubnet.Bits())); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.IP(ctx, "link", "set", "eth0", "up"); err != nil {
@@ -89,10 +92,10 @@ func TestHeadLoadBenchmark(t *testing.T) {
 	}
 	state := t.TempDir()
 	boot, _ := bootDir(t)
-	head := startIn(t, srv, "head.log", bin, "head", "--interface", "eth0", "--subnet", "10.98.0.0/24",
-		"--dhcp", "off", "--boot-dir", boot, "--state-dir", state, "--cluster-root", "none", "--any-node-address")
+	head := startIn(t, srv, "head.log", bin, "head", "--interface", "eth0", "--subnet", agent.SimSubnet.String(),
+		"--dhcp", "off", "--boot-dir", boot, "--state-dir", state, "--cluster-root", "none")
 	deadline := time.Now().Add(30 * time.Second)
-	for exec.Command("curl", "-sf", "-o", "/dev/null", "http://10.98.0.1/api/v1/nodes").Run() != nil {
+	for exec.Command("curl", "-sf", "-o", "/dev/null", "http://"+agent.SimHead.String()+"/api/v1/nodes").Run() != nil {
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(head.Stdout.(*os.File).Name())
 			t.Fatalf("head never came up:\n%s", log)
@@ -119,7 +122,7 @@ func TestHeadLoadBenchmark(t *testing.T) {
 	var simErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		res, simErr = agent.Simulate(sctx, "http://10.98.0.1", strings.TrimSpace(string(tok)), agents, interval)
+		res, simErr = agent.Simulate(sctx, "http://"+agent.SimHead.String(), strings.TrimSpace(string(tok)), agents, interval)
 	})
 	wg.Wait()
 	cpu1, rss, peak := procTimes(t, pid)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
@@ -24,8 +25,8 @@ func TestDefaultImageBuilds(t *testing.T) {
 	if len(rep.Stages) != len(imagebuild.Stages) {
 		t.Fatalf("report lists %d stages, want %d", len(rep.Stages), len(imagebuild.Stages))
 	}
-	for _, f := range []string{imagebuild.ISOName, "netboot/vmlinuz", "netboot/initrd.img", "netboot/" + imagebuild.NodeInitrdName,
-		"netboot/" + imagebuild.BaseLayer, "netboot/" + imagebuild.CustomLayer, "credentials.txt", "build.log"} {
+	for _, f := range []string{imagebuild.ISOName, "netboot/vmlinuz", "netboot/initrd.img", "netboot/" + contract.NFSInitrdFile,
+		"netboot/" + contract.BaseLayer, "netboot/" + contract.CustomLayer, "credentials.txt", "build.log"} {
 		fi, err := os.Stat(filepath.Join(out, f))
 		if err != nil {
 			t.Errorf("output %s: %v", f, err)
@@ -42,7 +43,7 @@ func TestDefaultImageBuilds(t *testing.T) {
 	}
 	// The image holds what a user expects: man pages generated from the
 	// commands, cluster(7), the banner unit, the static binary.
-	custom := filepath.Join(out, "netboot", imagebuild.CustomLayer)
+	custom := filepath.Join(out, "netboot", contract.CustomLayer)
 	for _, want := range []string{"/usr/share/man/man1/clusterdebian.1", "/usr/share/man/man1/clusterdebian-build.1",
 		"/usr/share/man/man7/cluster.7", "/usr/local/bin/clusterdebian", "/etc/systemd/system/clusterdebian-issue.service",
 		"/etc/systemd/system/clusterdebian-head.service", "/etc/systemd/system/clusterdebian-node.service",
@@ -62,7 +63,7 @@ func TestDefaultImageBuilds(t *testing.T) {
 	if m := regexp.MustCompile(`(?m)^user: (\S+)$`).FindSubmatch(creds); m == nil || strings.Contains(string(cfg), string(m[1])) {
 		t.Error("the image's cluster.toml contains the generated password (or credentials.txt has none)")
 	}
-	pkgs, _ := exec.Command("unsquashfs", "-l", filepath.Join(out, "netboot", imagebuild.BaseLayer), "usr/bin/mpicc").Output()
+	pkgs, _ := exec.Command("unsquashfs", "-l", filepath.Join(out, "netboot", contract.BaseLayer), "usr/bin/mpicc").Output()
 	if !strings.Contains(string(pkgs), "usr/bin/mpicc") {
 		t.Error("base layer has no mpicc (Open MPI dev files)")
 	}
@@ -132,7 +133,7 @@ func TestISOLayout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("xorriso -find: %v\n%s", err, ls)
 	}
-	for _, want := range []string{"vmlinuz", "initrd.img", imagebuild.NodeInitrdName, imagebuild.BaseLayer, imagebuild.CustomLayer, "memtest86+x64.bin", "memtest86+x64.efi"} {
+	for _, want := range []string{"vmlinuz", "initrd.img", contract.NFSInitrdFile, contract.BaseLayer, contract.CustomLayer, "memtest86+x64.bin", "memtest86+x64.efi"} {
 		if !strings.Contains(string(ls), "'/live/"+want+"'") {
 			t.Errorf("ISO lacks /live/%s:\n%s", want, ls)
 		}
@@ -209,7 +210,7 @@ func TestOverlayRebuild(t *testing.T) {
 			t.Errorf("stage %s ran=%v, want %v (report %+v)", st, ran[st], w, rep.Stages)
 		}
 	}
-	got, err := layerFile(filepath.Join(out, "netboot", imagebuild.CustomLayer), "/etc/lab-note")
+	got, err := layerFile(filepath.Join(out, "netboot", contract.CustomLayer), "/etc/lab-note")
 	if err != nil || string(got) != "second\n" {
 		t.Errorf("etc/lab-note in the image = %q (%v), want \"second\\n\"", got, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
@@ -116,7 +117,7 @@ func TestNetbootInterfaceDetection(t *testing.T) {
 	tmp := t.TempDir()
 	bootDir := filepath.Join(tmp, "boot")
 	os.MkdirAll(bootDir, 0o755)
-	for _, f := range []string{imagebuild.KernelName, imagebuild.InitrdName} {
+	for _, f := range []string{contract.KernelFile, contract.InitrdFile} {
 		if err := os.WriteFile(filepath.Join(bootDir, f), []byte("not really "+f), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -244,12 +245,12 @@ func newNetbootEnv(t *testing.T) *netbootEnv {
 	if err := os.MkdirAll(e.bootDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := copyFile(filepath.Join(out, imagebuild.NetbootDir, imagebuild.KernelName), filepath.Join(e.bootDir, imagebuild.KernelName)); err != nil {
+	if err := copyFile(filepath.Join(out, imagebuild.NetbootDir, contract.KernelFile), filepath.Join(e.bootDir, contract.KernelFile)); err != nil {
 		t.Fatal(err)
 	}
 	// Under both names: the head serves the NFS-root initrd for the default
 	// shared root, the live one for the RAM root.
-	for _, name := range []string{imagebuild.InitrdName, imagebuild.NodeInitrdName} {
+	for _, name := range []string{contract.InitrdFile, contract.NFSInitrdFile} {
 		if err := writeTestInitrd(filepath.Join(e.bootDir, name)); err != nil {
 			t.Fatal(err)
 		}

@@ -23,7 +23,7 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
-	"github.com/clusterdebian/clusterdebian/internal/head"
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/hosttools"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
@@ -34,11 +34,14 @@ import (
 // agents registered, all inside one network namespace. It needs no image:
 // the head only checks that its boot folder has a kernel and an initrd.
 
-const (
-	statusSubnet = "10.97.0.0/24"
-	statusHead   = "10.97.0.1"
-	statusAgents = 5
+// The head serves the simulator's subnet, so that the registry names the
+// simulated nodes.
+var (
+	statusSubnet = agent.SimSubnet.String()
+	statusHead   = agent.SimHead.String()
 )
+
+const statusAgents = 5
 
 // Environment of the simulator process (see init).
 const (
@@ -94,7 +97,7 @@ func TestStatusPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No node boots here: stand-in files satisfy the head's check.
-	for _, f := range []string{head.KernelFile, head.InitrdFile, head.NodeInitrdFile} {
+	for _, f := range []string{contract.KernelFile, contract.InitrdFile, contract.NFSInitrdFile} {
 		if err := os.WriteFile(filepath.Join(bootDir, f), []byte("not booted in this test\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -103,16 +106,15 @@ func TestStatusPage(t *testing.T) {
 	startBackground(t, ns, headLog, "head", nil, cdBinary, "head",
 		"--interface", "br0", "--subnet", statusSubnet, "--dhcp", "off",
 		"--boot-dir", bootDir, "--state-dir", stateDir,
-		// Never the host's /etc; and the simulated nodes' made-up
-		// addresses lie outside the subnet.
-		"--cluster-root", "none", "--any-node-address")
+		// Never the host's /etc.
+		"--cluster-root", "none")
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 	err := waitFile(wctx, headLog, `msg="head serving"`)
 	wcancel()
 	if err != nil {
 		t.Fatalf("the head did not start: %v", err)
 	}
-	token, err := os.ReadFile(filepath.Join(stateDir, head.TokenFile))
+	token, err := os.ReadFile(filepath.Join(stateDir, contract.TokenFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +130,7 @@ func TestStatusPage(t *testing.T) {
 	want := map[string]string{"node1": statusHead} // the head registers itself
 	for i := range statusAgents {
 		_, ip := agent.SimNode(i)
-		want[registry.NodeName(netip.MustParseAddr(ip))] = ip
+		want[contract.Naming{Subnet: agent.SimSubnet, Head: agent.SimHead}.MustName(netip.MustParseAddr(ip))] = ip
 	}
 	waitNodesUp(t, ctx, ns, len(want))
 

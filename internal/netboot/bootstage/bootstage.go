@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 // Boot stages, in the order a healthy node passes through them.
@@ -102,7 +104,7 @@ func (t *Tracker) Mark(mac net.HardwareAddr, ip netip.Addr, stage, detail string
 	var key string
 	switch {
 	case len(mac) > 0:
-		key = strings.ToLower(mac.String())
+		key = contract.MACString(mac)
 		if ip.IsValid() {
 			t.bind(key, ip)
 		}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
@@ -110,7 +111,7 @@ func (s *Server) chooseBoot(mac net.HardwareAddr, ci clientInfo) (bc bootChoice,
 		if ci.http {
 			vc = vendorHTTP
 		}
-		return bootChoice{file: s.cfg.HTTPBase + "/boot/" + macString(mac) + ".ipxe", kind: "ipxe-script", vendorClass: vc}, true, ""
+		return bootChoice{file: s.cfg.HTTPBase + contract.ScriptPath(mac), kind: "ipxe-script", vendorClass: vc}, true, ""
 	case ci.http:
 		if ci.arch != archEFIx64HT && ci.arch != archNone {
 			return bc, false, "HTTP boot for unsupported architecture " + ci.archString()

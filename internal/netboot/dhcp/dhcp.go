@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"golang.org/x/sys/unix"
@@ -151,6 +152,8 @@ type Server struct {
 	mask  net.IPMask
 	bcast netip.Addr
 	pool  *leaseStore
+	// naming names clients after their addresses (option 12, host name).
+	naming contract.Naming
 
 	// mode is the effective mode (server or proxy; off if configured off).
 	mode atomic.Pointer[Mode]
@@ -251,15 +254,13 @@ func New(cfg Config) (*Server, error) {
 	for _, d := range cfg.DNS {
 		exclude[d] = true
 	}
-	pool, err := newLeaseStore(cfg.Subnet, exclude, cfg.LeaseFile, s.log)
+	s.naming = contract.Naming{Subnet: cfg.Subnet, Head: cfg.ServerIP}
+	pool, err := newLeaseStore(s.naming, exclude, cfg.LeaseFile, s.log)
 	if err != nil {
 		return nil, err
 	}
 	s.pool = pool
 
-	if cfg.Subnet.Bits() < 24 {
-		s.log.Warn("hostnames node<N> use only the last octet and repeat in a subnet larger than /24", "subnet", cfg.Subnet)
-	}
 	s.probeMAC = randomMAC()
 	s.reprobe = make(chan struct{}, 1)
 	switch cfg.Mode {
@@ -452,7 +453,7 @@ func (s *Server) packetHandler(port int) server4.Handler {
 			return
 		}
 		if _, err := conn.WriteTo(reply.ToBytes(), dest); err != nil {
-			s.log.Warn("dhcp send failed", "mac", macString(m.ClientHWAddr), "to", dest, "err", err)
+			s.log.Warn("dhcp send failed", "mac", contract.MACString(m.ClientHWAddr), "to", dest, "err", err)
 		}
 	}
 }
@@ -533,5 +534,3 @@ func randomMAC() net.HardwareAddr {
 	m[0] = m[0]&^0x01 | 0x02
 	return m
 }
-
-func macString(m net.HardwareAddr) string { return strings.ToLower(m.String()) }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 )
@@ -36,7 +37,7 @@ func (s *Server) respond(m *dhcpv4.DHCPv4, port int, peer *net.UDPAddr) (*dhcpv4
 	if m == nil || m.OpCode != dhcpv4.OpcodeBootRequest {
 		return nil, nil
 	}
-	mac := normMAC(m.ClientHWAddr)
+	mac := contract.MACString(m.ClientHWAddr)
 	if m.HWType != iana.HWTypeEthernet || mac == "" {
 		s.log.Debug("dhcp: ignoring non-Ethernet client", "htype", m.HWType, "chaddr", m.ClientHWAddr)
 		return nil, nil
@@ -274,7 +275,7 @@ func (s *Server) addLeaseOptions(r *dhcpv4.DHCPv4, ip netip.Addr, withLease bool
 		}
 		r.UpdateOption(dhcpv4.OptDNS(ips...))
 	}
-	r.UpdateOption(dhcpv4.OptHostName(hostname(ip)))
+	r.UpdateOption(dhcpv4.OptHostName(s.naming.MustName(ip)))
 	r.UpdateOption(dhcpv4.OptDomainName(s.cfg.Domain))
 	if withLease {
 		lt := s.cfg.LeaseTime.Truncate(time.Second)
@@ -292,7 +293,7 @@ func (s *Server) addBoot(r, req *dhcpv4.DHCPv4, ci clientInfo, proxy bool) strin
 	bc, ok, reason := s.chooseBoot(req.ClientHWAddr, ci)
 	if !ok {
 		if ci.pxe {
-			s.log.Warn("dhcp: PXE client gets no boot file", "mac", normMAC(req.ClientHWAddr), "reason", reason,
+			s.log.Warn("dhcp: PXE client gets no boot file", "mac", contract.MACString(req.ClientHWAddr), "reason", reason,
 				"arch", ci.archString(), "vendor_class", ci.vendor)
 		}
 		return ""
@@ -332,7 +333,7 @@ func (s *Server) send(r *dhcpv4.DHCPv4, mac string, ip netip.Addr, boot, stage s
 	}
 	attrs := []any{"mac", mac, "type", r.MessageType().String(), "to", dest.String(), "mode", s.Mode()}
 	if ip.IsValid() && !isZero(r.YourIPAddr) {
-		attrs = append(attrs, "ip", ip, "hostname", hostname(ip))
+		attrs = append(attrs, "ip", ip, "hostname", s.naming.MustName(ip))
 	}
 	if boot != "" {
 		attrs = append(attrs, "boot", boot)

@@ -10,9 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 const (
@@ -37,6 +38,7 @@ type entry struct {
 // leaseStore allocates addresses from the pool and persists bound leases.
 type leaseStore struct {
 	subnet  netip.Prefix
+	naming  contract.Naming
 	first   netip.Addr
 	last    netip.Addr
 	exclude map[netip.Addr]bool
@@ -65,9 +67,11 @@ type leaseFile struct {
 	Leases  []Lease `json:"leases"`
 }
 
-func newLeaseStore(subnet netip.Prefix, exclude map[netip.Addr]bool, file string, log *slog.Logger) (*leaseStore, error) {
+func newLeaseStore(naming contract.Naming, exclude map[netip.Addr]bool, file string, log *slog.Logger) (*leaseStore, error) {
+	subnet := naming.Subnet
 	ls := &leaseStore{
 		subnet:   subnet,
+		naming:   naming,
 		first:    subnet.Addr().Next().Next(),
 		last:     lastAddr(subnet).Prev(),
 		exclude:  exclude,
@@ -103,7 +107,7 @@ func newLeaseStore(subnet netip.Prefix, exclude map[netip.Addr]bool, file string
 			log.Warn("lease file: skipping lease outside the pool", "mac", l.MAC, "ip", l.IP, "subnet", subnet)
 			continue
 		}
-		mac := macString(hw)
+		mac := contract.MACString(hw)
 		if old := ls.byIP[l.IP]; old != nil {
 			if !l.Expires.After(old.expires) {
 				continue
@@ -299,7 +303,7 @@ func (ls *leaseStore) listLocked() []Lease {
 	out := make([]Lease, 0, len(ls.byMAC))
 	for _, e := range ls.byMAC {
 		if e.bound {
-			out = append(out, Lease{MAC: e.mac, IP: e.ip, Hostname: hostname(e.ip), Expires: e.expires})
+			out = append(out, Lease{MAC: e.mac, IP: e.ip, Hostname: ls.naming.MustName(e.ip), Expires: e.expires})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
@@ -378,21 +382,4 @@ func writeFileAtomic(path string, data []byte) error {
 		d.Close()
 	}
 	return nil
-}
-
-// hostname is node<N>, N the last octet of ip.
-func hostname(ip netip.Addr) string {
-	if !ip.Is4() {
-		return ""
-	}
-	return fmt.Sprintf("node%d", ip.As4()[3])
-}
-
-// normMAC returns mac as lower-case colon hex, or "" if it is not a 6-byte
-// Ethernet address.
-func normMAC(mac net.HardwareAddr) string {
-	if len(mac) != 6 {
-		return ""
-	}
-	return strings.ToLower(mac.String())
 }

@@ -367,7 +367,7 @@ func checkOurLease(t *testing.T, vars map[string]string) netip.Addr {
 		"subnet":   "255.255.255.0",
 		"router":   testRouter.String(),
 		"dns":      testDNS.String(),
-		"hostname": hostname(ip),
+		"hostname": fmt.Sprintf("node%d", ip.As4()[3]),
 		"domain":   "cluster",
 		"serverid": testServerIP.String(),
 		"lease":    "3600",
@@ -441,7 +441,7 @@ func TestNetnsServer(t *testing.T) {
 	}
 	found = false
 	for _, l := range s2.Leases() {
-		found = found || (l.MAC == clientMAC && l.IP == ip && l.Hostname == hostname(ip))
+		found = found || (l.MAC == clientMAC && l.IP == ip && l.Hostname == fmt.Sprintf("node%d", ip.As4()[3]))
 	}
 	if !found {
 		t.Errorf("restarted server's leases %+v lack %s -> %v", s2.Leases(), clientMAC, ip)

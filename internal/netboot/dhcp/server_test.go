@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 )
@@ -410,7 +412,7 @@ func TestRequestStates(t *testing.T) {
 	if r, _ := roundTrip(t, s, other, 67, peer67); r != nil {
 		t.Errorf("answered a REQUEST for another server: %v", r)
 	}
-	if _, ok := s.pool.lookup(normMAC(c)); ok {
+	if _, ok := s.pool.lookup(contract.MACString(c)); ok {
 		t.Errorf("offer not forgotten after client chose another server")
 	}
 
@@ -454,7 +456,7 @@ func TestDeclineAndInform(t *testing.T) {
 	if !isZero(r.YourIPAddr) || r.Options.Has(dhcpv4.OptionIPAddressLeaseTime) {
 		t.Errorf("INFORM ACK carries yiaddr %v or a lease time", r.YourIPAddr)
 	}
-	if !dest.IP.Equal(again.AsSlice()) || r.BootFileName != "undionly.kpxe" || r.HostName() != hostname(again) {
+	if !dest.IP.Equal(again.AsSlice()) || r.BootFileName != "undionly.kpxe" || r.HostName() != fmt.Sprintf("node%d", again.As4()[3]) {
 		t.Errorf("INFORM ACK to %v file %q host %q", dest, r.BootFileName, r.HostName())
 	}
 }

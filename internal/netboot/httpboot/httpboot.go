@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 )
 
@@ -143,10 +144,10 @@ func (h *handler) route(w *statusWriter, r *http.Request, remote netip.Addr) slo
 		}
 	}
 	switch {
-	case strings.HasPrefix(p, "/boot/"):
-		h.serveScript(w, r, strings.TrimPrefix(p, "/boot/"), remote)
-	case strings.HasPrefix(p, "/netboot/"):
-		h.serveFile(w, r, h.cfg.BootDir, strings.TrimPrefix(p, "/netboot/"), remote, artifactStage)
+	case strings.HasPrefix(p, contract.ScriptPathPrefix):
+		h.serveScript(w, r, strings.TrimPrefix(p, contract.ScriptPathPrefix), remote)
+	case strings.HasPrefix(p, contract.NetbootPath):
+		h.serveFile(w, r, h.cfg.BootDir, strings.TrimPrefix(p, contract.NetbootPath), remote, artifactStage)
 	case strings.HasPrefix(p, "/ipxe/") && h.cfg.IPXEDir != "":
 		h.serveFile(w, r, h.cfg.IPXEDir, strings.TrimPrefix(p, "/ipxe/"), remote,
 			func(string) string { return bootstage.IPXELoaded })

@@ -1,0 +1,225 @@
+package contract
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// ClusterDebian's kernel parameters: the head writes them into every
+// node's command line (Cmdline.Format), and the node's initrd, its agent,
+// `clusterdebian status` and the login banner read them back
+// (ParseCmdline). The initramfs scripts read the same names in sh.
+const (
+	// ParamRole marks a network-booted node: clusterdebian.role=node. A
+	// machine without it is the head (node1).
+	ParamRole = "clusterdebian.role"
+	// ParamHead is the head's address (and HTTP port when not 80):
+	// clusterdebian.head=10.99.0.1 or 10.99.0.1:8080.
+	ParamHead = "clusterdebian.head"
+	// ParamToken is the cluster token the agent registers with.
+	ParamToken = "clusterdebian.token"
+	// ParamRoot is the root mode: clusterdebian.root=shared or ram.
+	ParamRoot = "clusterdebian.root"
+	// ParamLayers names the image layers after the base layer that
+	// live-boot fetches too, comma-separated (RAM root only).
+	ParamLayers = "clusterdebian.layers"
+)
+
+// RoleNode is ParamRole's value on nodes.
+const RoleNode = "node"
+
+// Cmdline is what the head tells a node on its kernel command line.
+type Cmdline struct {
+	// Node is true on a network-booted node (ParamRole=RoleNode).
+	Node bool
+	// Head is the head's address on the cluster network.
+	Head netip.Addr
+	// HTTPPort is the head's HTTP port; 0 means 80.
+	HTTPPort uint16
+	// Token is the cluster token.
+	Token string
+	// Root is the root mode.
+	Root RootMode
+	// Layers are the image layers above BaseLayer, in stacking order (RAM
+	// root only).
+	Layers []string
+	// Extra are further kernel parameters, from cluster.toml
+	// image.kernel_cmdline, appended at the end. ParseCmdline puts here
+	// every parameter that Format does not write itself.
+	Extra []string
+}
+
+// HTTPBase is the head's HTTP base URL: http://10.99.0.1[:port].
+func (c Cmdline) HTTPBase() string {
+	return "http://" + c.headParam()
+}
+
+func (c Cmdline) headParam() string {
+	if c.HTTPPort != 0 && c.HTTPPort != 80 {
+		return netip.AddrPortFrom(c.Head, c.HTTPPort).String()
+	}
+	return c.Head.String()
+}
+
+// Format returns a node's whole kernel command line.
+//
+// The consoles come first so that a node's boot messages reach both a serial
+// line (VMs, server racks) and the screen; the last console= is the one
+// /dev/console is, and a person at a node looks at the screen.
+//
+// For the shared root, nfsroot names the export of node1's whole live root
+// (NFSv3 over TCP: the initramfs mounter speaks only v2/v3) and ip=dhcp has
+// the initramfs configure the boot NIC (Debian's kernel does no IP
+// autoconfiguration itself). For the RAM root, live-boot fetches the base
+// layer over HTTP (fetch=), and the other layers through ParamLayers.
+func (c Cmdline) Format() string {
+	p := []string{"console=ttyS0,115200n8", "console=tty0"}
+	if c.Node {
+		p = append(p, ParamRole+"="+RoleNode)
+	}
+	if c.Head.IsValid() {
+		p = append(p, ParamHead+"="+c.headParam())
+	}
+	if c.Token != "" {
+		p = append(p, ParamToken+"="+c.Token)
+	}
+	switch c.Root {
+	case RootRAM:
+		p = append(p, ParamRoot+"="+string(RootRAM), "boot=live",
+			"fetch="+c.HTTPBase()+NetbootPath+BaseLayer, "ip=dhcp")
+		if len(c.Layers) > 0 {
+			p = append(p, ParamLayers+"="+strings.Join(c.Layers, ","))
+		}
+	default:
+		p = append(p, ParamRoot+"="+string(RootShared), "root=/dev/nfs",
+			"nfsroot="+c.Head.String()+":/,vers=3,tcp", "ip=dhcp", "rw")
+	}
+	for _, e := range c.Extra {
+		if e = strings.TrimSpace(e); e != "" {
+			p = append(p, e)
+		}
+	}
+	return strings.Join(p, " ")
+}
+
+// formatted reports whether Format writes the parameter p itself (given the
+// rest of the line), so that ParseCmdline does not count it as Extra.
+func formatted(p string) bool {
+	key, _, _ := strings.Cut(p, "=")
+	switch key {
+	case "console", "boot", "fetch", "nfsroot", "ip":
+		return true
+	case "root":
+		return p == "root=/dev/nfs"
+	}
+	return p == "rw"
+}
+
+// ParseCmdline reads a kernel command line (the contents of /proc/cmdline).
+// Parameters that are not ClusterDebian's go to Extra, except those Format
+// writes itself; a line without ParamRole is the head's. An error names the
+// parameter whose value is malformed.
+func ParseCmdline(line string) (Cmdline, error) {
+	var c Cmdline
+	for _, f := range strings.Fields(line) {
+		key, val, hasVal := strings.Cut(f, "=")
+		if !strings.HasPrefix(key, "clusterdebian.") {
+			if !formatted(f) {
+				c.Extra = append(c.Extra, f)
+			}
+			continue
+		}
+		if !hasVal {
+			return c, fmt.Errorf("kernel parameter %s has no value (%s=...)", key, key)
+		}
+		switch key {
+		case ParamRole:
+			c.Node = val == RoleNode
+		case ParamHead:
+			if val == "" {
+				c.Head, c.HTTPPort = netip.Addr{}, 0
+			} else if err := c.parseHead(val); err != nil {
+				return c, fmt.Errorf("%s=%s: %w", key, val, err)
+			}
+		case ParamToken:
+			c.Token = val
+		case ParamRoot:
+			r, err := ParseRootMode(val)
+			if err != nil {
+				return c, fmt.Errorf("%s: %w", key, err)
+			}
+			c.Root = r
+		case ParamLayers:
+			c.Layers = nil
+			for _, l := range strings.Split(val, ",") {
+				if !IsLayer(l) {
+					return c, fmt.Errorf("%s: %q is not a layer name like 02-custom.ext4", key, l)
+				}
+				c.Layers = append(c.Layers, l)
+			}
+		default:
+			// A newer head's parameter: keep it, so nothing is lost.
+			c.Extra = append(c.Extra, f)
+		}
+	}
+	if c.Root == "" {
+		c.Root = RootShared
+	}
+	return c, nil
+}
+
+func (c *Cmdline) parseHead(v string) error {
+	if ap, err := netip.ParseAddrPort(v); err == nil {
+		if !ap.Addr().Is4() {
+			return fmt.Errorf("not an IPv4 address")
+		}
+		c.Head, c.HTTPPort = ap.Addr(), ap.Port()
+		if c.HTTPPort == 80 {
+			c.HTTPPort = 0
+		}
+		return nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil || !a.Is4() {
+		return fmt.Errorf("not an IPv4 address or address:port")
+	}
+	c.Head, c.HTTPPort = a, 0
+	return nil
+}
+
+// CheckExtra refuses extra kernel parameters that would change the iPXE or
+// GRUB script rather than the kernel's command line: line breaks start a
+// new script command, "${...}" expands script settings, and "||", "&&"
+// chain commands. Quotes and backslashes are refused too. ParamRole and
+// the other ClusterDebian parameters are the head's to set.
+func CheckExtra(extra string) error {
+	for _, r := range extra {
+		if r < ' ' || r == 0x7f || strings.ContainsRune("\"'`$\\;&|", r) {
+			return fmt.Errorf("%q must be plain kernel parameters, without quotes, line breaks or the characters $ \\ ; & |", extra)
+		}
+	}
+	for _, f := range strings.Fields(extra) {
+		if strings.HasPrefix(f, "clusterdebian.") {
+			return fmt.Errorf("%q: the clusterdebian.* parameters are set by the head", f)
+		}
+	}
+	return nil
+}
+
+// Port returns the head's HTTP port (80 when HTTPPort is 0).
+func (c Cmdline) Port() int {
+	if c.HTTPPort == 0 {
+		return 80
+	}
+	return int(c.HTTPPort)
+}
+
+// String is Format with the token hidden, for logs: the journal is
+// readable by more people than the token file.
+func (c Cmdline) String() string {
+	if c.Token != "" {
+		c.Token = "…"
+	}
+	return c.Format()
+}

@@ -1,0 +1,155 @@
+// Package contract owns the facts that the head (node1), the nodes and the
+// image must agree on, so that each is written once and checked by the
+// compiler:
+//
+//   - how a machine is named after its address (Naming: node<N>);
+//   - how a MAC address is written (NormalizeMAC, MACString);
+//   - the kernel command line the head gives a node and the node reads back
+//     (Cmdline, with Format and ParseCmdline);
+//   - the names of the boot files, the image layers and the head's state
+//     files, and the nodes' root modes.
+//
+// It is a leaf: it imports nothing of this module. The initramfs scripts in
+// imagefiles/initramfs read the command line and name the node in POSIX sh;
+// a unit test there (imagefiles) runs them against this package's rules.
+package contract
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+)
+
+// RootMode is where a node's root file system comes from (cluster.toml
+// nodes.root).
+type RootMode string
+
+// The root modes.
+const (
+	// RootShared: node1's live root over NFS; every node shares it.
+	RootShared RootMode = "shared"
+	// RootRAM: each node fetches the image layers over HTTP and runs from
+	// its own copy in RAM; only /home comes from node1 over NFS.
+	RootRAM RootMode = "ram"
+)
+
+// RootModes lists the valid root modes, the default first.
+var RootModes = []RootMode{RootShared, RootRAM}
+
+// ParseRootMode checks a root mode; "" is the default, RootShared.
+func ParseRootMode(s string) (RootMode, error) {
+	switch RootMode(s) {
+	case "":
+		return RootShared, nil
+	case RootShared, RootRAM:
+		return RootMode(s), nil
+	}
+	return "", fmt.Errorf("root mode %q is not %q or %q", s, RootShared, RootRAM)
+}
+
+// Boot files: what the image builder writes into its netboot folder and the
+// ISO's live/ folder, and what the head serves from there.
+const (
+	// KernelFile is the kernel.
+	KernelFile = "vmlinuz"
+	// InitrdFile is the live initrd (live-boot): node1 boots it from the
+	// medium, and RAM-root nodes over HTTP.
+	InitrdFile = "initrd.img"
+	// NFSInitrdFile mounts node1's root over NFS (initramfs-tools BOOT=nfs):
+	// the shared-root nodes' initrd.
+	NFSInitrdFile = "initrd-nfs.img"
+	// BaseLayer is the Debian layer, the bottom of the live root's stack.
+	BaseLayer = "01-base.squashfs"
+	// CustomLayer is the ClusterDebian layer on top of it. It is ext4, not
+	// squashfs: overlayfs can only NFS-export a stack whose lower layers
+	// have file system UUIDs, and squashfs has none.
+	CustomLayer = "02-custom.ext4"
+	// NetbootPath is the URL path under which the head's HTTP server serves
+	// the boot files: http://<head>/netboot/vmlinuz.
+	NetbootPath = "/netboot/"
+)
+
+// iPXE loaders the head hands to plain PXE firmware over TFTP (from
+// Debian's ipxe package). snponly.efi drives the NIC through the
+// firmware's own network driver, so it works on any UEFI machine that can
+// PXE boot at all.
+const (
+	BIOSBootFile = "undionly.kpxe"
+	UEFIBootFile = "snponly.efi"
+)
+
+// ScriptPathPrefix is the URL path under which the head serves each node's
+// iPXE script: /boot/<MAC>.ipxe (see ScriptPath).
+const ScriptPathPrefix = "/boot/"
+
+// ScriptPath is the URL path of the iPXE script of the machine with hw, which
+// the DHCP server hands to iPXE as its boot file name.
+func ScriptPath(hw net.HardwareAddr) string {
+	return ScriptPathPrefix + MACString(hw) + ".ipxe"
+}
+
+// InitrdFor returns the initrd a node boots with in a root mode.
+func InitrdFor(root RootMode) string {
+	if root == RootRAM {
+		return InitrdFile
+	}
+	return NFSInitrdFile
+}
+
+// layerRE matches the layer names live-boot stacks (NN-name.squashfs or
+// NN-name.ext4, in name order), and nothing a kernel command line or a
+// shell would have to quote.
+var layerRE = regexp.MustCompile(`^[0-9][0-9]-[A-Za-z0-9_.-]+\.(squashfs|ext4)$`)
+
+// IsLayer reports whether name is an image layer's file name.
+func IsLayer(name string) bool { return layerRE.MatchString(name) }
+
+// The head's state: folders and the files in its state folder.
+const (
+	// StateDir is the head's state folder on node1. On nodes with the
+	// shared root the initrd hides it under a tmpfs, so the files below
+	// stay node1's.
+	StateDir = "/var/lib/clusterdebian"
+	// RunDir holds per-boot state: the machine's SSH host key and
+	// certificate, the node name the initrd chose.
+	RunDir = "/run/clusterdebian"
+	// LeasesFile holds the DHCP leases.
+	LeasesFile = "leases.json"
+	// RegistryFile holds the node registry.
+	RegistryFile = "nodes.json"
+	// TokenFile holds the cluster token (mode 0600).
+	TokenFile = "token"
+	// TFTPDir is the first TFTP root, searched before the iPXE folder.
+	TFTPDir = "tftp"
+	// CAKeyFile is the cluster's SSH CA private key (mode 0600);
+	// CAKeyFile+".pub" is its public half.
+	CAKeyFile = "ssh_ca_ed25519_key"
+)
+
+// Domain is the cluster's private DNS suffix: node3.cluster.
+const Domain = "cluster"
+
+// NormalizeMAC checks an Ethernet MAC address and returns it the one way the
+// cluster writes it: lower-case, colon-separated ("52:54:00:12:34:56"). It
+// accepts what net.ParseMAC accepts ("AA-BB-...", "aabb.ccdd...") of length
+// 6, and refuses multicast addresses, which no NIC boots with.
+func NormalizeMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(strings.TrimSpace(s))
+	if err != nil || len(hw) != 6 {
+		return "", fmt.Errorf("MAC %q is not an Ethernet address like 52:54:00:12:34:56", s)
+	}
+	if hw[0]&1 != 0 {
+		return "", fmt.Errorf("MAC %s is a multicast address", hw)
+	}
+	return hw.String(), nil
+}
+
+// MACString writes hw as NormalizeMAC does, or "" when hw is not a 6-byte
+// Ethernet address.
+func MACString(hw net.HardwareAddr) string {
+	if len(hw) != 6 {
+		return ""
+	}
+	return hw.String() // net.HardwareAddr.String is lower-case hex with colons
+}

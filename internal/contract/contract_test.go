@@ -1,0 +1,240 @@
+//go:build !contractvariant
+
+package contract
+
+import (
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func naming(subnet, head string) Naming {
+	return Naming{Subnet: netip.MustParsePrefix(subnet), Head: netip.MustParseAddr(head)}
+}
+
+func TestNameOnSlash24(t *testing.T) {
+	n := naming("10.99.0.0/24", "10.99.0.1")
+	for addr, want := range map[string]string{
+		"10.99.0.1": "node1", "10.99.0.2": "node2", "10.99.0.37": "node37", "10.99.0.254": "node254",
+	} {
+		got, err := n.Name(netip.MustParseAddr(addr))
+		if err != nil || got != want {
+			t.Errorf("Name(%s) = %q, %v; want %s", addr, got, err, want)
+		}
+		back, err := n.Addr(want)
+		if err != nil || back.String() != addr {
+			t.Errorf("Addr(%s) = %v, %v; want %s", want, back, err, addr)
+		}
+	}
+	for _, bad := range []string{"10.99.0.0", "10.99.0.255", "10.99.1.5", "192.168.1.2"} {
+		if got, err := n.Name(netip.MustParseAddr(bad)); err == nil {
+			t.Errorf("Name(%s) = %q, want an error", bad, got)
+		}
+	}
+}
+
+func TestNameOnWiderSubnets(t *testing.T) {
+	cases := []struct {
+		subnet, head, addr, want string
+	}{
+		// A /23: the second half continues the count, so names stay unique.
+		{"192.168.50.0/23", "192.168.50.1", "192.168.51.7", "node263"},
+		{"192.168.50.0/23", "192.168.50.1", "192.168.50.7", "node7"},
+		{"192.168.50.0/23", "192.168.50.1", "192.168.51.0", "node256"},
+		{"192.168.50.0/23", "192.168.50.1", "192.168.50.255", "node255"},
+		// A head that is not .1 (its address came from the LAN's DHCP
+		// server): it is node1, and the machine at .1 takes its number.
+		{"192.168.50.0/23", "192.168.50.37", "192.168.50.37", "node1"},
+		{"192.168.50.0/23", "192.168.50.37", "192.168.50.1", "node37"},
+		{"192.168.50.0/23", "192.168.50.37", "192.168.50.2", "node2"},
+		{"10.20.0.0/16", "10.20.3.4", "10.20.1.2", "node258"},
+		{"10.20.0.0/16", "10.20.3.4", "10.20.0.1", "node772"},
+		{"10.20.0.0/16", "10.20.3.4", "10.20.255.254", "node65534"},
+		{"10.20.0.0/22", "10.20.0.1", "10.20.3.254", "node1022"},
+	}
+	for _, c := range cases {
+		n := naming(c.subnet, c.head)
+		got, err := n.Name(netip.MustParseAddr(c.addr))
+		if err != nil || got != c.want {
+			t.Errorf("%s head %s: Name(%s) = %q, %v; want %s", c.subnet, c.head, c.addr, got, err, c.want)
+			continue
+		}
+		back, err := n.Addr(got)
+		if err != nil || back.String() != c.addr {
+			t.Errorf("%s head %s: Addr(%s) = %v, %v; want %s", c.subnet, c.head, got, back, err, c.addr)
+		}
+	}
+}
+
+// Every address of a /22 gets a distinct name, node1 only for the head,
+// and Addr reverses Name.
+func TestNamesUnique(t *testing.T) {
+	for _, head := range []string{"10.1.0.1", "10.1.2.200", "10.1.3.254"} {
+		n := naming("10.1.0.0/22", head)
+		seen := map[string]netip.Addr{}
+		for a := netip.MustParseAddr("10.1.0.1"); a != netip.MustParseAddr("10.1.3.255"); a = a.Next() {
+			name, err := n.Name(a)
+			if err != nil {
+				t.Fatalf("head %s: Name(%s): %v", head, a, err)
+			}
+			if other, dup := seen[name]; dup {
+				t.Fatalf("head %s: %s and %s are both %s", head, other, a, name)
+			}
+			seen[name] = a
+			if (name == HeadName) != (a.String() == head) {
+				t.Errorf("head %s: %s is %s", head, a, name)
+			}
+			if back, err := n.Addr(name); err != nil || back != a {
+				t.Fatalf("head %s: Addr(%s) = %v, %v; want %s", head, name, back, err, a)
+			}
+		}
+		if len(seen) != 1022 {
+			t.Errorf("head %s: %d names for 1022 addresses", head, len(seen))
+		}
+	}
+}
+
+func TestAddrRefuses(t *testing.T) {
+	n := naming("10.99.0.0/24", "10.99.0.1")
+	for _, name := range []string{"", "node", "node0", "node01", "node-3", "nodex", "host3", "node256", "node255", "Node3", "node3 "} {
+		if a, err := n.Addr(name); err == nil {
+			t.Errorf("Addr(%q) = %v, want an error", name, a)
+		} else if name != "node255" && !errors.Is(err, ErrNotNodeName) {
+			t.Errorf("Addr(%q): %v does not wrap ErrNotNodeName", name, err)
+		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	for _, bad := range []Naming{
+		{},
+		naming("10.99.0.0/31", "10.99.0.1"),
+		naming("10.0.0.0/7", "10.0.0.1"),
+		naming("10.99.0.0/24", "10.99.1.1"),
+		naming("10.99.0.0/24", "10.99.0.0"),
+		{Subnet: netip.MustParsePrefix("fd00::/64"), Head: netip.MustParseAddr("fd00::1")},
+	} {
+		if err := bad.Check(); err == nil {
+			t.Errorf("Check(%v) = nil, want an error", bad)
+		}
+	}
+	if err := naming("10.99.0.0/24", "10.99.0.1").Check(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestNormalizeMAC(t *testing.T) {
+	for in, want := range map[string]string{
+		"52:54:00:AB:cd:01": "52:54:00:ab:cd:01",
+		"52-54-00-AB-CD-01": "52:54:00:ab:cd:01",
+		" 5254.00ab.cd01 ":  "52:54:00:ab:cd:01",
+	} {
+		if got, err := NormalizeMAC(in); err != nil || got != want {
+			t.Errorf("NormalizeMAC(%q) = %q, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "52:54:00:ab:cd", "01:00:5e:00:00:01", "00:00:00:00:00:00:00:e0:00:00:00:00:00:00:00:00:00:00:00:00"} {
+		if got, err := NormalizeMAC(bad); err == nil {
+			t.Errorf("NormalizeMAC(%q) = %q, want an error", bad, got)
+		}
+	}
+	hw := []byte{0x52, 0x54, 0, 0xAB, 0xCD, 1}
+	if got := MACString(hw); got != "52:54:00:ab:cd:01" {
+		t.Errorf("MACString = %q", got)
+	}
+	if got := MACString(hw[:4]); got != "" {
+		t.Errorf("MACString of 4 bytes = %q", got)
+	}
+}
+
+func TestCmdlineRoundTrip(t *testing.T) {
+	cases := []Cmdline{
+		{Node: true, Head: netip.MustParseAddr("10.99.0.1"), Token: strings.Repeat("ab", 32), Root: RootShared},
+		{Node: true, Head: netip.MustParseAddr("10.99.0.1"), HTTPPort: 8080, Token: "t", Root: RootRAM,
+			Layers: []string{"02-custom.ext4", "03-more.squashfs"}, Extra: []string{"quiet", "mitigations=off"}},
+		{Node: true, Head: netip.MustParseAddr("192.168.50.37"), Token: "t", Root: RootRAM},
+	}
+	for _, c := range cases {
+		line := c.Format()
+		got, err := ParseCmdline(line)
+		if err != nil {
+			t.Fatalf("ParseCmdline(%q): %v", line, err)
+		}
+		if !reflect.DeepEqual(got, c) {
+			t.Errorf("round trip of %q:\n got %+v\nwant %+v", line, got, c)
+		}
+	}
+}
+
+func TestCmdlineFormat(t *testing.T) {
+	c := Cmdline{Node: true, Head: netip.MustParseAddr("10.99.0.1"), Token: "s3cr3t", Root: RootShared}
+	want := "console=ttyS0,115200n8 console=tty0 clusterdebian.role=node clusterdebian.head=10.99.0.1 clusterdebian.token=s3cr3t " +
+		"clusterdebian.root=shared root=/dev/nfs nfsroot=10.99.0.1:/,vers=3,tcp ip=dhcp rw"
+	if got := c.Format(); got != want {
+		t.Errorf("Format:\n got %s\nwant %s", got, want)
+	}
+	c.Root, c.HTTPPort, c.Layers = RootRAM, 8080, []string{CustomLayer}
+	if got := c.Format(); !strings.Contains(got, " fetch=http://10.99.0.1:8080/netboot/01-base.squashfs ") ||
+		!strings.Contains(got, " clusterdebian.head=10.99.0.1:8080 ") || !strings.HasSuffix(got, " clusterdebian.layers=02-custom.ext4") {
+		t.Errorf("RAM root Format: %s", got)
+	}
+	if s := c.String(); strings.Contains(s, "s3cr3t") {
+		t.Errorf("String shows the token: %s", s)
+	}
+}
+
+func TestParseCmdline(t *testing.T) {
+	// node1's own command line: no role, the head.
+	c, err := ParseCmdline("BOOT_IMAGE=/live/vmlinuz boot=live components overlay.nfs_export=Y quiet")
+	if err != nil || c.Node || c.Root != RootShared {
+		t.Errorf("node1's line: %+v, %v", c, err)
+	}
+	if want := []string{"BOOT_IMAGE=/live/vmlinuz", "components", "overlay.nfs_export=Y", "quiet"}; !reflect.DeepEqual(c.Extra, want) {
+		t.Errorf("Extra = %q, want %q", c.Extra, want)
+	}
+	for _, bad := range []string{
+		"clusterdebian.head=node1", "clusterdebian.head=fd00::1", "clusterdebian.root=disk",
+		"clusterdebian.layers=../etc", "clusterdebian.layers=02-a.ext4,", "clusterdebian.token",
+	} {
+		if _, err := ParseCmdline("clusterdebian.role=node " + bad); err == nil {
+			t.Errorf("ParseCmdline(%q): want an error", bad)
+		} else if key, _, _ := strings.Cut(bad, "="); !strings.Contains(err.Error(), key) {
+			t.Errorf("ParseCmdline(%q): %v does not name %s", bad, err, key)
+		}
+	}
+	c, _ = ParseCmdline("clusterdebian.role=node clusterdebian.head=10.99.0.1:80 clusterdebian.future=1")
+	if c.HTTPPort != 0 || c.HTTPBase() != "http://10.99.0.1" || !reflect.DeepEqual(c.Extra, []string{"clusterdebian.future=1"}) {
+		t.Errorf("port 80 and an unknown parameter: %+v", c)
+	}
+}
+
+func TestCheckExtra(t *testing.T) {
+	for _, ok := range []string{"", "quiet", "mitigations=off net.ifnames=0"} {
+		if err := CheckExtra(ok); err != nil {
+			t.Errorf("CheckExtra(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"a\nchain", "x=${y}", "a || b", "q=\"x\"", "clusterdebian.token=x"} {
+		if err := CheckExtra(bad); err == nil {
+			t.Errorf("CheckExtra(%q) = nil", bad)
+		}
+	}
+}
+
+func TestLayersAndInitrd(t *testing.T) {
+	for name, want := range map[string]bool{
+		BaseLayer: true, CustomLayer: true, "03-x.squashfs": true, "2-x.ext4": false, "02-x.img": false, "02-a b.ext4": false,
+	} {
+		if IsLayer(name) != want {
+			t.Errorf("IsLayer(%q) = %v", name, !want)
+		}
+	}
+	if InitrdFor(RootRAM) != InitrdFile || InitrdFor(RootShared) != NFSInitrdFile {
+		t.Error("InitrdFor")
+	}
+	if r, err := ParseRootMode(""); err != nil || r != RootShared {
+		t.Errorf("ParseRootMode(\"\") = %q, %v", r, err)
+	}
+}
