@@ -51,11 +51,11 @@ after the nodes unless --include-head is given.`,
 			if os.Geteuid() != 0 && !dryRun {
 				return fmt.Errorf("shutdown must run as root on node1; try: sudo clusterdebian shutdown")
 			}
-			base, err := headBase(headURL)
+			c, err := headClient(headURL, "", nil)
 			if err != nil {
 				return err
 			}
-			nodes, _, err := fetchNodes(base)
+			nodes, err := listNodes(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
@@ -78,9 +78,8 @@ after the nodes unless --include-head is given.`,
 				}
 				res := pexec.Run(ctx, targets, []string{"systemctl", action}, pexec.Options{Timeout: timeout})
 				c := shutdown.Confirmer{
-					Nodes: func(context.Context) ([]registry.Node, error) {
-						ns, _, err := fetchNodes(base)
-						return ns, err
+					Nodes: func(ctx context.Context) ([]registry.Node, error) {
+						return listNodes(ctx, c)
 					},
 					Polls: max(int(grace/time.Second), 1),
 					Wait:  shutdown.Sleep(time.Second),
