@@ -17,7 +17,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -111,28 +110,6 @@ func OptionsFromCmdline(cmdline string) (Options, error) {
 	return o, nil
 }
 
-// HeadURL turns the head's address ("10.99.0.1", "10.99.0.1:8080" or a
-// URL) into the API's base URL.
-func HeadURL(head string) (string, error) {
-	if strings.Contains(head, "://") {
-		u, err := url.Parse(head)
-		if err != nil || u.Host == "" {
-			return "", fmt.Errorf("%q is not a URL like http://10.99.0.1", head)
-		}
-		return strings.TrimRight(head, "/"), nil
-	}
-	if ap, err := netip.ParseAddrPort(head); err == nil {
-		return "http://" + ap.String(), nil
-	}
-	if ip, err := netip.ParseAddr(head); err == nil {
-		if ip.Is6() {
-			return "http://[" + ip.String() + "]", nil
-		}
-		return "http://" + ip.String(), nil
-	}
-	return "", fmt.Errorf("%q is not an IP address", head)
-}
-
 // Run joins the cluster and heartbeats until ctx is done; then it leaves
 // and returns nil. It returns an error only for what retrying cannot fix.
 func Run(ctx context.Context, o Options) error {
@@ -149,7 +126,7 @@ func Run(ctx context.Context, o Options) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	c := newClient(o.HeadURL, o.Token, nil)
+	c := registry.NewClient(o.HeadURL, o.Token, nil)
 
 	mac, ip := o.MAC, o.IP
 	if mac == "" || ip == "" {
@@ -202,7 +179,7 @@ func Run(ctx context.Context, o Options) error {
 	Notify("STOPPING=1")
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
 	defer cancel()
-	if err := c.leave(lctx, mac); err != nil {
+	if err := c.Leave(lctx, mac); err != nil {
 		log.Warn("leaving the cluster", "err", err)
 	} else {
 		log.Info("left the cluster", "node", a.name)
@@ -214,7 +191,7 @@ func Run(ctx context.Context, o Options) error {
 type agent struct {
 	o        Options
 	log      *slog.Logger
-	c        *client
+	c        *registry.Client
 	req      registry.RegisterRequest
 	certPath string
 	lastCA   string
@@ -233,7 +210,7 @@ func (a *agent) syncClusterFiles(ctx context.Context, gen uint64) {
 	if root == "" || (gen != 0 && gen == a.synced) {
 		return
 	}
-	nodes, listGen, err := a.c.nodes(ctx)
+	nodes, listGen, err := a.c.Nodes(ctx)
 	if err != nil {
 		a.log.Warn("fetching the node list for the cluster files", "err", err)
 		return
@@ -284,7 +261,7 @@ func waitEndpoint(ctx context.Context, headURL string, log *slog.Logger) (Endpoi
 func (a *agent) register(ctx context.Context) (registry.RegisterResponse, error) {
 	delay := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		resp, err := a.c.register(ctx, a.req)
+		resp, err := a.c.Register(ctx, a.req)
 		if err == nil {
 			a.name = resp.Name
 			a.ca = resp.SSHCAPublicKey
@@ -360,7 +337,7 @@ func (a *agent) heartbeats(ctx context.Context, interval time.Duration) {
 		if err != nil {
 			a.log.Debug("reading load", "err", err)
 		}
-		gen, err := a.c.heartbeat(ctx, a.req.MAC, stats)
+		gen, err := a.c.Heartbeat(ctx, a.req.MAC, stats)
 		switch {
 		case err == nil:
 			a.syncClusterFiles(ctx, gen)

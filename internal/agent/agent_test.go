@@ -60,24 +60,6 @@ func TestOptionsFromCmdline(t *testing.T) {
 	}
 }
 
-func TestHeadURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"10.99.0.1":            "http://10.99.0.1",
-		"10.99.0.1:8080":       "http://10.99.0.1:8080",
-		"http://10.99.0.1/":    "http://10.99.0.1",
-		"http://127.0.0.1:999": "http://127.0.0.1:999",
-	} {
-		if got, err := HeadURL(in); err != nil || got != want {
-			t.Errorf("HeadURL(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "node1", "http://", "10.99.0.300"} {
-		if got, err := HeadURL(bad); err == nil {
-			t.Errorf("HeadURL(%q) = %q, want an error", bad, got)
-		}
-	}
-}
-
 // notifySocket listens on a unixgram socket, points NOTIFY_SOCKET at it and
 // returns what arrives.
 func notifySocket(t *testing.T, name string) <-chan string {
@@ -277,6 +259,8 @@ func TestRun(t *testing.T) {
 	waitFor(t, "re-registration", func() bool { _, ok := findNode(h.reg, mac); return ok })
 	waitFor(t, "the new certificate", func() bool { return certSignedBy(runDir, newCA) })
 	checkCert(t, runDir, newCA, "node42")
+	// The agent calls CAChanged after writing the certificate: wait for it.
+	waitFor(t, "sshd reloaded", func() bool { return caChanges.Load() > 0 })
 	if caChanges.Load() != 1 {
 		t.Errorf("CAChanged called %d times, want 1", caChanges.Load())
 	}

@@ -80,7 +80,7 @@ func Simulate(ctx context.Context, headURL, token string, n int, interval time.D
 		Transport: &http.Transport{MaxIdleConns: n, MaxIdleConnsPerHost: n, IdleConnTimeout: time.Minute},
 	}
 	defer hc.CloseIdleConnections()
-	c := newClient(headURL, token, hc)
+	c := registry.NewClient(headURL, token, hc)
 	res.Names = make([]string, n)
 
 	var mu sync.Mutex
@@ -112,7 +112,7 @@ func Simulate(ctx context.Context, headURL, token string, n int, interval time.D
 				SSHHostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))}
 			reg := func() bool {
 				for ctx.Err() == nil {
-					resp, err := c.register(ctx, req)
+					resp, err := c.Register(ctx, req)
 					if err == nil {
 						count(func() { res.Names[i] = resp.Name })
 						return true
@@ -138,7 +138,7 @@ func Simulate(ctx context.Context, headURL, token string, n int, interval time.D
 			defer t.Stop()
 			for ctx.Err() == nil {
 				s := registry.Stats{Load1: rand.Float64() * 4, MemUsedKiB: rand.Uint64N(8 << 20), UptimeSec: int64(time.Since(start).Seconds()) + 1}
-				_, err := c.heartbeat(ctx, mac, s)
+				_, err := c.Heartbeat(ctx, mac, s)
 				switch {
 				case err == nil:
 					count(func() { res.Heartbeats++ })
@@ -156,7 +156,7 @@ func Simulate(ctx context.Context, headURL, token string, n int, interval time.D
 			}
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
 			defer cancel()
-			if err := c.leave(lctx, mac); err != nil {
+			if err := c.Leave(lctx, mac); err != nil {
 				fail(err, &res.LeaveErrors)
 			} else {
 				count(func() { res.Left++ })

@@ -52,11 +52,11 @@ exit code, no answer within --timeout, ssh could not connect, down.`,
 					return fmt.Errorf("-x: %w", err)
 				}
 			}
-			base, err := headBase(headURL)
+			c, err := headClient(headURL, "", nil)
 			if err != nil {
 				return err
 			}
-			nodes, _, err := fetchNodes(base)
+			nodes, err := listNodes(cmd.Context(), c)
 			if err != nil {
 				return err
 			}

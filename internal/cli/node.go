@@ -11,6 +11,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/head"
+	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/role"
 	"github.com/clusterdebian/clusterdebian/internal/version"
 )
@@ -42,7 +43,7 @@ The flags override them, to run the agent by hand.`,
 			cmdline, _ := os.ReadFile(role.ProcCmdline)
 			o, cmdlineErr := agent.OptionsFromCmdline(string(cmdline))
 			if flags.Changed("head") {
-				u, err := agent.HeadURL(headAddr)
+				u, err := registry.HeadURL(headAddr)
 				if err != nil {
 					return err
 				}

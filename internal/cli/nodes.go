@@ -1,49 +1,45 @@
 package cli
 
 import (
-	"encoding/json"
+	"context"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
-	"time"
+	"net/url"
 
-	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
 
-// headBase returns the head's base URL: the --head flag's value if given,
-// else defaultHeadURL.
-func headBase(flag string) (string, error) {
-	if flag == "" {
-		return defaultHeadURL(), nil
+// headClient returns a client of the head named by the --head flag's value
+// (flag; default defaultHeadURL), with the cluster token (token; "" to
+// only list nodes) and hc (nil: registry.NewClient's default).
+func headClient(flag, token string, hc *http.Client) (*registry.Client, error) {
+	base := defaultHeadURL()
+	if flag != "" {
+		u, err := registry.HeadURL(flag)
+		if err != nil {
+			return nil, fmt.Errorf("--head: %w", err)
+		}
+		base = u
 	}
-	u, err := agent.HeadURL(flag)
-	if err != nil {
-		return "", fmt.Errorf("--head: %w", err)
-	}
-	return u, nil
+	return registry.NewClient(base, token, hc), nil
 }
 
-// fetchNodes asks the head at base for its node list, and returns it with
-// the raw answer.
-func fetchNodes(base string) ([]registry.Node, []byte, error) {
-	hc := &http.Client{Timeout: 10 * time.Second}
-	resp, err := hc.Get(strings.TrimRight(base, "/") + registry.PathNodes)
+// listNodes asks the head for its node list.
+func listNodes(ctx context.Context, c *registry.Client) ([]registry.Node, error) {
+	nodes, _, err := c.Nodes(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("asking the head: %w (is clusterdebian-head running? try --head)", err)
+		return nil, askError(err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, nil, err
+	return nodes, nil
+}
+
+// askError adds to a failed request what the user can check: a head that
+// cannot be reached is most likely not running, or not where --head says.
+func askError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("asking the head: %w (is clusterdebian-head running? try --head)", err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("the head answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	var nodes []registry.Node
-	if err := json.Unmarshal(body, &nodes); err != nil {
-		return nil, nil, fmt.Errorf("the head's answer is not a node list: %w", err)
-	}
-	return nodes, body, nil
+	return err
 }

@@ -1,7 +1,7 @@
 package cli
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,25 +40,17 @@ It asks the head with the cluster token, which only root on node1 can read
 			if err != nil {
 				return err
 			}
-			base := headURL
-			if base == "" {
-				base = "http://127.0.0.1"
-			} else if base, err = headBase(headURL); err != nil {
-				return err
+			addr := headURL
+			if addr == "" {
+				addr = "127.0.0.1" // node1, where the token is
 			}
-			gone, err := pruneNodes(base, tok)
+			// Pruning a large registry rewrites its file and the
+			// hostfiles: more time than a listing.
+			c, err := headClient(addr, tok, &http.Client{Timeout: 30 * time.Second})
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if len(gone) == 0 {
-				fmt.Fprintln(out, "no node is down: nothing to prune")
-				return nil
-			}
-			for _, n := range gone {
-				fmt.Fprintf(out, "removed %s (%s, %s)\n", n.Name, n.IP, n.MAC)
-			}
-			return nil
+			return prune(cmd.Context(), cmd.OutOrStdout(), c)
 		},
 	}
 	cmd.Flags().StringVar(&headURL, "head", "", "the head's address or URL (default: this machine)")
@@ -79,29 +71,20 @@ func readToken(stateDir string) (string, error) {
 	return tok, nil
 }
 
-// pruneNodes asks the head at base to forget its down nodes and returns them.
-func pruneNodes(base, token string) ([]registry.Node, error) {
-	req, err := http.NewRequest(http.MethodPost, strings.TrimRight(base, "/")+registry.PathPrune, nil)
+// prune has the head forget its down nodes and says which it forgot.
+func prune(ctx context.Context, out io.Writer, c *registry.Client) error {
+	gone, err := c.Prune(ctx)
 	if err != nil {
-		return nil, err
+		return askError(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	hc := &http.Client{Timeout: 30 * time.Second}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("asking the head: %w (is clusterdebian-head running?)", err)
+	if len(gone) == 0 {
+		_, err := fmt.Fprintln(out, "no node is down: nothing to prune")
+		return err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
+	for _, n := range gone {
+		if _, err := fmt.Fprintf(out, "removed %s (%s, %s)\n", n.Name, n.IP, n.MAC); err != nil {
+			return err
+		}
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("the head answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	var gone []registry.Node
-	if err := json.Unmarshal(body, &gone); err != nil {
-		return nil, fmt.Errorf("the head's answer is not a node list: %w", err)
-	}
-	return gone, nil
+	return nil
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -15,7 +16,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
 
-func TestPruneNodes(t *testing.T) {
+func TestPrune(t *testing.T) {
 	const tok = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	reg, err := registry.Open(filepath.Join(t.TempDir(), "nodes.json"), contract.Naming{Subnet: netip.MustParsePrefix("10.99.0.0/24"), Head: netip.MustParseAddr("10.99.0.1")}, time.Second, nil)
 	if err != nil {
@@ -31,15 +32,25 @@ func TestPruneNodes(t *testing.T) {
 	srv := httptest.NewServer(registry.NewAPI(reg, tok, nil, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	defer srv.Close()
 
-	if _, err := pruneNodes(srv.URL, "wrong"); err == nil || !strings.Contains(err.Error(), "401") {
-		t.Errorf("wrong token: %v, want a 401 error", err)
+	var out strings.Builder
+	err = prune(context.Background(), &out, registry.NewClient(srv.URL, "wrong", nil))
+	if err == nil || !strings.Contains(err.Error(), "401") || len(reg.Nodes()) != 1 {
+		t.Errorf("wrong token: %v, want a 401 error and node5 kept", err)
 	}
-	gone, err := pruneNodes(srv.URL, tok)
-	if err != nil {
+	if err := prune(context.Background(), &out, registry.NewClient(srv.URL, tok, nil)); err != nil {
 		t.Fatal(err)
 	}
-	if len(gone) != 1 || gone[0].Name != "node5" || len(reg.Nodes()) != 0 {
-		t.Errorf("pruned %v, left %v", gone, reg.Nodes())
+	if out.String() != "removed node5 (10.99.0.5, 52:54:00:00:00:05)\n" || len(reg.Nodes()) != 0 {
+		t.Errorf("prune said %q, left %v", out.String(), reg.Nodes())
+	}
+	out.Reset()
+	if err := prune(context.Background(), &out, registry.NewClient(srv.URL, tok, nil)); err != nil || out.String() != "no node is down: nothing to prune\n" {
+		t.Errorf("prune with nothing down: %v, said %q", err, out.String())
+	}
+	// A head that is not there: the error says what to check.
+	srv.Close()
+	if err := prune(context.Background(), &out, registry.NewClient(srv.URL, tok, nil)); err == nil || !strings.Contains(err.Error(), "is clusterdebian-head running?") {
+		t.Errorf("prune without a head: %v", err)
 	}
 
 	dir := t.TempDir()

@@ -2,16 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/clusterdebian/clusterdebian/internal/localnode1"
-	"github.com/clusterdebian/clusterdebian/internal/pexec"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/role"
 	"github.com/clusterdebian/clusterdebian/internal/shutdown"
@@ -51,72 +49,22 @@ after the nodes unless --include-head is given.`,
 			if os.Geteuid() != 0 && !dryRun {
 				return fmt.Errorf("shutdown must run as root on node1; try: sudo clusterdebian shutdown")
 			}
-			base, err := headBase(headURL)
+			c, err := headClient(headURL, "", nil)
 			if err != nil {
 				return err
 			}
-			nodes, _, err := fetchNodes(base)
-			if err != nil {
-				return err
+			sys := shutdown.Host(func(ctx context.Context) ([]registry.Node, error) { return listNodes(ctx, c) },
+				cmd.OutOrStdout(), cmd.ErrOrStderr())
+			err = shutdown.Run(cmd.Context(), sys, shutdown.Options{
+				Reboot: reboot, DryRun: dryRun, Force: force,
+				PermanentHead: localnode1.Installed(), IncludeHead: includeHead,
+				Timeout: timeout, Grace: grace, Settle: settle,
+			})
+			var kept *shutdown.HeadKeptError
+			if errors.As(err, &kept) {
+				return &exitError{code: 1, msg: kept.Error()}
 			}
-			verb, action := "power off", "poweroff"
-			if reboot {
-				verb, action = "reboot", "reboot"
-			}
-			plan := shutdown.MakePlan(nodes)
-			plan.KeepHead = localnode1.Installed() && !includeHead
-			out := cmd.OutOrStdout()
-			fmt.Fprint(out, plan.Describe(verb))
-			if dryRun {
-				return nil
-			}
-			ctx := cmd.Context()
-			if len(plan.Nodes) > 0 {
-				targets := make([]pexec.Target, len(plan.Nodes))
-				for i, n := range plan.Nodes {
-					targets[i] = pexec.Target{Name: n}
-				}
-				res := pexec.Run(ctx, targets, []string{"systemctl", action}, pexec.Options{Timeout: timeout})
-				c := shutdown.Confirmer{
-					Nodes: func(context.Context) ([]registry.Node, error) {
-						ns, _, err := fetchNodes(base)
-						return ns, err
-					},
-					Polls: max(int(grace/time.Second), 1),
-					Wait:  shutdown.Sleep(time.Second),
-				}
-				vs := c.Confirm(ctx, res)
-				if rep := shutdown.Report(vs); rep != "" {
-					if !force {
-						return &exitError{code: 1, msg: strings.TrimRight(rep, "\n") +
-							"\nnode1 stays up; shut those down by hand, or run again with --force"}
-					}
-					fmt.Fprint(cmd.ErrOrStderr(), rep)
-				}
-				fmt.Fprintf(out, "%d node(s) confirmed\n", len(vs)-len(shutdown.Unconfirmed(vs)))
-				// A node that has left is still shutting down from node1's
-				// root: wait until it is off the network.
-				fmt.Fprintf(out, "waiting for the nodes to go off the network (up to %s)\n", settle)
-				ping := func(ctx context.Context, name string) bool {
-					return exec.CommandContext(ctx, "ping", "-c", "1", "-W", "2", "-q", plan.Addr(name)).Run() == nil
-				}
-				if still := shutdown.WaitGone(ctx, plan.Nodes, max(int(settle/time.Second), 1), shutdown.Sleep(time.Second), ping); len(still) > 0 {
-					msg := fmt.Sprintf("still answering after %s: %s", settle, strings.Join(still, ", "))
-					if !force {
-						return &exitError{code: 1, msg: msg + "\nnode1 stays up; run again with --force to power it off anyway"}
-					}
-					fmt.Fprintln(cmd.ErrOrStderr(), msg)
-				}
-			}
-			if plan.KeepHead {
-				fmt.Fprintln(out, "node1 stays on: it is a permanent node1 (localnode1); --include-head powers it off too")
-				return nil
-			}
-			fmt.Fprintf(out, "%s this machine (node1)\n", verb)
-			if b, err := exec.CommandContext(ctx, "systemctl", action).CombinedOutput(); err != nil {
-				return fmt.Errorf("systemctl %s: %v: %s", action, err, strings.TrimSpace(string(b)))
-			}
-			return nil
+			return err
 		},
 	}
 	f := cmd.Flags()

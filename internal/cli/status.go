@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,7 +38,7 @@ the head is this machine.`,
   clusterdebian status --json | jq '.[] | select(.state == "down") | .name'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			base, err := headBase(headURL)
+			c, err := headClient(headURL, "", nil)
 			if err != nil {
 				return err
 			}
@@ -51,19 +50,18 @@ the head is this machine.`,
 				if interval <= 0 {
 					return fmt.Errorf("--interval must be positive")
 				}
-				return watchStatus(cmd.Context(), out, base, interval, isTerminal(out))
+				return watchStatus(cmd.Context(), out, c, interval, isTerminal(out))
 			}
-			nodes, body, err := fetchNodes(base)
+			nodes, err := listNodes(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				var buf bytes.Buffer
-				if err := json.Indent(&buf, body, "", "  "); err != nil {
+				data, err := json.MarshalIndent(nodes, "", "  ")
+				if err != nil {
 					return err
 				}
-				buf.WriteByte('\n')
-				_, err := out.Write(bytes.TrimLeft(buf.Bytes(), "\n"))
+				_, err = out.Write(append(data, '\n'))
 				return err
 			}
 			return printStatus(out, nodes, time.Now())

@@ -4,10 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
 
@@ -65,5 +72,54 @@ func TestWatchLoop(t *testing.T) {
 		if !tty && !strings.HasPrefix(s, "NAME") {
 			t.Errorf("plain output does not start with the table:\n%q", s)
 		}
+	}
+}
+
+// status and status --json against a real API, and against a head whose
+// answer is not a node list.
+func TestStatusCommand(t *testing.T) {
+	reg, err := registry.Open(filepath.Join(t.TempDir(), "nodes.json"), contract.Naming{Subnet: netip.MustParsePrefix("10.99.0.0/24"), Head: netip.MustParseAddr("10.99.0.1")}, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Flush() })
+	if _, err := reg.Register(registry.RegisterRequest{MAC: "52:54:00:00:00:05", IP: "10.99.0.5", Cores: 2}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.NewAPI(reg, "", nil, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	defer srv.Close()
+	run := func(args ...string) (string, error) {
+		cmd := newStatusCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(io.Discard)
+		cmd.SilenceUsage = true // as the root command has it
+		cmd.SetArgs(args)
+		err := cmd.ExecuteContext(context.Background())
+		return out.String(), err
+	}
+
+	out, err := run("--head", srv.URL, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := registry.DecodeNodes([]byte(out))
+	if err != nil || len(nodes) != 1 || nodes[0].Name != "node5" || nodes[0].MAC != "52:54:00:00:00:05" || nodes[0].State != registry.StateUp ||
+		!nodes[0].Registered.Equal(reg.Nodes()[0].Registered) || !strings.HasSuffix(out, "]\n") {
+		t.Errorf("status --json printed %q: %+v, %v", out, nodes, err)
+	}
+	out, err = run("--head", srv.URL)
+	if err != nil || !strings.Contains(out, "node5") || !strings.Contains(out, "1 node: 1 up, 0 down; 2 cores") {
+		t.Errorf("status: %v\n%s", err, out)
+	}
+
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("null")) }))
+	defer bad.Close()
+	if out, err := run("--head", bad.URL, "--json"); err == nil || out != "" || !strings.Contains(err.Error(), "not a node list") {
+		t.Errorf("status --json of a null answer: printed %q, %v", out, err)
+	}
+	bad.Close()
+	if _, err := run("--head", bad.URL); err == nil || !strings.Contains(err.Error(), "is clusterdebian-head running?") {
+		t.Errorf("status without a head: %v", err)
 	}
 }

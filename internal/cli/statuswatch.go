@@ -53,10 +53,11 @@ func isTerminal(w io.Writer) bool {
 // watchStatus redraws the status every interval until ctx ends. A failed
 // request is shown in place of the table and retried: the head may be
 // restarting, and a watch should outlive that.
-func watchStatus(ctx context.Context, w io.Writer, base string, interval time.Duration, tty bool) error {
+func watchStatus(ctx context.Context, w io.Writer, c *registry.Client, interval time.Duration, tty bool) error {
 	return watchLoop(ctx, w, interval, tty, func() ([]registry.Node, error) {
-		ns, _, err := fetchNodes(base)
-		return ns, err
+		// Not cancelled with ctx: an interrupt ends the watch after this
+		// table, not with a "context canceled" in its place.
+		return listNodes(context.WithoutCancel(ctx), c)
 	}, time.Now)
 }
 

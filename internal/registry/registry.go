@@ -1,10 +1,11 @@
 // Package registry is the head's list of cluster nodes: who joined, under
 // which name, and who is alive. Node agents register at boot, heartbeat
-// every few seconds and leave at a clean shutdown (see NewAPI for the HTTP
-// side); the head sweeps nodes that stopped heartbeating into the "down"
-// state. Every membership change is saved to a JSON file, so that a
-// restarted head keeps the same names and does not list a node twice, and
-// reported to a callback, which rewrites /etc/hosts and the MPI hostfiles.
+// every few seconds and leave at a clean shutdown (NewAPI is the HTTP
+// side, Client its one client, for the agent and the commands); the head
+// sweeps nodes that stopped heartbeating into the "down" state. Every
+// membership change is saved to a JSON file, so that a restarted head
+// keeps the same names and does not list a node twice, and reported to a
+// callback, which rewrites /etc/hosts and the MPI hostfiles.
 //
 // A node's name follows from its address by the cluster's naming rule
 // (contract.Naming), the same rule the DHCP server and the node's initramfs

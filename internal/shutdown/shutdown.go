@@ -9,13 +9,16 @@
 // Such nodes count as confirmed only when the head's registry shows them
 // leaving (the agent's clean-shutdown message) or going silent within a
 // grace period.
+//
+// Run is the whole sequence, with every effect (ssh, the registry, ping,
+// this machine's systemctl, the clock) behind System; `clusterdebian
+// shutdown` maps its flags to Options.
 package shutdown
 
 import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/hostlist"
 	"github.com/clusterdebian/clusterdebian/internal/pexec"
@@ -180,20 +183,6 @@ func Report(vs []Verdict) string {
 		fmt.Fprintf(&b, "  %s: %s\n", v.Node, v.How)
 	}
 	return b.String()
-}
-
-// Sleep returns a Confirmer.Wait that sleeps d.
-func Sleep(d time.Duration) func(context.Context) error {
-	return func(ctx context.Context) error {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			return nil
-		}
-	}
 }
 
 // GoneAfter is how many polls in a row a node must not answer to count as

@@ -1,9 +1,7 @@
 package vm
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
 
 // Progress of `vm up` comes from the VMs' serial logs: each boot passes
@@ -186,24 +187,20 @@ func (c *Cluster) waitNodes(ctx context.Context, machines []*Machine, w io.Write
 // statusWatch polls node1's `clusterdebian status --json` through its guest
 // agent. When node1 has no agent answering, or a binary without the status
 // command, it falls back to the login prompt: a node at its login prompt
-// counts as joined.
+// counts as joined. An answer that is not a node list is an error, never
+// "no nodes yet".
 type statusWatch struct {
 	c    *Cluster
 	head *VMState
 	say  func(string, ...any)
 
 	mu       sync.Mutex
-	decided  bool // mode known
-	fallback bool // no status: the login prompt counts
-	nodes    map[string]statusNode
-	raw      string // the last status output, for error messages
+	decided  bool                     // mode known
+	fallback bool                     // no status: the login prompt counts
+	nodes    map[string]registry.Node // by MAC, as contract.NormalizeMAC writes it
+	err      error                    // the status is not a node list
+	raw      string                   // the last status output, for error messages
 	changed  chan struct{}
-}
-
-type statusNode struct {
-	name     string
-	up       bool
-	explicit bool // the status said up or not, rather than just listing it
 }
 
 func newStatusWatch(c *Cluster, head *VMState, say func(string, ...any)) *statusWatch {
@@ -213,11 +210,15 @@ func newStatusWatch(c *Cluster, head *VMState, say func(string, ...any)) *status
 // statusArgs is the command run on node1 to learn which nodes are up.
 var statusArgs = []string{"clusterdebian", "status", "--json"}
 
-func (s *statusWatch) update(fallback bool, nodes map[string]statusNode, raw string) {
+// update records what the last look found and wakes the waiters.
+func (s *statusWatch) update(fallback bool, nodes map[string]registry.Node, raw string, err error) {
 	s.mu.Lock()
 	s.decided, s.fallback = true, fallback
 	if nodes != nil {
 		s.nodes, s.raw = nodes, raw
+	}
+	if err != nil {
+		s.err, s.raw = err, raw
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})
@@ -248,7 +249,7 @@ func (s *statusWatch) run(ctx context.Context) {
 		} else {
 			s.say("%s: its guest agent: %v; a node counts as joined at its login prompt", HeadVM, err)
 		}
-		s.update(true, nil, "")
+		s.update(true, nil, "", nil)
 		return
 	}
 	for {
@@ -258,20 +259,16 @@ func (s *statusWatch) run(ctx context.Context) {
 		switch {
 		case ctx.Err() != nil:
 			return
-		case err == nil && (code == 0 || json.Valid(out) && len(bytes.TrimSpace(out)) > 0):
-			// A non-zero exit with JSON on stdout still lists the nodes
-			// (status may exit non-zero while some node is down).
-			nodes, perr := parseStatus(out)
-			if perr == nil {
-				s.update(false, nodes, string(out))
-				break
+		case err == nil && code == 0:
+			nodes, perr := nodesByMAC(out)
+			if perr != nil {
+				s.update(false, nil, string(out), fmt.Errorf("%s's %s: %w", HeadVM, strings.Join(statusArgs, " "), perr))
+				return
 			}
-			s.say("%s: cannot read the output of %s (%v); a node counts as joined at its login prompt", HeadVM, strings.Join(statusArgs, " "), perr)
-			s.update(true, nil, "")
-			return
+			s.update(false, nodes, string(out), nil)
 		case err == nil && (strings.Contains(string(errOut), "unknown command") || strings.Contains(string(errOut), "unknown flag")):
 			s.say("%s: its clusterdebian has no status command yet; a node counts as joined at its login prompt", HeadVM)
-			s.update(true, nil, "")
+			s.update(true, nil, "", nil)
 			return
 		case err == nil:
 			// The head may not be ready to answer yet: keep asking.
@@ -283,7 +280,7 @@ func (s *statusWatch) run(ctx context.Context) {
 			if errors.As(err, &qe) {
 				// guest-exec itself failed: no such program.
 				s.say("%s: cannot run %s (%v); a node counts as joined at its login prompt", HeadVM, statusArgs[0], err)
-				s.update(true, nil, "")
+				s.update(true, nil, "", nil)
 				return
 			}
 		}
@@ -295,22 +292,44 @@ func (s *statusWatch) run(ctx context.Context) {
 	}
 }
 
+// nodesByMAC reads the output of `clusterdebian status --json`, the head's
+// node list (registry.DecodeNodes), keyed by MAC.
+func nodesByMAC(out []byte) (map[string]registry.Node, error) {
+	list, err := registry.DecodeNodes(out)
+	if err != nil {
+		return nil, err
+	}
+	nodes := make(map[string]registry.Node, len(list))
+	for _, n := range list {
+		mac, err := contract.NormalizeMAC(n.MAC)
+		if err != nil {
+			return nil, fmt.Errorf("not a node list: node %q: %w", n.Name, err)
+		}
+		nodes[mac] = n
+	}
+	return nodes, nil
+}
+
 // waitJoined waits until the node with mac is up in node1's status and
 // returns its name; in fallback mode it returns promptName at once.
 func (s *statusWatch) waitJoined(ctx context.Context, mac, promptName string) (string, error) {
+	mac, err := contract.NormalizeMAC(mac)
+	if err != nil {
+		return "", err
+	}
 	deadline := time.After(joinTimeout)
 	for {
 		s.mu.Lock()
-		decided, fallback, n, raw, changed := s.decided, s.fallback, s.nodes[strings.ToLower(mac)], s.raw, s.changed
+		decided, fallback, n, failed, raw, changed := s.decided, s.fallback, s.nodes[mac], s.err, s.raw, s.changed
 		s.mu.Unlock()
+		if failed != nil {
+			return "", fmt.Errorf("%w; it printed: %s", failed, truncate(raw, 600))
+		}
 		if decided && fallback {
 			return promptName, nil
 		}
-		if n.up {
-			if n.name == "" {
-				n.name = promptName
-			}
-			return n.name, nil
+		if n.State == registry.StateUp {
+			return n.Name, nil
 		}
 		select {
 		case <-changed:
@@ -328,101 +347,6 @@ func truncate(s string, n int) string {
 		return s[:n] + " ..."
 	}
 	return s
-}
-
-// parseStatus reads the nodes out of `clusterdebian status --json`. It is
-// deliberately lenient about the layout, which belongs to the head: any JSON
-// object holding a MAC address as a value (or keyed by one) is a node; its
-// name is a node<N> string in it (or its key); it is up unless a state or
-// status field, or an up/alive/online/ready boolean, says otherwise.
-func parseStatus(data []byte) (map[string]statusNode, error) {
-	var doc any
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, err
-	}
-	nodes := map[string]statusNode{}
-	var walk func(v any, key string)
-	walk = func(v any, key string) {
-		switch v := v.(type) {
-		case []any:
-			for _, e := range v {
-				walk(e, "")
-			}
-		case map[string]any:
-			mac := ""
-			if macRe.MatchString(key) {
-				mac = key
-			}
-			for k, e := range v {
-				if s, ok := e.(string); ok && macRe.MatchString(s) && (mac == "" || strings.Contains(strings.ToLower(k), "mac")) {
-					mac = s
-				}
-			}
-			if mac != "" {
-				// The outermost object naming a MAC is the node; objects
-				// nested in it (its boot history, say) only count when they
-				// have a state and it has none.
-				n := statusNode{name: nodeNameIn(v, key)}
-				n.up, n.explicit = upIn(v)
-				if old, ok := nodes[strings.ToLower(mac)]; !ok || n.explicit && !old.explicit {
-					if n.name == "" {
-						n.name = old.name
-					}
-					nodes[strings.ToLower(mac)] = n
-				}
-			}
-			for k, e := range v {
-				walk(e, k)
-			}
-		}
-	}
-	walk(doc, "")
-	return nodes, nil
-}
-
-var (
-	macRe      = regexp.MustCompile(`^(?i)[0-9a-f]{2}(:[0-9a-f]{2}){5}$`)
-	nodeNameRe = regexp.MustCompile(`^node\d+$`)
-)
-
-func nodeNameIn(obj map[string]any, key string) string {
-	for _, k := range []string{"name", "node", "hostname", "host_name", "host-name", "host"} {
-		if s, ok := obj[k].(string); ok && nodeNameRe.MatchString(s) {
-			return s
-		}
-	}
-	for _, e := range obj {
-		if s, ok := e.(string); ok && nodeNameRe.MatchString(s) {
-			return s
-		}
-	}
-	if nodeNameRe.MatchString(key) {
-		return key
-	}
-	return ""
-}
-
-// upIn says whether a node object says it is up, and whether it says so
-// at all (explicit); a node merely listed counts as up.
-func upIn(obj map[string]any) (up, explicit bool) {
-	for k, e := range obj {
-		switch strings.ToLower(k) {
-		case "state", "status":
-			if s, ok := e.(string); ok {
-				switch strings.ToLower(s) {
-				case "up", "alive", "ready", "joined", "online", "ok", "running", "healthy":
-					return true, true
-				default:
-					return false, true
-				}
-			}
-		case "up", "alive", "online", "ready", "joined":
-			if b, ok := e.(bool); ok {
-				return b, true
-			}
-		}
-	}
-	return true, false
 }
 
 // qemuLog is what QEMU said in its log, without the warning that the
