@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
@@ -160,7 +161,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 	}
 	for _, m := range []string{"memtest86+x64.bin", "memtest86+x64.efi"} {
 		if _, err := os.Stat(filepath.Join(boot, m)); err == nil {
-			if err := copyFile(filepath.Join(boot, m), filepath.Join(dir, m), 0o644); err != nil {
+			if err := atomicfile.Copy(filepath.Join(boot, m), filepath.Join(dir, m), atomicfile.CopyOptions{Mode: 0o644}); err != nil {
 				return err
 			}
 		}
@@ -172,7 +173,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 		return err
 	}
 	for _, f := range []string{"passwd", "group", "shadow", "gshadow"} {
-		if err := copyFile(filepath.Join(root, "etc", f), filepath.Join(etc, f), 0o644); err != nil {
+		if err := atomicfile.Copy(filepath.Join(root, "etc", f), filepath.Join(etc, f), atomicfile.CopyOptions{Mode: 0o644}); err != nil {
 			return err
 		}
 	}

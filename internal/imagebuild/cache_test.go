@@ -562,29 +562,6 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 }
 
-func TestCopyFile(t *testing.T) {
-	dir := t.TempDir()
-	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
-	if err := os.WriteFile(src, []byte("payload"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, []byte("a much longer previous content"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := copyFile(src, dst, 0o751); err != nil {
-		t.Fatal(err)
-	}
-	if got := readFile(t, dst); got != "payload" {
-		t.Errorf("content = %q", got)
-	}
-	if fi, _ := os.Stat(dst); fi.Mode().Perm() != 0o751 {
-		t.Errorf("mode = %o, want 751", fi.Mode().Perm())
-	}
-	if err := copyFile(filepath.Join(dir, "missing"), dst, 0o644); err == nil {
-		t.Error("copyFile of a missing file succeeded")
-	}
-}
-
 func TestPublish(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "cache", "clusterdebian.iso")
@@ -678,30 +655,6 @@ func TestPublishAcrossFileSystems(t *testing.T) {
 	}
 	if names := dirNames(t, filepath.Dir(dst)); !slices.Equal(names, []string{"layer.squashfs"}) {
 		t.Errorf("output folder holds %v", names)
-	}
-	// linkOrCopy falls back to a copy as well.
-	cp := filepath.Join(dir, "copy")
-	if err := linkOrCopy(src, cp); err != nil || readFile(t, cp) != "squash" {
-		t.Errorf("linkOrCopy across file systems: %v", err)
-	}
-}
-
-func TestLinkOrCopy(t *testing.T) {
-	dir := t.TempDir()
-	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
-	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := linkOrCopy(src, dst); err != nil {
-		t.Fatal(err)
-	}
-	a, _ := os.Stat(src)
-	b, _ := os.Stat(dst)
-	if !os.SameFile(a, b) {
-		t.Error("linkOrCopy on one file system did not link")
-	}
-	if err := linkOrCopy(filepath.Join(dir, "missing"), filepath.Join(dir, "x")); err == nil {
-		t.Error("linkOrCopy of a missing file succeeded")
 	}
 }
 
