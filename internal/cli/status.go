@@ -12,6 +12,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/role"
+	"github.com/clusterdebian/clusterdebian/internal/terminal"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -51,7 +52,7 @@ the head is this machine.`,
 				if interval <= 0 {
 					return fmt.Errorf("--interval must be positive")
 				}
-				return watchStatus(cmd.Context(), out, base, interval, isTerminal(out))
+				return watchStatus(cmd.Context(), out, base, interval, terminal.CanRedraw(out))
 			}
 			nodes, body, err := fetchNodes(base)
 			if err != nil {
