@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -64,6 +65,21 @@ func TestWriteDurable(t *testing.T) {
 	}
 }
 
+// holdOpen opens path and returns what that open file reads later: a
+// replacement by rename leaves it the old content.
+func holdOpen(t *testing.T, path string) func() string {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return func() string {
+		buf := make([]byte, 64)
+		n, _ := f.ReadAt(buf, 0)
+		return string(buf[:n])
+	}
+}
+
 func TestCopy(t *testing.T) {
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
@@ -79,11 +95,7 @@ func TestCopy(t *testing.T) {
 	}
 	// A reader holding the old dst keeps reading the old content: the copy
 	// is renamed over it, not written into it.
-	reader, err := os.Open(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
+	held := holdOpen(t, dst)
 
 	check := func(o CopyOptions, wantMode os.FileMode, wantOldTime bool) {
 		t.Helper()
@@ -100,10 +112,8 @@ func TestCopy(t *testing.T) {
 	check(CopyOptions{}, 0o640, false)
 	check(CopyOptions{Mode: 0o755, KeepTime: true, Sync: true}, 0o755, true)
 
-	buf := make([]byte, 64)
-	n, _ := reader.ReadAt(buf, 0)
-	if string(buf[:n]) != "a much longer previous content" {
-		t.Errorf("the old file was changed in place: %q", buf[:n])
+	if got := held(); got != "a much longer previous content" {
+		t.Errorf("the old file was changed in place: %q", got)
 	}
 
 	// Failures leave dst as it was and no temporary file.
@@ -132,11 +142,7 @@ func TestLink(t *testing.T) {
 	if err := os.WriteFile(dst, []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	reader, err := os.Open(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
+	held := holdOpen(t, dst)
 	// Twice: linking again the file that is already there leaves no
 	// temporary name behind.
 	for range 2 {
@@ -152,14 +158,41 @@ func TestLink(t *testing.T) {
 			t.Errorf("folder holds %v, want only src and dst", entries)
 		}
 	}
-	buf := make([]byte, 8)
-	if n, _ := reader.ReadAt(buf, 0); string(buf[:n]) != "old" {
-		t.Errorf("the old file was changed in place: %q", buf[:n])
+	if got := held(); got != "old" {
+		t.Errorf("the old file was changed in place: %q", got)
 	}
 	if err := Link(filepath.Join(dir, "missing"), dst); err == nil {
 		t.Error("linking a missing file succeeded")
 	}
 	if got, _ := os.ReadFile(dst); string(got) != "new" {
 		t.Errorf("a failed link changed dst to %q", got)
+	}
+}
+
+func TestLinkAcrossFileSystems(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "cdtest-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	dir := t.TempDir()
+	var a, b syscall.Stat_t
+	if syscall.Stat(shm, &a) != nil || syscall.Stat(dir, &b) != nil || a.Dev == b.Dev {
+		t.Skip("/dev/shm and the test folder are on one file system")
+	}
+	src, dst := filepath.Join(shm, "layer.squashfs"), filepath.Join(dir, "layer.squashfs")
+	if err := os.WriteFile(src, []byte("squash"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := Link(src, dst); err != nil {
+		t.Fatalf("Link across file systems: %v", err)
+	}
+	got, _ := os.ReadFile(dst)
+	fi, _ := os.Stat(dst)
+	if string(got) != "squash" || fi.Mode().Perm() != 0o640 {
+		t.Errorf("copy holds %q mode %v, want \"squash\" 0640", got, fi.Mode().Perm())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("folder holds %v, want only the copy", entries)
 	}
 }
