@@ -1,8 +1,10 @@
 // Package imagefiles holds, in one visible folder, the files that go into a
 // ClusterDebian image: root/ is copied into the image's root file system as it
-// is (systemd units, motd, man pages), templates/ are rendered at build or boot
-// time (the login banner, the boot menu), and initramfs/ goes into the nodes'
-// initrds (the NFS root's and live-boot's).
+// is (systemd units, motd, man pages), templates/ are rendered at build, boot
+// or install time (the login banner, the boot menu, the head's unit that
+// localnode1 installs on a Debian host), initramfs/ goes into the nodes'
+// initrds (the NFS root's and live-boot's), and hooks/ are the shell hooks
+// mmdebstrap runs while it makes the image's root.
 package imagefiles
 
 import (
@@ -16,6 +18,9 @@ var rootFS embed.FS
 
 //go:embed templates
 var templatesFS embed.FS
+
+//go:embed hooks
+var hooksFS embed.FS
 
 // NodeInitramfsScript is the initramfs-tools script (scripts/nfs-bottom) that
 // makes node1's shared root safe for one node: see initramfs/clusterdebian-node.
@@ -43,6 +48,16 @@ func Template(name string) string {
 	b, err := templatesFS.ReadFile("templates/" + name)
 	if err != nil {
 		panic("imagefiles: no template " + name)
+	}
+	return string(b)
+}
+
+// Hook returns the text of hooks/name: a POSIX sh script that mmdebstrap runs
+// with sh -c, the new root as $1.
+func Hook(name string) string {
+	b, err := hooksFS.ReadFile("hooks/" + name)
+	if err != nil {
+		panic("imagefiles: no hook " + name)
 	}
 	return string(b)
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
+	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
 )
 
 const token = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -224,7 +224,7 @@ func TestRun(t *testing.T) {
 	runDir := t.TempDir()
 	const mac = "52:54:00:ab:cd:2a"
 	var caChanges atomic.Int32
-	var logBuf syncBuffer
+	var logBuf syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -377,7 +377,7 @@ func TestRunRetriesRegistration(t *testing.T) {
 	})
 	h.handler.Store(&flaky)
 	t.Setenv("NOTIFY_SOCKET", "")
-	var logBuf syncBuffer
+	var logBuf syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -399,7 +399,7 @@ func TestRunRetriesRegistration(t *testing.T) {
 func TestRunStopsWhileUnregistered(t *testing.T) {
 	h := newHead(t, time.Second)
 	t.Setenv("NOTIFY_SOCKET", "")
-	var logBuf syncBuffer
+	var logBuf syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -481,22 +481,4 @@ func TestSimNode(t *testing.T) {
 	if _, ip := SimNode(254); ip != "10.200.1.0" {
 		t.Errorf("SimNode(254) = %s", ip)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,14 +1,13 @@
 package cli
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"text/template"
 
 	"github.com/spf13/cobra"
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/role"
 	"github.com/clusterdebian/clusterdebian/internal/version"
 )
@@ -43,14 +42,8 @@ func newIssueCmd() *cobra.Command {
 				_, err := cmd.OutOrStdout().Write([]byte(text))
 				return err
 			}
-			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-				return err
-			}
-			tmp := out + ".tmp"
-			if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-				return err
-			}
-			return os.Rename(tmp, out)
+			// agetty may read the banner at any moment: whole or not at all.
+			return atomicfile.Write(out, []byte(text), 0o644)
 		},
 	}
 	cmd.Flags().StringVar(&out, "write", "", "write the banner to this file instead of standard output")

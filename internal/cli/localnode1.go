@@ -12,10 +12,10 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/clusterdebian/clusterdebian/internal/config"
 	"github.com/clusterdebian/clusterdebian/internal/localnode1"
+	"github.com/clusterdebian/clusterdebian/internal/terminal"
 )
 
 // localnode1BuildDir holds the build localnode1 makes when no --from is
@@ -148,13 +148,7 @@ func runRemove(ctx context.Context, cmd *cobra.Command, sys *localnode1.System, 
 
 // confirm asks on a terminal; elsewhere it refuses, since nobody can answer.
 func confirm(in io.Reader, out io.Writer) error {
-	f, ok := in.(*os.File)
-	if ok {
-		// /dev/null is a character device too; only a terminal has termios.
-		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-		ok = err == nil
-	}
-	if !ok {
+	if !terminal.Is(in) {
 		return errors.New("not changing anything: standard input is not a terminal to ask on; run again with --yes to go ahead")
 	}
 	fmt.Fprint(out, "Go ahead? [y/N] ")

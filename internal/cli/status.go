@@ -11,6 +11,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/role"
+	"github.com/clusterdebian/clusterdebian/internal/terminal"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -50,7 +51,7 @@ the head is this machine.`,
 				if interval <= 0 {
 					return fmt.Errorf("--interval must be positive")
 				}
-				return watchStatus(cmd.Context(), out, c, interval, isTerminal(out))
+				return watchStatus(cmd.Context(), out, c, interval, terminal.CanRedraw(out))
 			}
 			nodes, err := listNodes(cmd.Context(), c)
 			if err != nil {

@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"time"
-
-	"golang.org/x/term"
 
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
@@ -42,12 +39,6 @@ func summaryLine(nodes []registry.Node) string {
 		noun = "node"
 	}
 	return fmt.Sprintf("%d %s: %d up, %d down; %d cores; load %.1f", len(nodes), noun, up, len(nodes)-up, cores, load)
-}
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // watchStatus redraws the status every interval until ctx ends. A failed

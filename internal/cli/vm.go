@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/clusterdebian/clusterdebian/internal/terminal"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
 
@@ -248,14 +249,14 @@ logged, in ` + vm.StateRoot + `/<name>/<VM>/` + vm.SerialLogFile + `.`,
 				return err
 			}
 			stderr := cmd.ErrOrStderr()
-			fd := int(os.Stdin.Fd())
-			if !term.IsTerminal(fd) {
+			if !terminal.Is(os.Stdin) {
 				return vm.AttachConsole(cmd.Context(), sock, os.Stdin, cmd.OutOrStdout(), false)
 			}
 			if tail := vm.SerialTail(v, 5); tail != "" {
 				fmt.Fprintf(stderr, "%s\n", tail)
 			}
 			fmt.Fprintf(stderr, "--- %s serial console; Ctrl-] detaches (press Enter for a prompt) ---\n", v.Name)
+			fd := int(os.Stdin.Fd())
 			old, err := term.MakeRaw(fd)
 			if err != nil {
 				return fmt.Errorf("console: raw terminal: %w", err)

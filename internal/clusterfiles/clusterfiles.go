@@ -28,10 +28,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/homes"
 	"github.com/clusterdebian/clusterdebian/internal/markedblock"
 
 	"github.com/clusterdebian/clusterdebian/internal/registry"
@@ -187,26 +187,10 @@ func writeIfChanged(path string, data []byte) error {
 // works from any home folder. A file or link the user made under those
 // names is theirs and is left alone.
 func linkHomes(root string) error {
-	homes := []string{filepath.Join(root, "root")}
-	entries, err := os.ReadDir(filepath.Join(root, "home"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	for _, e := range entries {
-		homes = append(homes, filepath.Join(root, "home", e.Name()))
-	}
-	var errs []error
-	for _, h := range homes {
-		fi, err := os.Lstat(h)
-		if err != nil || !fi.IsDir() || filepath.Base(h) == "lost+found" {
-			continue // no such home, or not a folder
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok {
-			continue
-		}
+	return homes.Each(root, func(h homes.Home) error {
+		var errs []error
 		for link, target := range map[string]string{MPIHostsLink: "/" + MPIHostsPath, PVMHostsLink: "/" + PVMHostsPath} {
-			p := filepath.Join(h, link)
+			p := filepath.Join(h.Path, link)
 			if _, err := os.Lstat(p); err == nil {
 				continue
 			} else if !errors.Is(err, fs.ErrNotExist) {
@@ -219,10 +203,10 @@ func linkHomes(root string) error {
 				errs = append(errs, err)
 				continue
 			}
-			if err := os.Lchown(p, int(st.Uid), int(st.Gid)); err != nil {
+			if err := os.Lchown(p, h.UID, h.GID); err != nil {
 				errs = append(errs, err)
 			}
 		}
-	}
-	return errors.Join(errs...)
+		return errors.Join(errs...)
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
@@ -48,25 +49,10 @@ func loadToken(path string) (string, error) {
 		return "", err
 	}
 	tok := hex.EncodeToString(b[:])
-	// Write it whole or not at all: a half-written token would lock out
-	// every node on the next start.
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".token-*")
-	if err != nil {
-		return "", fmt.Errorf("token: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if _, err := tmp.WriteString(tok + "\n"); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	// Write it whole or not at all, and to disk: a half-written or lost
+	// token would lock out every node on the next start. The temporary file
+	// is 0600 from its creation, so the token is never readable by others.
+	if err := atomicfile.WriteSync(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("token: %w", err)
 	}
 	return tok, nil

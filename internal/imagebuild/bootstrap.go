@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
@@ -23,56 +24,54 @@ const bootstrapRecipe = 2
 
 func (b *build) bootstrapKey() string {
 	return Key("bootstrap", bootstrapRecipe, b.Config.Image.Suite, b.mirror, b.packages,
-		MmdebstrapArgs(nil, "", "", ""), hooks("SCRIPT", "LAYERS"), pvmSSHHook, imagefiles.NodeInitramfsScript, imagefiles.LiveLayersScript)
+		MmdebstrapArgs(nil, "", "", ""), hooks("SCRIPT", "LAYERS", true), imagefiles.NodeInitramfsScript, imagefiles.LiveLayersScript)
 }
 
-// nodeInitramfsConf is the initramfs-tools configuration of the nodes' initrd,
-// inside the image, so that node1 can remake it (mkinitramfs -d).
-const nodeInitramfsConf = "/etc/clusterdebian/initramfs-nfs"
-
-// liveLayersPath is where live-boot sources the layers extension from
-// (it reads /lib/live/boot/????-*, after its own 9990 files).
-const liveLayersPath = "/usr/lib/live/boot/9995-clusterdebian-layers.sh"
+// Where the hooks upload the initramfs pieces into the new root; the hook
+// scripts of imagefiles/hooks make these folders and set these files' modes.
+const (
+	// liveLayersPath is where live-boot sources the layers extension from
+	// (it reads /lib/live/boot/????-*, after its own 9990 files).
+	liveLayersPath = "/usr/lib/live/boot/9995-clusterdebian-layers.sh"
+	// liveNodeScriptPath runs the node script as a live-bottom script.
+	liveNodeScriptPath = "/etc/initramfs-tools/scripts/live-bottom/clusterdebian-node"
+	// nfsNodeScriptPath runs it as an nfs-bottom script in the nodes'
+	// initramfs-tools configuration (/etc/clusterdebian/initramfs-nfs),
+	// kept in the image so that node1 can remake that initrd.
+	nfsNodeScriptPath = "/etc/clusterdebian/initramfs-nfs/scripts/nfs-bottom/clusterdebian-node"
+)
 
 // hooks returns mmdebstrap's hook options; script is the node initramfs script
-// and layers the live-boot extension, both on the host.
+// and layers the live-boot extension, both on the host, and pvm says the
+// image has PVM, whose remote shell becomes ssh. The shell hooks are
+// the scripts of imagefiles/hooks, passed as their text (mmdebstrap runs
+// them with sh -c, the root as $1); the uploads between them are
+// mmdebstrap's own.
 //
 // The essential hooks run before the kernel and live-boot are installed, so
 // the live initrd that the kernel's installation makes already has the
 // nodes' RAM-root pieces: the live-boot extension that fetches every layer,
 // and the node script, as a live-bottom script (it does nothing on node1).
-func hooks(script, layers string) []string {
-	return append([]string{
-		`--essential-hook=mkdir -p "$1` + filepath.Dir(liveLayersPath) + `" "$1/etc/initramfs-tools/scripts/live-bottom"`,
+//
+// The customize hooks run after the packages: they make the nodes' initrd
+// for the shared root (initramfs-tools with BOOT=nfs, plus the node script),
+// and remove the SSH host keys, which are made per machine at boot.
+func hooks(script, layers string, pvm bool) []string {
+	hs := []string{
+		"--essential-hook=" + imagefiles.Hook("live-initramfs-dirs.sh"),
 		"--essential-hook=upload " + layers + " " + liveLayersPath,
-		"--essential-hook=upload " + script + " /etc/initramfs-tools/scripts/live-bottom/clusterdebian-node",
-		`--essential-hook=chmod 0755 "$1` + liveLayersPath + `" "$1/etc/initramfs-tools/scripts/live-bottom/clusterdebian-node"`,
-	}, customizeHooks(script)...)
-}
-
-// customizeHooks are run by mmdebstrap inside the new root, after the packages:
-//   - the nodes' initrd: initramfs-tools with BOOT=nfs (the stock kernel has no
-//     in-kernel IP autoconfiguration; the initramfs does DHCP and the NFS
-//     mount) plus the script that makes the shared root safe per node;
-//   - no SSH host keys: they are made per machine at boot, not shipped in an
-//     ISO that may be given away.
-func customizeHooks(script string) []string {
-	conf := nodeInitramfsConf
-	return []string{
-		`--customize-hook=mkdir -p "$1` + conf + `" && cp -a "$1/etc/initramfs-tools/." "$1` + conf + `/" && ` +
-			`sed -i -e 's/^BOOT=.*/BOOT=nfs/' -e 's/^MODULES=.*/MODULES=netboot/' "$1` + conf + `/initramfs.conf" && ` +
-			`mkdir -p "$1` + conf + `/scripts/nfs-bottom"`,
-		"--customize-hook=upload " + script + " " + conf + "/scripts/nfs-bottom/clusterdebian-node",
-		`--customize-hook=chmod 0755 "$1` + conf + `/scripts/nfs-bottom/clusterdebian-node"`,
-		`--customize-hook=chroot "$1" sh -c 'mkinitramfs -d ` + conf + ` -o /boot/` + contract.NFSInitrdFile +
-			` "$(ls /lib/modules | sort -V | tail -n 1)"'`,
-		`--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*`,
+		"--essential-hook=upload " + script + " " + liveNodeScriptPath,
+		"--essential-hook=" + imagefiles.Hook("live-initramfs-modes.sh"),
+		"--customize-hook=" + imagefiles.Hook("nfs-initramfs-conf.sh"),
+		"--customize-hook=upload " + script + " " + nfsNodeScriptPath,
+		"--customize-hook=" + imagefiles.Hook("nfs-initrd.sh"),
+		"--customize-hook=" + imagefiles.Hook("no-ssh-host-keys.sh"),
 	}
+	if pvm {
+		hs = append(hs, "--customize-hook="+imagefiles.Hook("pvm-ssh-rsh.sh"))
+	}
+	return hs
 }
-
-// pvmSSHHook makes ssh PVM's remote shell: Debian's pvm starts remote
-// daemons through the pvm-rsh alternative, which it points at rsh.
-const pvmSSHHook = `--customize-hook=chroot "$1" sh -c 'update-alternatives --install /usr/lib/pvm3/bin/rsh pvm-rsh /usr/bin/ssh 50 && update-alternatives --set pvm-rsh /usr/bin/ssh'`
 
 // MmdebstrapArgs returns mmdebstrap's arguments for a root with packages; extra
 // options go before the positional arguments. The benchmark uses the same
@@ -126,10 +125,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 	}
 	defer os.Remove(layers)
 	r.stage.Status("mmdebstrap " + b.Config.Image.Suite + " from " + b.mirror)
-	hs := hooks(script, layers)
-	if slices.Contains(b.packages, "pvm") {
-		hs = append(hs, pvmSSHHook)
-	}
+	hs := hooks(script, layers, slices.Contains(b.packages, "pvm"))
 	err := r.run(ctx, "unshare", unshareArgs("mmdebstrap",
 		MmdebstrapArgs(b.packages, b.Config.Image.Suite, root, b.mirror, hs...)...)...)
 	if err != nil {
@@ -160,7 +156,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 	}
 	for _, m := range []string{"memtest86+x64.bin", "memtest86+x64.efi"} {
 		if _, err := os.Stat(filepath.Join(boot, m)); err == nil {
-			if err := copyFile(filepath.Join(boot, m), filepath.Join(dir, m), 0o644); err != nil {
+			if err := atomicfile.Copy(filepath.Join(boot, m), filepath.Join(dir, m), atomicfile.CopyOptions{Mode: 0o644}); err != nil {
 				return err
 			}
 		}
@@ -172,7 +168,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 		return err
 	}
 	for _, f := range []string{"passwd", "group", "shadow", "gshadow"} {
-		if err := copyFile(filepath.Join(root, "etc", f), filepath.Join(etc, f), 0o644); err != nil {
+		if err := atomicfile.Copy(filepath.Join(root, "etc", f), filepath.Join(etc, f), atomicfile.CopyOptions{Mode: 0o644}); err != nil {
 			return err
 		}
 	}

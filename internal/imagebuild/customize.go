@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 )
 
 // customizeRecipe changes whenever the customize stage changes what it writes
@@ -109,7 +110,7 @@ func (b *build) customize(ctx context.Context, dir string, r *runner) error {
 	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
 		return err
 	}
-	if err := copyFile(b.Binary, bin, 0o755); err != nil {
+	if err := atomicfile.Copy(b.Binary, bin, atomicfile.CopyOptions{Mode: 0o755}); err != nil {
 		return err
 	}
 	if b.ManPages != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -63,64 +62,13 @@ func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	return atomicfile.WriteSync(path, data, mode)
 }
 
-// copyFile copies src to dst with the given mode.
-func copyFile(src, dst string, mode fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Chmod(mode); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-// publish puts src at dst atomically: a hard link when both are on one file
-// system (instant, no extra space), else a copy; then a rename into place.
+// publish puts src at dst atomically, creating the folder: a hard link when
+// both are on one file system (instant, no extra space), else a copy.
 func publish(src, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
-	os.Remove(tmp)
-	if err := os.Link(src, tmp); err != nil {
-		fi, serr := os.Stat(src)
-		if serr != nil {
-			return serr
-		}
-		if err := copyFile(src, tmp, fi.Mode().Perm()); err != nil {
-			os.Remove(tmp)
-			return err
-		}
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	os.Remove(tmp) // rename(2) does nothing when dst already is a link to src
-	return nil
-}
-
-// linkOrCopy hard-links src to dst, copying when linking is not possible.
-func linkOrCopy(src, dst string) error {
-	if err := os.Link(src, dst); err == nil {
-		return nil
-	}
-	fi, err := os.Stat(src)
-	if err != nil {
-		return err
-	}
-	return copyFile(src, dst, fi.Mode().Perm())
+	return atomicfile.Link(src, dst)
 }
 
 // copyTree copies the folder src into dst: regular files, folders and symbolic
@@ -160,7 +108,7 @@ func copyTree(src, dst string, uid, gid int) error {
 			}
 		case fi.Mode().IsRegular():
 			os.Remove(target)
-			if err := copyFile(path, target, fi.Mode().Perm()); err != nil {
+			if err := atomicfile.Copy(path, target, atomicfile.CopyOptions{Mode: fi.Mode().Perm()}); err != nil {
 				return err
 			}
 		default:

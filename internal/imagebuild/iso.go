@@ -9,6 +9,7 @@ import (
 	"text/template"
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
@@ -96,7 +97,7 @@ func (b *build) iso(ctx context.Context, dir string, r *runner) error {
 		}
 	}
 	for src, dst := range links {
-		if err := linkOrCopy(src, dst); err != nil {
+		if err := atomicfile.Link(src, dst); err != nil {
 			return err
 		}
 	}

@@ -3,11 +3,12 @@ package localnode1
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 )
 
 // syncPlan compares the netboot files in from with those in to: copies are
@@ -53,7 +54,12 @@ func syncPlan(from, to string) (copies, stale []string, err error) {
 // temporary file, keeping the time) and removes stale ones.
 func syncFiles(from, to string, copies, stale []string) error {
 	for _, name := range copies {
-		if err := copyKeepTime(filepath.Join(from, name), filepath.Join(to, name)); err != nil {
+		// Whole or not at all: the head may be serving the file to a node
+		// at this moment, and must never serve half a layer. The time is
+		// kept so that the next syncPlan finds the file unchanged.
+		err := atomicfile.Copy(filepath.Join(from, name), filepath.Join(to, name),
+			atomicfile.CopyOptions{Mode: 0o644, KeepTime: true, Sync: true})
+		if err != nil {
 			return err
 		}
 	}
@@ -63,42 +69,4 @@ func syncFiles(from, to string, copies, stale []string) error {
 		}
 	}
 	return nil
-}
-
-// copyKeepTime copies src to dst whole or not at all: the head may be
-// serving dst to a node at this moment, and must never serve half a layer.
-func copyKeepTime(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
-		return fmt.Errorf("copying %s: %w", src, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chtimes(tmp.Name(), fi.ModTime(), fi.ModTime()); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
 }

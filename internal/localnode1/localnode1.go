@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"text/template"
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
 	"github.com/clusterdebian/clusterdebian/internal/config"
@@ -319,10 +320,14 @@ func (p *Plan) files() ([]wanted, error) {
 	if err != nil {
 		return nil, err
 	}
+	unit, err := unitFile(p.Interface)
+	if err != nil {
+		return nil, err
+	}
 	ws := []wanted{
 		{BinaryPath, bin, 0o755},
 		{ConfigPath, []byte(hostConfig(p.cfg)), 0o644},
-		{UnitPath, []byte(unitFile(p.Interface)), 0o644},
+		{UnitPath, []byte(unit), 0o644},
 		{SSHConfigPath, sshConf, 0o644},
 		{SSHDConfigPath, []byte(sshdConfig), 0o644},
 	}
@@ -339,27 +344,17 @@ func hostConfig(cfg *config.Config) string {
 	return "# Written by clusterdebian localnode1 for this host's head daemon; removed by --remove.\n" + cfg.ForImage()
 }
 
-// unitFile runs the head at boot. Unlike the live image's unit it has no
-// boot=live condition: this host is node1 however it boots.
-func unitFile(iface string) string {
-	return `# Written by clusterdebian localnode1: this host is node1 of the cluster on ` + iface + `.
-# clusterdebian localnode1 --remove takes it away again.
-[Unit]
-Description=ClusterDebian head (localnode1): network boot, registry and cluster files for the nodes on ` + iface + `
-Documentation=man:cluster(7) man:clusterdebian-localnode1(1)
-After=network.target nfs-server.service
-Wants=nfs-server.service
-
-[Service]
-Type=notify
-NotifyAccess=main
-ExecStart=` + BinaryPath + ` head --config ` + ConfigPath + `
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
-`
+// unitFile runs the head at boot: imagefiles' localnode1-head.service.tmpl.
+// Unlike the live image's unit it has no boot=live condition: this host is
+// node1 however it boots.
+func unitFile(iface string) (string, error) {
+	t, err := template.New("unit").Parse(imagefiles.Template("localnode1-head.service.tmpl"))
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	err = t.Execute(&b, map[string]string{"Interface": iface, "Binary": BinaryPath, "Config": ConfigPath})
+	return b.String(), err
 }
 
 // sshdConfig is SSHDConfigPath's content. sshd starts without the

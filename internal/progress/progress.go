@@ -6,10 +6,11 @@ package progress
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/terminal"
 )
 
 // Reporter prints stage progress to one writer.
@@ -21,18 +22,9 @@ type Reporter struct {
 }
 
 // New returns a Reporter writing to out. It redraws lines in place when out is
-// a terminal.
+// a terminal that can (terminal.CanRedraw).
 func New(out io.Writer) *Reporter {
-	return &Reporter{out: out, tty: isTerminal(out), interval: 20 * time.Second}
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0 && os.Getenv("TERM") != "dumb"
+	return &Reporter{out: out, tty: terminal.CanRedraw(out), interval: 20 * time.Second}
 }
 
 // Printf prints a plain line.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +11,9 @@ import (
 	"syscall"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
+	"github.com/clusterdebian/clusterdebian/internal/homes"
 )
 
 // EnsureUserKeys gives root (root/root) and every user with a home in
@@ -26,54 +28,27 @@ import (
 // may have planted at ~/.ssh or its files. Problems with one home do not
 // stop the others; all are returned together.
 func EnsureUserKeys(root string) error {
-	homes := []string{filepath.Join(root, "root")}
-	entries, err := os.ReadDir(filepath.Join(root, "home"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	for _, e := range entries {
-		homes = append(homes, filepath.Join(root, "home", e.Name()))
-	}
-	var errs []error
-	for _, h := range homes {
+	return homes.Each(root, func(h homes.Home) error {
 		if err := ensureUserKey(h); err != nil {
-			errs = append(errs, fmt.Errorf("ssh key in %s: %w", h, err))
+			return fmt.Errorf("ssh key in %s: %w", h.Path, err)
 		}
-	}
-	return errors.Join(errs...)
+		return nil
+	})
 }
 
 // ensureUserKey does EnsureUserKeys for one home.
-func ensureUserKey(home string) error {
-	fi, err := os.Lstat(home)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return nil // not a home (a stray file or a link); nothing to do
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return errors.New("no owner information")
-	}
-	if filepath.Base(home) == "lost+found" {
-		return nil
-	}
-	uid, gid := int(st.Uid), int(st.Gid)
-
-	sshDir := filepath.Join(home, ".ssh")
-	if err := ensureDir(sshDir, 0o700, uid, gid); err != nil {
+func ensureUserKey(h homes.Home) error {
+	sshDir := filepath.Join(h.Path, ".ssh")
+	if err := ensureDir(sshDir, 0o700, h.UID, h.GID); err != nil {
 		return err
 	}
 	keyPath := filepath.Join(sshDir, UserKeyFile)
-	pub, err := userPublicKey(keyPath, filepath.Base(home)+"@cluster", uid, gid)
+	comment := filepath.Base(h.Path) + "@cluster"
+	pub, err := userPublicKey(keyPath, comment, h.UID, h.GID)
 	if err != nil {
 		return err
 	}
-	return authorize(filepath.Join(sshDir, AuthorizedKeys), pub, filepath.Base(home)+"@cluster", uid, gid)
+	return authorize(filepath.Join(sshDir, AuthorizedKeys), pub, comment, h.UID, h.GID)
 }
 
 // ensureDir makes dir (mode, owned by uid:gid) or corrects an existing one.

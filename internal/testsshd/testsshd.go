@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
 )
 
 // Path is the OpenSSH server.
@@ -93,7 +95,7 @@ type Config struct {
 type Server struct {
 	Address string
 	Port    int
-	log     *syncBuffer
+	log     *syncbuf.Buffer
 }
 
 // Log is what the server has logged so far.
@@ -147,7 +149,7 @@ StrictModes no
 	subreaper()
 	// -e logs to stderr, so a config error shows in the log below.
 	argv := append(append([]string(nil), c.Wrap...), Path, "-D", "-e", "-f", confPath)
-	log := &syncBuffer{}
+	log := &syncbuf.Buffer{}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	// A test binary that dies (a go test timeout panics past every
@@ -189,23 +191,6 @@ StrictModes no
 		}
 	}
 	return &Server{Address: c.Address, Port: c.Port, log: log}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // subreaper makes this process the reaper of its orphaned descendants

@@ -8,11 +8,11 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/netns"
+	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
 )
 
 // TestClusterHeadOnly boots a virtual cluster of node1 alone from the ISO in
@@ -74,32 +74,25 @@ func TestClusterHeadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var shown bytes.Buffer
-	out := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return shown.Write(p) })
+	var shown syncbuf.Buffer
 	pr, pw := io.Pipe()
 	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
 	done := make(chan error, 1)
-	go func() { done <- AttachConsole(cctx, sock, pr, out, true) }()
+	go func() { done <- AttachConsole(cctx, sock, pr, &shown, true) }()
 	deadline := time.Now().Add(25 * time.Second)
 	for time.Now().Before(deadline) {
 		pw.Write([]byte("\r"))
 		time.Sleep(2 * time.Second)
-		mu.Lock()
-		ok := strings.Contains(shown.String(), "node1 login:")
-		mu.Unlock()
-		if ok {
+		if strings.Contains(shown.String(), "node1 login:") {
 			break
 		}
 	}
 	pw.Write([]byte{EscapeByte})
 	<-done
 	ccancel()
-	mu.Lock()
 	if !strings.Contains(shown.String(), "node1 login:") {
 		t.Errorf("the console did not show a login prompt: %q", shown.String())
 	}
-	mu.Unlock()
 
 	// Exec, when the image has the guest agent.
 	if err := QGAPing(ctx, c2.VMs[0].Dir+"/"+QGASocket); err != nil {

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 )
 
 // An installed Debian machine, as opposed to the live ISO: a root file
@@ -145,7 +147,7 @@ func InstalledDisk(ctx context.Context, o DiskOptions) (*Disk, error) {
 			return nil, fmt.Errorf("vm disk: no /boot/%s in the new root (is linux-image-amd64 in Packages?)", pattern)
 		}
 		slices.Sort(m)
-		if err := copyPlain(m[len(m)-1], filepath.Join(out, name)); err != nil {
+		if err := atomicfile.Copy(m[len(m)-1], filepath.Join(out, name), atomicfile.CopyOptions{Mode: 0o644}); err != nil {
 			return nil, err
 		}
 	}
@@ -169,23 +171,6 @@ func complete(d *Disk) bool {
 		}
 	}
 	return true
-}
-
-func copyPlain(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // Overlay makes a qcow2 file at path whose writes stay there, backed by the

@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
 )
 
 // fakeAgent listens on a unix socket like QEMU's chardev for the guest agent
@@ -262,12 +263,10 @@ func TestAttachConsole(t *testing.T) {
 		data, _ := io.ReadAll(conn)
 		got <- string(data)
 	}()
-	var out bytes.Buffer
-	var mu sync.Mutex
-	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
+	var out syncbuf.Buffer
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- AttachConsole(context.Background(), sock, pr, w, true) }()
+	go func() { done <- AttachConsole(context.Background(), sock, pr, &out, true) }()
 	pw.Write([]byte("root\r"))
 	// The escape byte detaches, and neither it nor what follows reaches the VM.
 	time.Sleep(100 * time.Millisecond)
@@ -283,13 +282,7 @@ func TestAttachConsole(t *testing.T) {
 	if s := <-got; s != "root\rx" {
 		t.Errorf("the console received %q", s)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if out.String() != "node1 login: " {
 		t.Errorf("shown %q", out.String())
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

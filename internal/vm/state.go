@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
@@ -92,27 +93,9 @@ func WriteState(dir string, st *State) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, StateFile+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(append(data, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, StateFile))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", filepath.Join(dir, StateFile), err)
+	path := filepath.Join(dir, StateFile)
+	if err := atomicfile.WriteSync(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
+	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
 
@@ -170,9 +172,8 @@ func TestNodeJoinBenchmark(t *testing.T) {
 		r.iso = filepath.Join(out, "clusterdebian.iso")
 	}
 	for _, r := range runs {
-		var log bytes.Buffer
-		var mu sync.Mutex
-		w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); os.Stdout.Write(p); return log.Write(p) })
+		var log syncbuf.Buffer
+		w := io.MultiWriter(os.Stdout, &log)
 		if old, err := vm.LoadCluster("bench"); err == nil {
 			old.Down()
 		}
@@ -181,9 +182,7 @@ func TestNodeJoinBenchmark(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Down()
-		mu.Lock()
 		text := log.String()
-		mu.Unlock()
 		head := regexp.MustCompile(`node1: .*login prompt after (\d+) s`).FindStringSubmatch(text)
 		node := regexp.MustCompile(`joined as \S+ after (\d+) s`).FindStringSubmatch(text)
 		if head == nil || node == nil {
@@ -200,7 +199,3 @@ func TestNodeJoinBenchmark(t *testing.T) {
 	fmt.Printf("  ratio node / node1                        %8.2f    %8.2f\n", float64(sh.node)/float64(sh.head), float64(ram.node)/float64(ram.head))
 	fmt.Printf("  ratio RAM-root node / shared-root node    %.2f\n", float64(ram.node)/float64(sh.node))
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
@@ -245,7 +246,7 @@ func newNetbootEnv(t *testing.T) *netbootEnv {
 	if err := os.MkdirAll(e.bootDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := copyFile(filepath.Join(out, imagebuild.NetbootDir, contract.KernelFile), filepath.Join(e.bootDir, contract.KernelFile)); err != nil {
+	if err := atomicfile.Copy(filepath.Join(out, imagebuild.NetbootDir, contract.KernelFile), filepath.Join(e.bootDir, contract.KernelFile), atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Under both names: the head serves the NFS-root initrd for the default
@@ -551,23 +552,6 @@ func randomMAC() string {
 	b := make([]byte, 3)
 	rand.Read(b)
 	return net.HardwareAddr(append([]byte{0x52, 0x54, 0x00}, b...)).String()
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // testInit is the test initrd's /init: it shows the kernel command line

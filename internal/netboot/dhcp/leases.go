@@ -8,11 +8,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
@@ -338,48 +338,12 @@ func (ls *leaseStore) persist() {
 	ls.mu.Unlock()
 	data, err := json.MarshalIndent(leaseFile{Version: 1, Leases: leases}, "", "  ")
 	if err == nil {
-		err = writeFileAtomic(ls.file, append(data, '\n'))
+		// Durable: a lease lost in a power cut would hand its address out twice.
+		err = atomicfile.WriteDurable(ls.file, append(data, '\n'), 0o644)
 	}
 	if err != nil {
 		ls.log.Error("cannot write lease file", "file", ls.file, "err", err)
 		return
 	}
 	ls.flushed = upto
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it and
-// renames it over path, so a crash leaves either the old or the new file.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		// Make the rename itself durable.
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }
