@@ -71,6 +71,7 @@ var Tools = []Tool{
 	{"ssh-keygen", "ssh-keygen", "openssh-client", Test, "checks host certificates in tests"},
 	{"chromium", "chromium", "chromium", Test, "headless browser for the status page test"},
 	{"pdsh", "pdsh", "pdsh", Test, "reference parallel shell for the exec benchmark"},
+	{"unzip", "unzip", "unzip", Test, "unpacks Go toolchains in the tests of scripts/lib.sh"},
 }
 
 // For returns the tools needed for the given purposes.
