@@ -36,6 +36,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/bootfs"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/httpboot"
@@ -52,6 +53,11 @@ const (
 	DefaultIPXEDir  = "/usr/lib/ipxe"
 	DefaultHTTPPort = 80
 )
+
+// bootLinkTargets are the folders outside the boot-file trees that links in
+// them may point into: Debian's /usr/lib/ipxe/ipxe.efi links to
+// /boot/ipxe.efi.
+var bootLinkTargets = []string{"/boot"}
 
 // Options configure the head. The zero value of a field means its default.
 type Options struct {
@@ -73,7 +79,7 @@ type Options struct {
 	// StateDir holds leases.json, the cluster token and the TFTP root;
 	// default DefaultStateDir.
 	StateDir string
-	// IPXEDir holds iPXE's binaries; default DefaultIPXEDir.
+	// IPXEDir holds iPXE's binaries and must exist; default DefaultIPXEDir.
 	IPXEDir string
 	// HTTPPort is the boot HTTP server's port; default 80.
 	HTTPPort int
@@ -148,6 +154,10 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("--boot-dir (head.boot_dir) %s: no %s, which nodes.root = \"ram\" needs", o.BootDir, contract.BaseLayer)
 		}
 	}
+	// The TFTP server hands plain PXE firmware its iPXE loader from here.
+	if st, err := os.Stat(o.IPXEDir); err != nil || !st.IsDir() {
+		return o, fmt.Errorf("%s is no folder of iPXE binaries (Debian's ipxe package installs %s)", o.IPXEDir, DefaultIPXEDir)
+	}
 	return o, nil
 }
 
@@ -201,14 +211,28 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		}
 	}
 
+	// The boot-file trees. One policy for TFTP and HTTP: links may point
+	// inside their folder, or into /boot, where Debian's ipxe.efi in
+	// /usr/lib/ipxe links to.
+	netbootFiles, err := bootfs.New([]string{o.BootDir}, bootLinkTargets...)
+	if err != nil {
+		return nil, fmt.Errorf("--boot-dir (head.boot_dir): %w", err)
+	}
+	ipxeFiles, err := bootfs.New([]string{o.IPXEDir}, bootLinkTargets...)
+	if err != nil {
+		return nil, err
+	}
+	tftpFiles, err := bootfs.New([]string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir}, bootLinkTargets...)
+	if err != nil {
+		return nil, fmt.Errorf("--state-dir (head.state_dir): %w", err)
+	}
+
 	h.handler, err = httpboot.NewHandler(httpboot.Config{
-		BootDir: o.BootDir,
-		IPXEDir: o.IPXEDir,
-		// Debian's ipxe.efi in /usr/lib/ipxe links to /boot.
-		AllowSymlinkTargets: []string{"/boot"},
-		Script:              h.script,
-		Tracker:             h.tracker,
-		Logger:              h.log,
+		Netboot: netbootFiles,
+		IPXE:    ipxeFiles,
+		Script:  h.script,
+		Tracker: h.tracker,
+		Logger:  h.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("http boot: %w", err)
@@ -235,13 +259,11 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	}
 
 	h.tftp, err = tftp.New(tftp.Config{
-		Roots:     []string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir},
+		Files:     tftpFiles,
 		Addr:      netip.AddrPortFrom(h.addr, 69).String(),
 		Interface: h.iface,
-		// Debian's ipxe.efi in /usr/lib/ipxe links to /boot.
-		AllowSymlinkTargets: []string{"/boot"},
-		Logger:              h.log,
-		OnRead:              h.tftpRead,
+		Logger:    h.log,
+		OnRead:    h.tftpRead,
 	})
 	if err != nil {
 		return nil, err
