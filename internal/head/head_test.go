@@ -1,6 +1,7 @@
 package head
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -75,8 +76,8 @@ func TestChooseInterface(t *testing.T) {
 	}{
 		{[]link{lo, eth("eth0")}, "eth0", nil},
 		{[]link{lo, br, slave, veth, wifi, unplugged}, "br0", nil},
-		{[]link{lo, eth("eth0"), eth("eth3")}, "", []string{"several", "eth0, eth3", "--interface", "network.interface"}},
-		{[]link{lo, unplugged, wifi, veth}, "", []string{"eth2 (no cable)", "wlan0 (wireless)", "veth1 (virtual)", "--interface"}},
+		{[]link{lo, eth("eth0"), eth("eth3")}, "", []string{"several", "eth0, eth3", "name it"}},
+		{[]link{lo, unplugged, wifi, veth}, "", []string{"eth2 (no cable)", "wlan0 (wireless)", "veth1 (virtual)", "name the interface"}},
 		{[]link{lo}, "", []string{"interfaces: none"}},
 	} {
 		got, err := chooseInterface(tc.links)
@@ -87,6 +88,9 @@ func TestChooseInterface(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), w) {
 				t.Errorf("chooseInterface(%v): error %v lacks %q", tc.links, err, w)
 			}
+		}
+		if oe := (*OptionError)(nil); tc.err != nil && (!errors.As(err, &oe) || oe.Field != "Interface") {
+			t.Errorf("chooseInterface(%v): error %v is not an OptionError for Interface", tc.links, err)
 		}
 		if tc.err == nil && err != nil {
 			t.Errorf("chooseInterface(%v): %v", tc.links, err)
@@ -235,5 +239,51 @@ func TestHostCertificate(t *testing.T) {
 	certOf(filepath.Join(live, contract.RunDir, "ssh", sshtrust.HostCertFile))
 	if _, err := os.Stat(filepath.Join(live, InstalledHostCert)); err == nil {
 		t.Error("the live image's shipped key was certified")
+	}
+}
+
+// TestOptionErrors: every option the head refuses comes back as an
+// *OptionError naming its field, with what is wrong, and none names a
+// command-line flag or cluster.toml key (the CLI adds those).
+func TestOptionErrors(t *testing.T) {
+	boot := t.TempDir()
+	for _, f := range []string{contract.KernelFile, contract.InitrdFile} {
+		if err := os.WriteFile(filepath.Join(boot, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ipxe := t.TempDir()
+	good := Options{Subnet: netip.MustParsePrefix("10.99.0.0/24"), BootDir: boot, IPXEDir: ipxe, StateDir: t.TempDir()}
+	if _, err := good.withDefaults(); err != nil {
+		t.Fatalf("good options: %v", err)
+	}
+	for _, tc := range []struct {
+		field, want string
+		change      func(*Options)
+	}{
+		{"Subnet", "not an IPv4 subnet", func(o *Options) { o.Subnet = netip.Prefix{} }},
+		{"Subnet", "too small", func(o *Options) { o.Subnet = netip.MustParsePrefix("10.99.0.0/31") }},
+		{"Subnet", "host bits", func(o *Options) { o.Subnet = netip.MustParsePrefix("10.99.0.1/24") }},
+		{"Subnet", "not IPv4", func(o *Options) { o.Subnet = netip.MustParsePrefix("fd00::/64") }},
+		{"DHCP", `"sometimes"`, func(o *Options) { o.DHCP = "sometimes" }},
+		{"Root", `"disk"`, func(o *Options) { o.Root = "disk" }},
+		{"HTTPPort", "70000", func(o *Options) { o.HTTPPort = 70000 }},
+		{"ExtraCmdline", "clusterdebian.role=node", func(o *Options) { o.ExtraCmdline = "quiet clusterdebian.role=node" }},
+		{"BootDir", "no vmlinuz", func(o *Options) { o.BootDir = t.TempDir() }},
+		{"BootDir", "the live medium's folder", func(o *Options) { o.BootDir = "" }},
+		{"BootDir", contract.BaseLayer, func(o *Options) { o.Root = contract.RootRAM }},
+		{"IPXEDir", "ipxe package", func(o *Options) { o.IPXEDir = filepath.Join(ipxe, "missing") }},
+	} {
+		o := good
+		tc.change(&o)
+		_, err := o.withDefaults()
+		var oe *OptionError
+		if !errors.As(err, &oe) || oe.Field != tc.field || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want an OptionError for %s saying %q", tc.field, err, tc.field, tc.want)
+			continue
+		}
+		if strings.Contains(err.Error(), "--") || strings.Contains(err.Error(), "network.") || strings.Contains(err.Error(), "head.") {
+			t.Errorf("%s: error %q names a flag or key", tc.field, err)
+		}
 	}
 }

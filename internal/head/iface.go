@@ -52,7 +52,8 @@ func (l link) usable() string {
 
 // chooseInterface picks the cluster interface among links: the only one that
 // is wired, physical (or a bridge) and connected. It refuses to guess between
-// several, because serving DHCP on the wrong network disturbs everyone on it.
+// several, because serving DHCP on the wrong network disturbs everyone on it;
+// its error is an *OptionError for Options.Interface.
 func chooseInterface(links []link) (string, error) {
 	var ok, seen []string
 	for _, l := range links {
@@ -72,12 +73,11 @@ func chooseInterface(links []link) (string, error) {
 		if len(seen) == 0 {
 			seen = []string{"none"}
 		}
-		return "", fmt.Errorf("no connected wired network interface for the cluster network (interfaces: %s); "+
-			"plug the cluster switch in, or name the interface with --interface or network.interface in cluster.toml",
-			strings.Join(seen, ", "))
+		return "", optionErrorf("Interface", "no connected wired network interface for the cluster network (interfaces: %s); "+
+			"plug the cluster switch in, or name the interface", strings.Join(seen, ", "))
 	}
-	return "", fmt.Errorf("several connected network interfaces: %s; the head will not guess which one is the cluster network "+
-		"(it serves DHCP there): name it with --interface or network.interface in cluster.toml", strings.Join(ok, ", "))
+	return "", optionErrorf("Interface", "several connected network interfaces: %s; the head will not guess which one is the cluster network "+
+		"(it serves DHCP there): name it", strings.Join(ok, ", "))
 }
 
 // sysClassNet is where the kernel describes network interfaces.
@@ -193,11 +193,12 @@ func pickAddress(have []netip.Prefix, subnet netip.Prefix) (addr netip.Addr, exi
 // EnsureAddress brings iface up and makes sure it has an address in subnet,
 // adding .1 when it has none, and returns the head's address. The address
 // is left in place when the head stops: nodes with their root on NFS keep
-// using it across a restart of the head daemon.
+// using it across a restart of the head daemon. A missing interface is an
+// *OptionError for Options.Interface.
 func EnsureAddress(ctx context.Context, iface string, subnet netip.Prefix, log *slog.Logger) (netip.Addr, error) {
 	have, err := InterfaceAddrs(iface)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("interface %s: %w (check --interface or network.interface)", iface, err)
+		return netip.Addr{}, &OptionError{Field: "Interface", Err: fmt.Errorf("interface %s: %w", iface, err)}
 	}
 	if err := ipCmd(ctx, "link", "set", "dev", iface, "up"); err != nil {
 		return netip.Addr{}, err
