@@ -62,7 +62,7 @@ var bootLinkTargets = []string{"/boot"}
 // Options configure the head. The zero value of a field means its default.
 type Options struct {
 	// Interface is the cluster network interface; empty: the only connected,
-	// wired, physical one (or bridge) (see DetectInterface).
+	// wired, physical one (or bridge) of System.Links.
 	Interface string
 	// Subnet is the cluster network, an IPv4 prefix from /8 to /30 without
 	// host bits (contract.CheckSubnet); the head takes .1 of it unless the
@@ -90,13 +90,16 @@ type Options struct {
 	ExtraCmdline string
 	// ClusterRoot is the root file system whose cluster files (/etc/hosts,
 	// hostfiles, SSH known hosts, user keys) the head keeps: "/" on node1.
-	// When it is "/", the head also exports it to the nodes over NFS and
-	// has sshd take node1's host certificate.
+	// When it is the machine's root (System.Root), the head also exports it
+	// to the nodes over NFS and has sshd take node1's host certificate.
 	// Empty: netboot and the registry only, touching no system files
 	// (tests, benchmarks).
 	ClusterRoot string
 	// Logger gets the log; default slog.Default().
 	Logger *slog.Logger
+	// System is the machine the head configures (its interfaces, NFS
+	// server, sshd); default HostSystem(). Tests pass a fake.
+	System System
 }
 
 // withDefaults fills in defaults and checks the options; errors are
@@ -104,6 +107,9 @@ type Options struct {
 func (o Options) withDefaults() (Options, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.System == nil {
+		o.System = HostSystem()
 	}
 	if o.DHCP == "" {
 		o.DHCP = dhcp.ModeAuto
@@ -163,6 +169,7 @@ func (o Options) withDefaults() (Options, error) {
 // Head is a running head: what Run set up, for tests and the status page.
 type Head struct {
 	opts    Options
+	sys     System
 	log     *slog.Logger
 	iface   string
 	addr    netip.Addr
@@ -186,16 +193,16 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Head{opts: o, log: o.Logger, tracker: bootstage.NewTracker()}
+	h := &Head{opts: o, sys: o.System, log: o.Logger, tracker: bootstage.NewTracker()}
 
 	h.iface = o.Interface
 	if h.iface == "" {
-		if h.iface, err = DetectInterface(); err != nil {
+		if h.iface, err = detectInterface(ctx, h.sys); err != nil {
 			return nil, err
 		}
 		h.log.Info("cluster interface detected", "iface", h.iface)
 	}
-	if h.addr, err = EnsureAddress(ctx, h.iface, o.Subnet, h.log); err != nil {
+	if h.addr, err = ensureAddress(ctx, h.sys, h.iface, o.Subnet, h.log); err != nil {
 		return nil, err
 	}
 	h.naming = contract.Naming{Subnet: o.Subnet, Head: h.addr}
