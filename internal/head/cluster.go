@@ -281,8 +281,9 @@ func (h *Head) runCluster(ctx context.Context) {
 }
 
 // routes puts the registry API, the status page and the metrics beside the
-// boot server. The boot handler
-// stays at "/" with nothing in front, because it checks raw paths itself.
+// boot server. The status page is at "/" too, for a person who types the
+// head's name into a browser. The boot handler gets every other path with
+// nothing in front, because it checks raw paths itself.
 func (h *Head) routes() http.Handler {
 	if h.cluster == nil {
 		return h.handler
@@ -295,7 +296,7 @@ func (h *Head) routes() http.Handler {
 		switch p := r.URL.Path; {
 		case p == "/api/v1/nodes" || strings.HasPrefix(p, "/api/v1/nodes/"):
 			api.ServeHTTP(w, r)
-		case p == statuspage.PathStatus || p == statuspage.PathStatus+"/":
+		case p == "/" || p == statuspage.PathStatus || p == statuspage.PathStatus+"/":
 			page.ServeHTTP(w, r)
 		case p == statuspage.PathMetrics:
 			metrics.ServeHTTP(w, r)
