@@ -97,7 +97,7 @@ at http://<head>/api/v1/boot.`,
 			}
 			opts.Logger = head.NewLogger(os.Stderr, level)
 			opts.Logger.Info("clusterdebian head starting", "version", version.String(), "config", cfg.Source)
-			return head.Run(cmd.Context(), opts)
+			return headError(head.Run(cmd.Context(), opts))
 		},
 	}
 	f := cmd.Flags()
@@ -146,6 +146,34 @@ func headOptions(cfg *config.Config) (head.Options, error) {
 	o.StateDir = cfg.Head.StateDir
 	o.Root = contract.RootMode(cfg.Nodes.Root)
 	return o, nil
+}
+
+// headOptionFlags maps the fields of head.Options to the flag and
+// cluster.toml key a user changes to set them.
+var headOptionFlags = map[string]string{
+	"Interface":    "--interface (network.interface)",
+	"Subnet":       "--subnet (network.subnet)",
+	"DHCP":         "--dhcp (network.dhcp)",
+	"Router":       "network.gateway",
+	"DNS":          "network.dns",
+	"BootDir":      "--boot-dir (head.boot_dir)",
+	"StateDir":     "--state-dir (head.state_dir)",
+	"Root":         "nodes.root",
+	"ExtraCmdline": "--kernel-cmdline-extra (image.kernel_cmdline)",
+	"ClusterRoot":  "--cluster-root",
+}
+
+// headError names the flag and key behind a head.OptionError, so that
+// "--boot-dir (head.boot_dir): /x has no vmlinuz" tells the user where to
+// look; other errors pass unchanged.
+func headError(err error) error {
+	var oe *head.OptionError
+	if errors.As(err, &oe) {
+		if where, ok := headOptionFlags[oe.Field]; ok {
+			return fmt.Errorf("%s: %w", where, oe.Err)
+		}
+	}
+	return err
 }
 
 // keyFlags maps cluster.toml keys to the head flags that set them.

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -88,8 +87,8 @@ func (h *Head) setupCluster() error {
 		}
 	}
 	c.api = registry.NewAPI(reg, h.token, ca, h.log, apiOpts...)
-	if ifi, err := net.InterfaceByName(h.iface); err == nil {
-		c.mac = ifi.HardwareAddr.String()
+	if hw, err := h.sys.HardwareAddr(h.iface); err == nil {
+		c.mac = contract.MACString(hw)
 	}
 	h.cluster = c
 
@@ -103,10 +102,23 @@ func (h *Head) setupCluster() error {
 		}
 		onChange(reg.Nodes())
 	}
-	if root == "/" {
+	if h.machineRoot() {
 		h.export(o.Root)
 	}
 	return nil
+}
+
+// machineRoot reports whether the cluster root is the root of the machine
+// the head runs on ("/" on node1): only then do its NFS server and sshd
+// serve it.
+func (h *Head) machineRoot() bool {
+	root := h.opts.ClusterRoot
+	if root == "" {
+		return false
+	}
+	a, err1 := filepath.Abs(root)
+	b, err2 := filepath.Abs(h.sys.Root())
+	return err1 == nil && err2 == nil && a == b
 }
 
 // markRegistered records in the boot stages that a node's agent registered,
@@ -146,7 +158,7 @@ func (h *Head) hostCertificate() error {
 			if err != nil {
 				return fmt.Errorf("SSH host key %s.pub: %w", InstalledHostKey, err)
 			}
-			if name, err := os.Hostname(); err == nil && name != contract.HeadName {
+			if name, err := h.sys.Hostname(); err == nil && name != contract.HeadName {
 				principals = append(principals, name)
 			}
 			cert, err := h.cluster.ca.SignHost(key, principals, registry.HostCertValidity)
@@ -160,9 +172,9 @@ func (h *Head) hostCertificate() error {
 			if err := atomicfile.Write(path, []byte(cert), 0o644); err != nil {
 				return err
 			}
-			if root == "/" {
-				if out, err := exec.Command("systemctl", "try-reload-or-restart", "ssh.service").CombinedOutput(); err != nil {
-					h.log.Warn("reloading sshd for its host certificate", "err", err, "output", strings.TrimSpace(string(out)))
+			if h.machineRoot() {
+				if err := h.sys.ReloadSSH(context.Background()); err != nil {
+					h.log.Warn("reloading sshd for its host certificate", "err", err)
 				}
 			}
 			h.log.Info("SSH: certified this machine's own host key", "cert", path)
@@ -217,25 +229,17 @@ func ExportLine(root contract.RootMode, subnet netip.Prefix) string {
 	return fmt.Sprintf("# Written by clusterdebian head: node1's root, to the cluster subnet only.\n/ %s(rw,no_root_squash,no_subtree_check,fsid=1,async)\n", subnet.Masked())
 }
 
-// export writes ExportsFile for the root mode and has the NFS server
-// reread it.
+// export has the machine's NFS server export the cluster root for the root
+// mode (ExportLine).
 func (h *Head) export(root contract.RootMode) {
 	what := "/"
 	if root == contract.RootRAM {
 		what = "/home"
-	} else if v, err := os.ReadFile("/sys/module/overlay/parameters/nfs_export"); err == nil && strings.TrimSpace(string(v)) != "Y" {
+	} else if ok, err := h.sys.OverlayNFSExport(); err == nil && !ok {
 		h.log.Warn("overlayfs NFS export is off: nodes cannot mount this root; boot with overlay.nfs_export=Y overlay.index=Y")
 	}
-	if err := os.MkdirAll(filepath.Dir(ExportsFile), 0o755); err != nil {
-		h.log.Error("NFS export", "err", err)
-		return
-	}
-	if err := atomicfile.Write(ExportsFile, []byte(ExportLine(root, h.opts.Subnet)), 0o644); err != nil {
-		h.log.Error("NFS export", "file", ExportsFile, "err", err)
-		return
-	}
-	if out, err := exec.Command("exportfs", "-ra").CombinedOutput(); err != nil {
-		h.log.Error("exportfs -ra failed: nodes cannot mount "+what, "err", err, "output", strings.TrimSpace(string(out)))
+	if err := h.sys.Export(context.Background(), ExportLine(root, h.opts.Subnet)); err != nil {
+		h.log.Error("NFS export failed: nodes cannot mount "+what, "file", ExportsFile, "err", err)
 		return
 	}
 	h.log.Info("NFS: exported "+what+" to the cluster subnet", "subnet", h.opts.Subnet, "file", ExportsFile)
@@ -277,8 +281,9 @@ func (h *Head) runCluster(ctx context.Context) {
 }
 
 // routes puts the registry API, the status page and the metrics beside the
-// boot server. The boot handler
-// stays at "/" with nothing in front, because it checks raw paths itself.
+// boot server. The status page is at "/" too, for a person who types the
+// head's name into a browser. The boot handler gets every other path with
+// nothing in front, because it checks raw paths itself.
 func (h *Head) routes() http.Handler {
 	if h.cluster == nil {
 		return h.handler
@@ -291,7 +296,7 @@ func (h *Head) routes() http.Handler {
 		switch p := r.URL.Path; {
 		case p == "/api/v1/nodes" || strings.HasPrefix(p, "/api/v1/nodes/"):
 			api.ServeHTTP(w, r)
-		case p == statuspage.PathStatus || p == statuspage.PathStatus+"/":
+		case p == "/" || p == statuspage.PathStatus || p == statuspage.PathStatus+"/":
 			page.ServeHTTP(w, r)
 		case p == statuspage.PathMetrics:
 			metrics.ServeHTTP(w, r)

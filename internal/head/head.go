@@ -36,6 +36,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/bootfs"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/httpboot"
@@ -53,12 +54,18 @@ const (
 	DefaultHTTPPort = 80
 )
 
+// bootLinkTargets are the folders outside the boot-file trees that links in
+// them may point into: Debian's /usr/lib/ipxe/ipxe.efi links to
+// /boot/ipxe.efi.
+var bootLinkTargets = []string{"/boot"}
+
 // Options configure the head. The zero value of a field means its default.
 type Options struct {
-	// Interface is the cluster network interface; empty: the only connected
-	// wired one (see DetectInterface).
+	// Interface is the cluster network interface; empty: the only connected,
+	// wired, physical one (or bridge) of System.Links.
 	Interface string
-	// Subnet is the cluster network; the head takes .1 of it unless the
+	// Subnet is the cluster network, an IPv4 prefix from /8 to /30 without
+	// host bits (contract.CheckSubnet); the head takes .1 of it unless the
 	// interface already has an address in it.
 	Subnet netip.Prefix
 	// DHCP is the DHCP mode; empty means auto.
@@ -73,7 +80,7 @@ type Options struct {
 	// StateDir holds leases.json, the cluster token and the TFTP root;
 	// default DefaultStateDir.
 	StateDir string
-	// IPXEDir holds iPXE's binaries; default DefaultIPXEDir.
+	// IPXEDir holds iPXE's binaries and must exist; default DefaultIPXEDir.
 	IPXEDir string
 	// HTTPPort is the boot HTTP server's port; default 80.
 	HTTPPort int
@@ -82,19 +89,27 @@ type Options struct {
 	// ExtraCmdline is appended to every node's kernel command line.
 	ExtraCmdline string
 	// ClusterRoot is the root file system whose cluster files (/etc/hosts,
-	// hostfiles, SSH known hosts, user keys) the head keeps, and whose "/"
-	// it exports to the nodes: "/" on node1. Empty: netboot and the registry
-	// only, touching no system files (tests, benchmarks).
+	// hostfiles, SSH known hosts, user keys) the head keeps: "/" on node1.
+	// When it is the machine's root (System.Root), the head also exports it
+	// to the nodes over NFS and has sshd take node1's host certificate.
+	// Empty: netboot and the registry only, touching no system files
+	// (tests, benchmarks).
 	ClusterRoot string
 	// Logger gets the log; default slog.Default().
 	Logger *slog.Logger
+	// System is the machine the head configures (its interfaces, NFS
+	// server, sshd); default HostSystem(). Tests pass a fake.
+	System System
 }
 
-// withDefaults fills in defaults and checks the options; errors name the
-// command-line flag and cluster.toml key a user would change.
+// withDefaults fills in defaults and checks the options; errors are
+// *OptionError naming the field.
 func (o Options) withDefaults() (Options, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.System == nil {
+		o.System = HostSystem()
 	}
 	if o.DHCP == "" {
 		o.DHCP = dhcp.ModeAuto
@@ -111,28 +126,24 @@ func (o Options) withDefaults() (Options, error) {
 	if o.HTTPPort == 0 {
 		o.HTTPPort = DefaultHTTPPort
 	}
-	switch {
-	case !o.Subnet.IsValid() || !o.Subnet.Addr().Is4():
-		return o, fmt.Errorf("--subnet (network.subnet): %v is not an IPv4 subnet", o.Subnet)
-	case o.Subnet.Bits() > 30:
-		return o, fmt.Errorf("--subnet (network.subnet): %v is too small for a cluster", o.Subnet)
+	if err := contract.CheckSubnet(o.Subnet); err != nil {
+		return o, &OptionError{Field: "Subnet", Err: err}
 	}
-	o.Subnet = o.Subnet.Masked()
 	switch o.DHCP {
 	case dhcp.ModeAuto, dhcp.ModeServer, dhcp.ModeProxy, dhcp.ModeOff:
 	default:
-		return o, fmt.Errorf("--dhcp (network.dhcp): %q is not one of auto, server, proxy or off", o.DHCP)
+		return o, optionErrorf("DHCP", "%q is not one of auto, server, proxy or off", o.DHCP)
 	}
 	root, err := contract.ParseRootMode(string(o.Root))
 	if err != nil {
-		return o, fmt.Errorf("nodes.root: %w", err)
+		return o, &OptionError{Field: "Root", Err: err}
 	}
 	o.Root = root
 	if o.HTTPPort < 1 || o.HTTPPort > 65535 {
-		return o, fmt.Errorf("HTTP port %d is out of range", o.HTTPPort)
+		return o, optionErrorf("HTTPPort", "%d is out of range", o.HTTPPort)
 	}
 	if err := contract.CheckExtra(o.ExtraCmdline); err != nil {
-		return o, fmt.Errorf("--kernel-cmdline-extra (image.kernel_cmdline): %w", err)
+		return o, &OptionError{Field: "ExtraCmdline", Err: err}
 	}
 	for _, f := range []string{contract.KernelFile, contract.InitrdFile} {
 		if _, err := os.Stat(filepath.Join(o.BootDir, f)); err != nil {
@@ -140,13 +151,17 @@ func (o Options) withDefaults() (Options, error) {
 			if o.BootDir == DefaultBootDir {
 				hint = "; this is the live medium's folder, so either node1 did not boot from a ClusterDebian medium, or name the folder holding the netboot files (out/netboot of `clusterdebian build`)"
 			}
-			return o, fmt.Errorf("--boot-dir (head.boot_dir) %s: no %s: nodes could not boot%s", o.BootDir, f, hint)
+			return o, optionErrorf("BootDir", "%s has no %s: nodes could not boot%s", o.BootDir, f, hint)
 		}
 	}
 	if o.Root == contract.RootRAM {
 		if _, err := os.Stat(filepath.Join(o.BootDir, contract.BaseLayer)); err != nil {
-			return o, fmt.Errorf("--boot-dir (head.boot_dir) %s: no %s, which nodes.root = \"ram\" needs", o.BootDir, contract.BaseLayer)
+			return o, optionErrorf("BootDir", "%s has no %s, which the RAM root needs", o.BootDir, contract.BaseLayer)
 		}
+	}
+	// The TFTP server hands plain PXE firmware its iPXE loader from here.
+	if st, err := os.Stat(o.IPXEDir); err != nil || !st.IsDir() {
+		return o, optionErrorf("IPXEDir", "%s is no folder of iPXE binaries (Debian's ipxe package installs %s)", o.IPXEDir, DefaultIPXEDir)
 	}
 	return o, nil
 }
@@ -154,6 +169,7 @@ func (o Options) withDefaults() (Options, error) {
 // Head is a running head: what Run set up, for tests and the status page.
 type Head struct {
 	opts    Options
+	sys     System
 	log     *slog.Logger
 	iface   string
 	addr    netip.Addr
@@ -170,45 +186,60 @@ type Head struct {
 
 // New prepares the head: it picks the interface, gives it its address,
 // prepares the state folder and creates the servers. Nothing listens until
-// Serve, except the TFTP socket, which tftp.New binds at once.
+// Serve, except the TFTP socket, which tftp.New binds at once. An Options
+// value the head cannot work with is an *OptionError.
 func New(ctx context.Context, opts Options) (*Head, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	h := &Head{opts: o, log: o.Logger, tracker: bootstage.NewTracker()}
+	h := &Head{opts: o, sys: o.System, log: o.Logger, tracker: bootstage.NewTracker()}
 
 	h.iface = o.Interface
 	if h.iface == "" {
-		if h.iface, err = DetectInterface(); err != nil {
+		if h.iface, err = detectInterface(ctx, h.sys); err != nil {
 			return nil, err
 		}
 		h.log.Info("cluster interface detected", "iface", h.iface)
 	}
-	if h.addr, err = EnsureAddress(ctx, h.iface, o.Subnet, h.log); err != nil {
+	if h.addr, err = ensureAddress(ctx, h.sys, h.iface, o.Subnet, h.log); err != nil {
 		return nil, err
 	}
 	h.naming = contract.Naming{Subnet: o.Subnet, Head: h.addr}
 	if h.token, err = prepareState(o.StateDir); err != nil {
-		return nil, err
+		return nil, &OptionError{Field: "StateDir", Err: err}
 	}
 	h.cmdline = contract.Cmdline{Node: true, Head: h.addr, HTTPPort: uint16(o.HTTPPort), Token: h.token,
 		Root: o.Root, Extra: strings.Fields(o.ExtraCmdline)}
 	h.base = h.cmdline.HTTPBase()
 	if o.Root == contract.RootRAM {
 		if h.cmdline.Layers, err = Layers(o.BootDir); err != nil {
-			return nil, fmt.Errorf("--boot-dir (head.boot_dir): %w", err)
+			return nil, optionErrorf("BootDir", "listing the image layers: %w", err)
 		}
 	}
 
+	// The boot-file trees. One policy for TFTP and HTTP: links may point
+	// inside their folder, or into /boot, where Debian's ipxe.efi in
+	// /usr/lib/ipxe links to.
+	netbootFiles, err := bootfs.New([]string{o.BootDir}, bootLinkTargets...)
+	if err != nil {
+		return nil, &OptionError{Field: "BootDir", Err: err}
+	}
+	ipxeFiles, err := bootfs.New([]string{o.IPXEDir}, bootLinkTargets...)
+	if err != nil {
+		return nil, &OptionError{Field: "IPXEDir", Err: err}
+	}
+	tftpFiles, err := bootfs.New([]string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir}, bootLinkTargets...)
+	if err != nil {
+		return nil, &OptionError{Field: "StateDir", Err: err}
+	}
+
 	h.handler, err = httpboot.NewHandler(httpboot.Config{
-		BootDir: o.BootDir,
-		IPXEDir: o.IPXEDir,
-		// Debian's ipxe.efi in /usr/lib/ipxe links to /boot.
-		AllowSymlinkTargets: []string{"/boot"},
-		Script:              h.script,
-		Tracker:             h.tracker,
-		Logger:              h.log,
+		Netboot: netbootFiles,
+		IPXE:    ipxeFiles,
+		Script:  h.script,
+		Tracker: h.tracker,
+		Logger:  h.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("http boot: %w", err)
@@ -231,17 +262,15 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		OnEvent:   h.dhcpEvent,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("--dhcp %s: %w", o.DHCP, err)
+		return nil, fmt.Errorf("DHCP server (mode %s): %w", o.DHCP, err)
 	}
 
 	h.tftp, err = tftp.New(tftp.Config{
-		Roots:     []string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir},
+		Files:     tftpFiles,
 		Addr:      netip.AddrPortFrom(h.addr, 69).String(),
 		Interface: h.iface,
-		// Debian's ipxe.efi in /usr/lib/ipxe links to /boot.
-		AllowSymlinkTargets: []string{"/boot"},
-		Logger:              h.log,
-		OnRead:              h.tftpRead,
+		Logger:    h.log,
+		OnRead:    h.tftpRead,
 	})
 	if err != nil {
 		return nil, err

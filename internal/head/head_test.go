@@ -1,6 +1,8 @@
 package head
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -55,29 +57,29 @@ func TestScript(t *testing.T) {
 }
 
 func TestChooseInterface(t *testing.T) {
-	lo := link{Name: "lo", Up: true, Loopback: true, Carrier: true}
-	eth := func(name string) link {
-		return link{Name: name, Up: true, Carrier: true, Ether: true, Physical: true}
+	lo := Link{Name: "lo", Up: true, Loopback: true, Carrier: true}
+	eth := func(name string) Link {
+		return Link{Name: name, Up: true, Carrier: true, Ether: true, Physical: true}
 	}
-	br := link{Name: "br0", Up: true, Carrier: true, Ether: true, Bridge: true}
+	br := Link{Name: "br0", Up: true, Carrier: true, Ether: true, Bridge: true}
 	slave := eth("eth1")
 	slave.Slave = true
-	veth := link{Name: "veth1", Up: true, Carrier: true, Ether: true}
+	veth := Link{Name: "veth1", Up: true, Carrier: true, Ether: true}
 	wifi := eth("wlan0")
 	wifi.Wireless = true
 	unplugged := eth("eth2")
 	unplugged.Carrier = false
 
 	for _, tc := range []struct {
-		links []link
+		links []Link
 		want  string
 		err   []string
 	}{
-		{[]link{lo, eth("eth0")}, "eth0", nil},
-		{[]link{lo, br, slave, veth, wifi, unplugged}, "br0", nil},
-		{[]link{lo, eth("eth0"), eth("eth3")}, "", []string{"several", "eth0, eth3", "--interface", "network.interface"}},
-		{[]link{lo, unplugged, wifi, veth}, "", []string{"eth2 (no cable)", "wlan0 (wireless)", "veth1 (virtual)", "--interface"}},
-		{[]link{lo}, "", []string{"interfaces: none"}},
+		{[]Link{lo, eth("eth0")}, "eth0", nil},
+		{[]Link{lo, br, slave, veth, wifi, unplugged}, "br0", nil},
+		{[]Link{lo, eth("eth0"), eth("eth3")}, "", []string{"several", "eth0, eth3", "name it"}},
+		{[]Link{lo, unplugged, wifi, veth}, "", []string{"eth2 (no cable)", "wlan0 (wireless)", "veth1 (virtual)", "name the interface"}},
+		{[]Link{lo}, "", []string{"interfaces: none"}},
 	} {
 		got, err := chooseInterface(tc.links)
 		if got != tc.want {
@@ -87,6 +89,9 @@ func TestChooseInterface(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), w) {
 				t.Errorf("chooseInterface(%v): error %v lacks %q", tc.links, err, w)
 			}
+		}
+		if oe := (*OptionError)(nil); tc.err != nil && (!errors.As(err, &oe) || oe.Field != "Interface") {
+			t.Errorf("chooseInterface(%v): error %v is not an OptionError for Interface", tc.links, err)
 		}
 		if tc.err == nil && err != nil {
 			t.Errorf("chooseInterface(%v): %v", tc.links, err)
@@ -183,9 +188,10 @@ func TestHostCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newHead := func(root string) *Head {
-		return &Head{opts: Options{ClusterRoot: root}, addr: netip.MustParseAddr("10.99.0.1"),
-			log: slog.New(slog.NewTextHandler(io.Discard, nil)), cluster: &cluster{ca: ca}}
+	newHead := func(root string) (*Head, *fakeSystem) {
+		sys := newFakeSystem(root)
+		return &Head{opts: Options{ClusterRoot: root}, sys: sys, addr: netip.MustParseAddr("10.99.0.1"),
+			log: slog.New(slog.NewTextHandler(io.Discard, nil)), cluster: &cluster{ca: ca}}, sys
 	}
 	certOf := func(path string) *ssh.Certificate {
 		t.Helper()
@@ -209,11 +215,36 @@ func TestHostCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := newHead(installed).hostCertificate(); err != nil {
+	h, sys := newHead(installed)
+	if err := h.hostCertificate(); err != nil {
 		t.Fatal(err)
 	}
-	if c := certOf(filepath.Join(installed, InstalledHostCert)); string(c.Key.Marshal()) != string(key.Marshal()) {
+	c := certOf(filepath.Join(installed, InstalledHostCert))
+	if string(c.Key.Marshal()) != string(key.Marshal()) {
 		t.Error("the installed machine's certificate is not for its own host key")
+	}
+	if !slices.Contains(c.ValidPrincipals, fakeHostname) {
+		t.Errorf("principals %v lack the machine's host name %q", c.ValidPrincipals, fakeHostname)
+	}
+	if got := sys.calls(); !slices.Equal(got, []string{"reload ssh"}) {
+		t.Errorf("system calls %q, want sshd reloaded once", got)
+	}
+	// A restart with the same key leaves sshd alone.
+	if err := h.hostCertificate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.calls(); len(got) != 1 {
+		t.Errorf("after a restart, system calls %q, want no second reload", got)
+	}
+	// A cluster root that is not the machine's: its sshd is not asked.
+	other, sys2 := newHead(installed)
+	sys2.root = t.TempDir()
+	os.Remove(filepath.Join(installed, InstalledHostCert))
+	if err := other.hostCertificate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys2.calls(); len(got) != 0 {
+		t.Errorf("cluster root not the machine's: system calls %q, want none", got)
 	}
 	if _, err := os.Stat(filepath.Join(installed, contract.RunDir, "ssh")); err == nil {
 		t.Error("a per-boot key was made on an installed machine")
@@ -229,11 +260,123 @@ func TestHostCertificate(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(live, LiveSSHDConfig), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := newHead(live).hostCertificate(); err != nil {
+	lh, _ := newHead(live)
+	if err := lh.hostCertificate(); err != nil {
 		t.Fatal(err)
 	}
 	certOf(filepath.Join(live, contract.RunDir, "ssh", sshtrust.HostCertFile))
 	if _, err := os.Stat(filepath.Join(live, InstalledHostCert)); err == nil {
 		t.Error("the live image's shipped key was certified")
+	}
+}
+
+// TestEnsureAddress: the head adds .1 to an interface without an address in
+// the subnet, keeps one that has, and names Options.Interface for one that
+// does not exist.
+func TestEnsureAddress(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	subnet := netip.MustParsePrefix("10.99.0.0/24")
+	sys := newFakeSystem(t.TempDir())
+	sys.addrs["eth0"] = []netip.Prefix{netip.MustParsePrefix("192.168.1.5/24")}
+	addr, err := ensureAddress(context.Background(), sys, "eth0", subnet, log)
+	if err != nil || addr != netip.MustParseAddr("10.99.0.1") {
+		t.Fatalf("ensureAddress = %v, %v", addr, err)
+	}
+	want := []string{"link up eth0", "addr add eth0 10.99.0.1/24"}
+	if got := sys.calls(); !slices.Equal(got, want) {
+		t.Errorf("calls %q, want %q", got, want)
+	}
+	// Started again, the head finds its address and adds none.
+	addr, err = ensureAddress(context.Background(), sys, "eth0", subnet, log)
+	if err != nil || addr != netip.MustParseAddr("10.99.0.1") {
+		t.Fatalf("second ensureAddress = %v, %v", addr, err)
+	}
+	if got := sys.calls(); !slices.Equal(got, append(want, "link up eth0")) {
+		t.Errorf("calls after a restart %q", got)
+	}
+	_, err = ensureAddress(context.Background(), sys, "eth9", subnet, log)
+	if oe := (*OptionError)(nil); !errors.As(err, &oe) || oe.Field != "Interface" || !strings.Contains(err.Error(), "eth9") {
+		t.Errorf("missing interface: %v, want an OptionError for Interface naming eth9", err)
+	}
+}
+
+// TestDetectInterface: at boot the wired NICs are down; the head brings the
+// physical ones up (only those) and picks the one that then has a carrier.
+func TestDetectInterface(t *testing.T) {
+	sys := &upOnDemand{fakeSystem: newFakeSystem(t.TempDir())}
+	sys.links = []Link{
+		{Name: "lo", Up: true, Loopback: true, Carrier: true},
+		{Name: "enp3s0", Ether: true, Physical: true},
+		{Name: "wlan0", Ether: true, Physical: true, Wireless: true},
+		{Name: "veth0", Ether: true},
+	}
+	name, err := detectInterface(context.Background(), sys)
+	if err != nil || name != "enp3s0" {
+		t.Fatalf("detectInterface = %q, %v; want enp3s0", name, err)
+	}
+	if got := sys.calls(); !slices.Equal(got, []string{"link up enp3s0"}) {
+		t.Errorf("calls %q, want only the wired physical NIC brought up", got)
+	}
+}
+
+// upOnDemand is a machine whose links get a carrier once brought up, as a
+// NIC plugged into a switch does.
+type upOnDemand struct{ *fakeSystem }
+
+func (u *upOnDemand) LinkUp(ctx context.Context, iface string) error {
+	u.fakeSystem.LinkUp(ctx, iface)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for i := range u.links {
+		if u.links[i].Name == iface {
+			u.links[i].Up, u.links[i].Carrier = true, true
+		}
+	}
+	return nil
+}
+
+// TestOptionErrors: every option the head refuses comes back as an
+// *OptionError naming its field, with what is wrong, and none names a
+// command-line flag or cluster.toml key (the CLI adds those).
+func TestOptionErrors(t *testing.T) {
+	boot := t.TempDir()
+	for _, f := range []string{contract.KernelFile, contract.InitrdFile} {
+		if err := os.WriteFile(filepath.Join(boot, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ipxe := t.TempDir()
+	good := Options{Subnet: netip.MustParsePrefix("10.99.0.0/24"), BootDir: boot, IPXEDir: ipxe, StateDir: t.TempDir()}
+	if _, err := good.withDefaults(); err != nil {
+		t.Fatalf("good options: %v", err)
+	}
+	for _, tc := range []struct {
+		field, want string
+		change      func(*Options)
+	}{
+		{"Subnet", "not an IPv4 subnet", func(o *Options) { o.Subnet = netip.Prefix{} }},
+		{"Subnet", "too small", func(o *Options) { o.Subnet = netip.MustParsePrefix("10.99.0.0/31") }},
+		{"Subnet", "host bits", func(o *Options) { o.Subnet = netip.MustParsePrefix("10.99.0.1/24") }},
+		{"Subnet", "not IPv4", func(o *Options) { o.Subnet = netip.MustParsePrefix("fd00::/64") }},
+		{"DHCP", `"sometimes"`, func(o *Options) { o.DHCP = "sometimes" }},
+		{"Root", `"disk"`, func(o *Options) { o.Root = "disk" }},
+		{"HTTPPort", "70000", func(o *Options) { o.HTTPPort = 70000 }},
+		{"ExtraCmdline", "clusterdebian.role=node", func(o *Options) { o.ExtraCmdline = "quiet clusterdebian.role=node" }},
+		{"BootDir", "no vmlinuz", func(o *Options) { o.BootDir = t.TempDir() }},
+		{"BootDir", "the live medium's folder", func(o *Options) { o.BootDir = "" }},
+		{"BootDir", contract.BaseLayer, func(o *Options) { o.Root = contract.RootRAM }},
+		{"IPXEDir", "ipxe package", func(o *Options) { o.IPXEDir = filepath.Join(ipxe, "missing") }},
+	} {
+		o := good
+		tc.change(&o)
+		_, err := o.withDefaults()
+		var oe *OptionError
+		if !errors.As(err, &oe) || oe.Field != tc.field || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want an OptionError for %s saying %q", tc.field, err, tc.field, tc.want)
+			continue
+		}
+		if strings.Contains(err.Error(), "--") || strings.Contains(err.Error(), "network.") || strings.Contains(err.Error(), "head.") {
+			t.Errorf("%s: error %q names a flag or key", tc.field, err)
+		}
 	}
 }

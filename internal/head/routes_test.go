@@ -18,8 +18,9 @@ import (
 // testNaming is the default cluster network: 10.99.0.0/24, node1 at .1.
 var testNaming = contract.Naming{Subnet: netip.MustParsePrefix("10.99.0.0/24"), Head: netip.MustParseAddr("10.99.0.1")}
 
-// TestRoutes checks that the status page, the metrics and the node API are
-// served beside the boot handler, and that everything else still reaches it.
+// TestRoutes checks that the status page (at "/" too), the metrics and the
+// node API are served beside the boot handler, and that everything else
+// still reaches it.
 func TestRoutes(t *testing.T) {
 	reg, err := registry.Open(filepath.Join(t.TempDir(), contract.RegistryFile), testNaming, time.Second, nil)
 	if err != nil {
@@ -39,7 +40,9 @@ func TestRoutes(t *testing.T) {
 		"/status/":            `<table id="nodes">`,
 		"/metrics":            `clusterdebian_node_up{node="node2",ip="10.99.0.2",role="node"} 1`,
 		"/api/v1/nodes":       `"name": "node2"`,
-		"/":                   "boot /",
+		"/":                   `<table id="nodes">`, // http://node1/ in a browser
+		"//":                  "boot //",
+		"/index.html":         "boot /index.html",
 		"/boot/x.ipxe":        "boot /boot/x.ipxe",
 		"/statusx":            "boot /statusx",
 		"/api/v1/boot":        "boot /api/v1/boot",

@@ -18,7 +18,7 @@ import (
 // cluster token.
 func prepareState(dir string) (token string, err error) {
 	if err := os.MkdirAll(filepath.Join(dir, contract.TFTPDir), 0o755); err != nil {
-		return "", fmt.Errorf("state folder (--state-dir, head.state_dir): %w", err)
+		return "", fmt.Errorf("state folder: %w", err)
 	}
 	return loadToken(filepath.Join(dir, contract.TokenFile))
 }

@@ -6,8 +6,8 @@
 // Routes (GET and HEAD only):
 //
 //	/boot/<mac>.ipxe  the node's iPXE script, rendered by Config.Script
-//	/netboot/<file>   boot artifacts from Config.BootDir (Range supported)
-//	/ipxe/<file>      iPXE binaries from Config.IPXEDir
+//	/netboot/<file>   boot artifacts from Config.Netboot (Range supported)
+//	/ipxe/<file>      iPXE binaries from Config.IPXE
 //	/api/v1/boot      JSON array of bootstage.Node: where each node got to
 //
 // Each successful fetch is reported to the bootstage.Tracker. The handler
@@ -21,12 +21,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"mime"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -34,23 +34,22 @@ import (
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/bootfs"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 )
 
 // Config configures the handler.
 type Config struct {
-	// BootDir holds the netboot artifacts — vmlinuz, initrd.img,
-	// *.squashfs and anything else put there — served under /netboot/.
-	// Required; it may not exist yet (before the first image build), in
-	// which case /netboot/ answers 404 until it does.
-	BootDir string
-	// IPXEDir holds iPXE binaries (Debian: /usr/lib/ipxe), served under
-	// /ipxe/ for UEFI HTTP-boot clients. Optional: empty disables /ipxe/.
-	IPXEDir string
-	// AllowSymlinkTargets lists folders outside BootDir and IPXEDir that
-	// symlinks inside them may point into. Debian's /usr/lib/ipxe/ipxe.efi
-	// is a symlink to /boot/ipxe.efi, so serving it needs "/boot" here.
-	AllowSymlinkTargets []string
+	// Netboot holds the netboot artifacts — vmlinuz, initrd.img, the image
+	// layers and anything else put there — served under /netboot/: normally
+	// a *bootfs.Tree of the boot folder, which keeps every request inside
+	// it. A folder that does not exist yet (before the first image build)
+	// answers 404 until it does. Required.
+	Netboot fs.FS
+	// IPXE holds iPXE binaries (Debian: /usr/lib/ipxe, whose ipxe.efi links
+	// to /boot), served under /ipxe/ for UEFI HTTP-boot clients. Optional:
+	// nil disables /ipxe/.
+	IPXE fs.FS
 	// Script renders the iPXE script for a node (supplied by the head).
 	// Return an error wrapping ErrUnknownNode to answer 404; any other
 	// error answers 500. Required.
@@ -74,8 +73,8 @@ type handler struct {
 
 // NewHandler checks cfg and returns the boot server's handler.
 func NewHandler(cfg Config) (http.Handler, error) {
-	if cfg.BootDir == "" {
-		return nil, errors.New("httpboot: BootDir not set")
+	if cfg.Netboot == nil {
+		return nil, errors.New("httpboot: Netboot not set")
 	}
 	if cfg.Script == nil {
 		return nil, errors.New("httpboot: Script not set")
@@ -85,20 +84,6 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		log = slog.Default()
 	}
 	log = log.With("component", "httpboot")
-	for _, d := range []string{cfg.BootDir, cfg.IPXEDir} {
-		if d == "" {
-			continue
-		}
-		st, err := os.Stat(d)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			log.Warn("folder does not exist yet; its files will 404", "dir", d)
-		case err != nil:
-			return nil, fmt.Errorf("httpboot: %w", err)
-		case !st.IsDir():
-			return nil, fmt.Errorf("httpboot: %s is not a directory", d)
-		}
-	}
 	tr := cfg.Tracker
 	if tr == nil {
 		tr = bootstage.NewTracker()
@@ -147,9 +132,9 @@ func (h *handler) route(w *statusWriter, r *http.Request, remote netip.Addr) slo
 	case strings.HasPrefix(p, contract.ScriptPathPrefix):
 		h.serveScript(w, r, strings.TrimPrefix(p, contract.ScriptPathPrefix), remote)
 	case strings.HasPrefix(p, contract.NetbootPath):
-		h.serveFile(w, r, h.cfg.BootDir, strings.TrimPrefix(p, contract.NetbootPath), remote, artifactStage)
-	case strings.HasPrefix(p, "/ipxe/") && h.cfg.IPXEDir != "":
-		h.serveFile(w, r, h.cfg.IPXEDir, strings.TrimPrefix(p, "/ipxe/"), remote,
+		h.serveFile(w, r, h.cfg.Netboot, strings.TrimPrefix(p, contract.NetbootPath), remote, artifactStage)
+	case strings.HasPrefix(p, "/ipxe/") && h.cfg.IPXE != nil:
+		h.serveFile(w, r, h.cfg.IPXE, strings.TrimPrefix(p, "/ipxe/"), remote,
 			func(string) string { return bootstage.IPXELoaded })
 	case p == "/api/v1/boot":
 		h.serveStages(w, r)
@@ -160,7 +145,7 @@ func (h *handler) route(w *statusWriter, r *http.Request, remote netip.Addr) slo
 	return slog.LevelInfo
 }
 
-// artifactStage says which stage fetching a BootDir file completes.
+// artifactStage says which stage fetching a netboot file completes.
 func artifactStage(rel string) string {
 	base := path.Base(rel)
 	switch {
@@ -228,13 +213,22 @@ func (h *handler) serveScript(w *statusWriter, r *http.Request, name string, rem
 	h.tr.Mark(mac, remote, bootstage.ScriptFetched, "")
 }
 
-func (h *handler) serveFile(w *statusWriter, r *http.Request, dir, rel string, remote netip.Addr, stage func(string) string) {
-	f, st, err := openIn(dir, h.cfg.AllowSymlinkTargets, rel)
+// serveFile serves the file rel (the URL path below the route's prefix,
+// percent-decoded) from files. HTTP clients are well behaved, so anything
+// unusual — "..", ".", empty elements, backslashes, NUL — is refused (400)
+// rather than interpreted: the tree refuses such names, and iPXE, curl and
+// wget never send them. Folders are never listed.
+func (h *handler) serveFile(w *statusWriter, r *http.Request, files fs.FS, rel string, remote netip.Addr, stage func(string) string) {
+	if rel == "" || strings.HasSuffix(rel, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	f, st, err := open(files, rel)
 	if err != nil {
 		switch {
-		case errors.Is(err, errBadPath):
+		case errors.Is(err, fs.ErrInvalid):
 			http.Error(w, "bad path", http.StatusBadRequest)
-		case errors.Is(err, errOutside), errors.Is(err, errDenied):
+		case errors.Is(err, bootfs.ErrOutside), errors.Is(err, fs.ErrPermission):
 			h.log.Warn("refused", "remote", remote.String(), "file", rel, "err", err)
 			http.Error(w, "forbidden", http.StatusForbidden)
 		default:
@@ -250,8 +244,9 @@ func (h *handler) serveFile(w *statusWriter, r *http.Request, dir, rel string, r
 		ctype = "application/octet-stream"
 	}
 	w.Header().Set("Content-Type", ctype)
-	// ServeContent does Range, If-Modified-Since and HEAD; passing the
-	// *os.File lets the copy reach sendfile(2) through statusWriter.ReadFrom.
+	// ServeContent does Range, If-Modified-Since and HEAD; a bootfs.Tree's
+	// files are *os.File, which lets the copy reach sendfile(2) through
+	// statusWriter.ReadFrom.
 	http.ServeContent(w, r, "", st.ModTime(), f)
 
 	// A stage is reached only by a complete download: a Range request or
@@ -261,6 +256,21 @@ func (h *handler) serveFile(w *statusWriter, r *http.Request, dir, rel string, r
 			h.tr.Mark(nil, remote, s, rel)
 		}
 	}
+}
+
+// open opens a regular file that can seek, as http.ServeContent needs.
+func open(files fs.FS, rel string) (io.ReadSeekCloser, fs.FileInfo, error) {
+	f, err := files.Open(rel)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	rs, seeks := f.(io.ReadSeekCloser)
+	if err != nil || !st.Mode().IsRegular() || !seeks {
+		f.Close()
+		return nil, nil, fs.ErrNotExist // folders, devices, FIFOs are never served
+	}
+	return rs, st, nil
 }
 
 func (h *handler) serveStages(w *statusWriter, r *http.Request) {

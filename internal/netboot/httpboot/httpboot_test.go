@@ -24,11 +24,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/netboot/bootfs"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 )
 
 // guard bounds every wait; tests never assert on timing.
 const guard = 30 * time.Second
+
+// tree is the boot-file tree of dir, as the head builds it.
+func tree(t testing.TB, dir string, allow ...string) *bootfs.Tree {
+	t.Helper()
+	tr, err := bootfs.New([]string{dir}, allow...)
+	must(t, err)
+	return tr
+}
+
+// within reports whether p lies strictly below dir (both clean, absolute,
+// symlink-free).
+func within(dir, p string) bool {
+	r, err := filepath.Rel(dir, p)
+	return err == nil && r != "." && r != ".." && !filepath.IsAbs(r) && !strings.HasPrefix(r, "../")
+}
 
 func must(t testing.TB, err error) {
 	t.Helper()
@@ -90,6 +106,8 @@ func newFixture(t testing.TB) *fixture {
 	must(t, os.Symlink("/etc", filepath.Join(f.boot, "etc")))
 	must(t, os.Symlink("../netboot/vmlinuz", filepath.Join(f.ipxe, "cross.efi"))) // other served folder: still outside
 	must(t, os.Symlink("vmlinuz", filepath.Join(f.boot, "kernel-alias")))
+	must(t, os.Symlink(filepath.Join(f.boot, "vmlinuz"), filepath.Join(f.boot, "kernel-abs"))) // absolute, inside
+	must(t, os.Symlink("loop", filepath.Join(f.boot, "loop")))
 	// Like Debian's /usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi.
 	must(t, os.Symlink(filepath.Join(f.efiOutside, "real.efi"), filepath.Join(f.ipxe, "linked.efi")))
 	return f
@@ -132,8 +150,8 @@ func start(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
 	e := &env{fixture: newFixture(t), tr: bootstage.NewTracker()}
 	cfg := Config{
-		BootDir: e.boot,
-		IPXEDir: e.ipxe,
+		Netboot: tree(t, e.boot),
+		IPXE:    tree(t, e.ipxe),
 		Tracker: e.tr,
 		Logger:  testLogger(t),
 		Script: func(mac net.HardwareAddr, remote netip.Addr) (string, error) {
@@ -217,8 +235,10 @@ func TestArtifactsWithCurl(t *testing.T) {
 		t.Errorf("vmlinuz Content-Type %q", h.Get("Content-Type"))
 	}
 	// A symlink inside the folder is followed.
-	if code, got, _ := e.curl(t, "/netboot/kernel-alias"); code != 200 || !bytes.Equal(got, e.files["/netboot/vmlinuz"]) {
-		t.Errorf("in-folder symlink: %d, %d bytes", code, len(got))
+	for _, p := range []string{"/netboot/kernel-alias", "/netboot/kernel-abs"} {
+		if code, got, _ := e.curl(t, p); code != 200 || !bytes.Equal(got, e.files["/netboot/vmlinuz"]) {
+			t.Errorf("in-folder symlink %s: %d, %d bytes", p, code, len(got))
+		}
 	}
 }
 
@@ -281,6 +301,7 @@ func TestEscapesRefused(t *testing.T) {
 		"/boot/52:54:00:12:34:56.ipxe/../../x":     400,
 		"/netboot/" + strings.Repeat("a", 2000):    400,
 		"/netboot/..;/etc/passwd":                  404,
+		"/netboot/loop":                            404,
 		"/netboot/%252e%252e/%252e%252e/etc/passw": 404,
 	}
 	for p, want := range paths {
@@ -306,7 +327,7 @@ func TestAllowSymlinkTargets(t *testing.T) {
 		t.Errorf("escaping symlink without allowance: %d", code)
 	}
 	// Same folders, now allowing the symlink's target folder.
-	h, err := NewHandler(Config{BootDir: e.boot, IPXEDir: e.ipxe, AllowSymlinkTargets: []string{e.efiOutside},
+	h, err := NewHandler(Config{Netboot: tree(t, e.boot, e.efiOutside), IPXE: tree(t, e.ipxe, e.efiOutside),
 		Script: func(net.HardwareAddr, netip.Addr) (string, error) { return "", nil }, Logger: testLogger(t)})
 	must(t, err)
 	srv := httptest.NewServer(h)
@@ -439,7 +460,7 @@ func TestEmptyAPI(t *testing.T) {
 func TestFolderReplaced(t *testing.T) {
 	base := t.TempDir()
 	boot := filepath.Join(base, "netboot")
-	h, err := NewHandler(Config{BootDir: boot, Logger: testLogger(t),
+	h, err := NewHandler(Config{Netboot: tree(t, boot), Logger: testLogger(t),
 		Script: func(net.HardwareAddr, netip.Addr) (string, error) { return "", nil }})
 	must(t, err)
 	srv := httptest.NewServer(h)
@@ -449,7 +470,7 @@ func TestFolderReplaced(t *testing.T) {
 		t.Errorf("missing folder: %d", code)
 	}
 	if code, _, _ := e.curl(t, "/ipxe/ipxe.efi"); code != 404 {
-		t.Errorf("/ipxe/ with no IPXEDir: %d", code)
+		t.Errorf("/ipxe/ with no IPXE files: %d", code)
 	}
 	must(t, os.Mkdir(boot, 0o755))
 	must(t, os.WriteFile(filepath.Join(boot, "vmlinuz"), []byte("old"), 0o644))
@@ -468,21 +489,17 @@ func TestFolderReplaced(t *testing.T) {
 
 func TestNewHandlerErrors(t *testing.T) {
 	dir := t.TempDir()
-	file := filepath.Join(dir, "f")
-	must(t, os.WriteFile(file, nil, 0o644))
 	script := func(net.HardwareAddr, netip.Addr) (string, error) { return "", nil }
 	for i, c := range []Config{
 		{Script: script},
-		{BootDir: dir},
-		{BootDir: file, Script: script},
-		{BootDir: dir, IPXEDir: file, Script: script},
+		{Netboot: tree(t, dir)},
 	} {
 		c.Logger = slog.New(slog.DiscardHandler)
 		if _, err := NewHandler(c); err == nil {
 			t.Errorf("config %d accepted", i)
 		}
 	}
-	if _, err := NewHandler(Config{BootDir: dir, Script: script, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+	if _, err := NewHandler(Config{Netboot: tree(t, dir), Script: script, Logger: slog.New(slog.DiscardHandler)}); err != nil {
 		t.Errorf("minimal config: %v", err)
 	}
 }
@@ -523,7 +540,7 @@ func (r *readFromRecorder) ReadFrom(src io.Reader) (int64, error) {
 // sendfile(2) for artifacts.
 func TestSendfilePath(t *testing.T) {
 	f := newFixture(t)
-	h, err := NewHandler(Config{BootDir: f.boot, Logger: slog.New(slog.DiscardHandler),
+	h, err := NewHandler(Config{Netboot: tree(t, f.boot), Logger: slog.New(slog.DiscardHandler),
 		Script: func(net.HardwareAddr, netip.Addr) (string, error) { return "", nil }})
 	must(t, err)
 	for _, rng := range []string{"", "bytes=10-20"} {
@@ -557,7 +574,7 @@ func FuzzRequestPath(f *testing.F) {
 	fx := newFixture(f)
 	passwd, _ := os.ReadFile("/etc/passwd")
 	h, err := NewHandler(Config{
-		BootDir: fx.boot, IPXEDir: fx.ipxe, Logger: slog.New(slog.DiscardHandler),
+		Netboot: tree(f, fx.boot), IPXE: tree(f, fx.ipxe), Logger: slog.New(slog.DiscardHandler),
 		Script: func(mac net.HardwareAddr, _ netip.Addr) (string, error) { return "#!ipxe\n", nil },
 	})
 	must(f, err)

@@ -1,8 +1,9 @@
 // Package tftp is the head's read-only TFTP server. Legacy PXE ROMs can
 // only fetch their first-stage loader (iPXE's undionly.kpxe or ipxe.efi)
 // over TFTP; everything after that goes over HTTP, so this server is kept
-// deliberately small: it serves regular files from a list of folders,
-// refuses writes, and never lets a request name escape those folders.
+// deliberately small: it serves regular files from a boot-file tree
+// (internal/netboot/bootfs, which keeps every name inside it) and refuses
+// writes.
 //
 // The protocol work (RFC 1350 plus the blksize and tsize options of RFC
 // 2348/2349) is done by github.com/pin/tftp/v3.
@@ -13,23 +14,27 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	ptftp "github.com/pin/tftp/v3"
+
+	"github.com/clusterdebian/clusterdebian/internal/netboot/bootfs"
 )
 
 // Config configures a Server.
 type Config struct {
-	// Roots are the folders served, in order; the first one holding a
-	// requested name wins, e.g. {"/var/lib/clusterdebian/tftp",
-	// "/usr/lib/ipxe"}. Each must exist when New is called.
-	Roots []string
+	// Files is the tree served, normally a *bootfs.Tree (say of
+	// /var/lib/clusterdebian/tftp and /usr/lib/ipxe), which keeps every
+	// request inside it. A request name is turned into a tree name first:
+	// a leading slash and backslashes are separators (see cleanName).
+	// Required.
+	Files fs.FS
 	// Addr is the UDP listen address, e.g. "10.99.0.1:69"; ":0" picks a
 	// free port (see Server.Addr).
 	Addr string
@@ -37,12 +42,6 @@ type Config struct {
 	// (SO_BINDTODEVICE), so requests arriving on other networks are never
 	// answered even when Addr is a wildcard.
 	Interface string
-	// AllowSymlinkTargets lists folders outside the roots that symlinks
-	// inside a root may point into. Empty means symlinks must stay inside
-	// their root. Debian's /usr/lib/ipxe/ipxe.efi is a symlink to
-	// /boot/ipxe.efi, so serving it from /usr/lib/ipxe needs "/boot" here
-	// (or a copy of the file in a root).
-	AllowSymlinkTargets []string
 	// Timeout is the per-packet retransmission timeout; zero means the
 	// library default (5 s).
 	Timeout time.Duration
@@ -70,25 +69,9 @@ type Server struct {
 // New checks cfg and binds the listening socket, so that configuration and
 // port errors surface before Serve and Addr reports the real port.
 func New(cfg Config) (*Server, error) {
-	if len(cfg.Roots) == 0 {
-		return nil, errors.New("tftp: no roots configured")
+	if cfg.Files == nil {
+		return nil, errors.New("tftp: no files configured")
 	}
-	roots := make([]string, len(cfg.Roots))
-	for i, r := range cfg.Roots {
-		abs, err := filepath.Abs(r)
-		if err != nil {
-			return nil, fmt.Errorf("tftp: root %q: %w", r, err)
-		}
-		st, err := os.Stat(abs)
-		if err != nil {
-			return nil, fmt.Errorf("tftp: root: %w", err)
-		}
-		if !st.IsDir() {
-			return nil, fmt.Errorf("tftp: root %s is not a directory", abs)
-		}
-		roots[i] = abs
-	}
-	cfg.Roots = roots
 	if cfg.Addr == "" {
 		return nil, errors.New("tftp: no listen address configured")
 	}
@@ -136,7 +119,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.mu.Unlock()
 	}()
 
-	s.log.Info("serving", "addr", s.Addr().String(), "roots", s.cfg.Roots, "interface", s.cfg.Interface)
+	s.log.Info("serving", "addr", s.Addr().String(), "files", fmt.Sprint(s.cfg.Files), "interface", s.cfg.Interface)
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.conn) }()
 	select {
@@ -208,7 +191,7 @@ func (e sendError) Error() string { return e.err.Error() }
 func (e sendError) Unwrap() error { return e.err }
 
 func (s *Server) send(name string, rf io.ReaderFrom) (int64, error) {
-	f, size, err := open(s.cfg.Roots, s.cfg.AllowSymlinkTargets, name)
+	f, size, err := s.open(name)
 	if err != nil {
 		return 0, err
 	}
@@ -225,29 +208,51 @@ func (s *Server) send(name string, rf io.ReaderFrom) (int64, error) {
 	return n, nil
 }
 
-// open resolves name and opens it through an os.Root on the folder it was
-// found in, so a symlink swapped in between resolution and open still
-// cannot lead outside that folder.
-func open(roots, allow []string, name string) (*os.File, int64, error) {
-	r, err := resolve(roots, allow, name)
+// open opens the file a request names from the tree, with its size. Only
+// regular files are served.
+func (s *Server) open(name string) (fs.File, int64, error) {
+	rel, err := cleanName(name)
 	if err != nil {
 		return nil, 0, err
 	}
-	root, err := os.OpenRoot(r.base)
+	f, err := s.cfg.Files.Open(rel)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", ErrNotFound, err)
-	}
-	defer root.Close()
-	f, err := root.Open(r.rel)
-	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", ErrNotFound, err)
+		return nil, 0, err
 	}
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
 		f.Close()
-		return nil, 0, ErrNotFound
+		return nil, 0, fs.ErrNotExist
 	}
 	return f, st.Size(), nil
+}
+
+// cleanName turns a requested TFTP file name into a name of the tree
+// (bootfs.ValidName), or fails with fs.ErrInvalid. PXE ROMs vary: some send
+// "/undionly.kpxe", Windows-derived ones send "boot\x86\file", so a leading
+// slash means "relative to the root", a backslash is a separator, and empty
+// and "." elements are dropped. Any ".." element is refused outright rather
+// than cleaned away: no boot firmware needs it, and refusing it means no
+// clever spelling can climb out of a root.
+func cleanName(name string) (string, error) {
+	if name == "" || len(name) > bootfs.MaxNameLen || strings.IndexByte(name, 0) >= 0 {
+		return "", fs.ErrInvalid
+	}
+	parts := strings.Split(strings.ReplaceAll(name, `\`, "/"), "/")
+	out := parts[:0]
+	for _, p := range parts {
+		switch p {
+		case "", ".":
+			continue
+		case "..":
+			return "", fs.ErrInvalid
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return "", fs.ErrInvalid
+	}
+	return strings.Join(out, "/"), nil
 }
 
 // wireError picks the text for the client's error packet.
@@ -258,7 +263,7 @@ func wireError(err error) error {
 		return nil
 	case errors.As(err, &se):
 		return nil // already reported to the client by pin/tftp
-	case errors.Is(err, ErrBadName), errors.Is(err, ErrOutsideDir):
+	case errors.Is(err, fs.ErrInvalid), errors.Is(err, bootfs.ErrOutside):
 		return errors.New("access violation")
 	default:
 		return errors.New("file not found")
