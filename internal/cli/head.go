@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -28,7 +27,7 @@ func newHeadCmd() *cobra.Command {
 		configPath, iface, subnet, dhcpMode, bootDir, stateDir, extra, clusterRoot string
 		debug                                                                      bool
 	)
-	cmd := &cobra.Command{
+	cmd := explainErrors(&cobra.Command{
 		Use:   "head",
 		Short: "Run the head daemon on node1: DHCP, TFTP and HTTP network boot for the nodes",
 		Long: `head serves the cluster network from node1, so that every other machine
@@ -99,7 +98,7 @@ at http://<head>/api/v1/boot.`,
 			opts.Logger.Info("clusterdebian head starting", "version", version.String(), "config", cfg.Source)
 			return head.Run(cmd.Context(), opts)
 		},
-	}
+	}, headInputs)
 	f := cmd.Flags()
 	f.StringVarP(&configPath, "config", "c", "", "cluster.toml (default: "+systemConfig+" if present, else the embedded default)")
 	f.StringVar(&iface, "interface", "", "cluster network interface (network.interface; default: the only connected wired one)")
@@ -114,7 +113,7 @@ at http://<head>/api/v1/boot.`,
 }
 
 // headOptions turns a cluster.toml (with flags applied) into the head's
-// options, naming the flag and key of anything wrong.
+// options. Its errors name the keys; headInputs adds the flags.
 func headOptions(cfg *config.Config) (head.Options, error) {
 	var o head.Options
 	var errs []error
@@ -123,9 +122,8 @@ func headOptions(cfg *config.Config) (head.Options, error) {
 	if err := c.Validate(); err != nil {
 		var ve *config.ValidationError
 		if errors.As(err, &ve) {
-			for _, e := range ve.Errs {
-				errs = append(errs, flagHint(e))
-			}
+			// Without "cluster.toml is invalid": a flag may be what is wrong.
+			errs = append(errs, ve.Errs...)
 		} else {
 			errs = append(errs, err)
 		}
@@ -148,28 +146,13 @@ func headOptions(cfg *config.Config) (head.Options, error) {
 	return o, nil
 }
 
-// keyFlags maps cluster.toml keys to the head flags that set them.
-var keyFlags = map[string]string{
-	"network.interface": "--interface",
-	"network.subnet":    "--subnet",
-	"network.dhcp":      "--dhcp",
-	"head.boot_dir":     "--boot-dir",
-	"head.state_dir":    "--state-dir",
-}
-
-// flagHint prefixes a config error about a key with the flag that sets it,
-// so "--subnet / network.subnet: ..." tells the user both places to look.
-func flagHint(err error) error {
-	msg := err.Error()
-	keys := make([]string, 0, len(keyFlags))
-	for k := range keyFlags {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if strings.HasPrefix(msg, k+":") {
-			return fmt.Errorf("%s / %s", keyFlags[k], msg)
-		}
-	}
-	return err
+// headInputs are the cluster.toml keys the head's flags override, so that
+// an error about a key names the flag too: "--subnet / network.subnet: ...".
+var headInputs = inputs{
+	"network.interface":    {"--interface", "network.interface"},
+	"network.subnet":       {"--subnet", "network.subnet"},
+	"network.dhcp":         {"--dhcp", "network.dhcp"},
+	"head.boot_dir":        {"--boot-dir", "head.boot_dir"},
+	"head.state_dir":       {"--state-dir", "head.state_dir"},
+	"image.kernel_cmdline": {"--kernel-cmdline-extra", "image.kernel_cmdline"},
 }
