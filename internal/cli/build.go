@@ -19,7 +19,7 @@ import (
 func newBuildCmd() *cobra.Command {
 	var opts imagebuild.Options
 	var configPath string
-	cmd := &cobra.Command{
+	cmd := explainErrors(&cobra.Command{
 		Use:   "build",
 		Short: "Build the ClusterDebian ISO and netboot files from cluster.toml",
 		Long: `build makes a bootable hybrid ISO (BIOS and UEFI, CD or USB stick) from Debian
@@ -43,7 +43,7 @@ user's password was generated. Write the ISO to a USB stick with:
 				return err
 			}
 			if err := hosttools.Require(hosttools.For(hosttools.Build)); err != nil {
-				return err
+				return fmt.Errorf("%w\n(or run: clusterdebian doctor --fix)", err)
 			}
 			if opts.Binary == "" {
 				if opts.Binary, err = os.Executable(); err != nil {
@@ -71,9 +71,8 @@ user's password was generated. Write the ISO to a USB stick with:
 				if cmd.Context().Err() != nil {
 					return &exitError{code: 130, msg: fmt.Sprintf("build interrupted; nothing was left mounted and the cache is intact. Full log: %s", logPath)}
 				}
-				var te *imagebuild.ToolError
-				if errors.As(err, &te) {
-					return fmt.Errorf("%w\nfull log: %s", err, logPath)
+				if errors.Is(err, imagebuild.ErrCacheBusy) {
+					err = fmt.Errorf("%w; wait for it, or use another --cache-dir", err)
 				}
 				return fmt.Errorf("%w\nfull log: %s", err, logPath)
 			}
@@ -103,7 +102,7 @@ user's password was generated. Write the ISO to a USB stick with:
 			p.Printf("Write it to a USB stick: dd if=%s of=/dev/sdX bs=4M oflag=sync", report.ISO)
 			return nil
 		},
-	}
+	}, inputs{imagebuild.InputFrom: {flag: "--from"}})
 	f := cmd.Flags()
 	f.StringVarP(&configPath, "config", "c", "", "cluster.toml (default: the embedded default, see `clusterdebian config default`)")
 	f.StringVarP(&opts.OutDir, "output", "o", "out", "output folder")

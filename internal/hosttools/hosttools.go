@@ -136,7 +136,7 @@ func (e *MissingError) Error() string {
 	for _, t := range e.Tools {
 		fmt.Fprintf(&b, "\n  %s (package %s): %s", t.Name, t.Package, t.Why)
 	}
-	fmt.Fprintf(&b, "\ninstall them with: apt-get install %s\n(or run: clusterdebian doctor --fix)", strings.Join(Packages(e.Tools), " "))
+	fmt.Fprintf(&b, "\ninstall them with: apt-get install %s", strings.Join(Packages(e.Tools), " "))
 	return b.String()
 }
 

@@ -23,11 +23,14 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/config"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 	"github.com/clusterdebian/clusterdebian/internal/progress"
 )
 
@@ -52,6 +55,10 @@ const (
 	keepPerStage  = 2 // cache entries kept per stage
 	bootstrapNeed = 4 << 30
 )
+
+// InputFrom names Options.From in errors (an *inputerr.Error), so that
+// the CLI can name its flag.
+const InputFrom = "first stage to rerun"
 
 // Options configure one build.
 type Options struct {
@@ -129,7 +136,7 @@ func Build(ctx context.Context, opts Options, version string) (*Report, error) {
 	case opts.From != "":
 		i := slices.Index(Stages, opts.From)
 		if i < 0 {
-			return nil, fmt.Errorf("--from: unknown stage %q; stages are %v", opts.From, Stages)
+			return nil, inputerr.Errorf(InputFrom, strconv.Quote(opts.From), "no such stage; the stages are %s", strings.Join(Stages, ", "))
 		}
 		b.forceFrom = i
 	}
