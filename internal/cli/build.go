@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -23,11 +24,13 @@ func newBuildCmd() *cobra.Command {
 		Use:   "build",
 		Short: "Build the ClusterDebian ISO and netboot files from cluster.toml",
 		Long: `build makes a bootable hybrid ISO (BIOS and UEFI, CD or USB stick) from Debian
-packages, in four cached stages: bootstrap, customize, squashfs and iso. A
-rebuild runs only the stages whose inputs changed.
+packages, in four cached stages: bootstrap (the Debian root, squashed into the
+base layer), customize (the ClusterDebian files, users and overlay), layer (the
+customization as an ext4 layer over the base) and iso. A rebuild runs only the
+stages whose inputs changed.
 
 The output folder gets clusterdebian.iso, netboot/ (vmlinuz, initrd.img and
-the squashfs layers), build-report.json, build.log, and credentials.txt when a
+the image layers), build-report.json, build.log, and credentials.txt when a
 user's password was generated. Write the ISO to a USB stick with:
   dd if=out/clusterdebian.iso of=/dev/sdX bs=4M oflag=sync`,
 		Example: `  sudo clusterdebian build
@@ -108,7 +111,7 @@ user's password was generated. Write the ISO to a USB stick with:
 	f.StringVarP(&opts.OutDir, "output", "o", "out", "output folder")
 	f.StringVar(&opts.CacheDir, "cache-dir", imagebuild.DefaultCacheDir, "where stage outputs are cached between builds")
 	f.BoolVar(&opts.Force, "force", false, "ignore the cache and run every stage")
-	f.StringVar(&opts.From, "from", "", "ignore the cache from this stage on: bootstrap, customize, squashfs or iso")
+	f.StringVar(&opts.From, "from", "", "ignore the cache from this stage on: "+strings.Join(imagebuild.Stages, ", "))
 	f.StringVar(&opts.Binary, "binary", "", "static clusterdebian binary to put into the image (default: this one)")
 	f.MarkHidden("binary")
 	return cmd

@@ -33,7 +33,7 @@ func newHeadCmd() *cobra.Command {
 		Long: `head serves the cluster network from node1, so that every other machine
 boots from it: DHCP (or ProxyDHCP beside an existing DHCP server), TFTP for
 the iPXE boot loaders, and HTTP for each node's iPXE script, the kernel, the
-initrd and the squashfs layers. It gives the cluster interface the address .1
+initrd and the image layers. It gives the cluster interface the address .1
 of the subnet, unless it already has one in the subnet.
 
 On a ClusterDebian live system it starts at boot (clusterdebian-head.service)
@@ -104,7 +104,7 @@ at http://<head>/api/v1/boot.`,
 	f.StringVar(&iface, "interface", "", "cluster network interface (network.interface; default: the only connected wired one)")
 	f.StringVar(&subnet, "subnet", "", "cluster subnet, e.g. 10.99.0.0/24 (network.subnet)")
 	f.StringVar(&dhcpMode, "dhcp", "", "DHCP mode: auto, server, proxy or off (network.dhcp)")
-	f.StringVar(&bootDir, "boot-dir", "", "folder with vmlinuz, initrd.img and the squashfs layers (head.boot_dir; default "+head.DefaultBootDir+")")
+	f.StringVar(&bootDir, "boot-dir", "", "folder with vmlinuz, the initrds and the image layers (head.boot_dir; default "+head.DefaultBootDir+")")
 	f.StringVar(&stateDir, "state-dir", "", "folder for leases, the cluster token and the TFTP root (head.state_dir; default "+head.DefaultStateDir+")")
 	f.StringVar(&extra, "kernel-cmdline-extra", "", "kernel parameters added to every node's command line, after image.kernel_cmdline")
 	f.StringVar(&clusterRoot, "cluster-root", "", "root file system whose /etc/hosts, hostfiles and SSH trust the head keeps, and exports to the nodes (default: / on a ClusterDebian system, else none; \"none\" disables)")
