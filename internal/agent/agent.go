@@ -100,7 +100,7 @@ func OptionsFromCmdline(cmdline string) (Options, error) {
 		missing = append(missing, contract.ParamToken+"=<token>")
 	}
 	if len(missing) > 0 {
-		return o, fmt.Errorf("the kernel command line has no %s; the head puts it on every node it boots (use --head/--token to run by hand)",
+		return o, fmt.Errorf("the kernel command line has no %s; the head puts it on every node it boots",
 			strings.Join(missing, " and no "))
 	}
 	o.HeadURL, o.Token = c.HTTPBase(), c.Token

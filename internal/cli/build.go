@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -19,15 +20,17 @@ import (
 func newBuildCmd() *cobra.Command {
 	var opts imagebuild.Options
 	var configPath string
-	cmd := &cobra.Command{
+	cmd := explainErrors(&cobra.Command{
 		Use:   "build",
 		Short: "Build the ClusterDebian ISO and netboot files from cluster.toml",
 		Long: `build makes a bootable hybrid ISO (BIOS and UEFI, CD or USB stick) from Debian
-packages, in four cached stages: bootstrap, customize, squashfs and iso. A
-rebuild runs only the stages whose inputs changed.
+packages, in four cached stages: bootstrap (the Debian root, squashed into the
+base layer), customize (the ClusterDebian files, users and overlay), layer (the
+customization as an ext4 layer over the base) and iso. A rebuild runs only the
+stages whose inputs changed.
 
 The output folder gets clusterdebian.iso, netboot/ (vmlinuz, initrd.img and
-the squashfs layers), build-report.json, build.log, and credentials.txt when a
+the image layers), build-report.json, build.log, and credentials.txt when a
 user's password was generated. Write the ISO to a USB stick with:
   dd if=out/clusterdebian.iso of=/dev/sdX bs=4M oflag=sync`,
 		Example: `  sudo clusterdebian build
@@ -43,7 +46,7 @@ user's password was generated. Write the ISO to a USB stick with:
 				return err
 			}
 			if err := hosttools.Require(hosttools.For(hosttools.Build)); err != nil {
-				return err
+				return fmt.Errorf("%w\n(or run: clusterdebian doctor --fix)", err)
 			}
 			if opts.Binary == "" {
 				if opts.Binary, err = os.Executable(); err != nil {
@@ -71,9 +74,8 @@ user's password was generated. Write the ISO to a USB stick with:
 				if cmd.Context().Err() != nil {
 					return &exitError{code: 130, msg: fmt.Sprintf("build interrupted; nothing was left mounted and the cache is intact. Full log: %s", logPath)}
 				}
-				var te *imagebuild.ToolError
-				if errors.As(err, &te) {
-					return fmt.Errorf("%w\nfull log: %s", err, logPath)
+				if errors.Is(err, imagebuild.ErrCacheBusy) {
+					err = fmt.Errorf("%w; wait for it, or use another --cache-dir", err)
 				}
 				return fmt.Errorf("%w\nfull log: %s", err, logPath)
 			}
@@ -103,13 +105,13 @@ user's password was generated. Write the ISO to a USB stick with:
 			p.Printf("Write it to a USB stick: dd if=%s of=/dev/sdX bs=4M oflag=sync", report.ISO)
 			return nil
 		},
-	}
+	}, inputs{imagebuild.InputFrom: {flag: "--from"}})
 	f := cmd.Flags()
 	f.StringVarP(&configPath, "config", "c", "", "cluster.toml (default: the embedded default, see `clusterdebian config default`)")
 	f.StringVarP(&opts.OutDir, "output", "o", "out", "output folder")
 	f.StringVar(&opts.CacheDir, "cache-dir", imagebuild.DefaultCacheDir, "where stage outputs are cached between builds")
 	f.BoolVar(&opts.Force, "force", false, "ignore the cache and run every stage")
-	f.StringVar(&opts.From, "from", "", "ignore the cache from this stage on: bootstrap, customize, squashfs or iso")
+	f.StringVar(&opts.From, "from", "", "ignore the cache from this stage on: "+strings.Join(imagebuild.Stages, ", "))
 	f.StringVar(&opts.Binary, "binary", "", "static clusterdebian binary to put into the image (default: this one)")
 	f.MarkHidden("binary")
 	return cmd

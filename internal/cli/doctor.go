@@ -26,9 +26,9 @@ missing ones with apt-get.`,
 			var ps []hosttools.Purpose
 			for _, p := range purposes {
 				for _, one := range strings.Split(p, ",") {
-					pp := hosttools.Purpose(one)
-					if pp != hosttools.Build && pp != hosttools.VM && pp != hosttools.Test {
-						return fmt.Errorf("--for: unknown purpose %q; use build, vm or test", one)
+					pp, err := hosttools.ParsePurpose(one)
+					if err != nil {
+						return fmt.Errorf("--for: %w", err)
 					}
 					ps = append(ps, pp)
 				}

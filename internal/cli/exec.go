@@ -32,7 +32,8 @@ password-less ssh, and prints each output line prefixed by its node
 once, under the list of those nodes (like dshbak -c).
 
 Nodes come from the head's node list. -w takes a host list: node[2-5,9],
-node[01-03], node1,node[3-4], or "all" (the default): every node that is up.
+node1,node[3-4], or "all" (the default): every node that is up. Node names
+are never zero-padded (node8, not node08).
 A node named in -w that is down, or unknown to the head, is reported and not
 contacted. -x removes nodes from the selection.
 

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -28,13 +27,13 @@ func newHeadCmd() *cobra.Command {
 		configPath, iface, subnet, dhcpMode, bootDir, stateDir, extra, clusterRoot string
 		debug                                                                      bool
 	)
-	cmd := &cobra.Command{
+	cmd := explainErrors(&cobra.Command{
 		Use:   "head",
 		Short: "Run the head daemon on node1: DHCP, TFTP and HTTP network boot for the nodes",
 		Long: `head serves the cluster network from node1, so that every other machine
 boots from it: DHCP (or ProxyDHCP beside an existing DHCP server), TFTP for
 the iPXE boot loaders, and HTTP for each node's iPXE script, the kernel, the
-initrd and the squashfs layers. It gives the cluster interface the address .1
+initrd and the image layers. It gives the cluster interface the address .1
 of the subnet, unless it already has one in the subnet.
 
 On a ClusterDebian live system it starts at boot (clusterdebian-head.service)
@@ -97,15 +96,15 @@ at http://<head>/api/v1/boot.`,
 			}
 			opts.Logger = head.NewLogger(os.Stderr, level)
 			opts.Logger.Info("clusterdebian head starting", "version", version.String(), "config", cfg.Source)
-			return headError(head.Run(cmd.Context(), opts))
+			return head.Run(cmd.Context(), opts)
 		},
-	}
+	}, headInputs)
 	f := cmd.Flags()
 	f.StringVarP(&configPath, "config", "c", "", "cluster.toml (default: "+systemConfig+" if present, else the embedded default)")
 	f.StringVar(&iface, "interface", "", "cluster network interface (network.interface; default: the only connected wired one)")
 	f.StringVar(&subnet, "subnet", "", "cluster subnet, e.g. 10.99.0.0/24 (network.subnet)")
 	f.StringVar(&dhcpMode, "dhcp", "", "DHCP mode: auto, server, proxy or off (network.dhcp)")
-	f.StringVar(&bootDir, "boot-dir", "", "folder with vmlinuz, initrd.img and the squashfs layers (head.boot_dir; default "+head.DefaultBootDir+")")
+	f.StringVar(&bootDir, "boot-dir", "", "folder with vmlinuz, the initrds and the image layers (head.boot_dir; default "+head.DefaultBootDir+")")
 	f.StringVar(&stateDir, "state-dir", "", "folder for leases, the cluster token and the TFTP root (head.state_dir; default "+head.DefaultStateDir+")")
 	f.StringVar(&extra, "kernel-cmdline-extra", "", "kernel parameters added to every node's command line, after image.kernel_cmdline")
 	f.StringVar(&clusterRoot, "cluster-root", "", "root file system whose /etc/hosts, hostfiles and SSH trust the head keeps, and exports to the nodes (default: / on a ClusterDebian system, else none; \"none\" disables)")
@@ -114,7 +113,7 @@ at http://<head>/api/v1/boot.`,
 }
 
 // headOptions turns a cluster.toml (with flags applied) into the head's
-// options, naming the flag and key of anything wrong.
+// options. Its errors name the keys; headInputs adds the flags.
 func headOptions(cfg *config.Config) (head.Options, error) {
 	var o head.Options
 	var errs []error
@@ -123,9 +122,8 @@ func headOptions(cfg *config.Config) (head.Options, error) {
 	if err := c.Validate(); err != nil {
 		var ve *config.ValidationError
 		if errors.As(err, &ve) {
-			for _, e := range ve.Errs {
-				errs = append(errs, flagHint(e))
-			}
+			// Without "cluster.toml is invalid": a flag may be what is wrong.
+			errs = append(errs, ve.Errs...)
 		} else {
 			errs = append(errs, err)
 		}
@@ -148,56 +146,26 @@ func headOptions(cfg *config.Config) (head.Options, error) {
 	return o, nil
 }
 
-// headOptionFlags maps the fields of head.Options to the flag and
-// cluster.toml key a user changes to set them.
-var headOptionFlags = map[string]string{
-	"Interface":    "--interface (network.interface)",
-	"Subnet":       "--subnet (network.subnet)",
-	"DHCP":         "--dhcp (network.dhcp)",
-	"Router":       "network.gateway",
-	"DNS":          "network.dns",
-	"BootDir":      "--boot-dir (head.boot_dir)",
-	"StateDir":     "--state-dir (head.state_dir)",
-	"Root":         "nodes.root",
-	"ExtraCmdline": "--kernel-cmdline-extra (image.kernel_cmdline)",
-	"ClusterRoot":  "--cluster-root",
-}
+// headInputs maps the head's inputs to the flag and cluster.toml key that
+// set them: the config keys (config validation errors name those) and the
+// head.Options fields (head.New's errors name those), so that every error
+// names where to change the value: "--subnet / network.subnet: ...".
+var headInputs = inputs{
+	"network.interface":    {"--interface", "network.interface"},
+	"network.subnet":       {"--subnet", "network.subnet"},
+	"network.dhcp":         {"--dhcp", "network.dhcp"},
+	"head.boot_dir":        {"--boot-dir", "head.boot_dir"},
+	"head.state_dir":       {"--state-dir", "head.state_dir"},
+	"image.kernel_cmdline": {"--kernel-cmdline-extra", "image.kernel_cmdline"},
 
-// headError names the flag and key behind a head.OptionError, so that
-// "--boot-dir (head.boot_dir): /x has no vmlinuz" tells the user where to
-// look; other errors pass unchanged.
-func headError(err error) error {
-	var oe *head.OptionError
-	if errors.As(err, &oe) {
-		if where, ok := headOptionFlags[oe.Field]; ok {
-			return fmt.Errorf("%s: %w", where, oe.Err)
-		}
-	}
-	return err
-}
-
-// keyFlags maps cluster.toml keys to the head flags that set them.
-var keyFlags = map[string]string{
-	"network.interface": "--interface",
-	"network.subnet":    "--subnet",
-	"network.dhcp":      "--dhcp",
-	"head.boot_dir":     "--boot-dir",
-	"head.state_dir":    "--state-dir",
-}
-
-// flagHint prefixes a config error about a key with the flag that sets it,
-// so "--subnet / network.subnet: ..." tells the user both places to look.
-func flagHint(err error) error {
-	msg := err.Error()
-	keys := make([]string, 0, len(keyFlags))
-	for k := range keyFlags {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if strings.HasPrefix(msg, k+":") {
-			return fmt.Errorf("%s / %s", keyFlags[k], msg)
-		}
-	}
-	return err
+	head.InputInterface:    {"--interface", "network.interface"},
+	head.InputSubnet:       {"--subnet", "network.subnet"},
+	head.InputDHCP:         {"--dhcp", "network.dhcp"},
+	head.InputRouter:       {"", "network.gateway"},
+	head.InputDNS:          {"", "network.dns"},
+	head.InputBootDir:      {"--boot-dir", "head.boot_dir"},
+	head.InputStateDir:     {"--state-dir", "head.state_dir"},
+	head.InputRoot:         {"", "nodes.root"},
+	head.InputExtraCmdline: {"--kernel-cmdline-extra", "image.kernel_cmdline"},
+	head.InputClusterRoot:  {"--cluster-root", ""},
 }

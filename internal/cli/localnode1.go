@@ -28,7 +28,7 @@ func newLocalNode1Cmd() *cobra.Command {
 		configPath                   string
 		yes, remove, dryRun, sharedR bool
 	)
-	cmd := &cobra.Command{
+	cmd := explainErrors(&cobra.Command{
 		Use:   "localnode1 --interface IF [--from OUTDIR] [--config FILE]",
 		Short: "Make this installed Debian machine a permanent node1 (or undo it with --remove)",
 		Long: `localnode1 turns the Debian 12 or 13 machine it runs on into node1 of a
@@ -88,10 +88,17 @@ run changes nothing. Everything it changes is recorded, and
 			}
 			plan, err := localnode1.MakePlan(ctx, sys, opts)
 			if err != nil {
-				return err
+				return localnode1Hint(err)
+			}
+			for i, w := range plan.Warnings {
+				plan.Warnings[i] = localnode1Inputs.explain(w)
 			}
 			plan.Describe(out)
-			if len(plan.Changes) == 0 || dryRun {
+			if len(plan.Changes) == 0 {
+				return nil
+			}
+			fmt.Fprintln(out, "undo it with: clusterdebian localnode1 --remove")
+			if dryRun {
 				return nil
 			}
 			if !yes {
@@ -100,12 +107,12 @@ run changes nothing. Everything it changes is recorded, and
 				}
 			}
 			if err := plan.Apply(ctx); err != nil {
-				return err
+				return localnode1Hint(err)
 			}
 			fmt.Fprintf(out, "done: this host is node1 on %s (%s); clusterdebian status lists the nodes as they boot\n", plan.Interface, plan.Address)
 			return nil
 		},
-	}
+	}, localnode1Inputs)
 	f := cmd.Flags()
 	f.StringVar(&opts.Interface, "interface", "", "the cluster network interface (required)")
 	f.StringVar(&opts.From, "from", "", "output folder of clusterdebian build with the netboot files (default: build them now)")
@@ -117,6 +124,31 @@ run changes nothing. Everything it changes is recorded, and
 	f.BoolVar(&remove, "remove", false, "undo what localnode1 changed (the packages stay)")
 	f.BoolVar(&dryRun, "dry-run", false, "show the plan and change nothing")
 	return cmd
+}
+
+// localnode1Inputs are the flags of localnode1's inputs, and of the keys of
+// the host's cluster.toml that they set.
+var localnode1Inputs = inputs{
+	localnode1.InputInterface:  {flag: "--interface"},
+	localnode1.InputFrom:       {flag: "--from"},
+	localnode1.InputSharedRoot: {flag: "--shared-root"},
+	"network.interface":        {flag: "--interface"},
+	"network.dhcp":             {"--dhcp", "network.dhcp"},
+}
+
+// localnode1Hint adds to a refusal the flag or command that gets past it.
+func localnode1Hint(err error) error {
+	switch {
+	case errors.Is(err, localnode1.ErrDefaultRoute):
+		return fmt.Errorf("%w, or --force if that network is the private cluster network", err)
+	case errors.Is(err, localnode1.ErrIfupdownStanza):
+		return fmt.Errorf("%w (or use --force to add a second one)", err)
+	case errors.Is(err, localnode1.ErrOtherInterface):
+		return fmt.Errorf("%w (clusterdebian localnode1 --remove)", err)
+	case errors.Is(err, localnode1.ErrPartial):
+		return fmt.Errorf("%w; clusterdebian localnode1 --remove undoes it", err)
+	}
+	return err
 }
 
 // runRemove undoes a localnode1 setup.

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -53,7 +55,10 @@ The flags override them, to run the agent by hand.`,
 				o.Token = token
 			}
 			if o.HeadURL == "" || o.Token == "" {
-				return cmdlineErr
+				if cmdlineErr == nil { // an empty --head or --token
+					cmdlineErr = errors.New("no head address or cluster token")
+				}
+				return fmt.Errorf("%w (use --head and --token to run by hand)", cmdlineErr)
 			}
 			o.Interval = interval
 			o.RunDir = runDir

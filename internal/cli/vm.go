@@ -40,9 +40,48 @@ Everything here needs root. State is kept in ` + vm.StateRoot + `/<name>/.`,
 	return cmd
 }
 
-// nameFlag adds --name to a vm subcommand.
+// nameFlag adds --name to a vm subcommand, and has its errors name its
+// flags and the command that gets past them (see vmHint).
 func nameFlag(cmd *cobra.Command, name *string) {
 	cmd.Flags().StringVar(name, "name", vm.DefaultName, "name of the virtual cluster")
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		return vmHint(vmInputs.explain(run(c, args)), *name)
+	}
+}
+
+// vmInputs are the flags of the vm package's inputs.
+var vmInputs = inputs{
+	vm.InputName:       {flag: "--name"},
+	vm.InputISO:        {flag: "--iso"},
+	vm.InputNodes:      {flag: "--nodes"},
+	vm.InputAccel:      {flag: "--accel"},
+	vm.InputMemory:     {flag: "--memory"},
+	vm.InputNodeMemory: {flag: "--node-memory"},
+	vm.InputCPUs:       {flag: "--cpus"},
+}
+
+// vmHint adds to an error about a virtual cluster's state the command that
+// gets past it; name is the cluster's.
+func vmHint(err error, name string) error {
+	var stopped *vm.StoppedError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, vm.ErrNoCluster):
+		return fmt.Errorf("%w; start one with clusterdebian vm up --name %s --iso FILE", err, name)
+	case errors.Is(err, vm.ErrAlreadyUp):
+		return fmt.Errorf("%w; see clusterdebian vm list --name %s, or remove it with clusterdebian vm down --name %s", err, name, name)
+	case errors.Is(err, vm.ErrLeftover):
+		return fmt.Errorf("%w; remove them with clusterdebian vm down --name %s", err, name)
+	case errors.Is(err, vm.ErrNoVM):
+		return fmt.Errorf("%w; see clusterdebian vm list --name %s", err, name)
+	case errors.As(err, &stopped):
+		return fmt.Errorf("%w (clusterdebian vm start --name %s %s)", err, name, stopped.VM)
+	case errors.Is(err, vm.ErrNetNSGone):
+		return fmt.Errorf("%w; remove the cluster with clusterdebian vm down --name %s and bring it up again", err, name)
+	}
+	return err
 }
 
 // vmRoot refuses to go on without root, which the VMs' sockets, processes and
@@ -81,10 +120,13 @@ faster where KVM works.`,
 			o.Progress = cmd.OutOrStdout()
 			start := time.Now()
 			c, err := vm.Up(cmd.Context(), o)
-			if err != nil {
-				if c != nil && cmd.Context().Err() != nil {
-					return fmt.Errorf("interrupted; the VMs keep running (clusterdebian vm list --name %s); remove them with clusterdebian vm down --name %s", c.Name, c.Name)
-				}
+			switch {
+			case err != nil && c != nil && cmd.Context().Err() != nil:
+				return fmt.Errorf("interrupted; the VMs keep running (clusterdebian vm list --name %s); remove them with clusterdebian vm down --name %s", c.Name, c.Name)
+			case err != nil && c != nil:
+				// The VMs run: say how to look at them, and how to remove them.
+				return fmt.Errorf("%w\nLook at it with clusterdebian vm console --name %s VM; remove it with clusterdebian vm down --name %s", err, c.Name, c.Name)
+			case err != nil:
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s is up after %s: %d VMs. Try:\n  clusterdebian vm list --name %[1]s\n  clusterdebian vm exec --name %[1]s node1 -- clusterdebian status\n  clusterdebian vm console --name %[1]s node1\n  clusterdebian vm down --name %[1]s\n",

@@ -2,7 +2,14 @@
 // file that describes a ClusterDebian image and its cluster network.
 //
 // Every error names the key it is about (for example "image.suite"), so that a
-// user can find and fix it without reading the code.
+// user can find and fix it without reading the code: each is an
+// *inputerr.Error whose Input is the key, so that a command can also name
+// the flag that overrides it.
+//
+// A value that another package owns is checked by that package's rule:
+// network.subnet by contract.CheckSubnet, network.dhcp by dhcp.ParseMode,
+// nodes.root by contract.ParseRootMode, image.kernel_cmdline by
+// contract.CheckExtra.
 package config
 
 import (
@@ -20,6 +27,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 )
 
 //go:embed default.toml
@@ -37,9 +46,6 @@ var parallelSuites = map[string][]string{
 	"mpi": {"trixie", "bookworm"},
 	"pvm": {"bookworm"}, // PVM was dropped from Debian after bookworm.
 }
-
-// DHCP modes of the head.
-var DHCPModes = []string{"auto", "server", "proxy", "off"}
 
 // Config is the whole of cluster.toml.
 type Config struct {
@@ -191,7 +197,15 @@ func parse(text, name, dir string) (c *Config, unknown []error, err error) {
 			continue
 		}
 		reported[k.String()] = true
-		unknown = append(unknown, fmt.Errorf("%s: unknown key%s", k.String(), suggest(k.String())))
+		unknown = append(unknown, inputerr.Errorf(k.String(), "", "unknown key%s", suggest(k.String())))
+	}
+	// An empty mode is the default, as it is for the head and on the
+	// kernel command line.
+	if m, err := dhcp.ParseMode(c.Network.DHCP); err == nil {
+		c.Network.DHCP = string(m)
+	}
+	if r, err := contract.ParseRootMode(string(c.Nodes.Root)); err == nil {
+		c.Nodes.Root = r
 	}
 	return c, unknown, nil
 }
@@ -270,7 +284,7 @@ var reservedUsers = []string{"root", "daemon", "bin", "sys", "sync", "games", "m
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, inputerr.Errorf(key, "", format, args...))
 	}
 
 	if !slices.Contains(Suites, c.Image.Suite) {
@@ -299,8 +313,8 @@ func (c *Config) Validate() error {
 	if c.Image.BootTimeout < 0 || c.Image.BootTimeout > 600 {
 		bad("image.boot_timeout", "%d is out of range (0 to 600 seconds)", c.Image.BootTimeout)
 	}
-	if strings.ContainsAny(c.Image.KernelCmdline, "\n\"'`$;\\") {
-		bad("image.kernel_cmdline", "must be plain kernel parameters, without quotes, newlines or shell characters")
+	if err := contract.CheckExtra(c.Image.KernelCmdline); err != nil {
+		bad("image.kernel_cmdline", "%v", err)
 	}
 
 	if len(c.Cluster.Parallel) == 0 {
@@ -325,8 +339,8 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateNetwork()...)
 	errs = append(errs, c.validateHead()...)
 
-	if !slices.Contains(contract.RootModes, c.Nodes.Root) {
-		bad("nodes.root", "%q is not one of %s", c.Nodes.Root, quoteList(contract.RootModes))
+	if _, err := contract.ParseRootMode(string(c.Nodes.Root)); err != nil {
+		bad("nodes.root", "%v", err)
 	}
 	if len(errs) == 0 {
 		return nil
@@ -361,7 +375,7 @@ func (c *Config) validateUsers() []error {
 			key = fmt.Sprintf("users[%d] (%s)", i, u.Name)
 		}
 		bad := func(field, format string, args ...any) {
-			errs = append(errs, fmt.Errorf("%s.%s: %s", key, field, fmt.Sprintf(format, args...)))
+			errs = append(errs, inputerr.Errorf(key+"."+field, "", format, args...))
 		}
 		switch {
 		case u.Name == "":
@@ -396,7 +410,7 @@ func (c *Config) validateUsers() []error {
 func (c *Config) validateNetwork() []error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, inputerr.Errorf(key, "", format, args...))
 	}
 	prefix, err := netip.ParsePrefix(c.Network.Subnet)
 	if err != nil {
@@ -405,8 +419,8 @@ func (c *Config) validateNetwork() []error {
 		bad("network.subnet", "%v", err)
 		prefix = netip.Prefix{}
 	}
-	if !slices.Contains(DHCPModes, c.Network.DHCP) {
-		bad("network.dhcp", "%q is not one of %s", c.Network.DHCP, quoteList(DHCPModes))
+	if _, err := dhcp.ParseMode(c.Network.DHCP); err != nil {
+		bad("network.dhcp", "%v", err)
 	}
 	for _, d := range c.Network.DNS {
 		if a, err := netip.ParseAddr(d); err != nil || !a.Is4() {
@@ -432,7 +446,7 @@ var interfaceName = regexp.MustCompile(`^[^/:\s]{1,15}$`)
 func (c *Config) validateHead() []error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, inputerr.Errorf(key, "", format, args...))
 	}
 	if i := c.Network.Interface; i != "" && (!interfaceName.MatchString(i) || i == "." || i == "..") {
 		bad("network.interface", "%q is not a network interface name (like \"eth0\" or \"enp3s0\")", i)

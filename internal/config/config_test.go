@@ -14,6 +14,10 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 )
 
 // parseOK parses text as a config file and fails the test on any error.
@@ -301,7 +305,8 @@ func TestValidationErrorsNameTheirKey(t *testing.T) {
 		{"gateway not ip", `network.gateway = "router"`, []string{"network.gateway", `"router"`}},
 		{"gateway ipv6", `network.gateway = "fe80::1"`, []string{"network.gateway"}},
 		{"nodes.root", `nodes.root = "nfs"`, []string{"nodes.root", `"nfs"`, `"shared"`, `"ram"`}},
-		{"nodes.root empty", `nodes.root = ""`, []string{"nodes.root"}},
+		{"kernel_cmdline ours", `image.kernel_cmdline = "quiet clusterdebian.role=node"`, []string{"image.kernel_cmdline", "set by the head"}},
+		{"kernel_cmdline chain", `image.kernel_cmdline = "quiet || shell"`, []string{"image.kernel_cmdline"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -316,10 +321,24 @@ func TestValidationErrorsNameTheirKey(t *testing.T) {
 			if !strings.HasPrefix(verr.Errs[0].Error(), tc.want[0]+":") {
 				t.Errorf("problem %q does not start with its key %q", verr.Errs[0], tc.want[0])
 			}
+			// A command maps the key to its flag through the *inputerr.Error.
+			if ie, ok := verr.Errs[0].(*inputerr.Error); !ok || ie.Input != tc.want[0] {
+				t.Errorf("problem %q is not an *inputerr.Error about %s", verr.Errs[0], tc.want[0])
+			}
 			if verr.Source != "test.toml" || !strings.HasPrefix(err.Error(), "test.toml is invalid:") {
 				t.Errorf("error %q does not name the file", err)
 			}
 		})
+	}
+}
+
+// TestEmptyModesAreDefaults: an empty DHCP or root mode is the default, by
+// the rule the head and the kernel command line use (dhcp.ParseMode,
+// contract.ParseRootMode).
+func TestEmptyModesAreDefaults(t *testing.T) {
+	c := parseOK(t, "[network]\ndhcp = \"\"\n[nodes]\nroot = \"\"\n")
+	if c.Network.DHCP != string(dhcp.ModeAuto) || c.Nodes.Root != contract.RootShared {
+		t.Errorf("empty modes: dhcp %q, root %q; want %q and %q", c.Network.DHCP, c.Nodes.Root, dhcp.ModeAuto, contract.RootShared)
 	}
 }
 

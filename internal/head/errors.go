@@ -1,23 +1,37 @@
 package head
 
-import "fmt"
+import (
+	"fmt"
 
-// OptionError is an Options field whose value the head cannot work with:
-// New returns one for a bad subnet, a boot folder without a kernel, an
-// interface that does not exist, and the like. Field is the field's name in
-// Options ("Subnet", "BootDir", "Interface", ...); Err says what is wrong
-// with its value. Callers that took the value from elsewhere (the CLI: a
-// flag, a cluster.toml key) tell the user where to change it by Field.
-type OptionError struct {
-	Field string
-	Err   error
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
+)
+
+// The head's inputs, as its errors name them (inputerr.Error.Input): the
+// fields of Options. New returns an *inputerr.Error about one of them for a
+// bad subnet, a boot folder without a kernel, an interface that does not
+// exist, and the like; a caller that took the value from elsewhere (the
+// CLI: a flag, a cluster.toml key) names where to change it.
+const (
+	InputInterface    = "Interface"
+	InputSubnet       = "Subnet"
+	InputDHCP         = "DHCP"
+	InputRouter       = "Router"
+	InputDNS          = "DNS"
+	InputBootDir      = "BootDir"
+	InputStateDir     = "StateDir"
+	InputIPXEDir      = "IPXEDir"
+	InputRoot         = "Root"
+	InputExtraCmdline = "ExtraCmdline"
+	InputClusterRoot  = "ClusterRoot"
+	InputHTTPPort     = "HTTPPort"
+)
+
+// optionError returns an *inputerr.Error about the Options field.
+func optionError(field string, err error) error {
+	return inputerr.New(field, "", err)
 }
 
-func (e *OptionError) Error() string { return "head option " + e.Field + ": " + e.Err.Error() }
-
-func (e *OptionError) Unwrap() error { return e.Err }
-
-// optionErrorf returns an *OptionError for field.
+// optionErrorf is optionError with a formatted message.
 func optionErrorf(field, format string, args ...any) error {
-	return &OptionError{Field: field, Err: fmt.Errorf(format, args...)}
+	return optionError(field, fmt.Errorf(format, args...))
 }

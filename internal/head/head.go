@@ -103,7 +103,7 @@ type Options struct {
 }
 
 // withDefaults fills in defaults and checks the options; errors are
-// *OptionError naming the field.
+// *inputerr.Error naming the field.
 func (o Options) withDefaults() (Options, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -127,23 +127,23 @@ func (o Options) withDefaults() (Options, error) {
 		o.HTTPPort = DefaultHTTPPort
 	}
 	if err := contract.CheckSubnet(o.Subnet); err != nil {
-		return o, &OptionError{Field: "Subnet", Err: err}
+		return o, optionError(InputSubnet, err)
 	}
-	switch o.DHCP {
-	case dhcp.ModeAuto, dhcp.ModeServer, dhcp.ModeProxy, dhcp.ModeOff:
-	default:
-		return o, optionErrorf("DHCP", "%q is not one of auto, server, proxy or off", o.DHCP)
+	mode, err := dhcp.ParseMode(string(o.DHCP))
+	if err != nil {
+		return o, optionError(InputDHCP, err)
 	}
+	o.DHCP = mode
 	root, err := contract.ParseRootMode(string(o.Root))
 	if err != nil {
-		return o, &OptionError{Field: "Root", Err: err}
+		return o, optionError(InputRoot, err)
 	}
 	o.Root = root
 	if o.HTTPPort < 1 || o.HTTPPort > 65535 {
-		return o, optionErrorf("HTTPPort", "%d is out of range", o.HTTPPort)
+		return o, optionErrorf(InputHTTPPort, "%d is out of range", o.HTTPPort)
 	}
 	if err := contract.CheckExtra(o.ExtraCmdline); err != nil {
-		return o, &OptionError{Field: "ExtraCmdline", Err: err}
+		return o, optionError(InputExtraCmdline, err)
 	}
 	for _, f := range []string{contract.KernelFile, contract.InitrdFile} {
 		if _, err := os.Stat(filepath.Join(o.BootDir, f)); err != nil {
@@ -151,17 +151,17 @@ func (o Options) withDefaults() (Options, error) {
 			if o.BootDir == DefaultBootDir {
 				hint = "; this is the live medium's folder, so either node1 did not boot from a ClusterDebian medium, or name the folder holding the netboot files (out/netboot of `clusterdebian build`)"
 			}
-			return o, optionErrorf("BootDir", "%s has no %s: nodes could not boot%s", o.BootDir, f, hint)
+			return o, optionErrorf(InputBootDir, "%s has no %s: nodes could not boot%s", o.BootDir, f, hint)
 		}
 	}
 	if o.Root == contract.RootRAM {
 		if _, err := os.Stat(filepath.Join(o.BootDir, contract.BaseLayer)); err != nil {
-			return o, optionErrorf("BootDir", "%s has no %s, which the RAM root needs", o.BootDir, contract.BaseLayer)
+			return o, optionErrorf(InputBootDir, "%s has no %s, which the RAM root needs", o.BootDir, contract.BaseLayer)
 		}
 	}
 	// The TFTP server hands plain PXE firmware its iPXE loader from here.
 	if st, err := os.Stat(o.IPXEDir); err != nil || !st.IsDir() {
-		return o, optionErrorf("IPXEDir", "%s is no folder of iPXE binaries (Debian's ipxe package installs %s)", o.IPXEDir, DefaultIPXEDir)
+		return o, optionErrorf(InputIPXEDir, "%s is no folder of iPXE binaries (Debian's ipxe package installs %s)", o.IPXEDir, DefaultIPXEDir)
 	}
 	return o, nil
 }
@@ -187,7 +187,7 @@ type Head struct {
 // New prepares the head: it picks the interface, gives it its address,
 // prepares the state folder and creates the servers. Nothing listens until
 // Serve, except the TFTP socket, which tftp.New binds at once. An Options
-// value the head cannot work with is an *OptionError.
+// value the head cannot work with is an *inputerr.Error.
 func New(ctx context.Context, opts Options) (*Head, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -207,14 +207,14 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	}
 	h.naming = contract.Naming{Subnet: o.Subnet, Head: h.addr}
 	if h.token, err = prepareState(o.StateDir); err != nil {
-		return nil, &OptionError{Field: "StateDir", Err: err}
+		return nil, optionError(InputStateDir, err)
 	}
 	h.cmdline = contract.Cmdline{Node: true, Head: h.addr, HTTPPort: uint16(o.HTTPPort), Token: h.token,
 		Root: o.Root, Extra: strings.Fields(o.ExtraCmdline)}
 	h.base = h.cmdline.HTTPBase()
 	if o.Root == contract.RootRAM {
 		if h.cmdline.Layers, err = Layers(o.BootDir); err != nil {
-			return nil, optionErrorf("BootDir", "listing the image layers: %w", err)
+			return nil, optionErrorf(InputBootDir, "listing the image layers: %w", err)
 		}
 	}
 
@@ -223,15 +223,15 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	// /usr/lib/ipxe links to.
 	netbootFiles, err := bootfs.New([]string{o.BootDir}, bootLinkTargets...)
 	if err != nil {
-		return nil, &OptionError{Field: "BootDir", Err: err}
+		return nil, optionError(InputBootDir, err)
 	}
 	ipxeFiles, err := bootfs.New([]string{o.IPXEDir}, bootLinkTargets...)
 	if err != nil {
-		return nil, &OptionError{Field: "IPXEDir", Err: err}
+		return nil, optionError(InputIPXEDir, err)
 	}
 	tftpFiles, err := bootfs.New([]string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir}, bootLinkTargets...)
 	if err != nil {
-		return nil, &OptionError{Field: "StateDir", Err: err}
+		return nil, optionError(InputStateDir, err)
 	}
 
 	h.handler, err = httpboot.NewHandler(httpboot.Config{

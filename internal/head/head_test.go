@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 )
@@ -90,8 +91,8 @@ func TestChooseInterface(t *testing.T) {
 				t.Errorf("chooseInterface(%v): error %v lacks %q", tc.links, err, w)
 			}
 		}
-		if oe := (*OptionError)(nil); tc.err != nil && (!errors.As(err, &oe) || oe.Field != "Interface") {
-			t.Errorf("chooseInterface(%v): error %v is not an OptionError for Interface", tc.links, err)
+		if oe := (*inputerr.Error)(nil); tc.err != nil && (!errors.As(err, &oe) || oe.Input != "Interface") {
+			t.Errorf("chooseInterface(%v): error %v is not an input error about Interface", tc.links, err)
 		}
 		if tc.err == nil && err != nil {
 			t.Errorf("chooseInterface(%v): %v", tc.links, err)
@@ -295,8 +296,8 @@ func TestEnsureAddress(t *testing.T) {
 		t.Errorf("calls after a restart %q", got)
 	}
 	_, err = ensureAddress(context.Background(), sys, "eth9", subnet, log)
-	if oe := (*OptionError)(nil); !errors.As(err, &oe) || oe.Field != "Interface" || !strings.Contains(err.Error(), "eth9") {
-		t.Errorf("missing interface: %v, want an OptionError for Interface naming eth9", err)
+	if oe := (*inputerr.Error)(nil); !errors.As(err, &oe) || oe.Input != "Interface" || !strings.Contains(err.Error(), "eth9") {
+		t.Errorf("missing interface: %v, want an input error about Interface naming eth9", err)
 	}
 }
 
@@ -336,7 +337,7 @@ func (u *upOnDemand) LinkUp(ctx context.Context, iface string) error {
 }
 
 // TestOptionErrors: every option the head refuses comes back as an
-// *OptionError naming its field, with what is wrong, and none names a
+// *inputerr.Error naming its field, with what is wrong, and none names a
 // command-line flag or cluster.toml key (the CLI adds those).
 func TestOptionErrors(t *testing.T) {
 	boot := t.TempDir()
@@ -370,9 +371,9 @@ func TestOptionErrors(t *testing.T) {
 		o := good
 		tc.change(&o)
 		_, err := o.withDefaults()
-		var oe *OptionError
-		if !errors.As(err, &oe) || oe.Field != tc.field || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: error %v, want an OptionError for %s saying %q", tc.field, err, tc.field, tc.want)
+		var oe *inputerr.Error
+		if !errors.As(err, &oe) || oe.Input != tc.field || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want an input error about %s saying %q", tc.field, err, tc.field, tc.want)
 			continue
 		}
 		if strings.Contains(err.Error(), "--") || strings.Contains(err.Error(), "network.") || strings.Contains(err.Error(), "head.") {

@@ -36,7 +36,7 @@ func (l Link) usable() string {
 // chooseInterface picks the cluster interface among links: the only one that
 // is wired, physical (or a bridge) and connected. It refuses to guess between
 // several, because serving DHCP on the wrong network disturbs everyone on it;
-// its error is an *OptionError for Options.Interface.
+// its error is an *inputerr.Error for Options.Interface.
 func chooseInterface(links []Link) (string, error) {
 	var ok, seen []string
 	for _, l := range links {
@@ -56,10 +56,10 @@ func chooseInterface(links []Link) (string, error) {
 		if len(seen) == 0 {
 			seen = []string{"none"}
 		}
-		return "", optionErrorf("Interface", "no connected wired network interface for the cluster network (interfaces: %s); "+
+		return "", optionErrorf(InputInterface, "no connected wired network interface for the cluster network (interfaces: %s); "+
 			"plug the cluster switch in, or name the interface", strings.Join(seen, ", "))
 	}
-	return "", optionErrorf("Interface", "several connected network interfaces: %s; the head will not guess which one is the cluster network "+
+	return "", optionErrorf(InputInterface, "several connected network interfaces: %s; the head will not guess which one is the cluster network "+
 		"(it serves DHCP there): name it", strings.Join(ok, ", "))
 }
 
@@ -143,11 +143,11 @@ func pickAddress(have []netip.Prefix, subnet netip.Prefix) (addr netip.Addr, exi
 // adding .1 when it has none, and returns the head's address. The address
 // is left in place when the head stops: nodes with their root on NFS keep
 // using it across a restart of the head daemon. A missing interface is an
-// *OptionError for Options.Interface.
+// *inputerr.Error for Options.Interface.
 func ensureAddress(ctx context.Context, sys System, iface string, subnet netip.Prefix, log *slog.Logger) (netip.Addr, error) {
 	have, err := sys.Addrs(iface)
 	if err != nil {
-		return netip.Addr{}, &OptionError{Field: "Interface", Err: fmt.Errorf("interface %s: %w", iface, err)}
+		return netip.Addr{}, optionError(InputInterface, fmt.Errorf("interface %s: %w", iface, err))
 	}
 	if err := sys.LinkUp(ctx, iface); err != nil {
 		return netip.Addr{}, err

@@ -213,14 +213,23 @@ func number(item, s string) (uint64, error) {
 // Compress writes names as a short hostlist: names that differ only in a
 // trailing number become one bracket range ("node1,node2,node3,node7" is
 // "node[1-3,7]"). Names are sorted by prefix, then numerically; duplicates
-// are dropped. Zero-padded numbers stay apart from unpadded ones, so that
+// are dropped. A range keeps the width of its zero-padded bounds, as in
+// Slurm's hostlists: node08, node09 and node10 are "node[08-10]", since 10
+// written with two digits is 10. Zero-padded numbers stay apart from
+// unpadded ones of another width ("node5,node[08-09]"), so that
 // Expand(Compress(x)) gives back the same names.
 func Compress(names []string) string {
 	type key struct {
 		prefix string
 		width  int // 0: unpadded
 	}
-	groups := map[key][]uint64{}
+	type num struct {
+		prefix string
+		digits string
+		v      uint64
+	}
+	var nums []num
+	padded := map[key]bool{} // the widths written with a leading zero
 	var plain []string
 	for _, n := range names {
 		i := len(n)
@@ -235,14 +244,23 @@ func Compress(names []string) string {
 			continue
 		}
 		v, _ := strconv.ParseUint(digits, 10, 64)
-		k := key{prefix: n[:i]}
+		nums = append(nums, num{n[:i], digits, v})
 		if len(digits) > 1 && digits[0] == '0' {
-			k.width = len(digits)
-		} else if strconv.FormatUint(v, 10) != digits {
-			plain = append(plain, n)
-			continue
+			padded[key{n[:i], len(digits)}] = true
 		}
-		groups[k] = append(groups[k], v)
+	}
+	groups := map[key][]uint64{}
+	for _, n := range nums {
+		k := key{prefix: n.prefix}
+		switch {
+		case len(n.digits) > 1 && n.digits[0] == '0':
+			k.width = len(n.digits)
+		case padded[key{n.prefix, len(n.digits)}]:
+			// Unpadded, but as wide as padded numbers of its prefix:
+			// %0*d writes it as it is, so it joins their range.
+			k.width = len(n.digits)
+		}
+		groups[k] = append(groups[k], n.v)
 	}
 	keys := make([]key, 0, len(groups))
 	for k := range groups {

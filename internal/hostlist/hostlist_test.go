@@ -99,7 +99,13 @@ func TestCompress(t *testing.T) {
 	}{
 		{[]string{"node3", "node1", "node2", "node7"}, "node[1-3,7]"},
 		{[]string{"node1"}, "node1"},
-		{[]string{"node01", "node02", "node10"}, "node10,node[01-02]"},
+		// A range keeps the width of its padded bounds: 10 is two digits wide.
+		{[]string{"node08", "node09", "node10"}, "node[08-10]"},
+		{[]string{"node01", "node02", "node10"}, "node[01-02,10]"},
+		{[]string{"node098", "node099", "node100", "node101"}, "node[098-101]"},
+		{[]string{"node5", "node08", "node09"}, "node5,node[08-09]"},
+		{[]string{"node9", "node10", "node08"}, "node9,node[08,10]"},
+		{[]string{"node9", "node10", "node11"}, "node[9-11]"},
 		{[]string{"node05"}, "node05"},
 		{[]string{"b1", "a2", "a1", "a1"}, "a[1-2],b1"},
 		{[]string{"head", "node2", "node4"}, "node[2,4],head"},

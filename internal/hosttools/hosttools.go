@@ -26,6 +26,14 @@ const (
 // Purposes lists every purpose, in order.
 var Purposes = []Purpose{Build, VM, Test}
 
+// ParsePurpose checks a purpose's name.
+func ParsePurpose(s string) (Purpose, error) {
+	if slices.Contains(Purposes, Purpose(s)) {
+		return Purpose(s), nil
+	}
+	return "", fmt.Errorf("unknown purpose %q; use %s, %s or %s", s, Build, VM, Test)
+}
+
 // Tool is one thing that must exist on the host: a command or a file, and the
 // Debian package that provides it.
 type Tool struct {
@@ -137,7 +145,7 @@ func (e *MissingError) Error() string {
 	for _, t := range e.Tools {
 		fmt.Fprintf(&b, "\n  %s (package %s): %s", t.Name, t.Package, t.Why)
 	}
-	fmt.Fprintf(&b, "\ninstall them with: apt-get install %s\n(or run: clusterdebian doctor --fix)", strings.Join(Packages(e.Tools), " "))
+	fmt.Fprintf(&b, "\ninstall them with: apt-get install %s", strings.Join(Packages(e.Tools), " "))
 	return b.String()
 }
 

@@ -5,7 +5,7 @@
 //	           parallel stack) and squash it into the base layer
 //	customize  the ClusterDebian layer: the clusterdebian binary, systemd units,
 //	           banner, man pages, users and the user's overlay files
-//	squashfs   pack the customization into its own small layer (ext4, so
+//	layer      pack the customization into its own small layer (ext4, so
 //	           that node1's root stays NFS-exportable), which live-boot
 //	           stacks on top of the base
 //	iso        the hybrid BIOS+UEFI ISO (GRUB and xorriso), and netboot/
@@ -23,11 +23,14 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/config"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 	"github.com/clusterdebian/clusterdebian/internal/progress"
 )
 
@@ -35,12 +38,16 @@ import (
 const (
 	StageBootstrap = "bootstrap"
 	StageCustomize = "customize"
-	StageSquashfs  = "squashfs"
+	StageLayer     = "layer"
 	StageISO       = "iso"
 )
 
 // Stages lists the stages in the order they run.
-var Stages = []string{StageBootstrap, StageCustomize, StageSquashfs, StageISO}
+var Stages = []string{StageBootstrap, StageCustomize, StageLayer, StageISO}
+
+// retiredStages are the names stages had in earlier versions: their cache
+// folders are removed, since nothing reads them any more.
+var retiredStages = []string{"squashfs"} // StageLayer
 
 // Output file names.
 const (
@@ -52,6 +59,10 @@ const (
 	keepPerStage  = 2 // cache entries kept per stage
 	bootstrapNeed = 4 << 30
 )
+
+// InputFrom names Options.From in errors (an *inputerr.Error), so that
+// the CLI can name its flag.
+const InputFrom = "first stage to rerun"
 
 // Options configure one build.
 type Options struct {
@@ -86,7 +97,7 @@ type Report struct {
 	Stages       []StageReport `json:"stages"`
 	ISO          string        `json:"iso"`
 	ISOBytes     int64         `json:"iso_bytes"`
-	SquashBytes  int64         `json:"squashfs_bytes"`
+	LayerBytes   int64         `json:"layer_bytes"` // the image layers in netboot/
 	TotalSeconds float64       `json:"total_seconds"`
 	// GeneratedPasswords are the passwords made in this build (printed once).
 	GeneratedPasswords map[string]string `json:"-"`
@@ -129,7 +140,7 @@ func Build(ctx context.Context, opts Options, version string) (*Report, error) {
 	case opts.From != "":
 		i := slices.Index(Stages, opts.From)
 		if i < 0 {
-			return nil, fmt.Errorf("--from: unknown stage %q; stages are %v", opts.From, Stages)
+			return nil, inputerr.Errorf(InputFrom, strconv.Quote(opts.From), "no such stage; the stages are %s", strings.Join(Stages, ", "))
 		}
 		b.forceFrom = i
 	}
@@ -165,7 +176,7 @@ func Build(ctx context.Context, opts Options, version string) (*Report, error) {
 	}{
 		{StageBootstrap, b.bootstrapKey, b.bootstrap},
 		{StageCustomize, b.customizeKey, b.customize},
-		{StageSquashfs, b.squashfsKey, b.squashfs},
+		{StageLayer, b.layerKey, b.layer},
 		{StageISO, b.isoKey, b.iso},
 	}
 	for i, st := range steps {
@@ -200,6 +211,10 @@ func Build(ctx context.Context, opts Options, version string) (*Report, error) {
 	}
 	for _, st := range Stages {
 		b.cache.Prune(st, keepPerStage, b.dirs[st])
+	}
+	for _, st := range retiredStages {
+		b.cache.Prune(st, 0)
+		os.Remove(filepath.Join(b.cache.Dir, st))
 	}
 	if err := b.publish(report); err != nil {
 		return nil, fmt.Errorf("publishing to %s: %w", opts.OutDir, err)
@@ -242,7 +257,7 @@ func (b *build) publish(report *Report) error {
 		contract.InitrdFile:    filepath.Join(b.dirs[StageBootstrap], contract.InitrdFile),
 		contract.NFSInitrdFile: filepath.Join(b.dirs[StageBootstrap], contract.NFSInitrdFile),
 		contract.BaseLayer:     filepath.Join(b.dirs[StageBootstrap], contract.BaseLayer),
-		contract.CustomLayer:   filepath.Join(b.dirs[StageSquashfs], contract.CustomLayer),
+		contract.CustomLayer:   filepath.Join(b.dirs[StageLayer], contract.CustomLayer),
 	}
 	names := make([]string, 0, len(files))
 	for n := range files {
@@ -269,7 +284,7 @@ func (b *build) publish(report *Report) error {
 	report.ISOBytes = fi.Size()
 	for _, l := range []string{contract.BaseLayer, contract.CustomLayer} {
 		if fi, err := os.Stat(filepath.Join(nb, l)); err == nil {
-			report.SquashBytes += fi.Size()
+			report.LayerBytes += fi.Size()
 		}
 	}
 	return nil

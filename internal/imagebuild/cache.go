@@ -44,6 +44,9 @@ type Cache struct {
 	lock *os.File
 }
 
+// ErrCacheBusy is wrapped by OpenCache when another build holds the cache.
+var ErrCacheBusy = errors.New("the build cache is in use")
+
 // OpenCache creates the cache folder and takes its lock, so that two builds
 // never write the same cache at once. It also clears what an interrupted build
 // left in the cache's scratch folder.
@@ -58,7 +61,7 @@ func OpenCache(dir string) (*Cache, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		holder, _ := os.ReadFile(f.Name())
 		f.Close()
-		return nil, fmt.Errorf("another clusterdebian build is using the cache %s (pid %s); wait for it, or use --cache-dir", dir, strings.TrimSpace(string(holder)))
+		return nil, fmt.Errorf("%w: another clusterdebian build (pid %s) is using %s", ErrCacheBusy, strings.TrimSpace(string(holder)), dir)
 	}
 	f.Truncate(0)
 	f.WriteString(strconv.Itoa(os.Getpid()) + "\n")

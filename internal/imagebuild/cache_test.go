@@ -364,14 +364,14 @@ func TestLookupDamagedEntry(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := openCache(t, t.TempDir())
 			key := Key(tc.name)
-			dir := committed(t, c, "squashfs", key, files)
-			if _, ok, reason := c.Lookup("squashfs", key); !ok {
+			dir := committed(t, c, "layer", key, files)
+			if _, ok, reason := c.Lookup("layer", key); !ok {
 				t.Fatalf("Lookup of the intact entry missed: %s", reason)
 			}
 			if err := tc.damage(dir); err != nil {
 				t.Fatal(err)
 			}
-			got, ok, reason := c.Lookup("squashfs", key)
+			got, ok, reason := c.Lookup("layer", key)
 			if ok || got != "" {
 				t.Fatalf("Lookup of a damaged entry hit: %q", got)
 			}

@@ -45,7 +45,7 @@ func (b *build) kernelCmdline() string {
 
 func (b *build) isoKey() string {
 	grubVersion, _ := output(context.Background(), "grub-mkimage", "--version")
-	return Key("iso", isoRecipe, b.keys[StageBootstrap], b.keys[StageSquashfs], b.kernelCmdline(),
+	return Key("iso", isoRecipe, b.keys[StageBootstrap], b.keys[StageLayer], b.kernelCmdline(),
 		b.Config.Image.BootTimeout, imagefiles.Template("grub.cfg.tmpl"), imagefiles.Template("grub-early.cfg.tmpl"),
 		strings.TrimSpace(grubVersion), b.version)
 }
@@ -74,7 +74,7 @@ func (b *build) iso(ctx context.Context, dir string, r *runner) error {
 	}
 	defer removeTree(work)
 
-	boot, squash := b.dirs[StageBootstrap], b.dirs[StageSquashfs]
+	boot, layer := b.dirs[StageBootstrap], b.dirs[StageLayer]
 	live := filepath.Join(tree, "live")
 	grubDir := filepath.Join(tree, "boot/grub")
 	for _, d := range []string{live, grubDir, filepath.Join(tree, ".disk")} {
@@ -87,7 +87,7 @@ func (b *build) iso(ctx context.Context, dir string, r *runner) error {
 		filepath.Join(boot, contract.InitrdFile):    filepath.Join(live, contract.InitrdFile),
 		filepath.Join(boot, contract.NFSInitrdFile): filepath.Join(live, contract.NFSInitrdFile),
 		filepath.Join(boot, contract.BaseLayer):     filepath.Join(live, contract.BaseLayer),
-		filepath.Join(squash, contract.CustomLayer): filepath.Join(live, contract.CustomLayer),
+		filepath.Join(layer, contract.CustomLayer):  filepath.Join(live, contract.CustomLayer),
 	}
 	menu := map[string]any{"Version": b.version, "Timeout": b.Config.Image.BootTimeout, "Cmdline": b.kernelCmdline()}
 	for key, name := range map[string]string{"MemtestBIOS": "memtest86+x64.bin", "MemtestEFI": "memtest86+x64.efi"} {

@@ -2,13 +2,13 @@ package localnode1
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 )
 
 // syncPlan compares the netboot files in from with those in to: copies are
@@ -19,7 +19,7 @@ import (
 func syncPlan(from, to string) (copies, stale []string, err error) {
 	src, err := os.ReadDir(from)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--from %s: %w", from, err)
+		return nil, nil, inputerr.New(InputFrom, from, err)
 	}
 	have := map[string]bool{}
 	for _, e := range src {

@@ -32,6 +32,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/head"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 )
 
 // Where localnode1 puts things on the host.
@@ -72,21 +73,44 @@ func Packages(cfg *config.Config) []string {
 // initrds are required.
 var requiredBootFiles = []string{contract.KernelFile, contract.InitrdFile}
 
+// The inputs of MakePlan and Apply, as their errors and warnings name them
+// (each is an *inputerr.Error); the CLI maps them to its flags. Errors
+// about the host's cluster.toml name its keys.
+const (
+	InputInterface  = "interface"      // Options.Interface
+	InputFrom       = "netboot folder" // Options.From
+	InputSharedRoot = "shared root"    // Options.SharedRoot
+)
+
+// Refusals that Options.Force gets past, and states that Remove clears;
+// the errors wrap them.
+var (
+	// ErrDefaultRoute: the interface carries the host's default route.
+	ErrDefaultRoute = errors.New("this host's default route goes through it")
+	// ErrIfupdownStanza: /etc/network/interfaces configures the interface.
+	ErrIfupdownStanza = errors.New("configured in /etc/network/interfaces already")
+	// ErrOtherInterface: the host is node1 on another interface already.
+	ErrOtherInterface = errors.New("this host is node1 already")
+	// ErrPartial: Apply stopped halfway; the record says what was done.
+	ErrPartial = errors.New("the setup stopped halfway")
+)
+
 // Options say what to set up.
 type Options struct {
-	// Interface is the cluster network interface (--interface).
+	// Interface is the cluster network interface.
 	Interface string
 	// Config is the cluster's configuration (the build's cluster.toml).
 	Config *config.Config
 	// From is the folder with the netboot files: a build's output folder
-	// or its netboot/ folder (--from).
+	// or its netboot/ folder.
 	From string
-	// DHCP overrides network.dhcp when set (--dhcp).
+	// DHCP overrides network.dhcp when set.
 	DHCP string
-	// SharedRoot exports the host's root to the nodes (--shared-root):
-	// nodes.root = "shared". Dangerous on an installed system.
+	// SharedRoot exports the host's root to the nodes (nodes.root =
+	// "shared"). Dangerous on an installed system.
 	SharedRoot bool
-	// Force allows the interface of the default route (--force).
+	// Force allows the interface of the default route, and one configured
+	// in /etc/network/interfaces.
 	Force bool
 	// Binary is the clusterdebian binary installed as BinaryPath.
 	Binary string
@@ -109,8 +133,10 @@ type Plan struct {
 	Network   string // the tool that configures the interface
 	BootDir   string
 	Packages  []string // to install
-	Warnings  []string
-	Changes   []Change
+	// Warnings are what the user should know before going ahead; those
+	// about one input are *inputerr.Error.
+	Warnings []error
+	Changes  []Change
 
 	sys  *System
 	opts Options
@@ -118,7 +144,8 @@ type Plan struct {
 }
 
 // MakePlan looks at the host and returns what Apply would change, or an
-// error when the setup is refused (the flag to change is named).
+// error when the setup is refused, naming the input to change (see the
+// Input constants) or the host's cluster.toml key.
 func MakePlan(ctx context.Context, sys *System, o Options) (*Plan, error) {
 	if o.Config == nil {
 		o.Config = config.Default()
@@ -145,15 +172,17 @@ func MakePlan(ctx context.Context, sys *System, o Options) (*Plan, error) {
 	cfg.Nodes.Root = contract.RootRAM
 	if o.SharedRoot {
 		cfg.Nodes.Root = contract.RootShared
-		p.Warnings = append(p.Warnings, "--shared-root: the nodes will mount this host's root file system read-write over NFS: "+
-			"any node (or anyone on the cluster network) can change or break this host; the RAM root is the safe choice")
+		p.Warnings = append(p.Warnings, inputerr.Errorf(InputSharedRoot, "", "the nodes will mount this host's root file system read-write over NFS: "+
+			"any node (or anyone on the cluster network) can change or break this host; the RAM root is the safe choice"))
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("--config / --dhcp: %w", err)
+		// The file was valid when loaded: the interface or DHCP mode given
+		// here are what is wrong, and the errors name their keys.
+		return nil, fmt.Errorf("this host's cluster.toml: %w", err)
 	}
 	if cfg.Nodes.Root == contract.RootRAM {
 		if _, err := os.Stat(filepath.Join(from, contract.BaseLayer)); err != nil {
-			return nil, fmt.Errorf("--from %s: no %s, which nodes with the RAM root fetch", from, contract.BaseLayer)
+			return nil, inputerr.Errorf(InputFrom, from, "no %s, which nodes with the RAM root fetch", contract.BaseLayer)
 		}
 	}
 	p.cfg = &cfg
@@ -184,25 +213,25 @@ func MakePlan(ctx context.Context, sys *System, o Options) (*Plan, error) {
 func (p *Plan) checkInterface() error {
 	iface := p.Interface
 	if iface == "" {
-		return errors.New("--interface: name the cluster network interface (the one on the cluster switch; see ip link)")
+		return inputerr.Errorf(InputInterface, "", "name the cluster network interface (the one on the cluster switch; see ip link)")
 	}
 	if iface == "lo" {
-		return errors.New("--interface lo: the loopback interface reaches no other machine")
+		return inputerr.Errorf(InputInterface, iface, "the loopback interface reaches no other machine")
 	}
 	if _, err := p.sys.Addrs(iface); err != nil {
-		return fmt.Errorf("--interface %s: %v", iface, err)
+		return inputerr.New(InputInterface, iface, err)
 	}
 	routes, err := p.sys.DefaultRoutes()
 	if err != nil {
 		return fmt.Errorf("reading the routing table: %w", err)
 	}
 	if slices.Contains(routes, iface) {
-		msg := fmt.Sprintf("--interface %s: this host's default route goes through %s: it is how this host reaches the outside, "+
-			"and the head would serve DHCP and network boot on that network, to every machine on it", iface, iface)
+		const why = "%w: it is how this host reaches the outside, " +
+			"and the head would serve DHCP and network boot on that network, to every machine on it"
 		if !p.opts.Force {
-			return errors.New(msg + "; use a second network card for the cluster, or --force if that network is the private cluster network")
+			return inputerr.Errorf(InputInterface, iface, why+"; use a second network card for the cluster", ErrDefaultRoute)
 		}
-		p.Warnings = append(p.Warnings, msg+" (--force)")
+		p.Warnings = append(p.Warnings, inputerr.Errorf(InputInterface, iface, why+" (forced)", ErrDefaultRoute))
 	}
 	return nil
 }
@@ -212,21 +241,21 @@ func (p *Plan) checkInterface() error {
 func (p *Plan) checkAddresses() error {
 	addrs, err := p.sys.Addrs(p.Interface)
 	if err != nil {
-		return fmt.Errorf("--interface %s: %v", p.Interface, err)
+		return inputerr.New(InputInterface, p.Interface, err)
 	}
 	var others []netip.Prefix
 	for _, a := range addrs {
 		switch {
 		case a == p.Address:
 		case p.cfg.Subnet().Contains(a.Addr()):
-			return fmt.Errorf("--interface %s has %s in the cluster subnet %s, and node1 must be %s: remove it (ip addr del %s dev %s) or choose another network.subnet",
-				p.Interface, a, p.cfg.Subnet(), p.Address.Addr(), a, p.Interface)
+			return inputerr.Errorf(InputInterface, p.Interface, "has %s in the cluster subnet %s, and node1 must be %s: remove it (ip addr del %s dev %s) or choose another network.subnet",
+				a, p.cfg.Subnet(), p.Address.Addr(), a, p.Interface)
 		default:
 			others = append(others, a)
 		}
 	}
 	if len(others) > 0 {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("%s also has %s: is it really the private cluster network?", p.Interface, joinPrefixes(others)))
+		p.Warnings = append(p.Warnings, fmt.Errorf("%s also has %s: is it really the private cluster network?", p.Interface, joinPrefixes(others)))
 	}
 	return nil
 }
@@ -236,7 +265,7 @@ func (p *Plan) checkAddresses() error {
 func (p *Plan) checkNetwork() error {
 	if p.Network != NetIfupdown {
 		if p.Network == NetNone {
-			p.Warnings = append(p.Warnings, "no NetworkManager, systemd-networkd or ifupdown configures this host's network: the head adds "+p.Address.String()+" at each start")
+			p.Warnings = append(p.Warnings, errors.New("no NetworkManager, systemd-networkd or ifupdown configures this host's network: the head adds "+p.Address.String()+" at each start"))
 		}
 		return nil
 	}
@@ -245,12 +274,12 @@ func (p *Plan) checkNetwork() error {
 		return err
 	}
 	if !ifupdownSources(string(data)) {
-		p.Warnings = append(p.Warnings, "/etc/network/interfaces does not read interfaces.d: the head adds "+p.Address.String()+" at each start instead")
+		p.Warnings = append(p.Warnings, errors.New("/etc/network/interfaces does not read interfaces.d: the head adds "+p.Address.String()+" at each start instead"))
 		p.Network = NetNone
 		return nil
 	}
 	if ifupdownConfigures(string(data), p.Interface) && !p.opts.Force {
-		return fmt.Errorf("--interface %s is configured in /etc/network/interfaces already: take its stanza out first (or use --force to add a second one)", p.Interface)
+		return inputerr.Errorf(InputInterface, p.Interface, "%w: take its stanza out first", ErrIfupdownStanza)
 	}
 	return nil
 }
@@ -264,7 +293,7 @@ func (p *Plan) checkUsers() {
 	passwd, _, _ := p.sys.read("/etc/passwd")
 	for _, u := range p.cfg.Users {
 		if !regexpHasUser(string(passwd), u.Name) {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("user %s of the image has no account on this host: nodes share this host's /home, so its home there will be missing (adduser %s, with the same uid as in the image)", u.Name, u.Name))
+			p.Warnings = append(p.Warnings, fmt.Errorf("user %s of the image has no account on this host: nodes share this host's /home, so its home there will be missing (adduser %s, with the same uid as in the image)", u.Name, u.Name))
 		}
 	}
 }
@@ -282,7 +311,7 @@ func regexpHasUser(passwd, name string) bool {
 // its netboot/ folder).
 func netbootDir(from string) (string, error) {
 	if from == "" {
-		return "", errors.New("--from: name the output folder of clusterdebian build (it has netboot/)")
+		return "", inputerr.Errorf(InputFrom, "", "name the output folder of clusterdebian build (it has netboot/)")
 	}
 	abs, err := filepath.Abs(from)
 	if err != nil {
@@ -293,7 +322,7 @@ func netbootDir(from string) (string, error) {
 	}
 	for _, f := range requiredBootFiles {
 		if _, err := os.Stat(filepath.Join(abs, f)); err != nil {
-			return "", fmt.Errorf("--from %s: no %s: name the output folder of clusterdebian build", from, f)
+			return "", inputerr.Errorf(InputFrom, from, "no %s: name the output folder of clusterdebian build", f)
 		}
 	}
 	return abs, nil
@@ -525,7 +554,7 @@ func (p *Plan) recordHeadFiles(ctx context.Context, r *Record) error {
 	return p.sys.saveRecord(r)
 }
 
-// installPackages runs apt-get; the packages stay on --remove.
+// installPackages runs apt-get; the packages stay when the setup is removed.
 func (p *Plan) installPackages(ctx context.Context, r *Record) error {
 	r.Packages = append(r.Packages, p.Packages...)
 	if err := p.sys.saveRecord(r); err != nil {
@@ -556,7 +585,7 @@ func (p *Plan) Describe(w io.Writer) {
 			fmt.Fprintf(w, "  - %s\n", c.Summary)
 		}
 	}
-	fmt.Fprintf(w, "what is changed is recorded in %s; clusterdebian localnode1 --remove undoes it (packages stay)\n", RecordPath)
+	fmt.Fprintf(w, "what is changed is recorded in %s, so that it can be undone (packages stay)\n", RecordPath)
 }
 
 // Apply carries the plan out, step by step, recording each change before
@@ -571,7 +600,7 @@ func (p *Plan) Apply(ctx context.Context) error {
 		r = &Record{Version: recordVersion}
 	}
 	if r.Interface != "" && r.Interface != p.Interface {
-		return fmt.Errorf("--interface %s: this host is node1 on %s already; run clusterdebian localnode1 --remove first", p.Interface, r.Interface)
+		return inputerr.Errorf(InputInterface, p.Interface, "%w, on %s; remove that setup first", ErrOtherInterface, r.Interface)
 	}
 	r.Interface, r.Address, r.Network = p.Interface, p.Address.String(), p.Network
 	// The state folder first: the record lives in it.
@@ -589,7 +618,7 @@ func (p *Plan) Apply(ctx context.Context) error {
 			if c.Summary == "" {
 				return err
 			}
-			return fmt.Errorf("%s: %w (what was done so far is recorded; clusterdebian localnode1 --remove undoes it)", c.Summary, err)
+			return fmt.Errorf("%s: %w (%w: what was done so far is recorded in %s)", c.Summary, err, ErrPartial, RecordPath)
 		}
 	}
 	return nil

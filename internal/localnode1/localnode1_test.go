@@ -14,6 +14,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/config"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 )
 
 // fakeHost is a host in a temporary folder: files under root, and
@@ -174,17 +175,18 @@ func TestRefusals(t *testing.T) {
 	out := buildOut(t)
 	bin := binary(t)
 	for _, c := range []struct {
-		name string
-		opts Options
-		want []string
+		name  string
+		opts  Options
+		input string // the input the error is about
+		want  []string
 	}{
-		{"no interface", Options{From: out}, []string{"--interface", "name the cluster network interface"}},
-		{"loopback", Options{Interface: "lo", From: out}, []string{"--interface lo", "loopback"}},
-		{"missing interface", Options{Interface: "eth9", From: out}, []string{"--interface eth9", "no such network interface"}},
-		{"default route", Options{Interface: "eth0", From: out}, []string{"--interface eth0", "default route", "--force"}},
-		{"no from", Options{Interface: "eth1"}, []string{"--from"}},
-		{"bad from", Options{Interface: "eth1", From: t.TempDir()}, []string{"--from", "no vmlinuz"}},
-		{"bad dhcp", Options{Interface: "eth1", From: out, DHCP: "sometimes"}, []string{"network.dhcp"}},
+		{"no interface", Options{From: out}, InputInterface, []string{"interface: name the cluster network interface"}},
+		{"loopback", Options{Interface: "lo", From: out}, InputInterface, []string{"interface lo", "loopback"}},
+		{"missing interface", Options{Interface: "eth9", From: out}, InputInterface, []string{"interface eth9", "no such network interface"}},
+		{"default route", Options{Interface: "eth0", From: out}, InputInterface, []string{"interface eth0", "default route", "second network card"}},
+		{"no from", Options{Interface: "eth1"}, InputFrom, []string{"netboot folder: name the output folder"}},
+		{"bad from", Options{Interface: "eth1", From: t.TempDir()}, InputFrom, []string{"netboot folder", "no vmlinuz"}},
+		{"bad dhcp", Options{Interface: "eth1", From: out, DHCP: "sometimes"}, "network.dhcp", []string{"network.dhcp", `"sometimes"`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.opts.Binary = bin
@@ -197,7 +199,13 @@ func TestRefusals(t *testing.T) {
 					t.Errorf("error %q lacks %q", err, w)
 				}
 			}
+			if !inputerr.Is(err, c.input) {
+				t.Errorf("error %q is not about the input %s", err, c.input)
+			}
 		})
+	}
+	if _, err := MakePlan(ctx, h.system(), Options{Interface: "eth0", From: out, Binary: bin}); !errors.Is(err, ErrDefaultRoute) {
+		t.Errorf("the default route's interface: %v, want ErrDefaultRoute (which Force gets past)", err)
 	}
 	// The RAM root needs the base layer.
 	os.Remove(filepath.Join(out, imagebuild.NetbootDir, contract.BaseLayer))
@@ -206,7 +214,7 @@ func TestRefusals(t *testing.T) {
 	}
 	// An interface configured in /etc/network/interfaces already.
 	h.file("/etc/network/interfaces", "source /etc/network/interfaces.d/*\niface eth1 inet dhcp\n")
-	if _, err := MakePlan(ctx, h.system(), Options{Interface: "eth1", From: buildOut(t), Binary: bin}); err == nil || !strings.Contains(err.Error(), "/etc/network/interfaces") {
+	if _, err := MakePlan(ctx, h.system(), Options{Interface: "eth1", From: buildOut(t), Binary: bin}); !errors.Is(err, ErrIfupdownStanza) || !strings.Contains(err.Error(), "/etc/network/interfaces") {
 		t.Errorf("eth1 in /etc/network/interfaces: %v", err)
 	}
 	if cmds := strings.Join(h.cmds, "\n"); strings.Contains(cmds, "enable") || strings.Contains(cmds, "apt-get") {
@@ -221,7 +229,7 @@ func TestForceAndSharedRootWarn(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := summaries(p)
-	for _, want := range []string{"warning: --interface eth0: this host's default route", "(--force)", "warning: --shared-root", `nodes.root = "shared"`} {
+	for _, want := range []string{"warning: interface eth0: this host's default route", "(forced)", "warning: shared root: ", `nodes.root = "shared"`} {
 		if !strings.Contains(s, want) {
 			t.Errorf("plan lacks %q:\n%s", want, s)
 		}

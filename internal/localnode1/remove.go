@@ -39,7 +39,7 @@ func PlanRemove(sys *System) (*Removal, error) {
 // Describe writes what Remove undoes.
 func (m *Removal) Describe(w io.Writer) {
 	r := m.rec
-	fmt.Fprintf(w, "localnode1 --remove: this host stops being node1 (%s on %s)\n", r.Address, r.Interface)
+	fmt.Fprintf(w, "removing localnode1: this host stops being node1 (%s on %s)\n", r.Address, r.Interface)
 	fmt.Fprintf(w, "  - stop and disable %s\n", ServiceName)
 	for _, u := range r.Enabled {
 		if u != ServiceName {

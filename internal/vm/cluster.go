@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
 )
 
@@ -59,19 +60,53 @@ type UpOptions struct {
 	BootTimeout time.Duration
 }
 
+// The inputs of Up and LoadCluster, as their errors name them (each such
+// error is an *inputerr.Error); the CLI maps them to its flags.
+const (
+	InputName       = "cluster name" // UpOptions.Name, LoadCluster's name
+	InputISO        = "ISO"          // UpOptions.ISO
+	InputNodes      = "node count"   // UpOptions.Nodes
+	InputAccel      = "accelerator"  // UpOptions.Accel
+	InputMemory     = "node1 memory" // UpOptions.MemoryMiB
+	InputNodeMemory = "node memory"  // UpOptions.NodeMemoryMiB
+	InputCPUs       = "CPUs"         // UpOptions.CPUs
+)
+
+// Errors about a cluster's state, which the CLI explains with the command
+// that gets past them. They are wrapped with the cluster's details.
+var (
+	// ErrNoCluster: LoadCluster found no cluster of that name.
+	ErrNoCluster = errors.New("no such virtual cluster")
+	// ErrAlreadyUp: Up found the cluster running.
+	ErrAlreadyUp = errors.New("the cluster is already up")
+	// ErrLeftover: Up found remains of the cluster (a damaged state, a
+	// network namespace, a folder) that Down removes.
+	ErrLeftover = errors.New("remains of the cluster are in the way")
+	// ErrNoVM: the cluster has no VM or node of that name.
+	ErrNoVM = errors.New("no such VM")
+	// ErrNetNSGone: the cluster's network namespace is gone (the host
+	// rebooted); only Down and Up again help.
+	ErrNetNSGone = errors.New("the cluster's network namespace is gone")
+)
+
+// StoppedError says that a VM is not running, for what needs it running.
+type StoppedError struct{ VM string }
+
+func (e *StoppedError) Error() string { return e.VM + " is stopped" }
+
 var nameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,31}$`)
 
 // CheckName rejects cluster names that would not make a clean namespace
 // name or folder.
 func CheckName(name string) error {
 	if !nameRe.MatchString(name) {
-		return fmt.Errorf("--name %q: use 1 to 32 letters, digits, - or _, starting with a letter or digit", name)
+		return inputerr.Errorf(InputName, strconv.Quote(name), "use 1 to 32 letters, digits, - or _, starting with a letter or digit")
 	}
 	return nil
 }
 
-// validate fills in defaults and checks the options, naming the flag of
-// anything wrong, before anything is created.
+// validate fills in defaults and checks the options before anything is
+// created; it names each wrong input (see the Input constants).
 func (o *UpOptions) validate() error {
 	if o.Name == "" {
 		o.Name = DefaultName
@@ -97,7 +132,7 @@ func (o *UpOptions) validate() error {
 	}
 	switch {
 	case o.ISO == "":
-		errs = append(errs, errors.New("--iso: give the ClusterDebian ISO node1 boots (clusterdebian build makes out/clusterdebian.iso)"))
+		errs = append(errs, inputerr.Errorf(InputISO, "", "give the ClusterDebian ISO node1 boots (clusterdebian build makes out/clusterdebian.iso)"))
 	default:
 		if abs, err := filepath.Abs(o.ISO); err == nil {
 			o.ISO = abs
@@ -105,33 +140,33 @@ func (o *UpOptions) validate() error {
 		fi, err := os.Stat(o.ISO)
 		switch {
 		case notFound(err):
-			errs = append(errs, fmt.Errorf("--iso %s: no such file", o.ISO))
+			errs = append(errs, inputerr.Errorf(InputISO, o.ISO, "no such file"))
 		case err != nil:
-			errs = append(errs, fmt.Errorf("--iso %s: %w", o.ISO, err))
+			errs = append(errs, inputerr.New(InputISO, o.ISO, err))
 		case !fi.Mode().IsRegular():
-			errs = append(errs, fmt.Errorf("--iso %s: not a regular file", o.ISO))
+			errs = append(errs, inputerr.Errorf(InputISO, o.ISO, "not a regular file"))
 		}
 	}
 	if o.Nodes < 0 || o.Nodes > MaxNodes {
-		errs = append(errs, fmt.Errorf("--nodes %d: give 0 to %d nodes besides node1", o.Nodes, MaxNodes))
+		errs = append(errs, inputerr.Errorf(InputNodes, strconv.Itoa(o.Nodes), "give 0 to %d nodes besides node1", MaxNodes))
 	}
 	switch o.Accel {
 	case "tcg":
 	case "kvm":
 		if err := unix.Access("/dev/kvm", unix.R_OK|unix.W_OK); err != nil {
-			errs = append(errs, fmt.Errorf("--accel kvm: /dev/kvm is not usable (%v); use --accel tcg", err))
+			errs = append(errs, inputerr.Errorf(InputAccel, "kvm", "/dev/kvm is not usable (%v); use tcg", err))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("--accel %q: use tcg or kvm", o.Accel))
+		errs = append(errs, inputerr.Errorf(InputAccel, strconv.Quote(o.Accel), "use tcg or kvm"))
 	}
 	if o.MemoryMiB < MinHeadMemoryMiB {
-		errs = append(errs, fmt.Errorf("--memory %d: node1 needs at least %d MiB (it keeps its live root in RAM); the default is %d", o.MemoryMiB, MinHeadMemoryMiB, DefaultHeadMemoryMiB))
+		errs = append(errs, inputerr.Errorf(InputMemory, strconv.Itoa(o.MemoryMiB), "node1 needs at least %d MiB (it keeps its live root in RAM); the default is %d", MinHeadMemoryMiB, DefaultHeadMemoryMiB))
 	}
 	if o.NodeMemoryMiB < MinNodeMemoryMiB {
-		errs = append(errs, fmt.Errorf("--node-memory %d: a node needs at least %d MiB; the default is %d", o.NodeMemoryMiB, MinNodeMemoryMiB, DefaultNodeMemoryMiB))
+		errs = append(errs, inputerr.Errorf(InputNodeMemory, strconv.Itoa(o.NodeMemoryMiB), "a node needs at least %d MiB; the default is %d", MinNodeMemoryMiB, DefaultNodeMemoryMiB))
 	}
 	if o.CPUs < 1 || o.CPUs > 64 {
-		errs = append(errs, fmt.Errorf("--cpus %d: give 1 to 64", o.CPUs))
+		errs = append(errs, inputerr.Errorf(InputCPUs, strconv.Itoa(o.CPUs), "give 1 to 64"))
 	}
 	return errors.Join(errs...)
 }
@@ -167,10 +202,8 @@ func newCluster(dir string, st *State) *Cluster {
 	}}
 }
 
-// ErrNoCluster is returned by LoadCluster for a cluster that is not up.
-var ErrNoCluster = errors.New("no such virtual cluster")
-
-// LoadCluster reads the state of the cluster name.
+// LoadCluster reads the state of the cluster name. For a cluster that has
+// no state the error wraps ErrNoCluster and lists the clusters that exist.
 func LoadCluster(name string) (*Cluster, error) {
 	if name == "" {
 		name = DefaultName
@@ -185,7 +218,7 @@ func LoadCluster(name string) (*Cluster, error) {
 		if others := Clusters(); len(others) > 0 {
 			hint = "; clusters that exist: " + strings.Join(others, ", ")
 		}
-		return nil, fmt.Errorf("%w %q (no %s); start one with clusterdebian vm up --name %s --iso FILE%s", ErrNoCluster, name, filepath.Join(dir, StateFile), name, hint)
+		return nil, fmt.Errorf("%w %q (no %s)%s", ErrNoCluster, name, filepath.Join(dir, StateFile), hint)
 	}
 	if err != nil {
 		return nil, err
@@ -327,7 +360,7 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 			}
 		}
 		if running > 0 {
-			return nil, fmt.Errorf("vm up: cluster %q is already up (%d of its %d VMs run); see clusterdebian vm list --name %s, or remove it with clusterdebian vm down --name %s", o.Name, running, len(old.VMs), o.Name, o.Name)
+			return nil, fmt.Errorf("vm up: cluster %q: %w (%d of its %d VMs run)", o.Name, ErrAlreadyUp, running, len(old.VMs))
 		}
 		// Left over from a crash or a host reboot: nothing runs, so clear it.
 		fmt.Fprintf(progress, "cluster %s: removing the remains of an earlier run (no VM of it runs)\n", o.Name)
@@ -335,9 +368,9 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 			return nil, err
 		}
 	} else if !notFound(err) {
-		return nil, fmt.Errorf("vm up: cluster %q has a damaged state (%v); remove it with clusterdebian vm down --name %s", o.Name, err, o.Name)
+		return nil, fmt.Errorf("vm up: cluster %q: %w: a damaged state (%v)", o.Name, ErrLeftover, err)
 	} else if netns.Exists(nsName) {
-		return nil, fmt.Errorf("vm up: the network namespace %s exists but cluster %q has no state; remove it with clusterdebian vm down --name %s", nsName, o.Name, o.Name)
+		return nil, fmt.Errorf("vm up: cluster %q: %w: the network namespace %s exists but the cluster has no state", o.Name, ErrLeftover, nsName)
 	}
 
 	if err := os.MkdirAll(StateRoot, 0o755); err != nil {
@@ -347,7 +380,7 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 	// one wins.
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		if os.IsExist(err) {
-			return nil, fmt.Errorf("vm up: %s exists: another clusterdebian vm up --name %s is running, or a crash left it (clusterdebian vm down --name %s removes it)", dir, o.Name, o.Name)
+			return nil, fmt.Errorf("vm up: cluster %q: %w: %s exists: another Up of the cluster is running, or a crash left it", o.Name, ErrLeftover, dir)
 		}
 		return nil, err
 	}
@@ -426,10 +459,10 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 	return c, nil
 }
 
-// upFailed explains a failure once the cluster's VMs are running.
+// upFailed explains a failure once the cluster's VMs are running (Up then
+// returns the cluster too).
 func (c *Cluster) upFailed(err error) error {
-	return fmt.Errorf("vm up: %w\nThe cluster is still up, to look at: clusterdebian vm console --name %s VM (serial logs in %s/*/%s); remove it with clusterdebian vm down --name %s",
-		err, c.Name, c.Dir, SerialLogFile, c.Name)
+	return fmt.Errorf("vm up: %w\nThe cluster is still up, to look at; its serial logs are in %s/*/%s", err, c.Dir, SerialLogFile)
 }
 
 // create makes the VM folders, the nodes' disks, and the namespace with its
@@ -586,7 +619,7 @@ func (c *Cluster) Resolve(ctx context.Context, node string) (*VMState, error) {
 	for _, v := range c.VMs {
 		vms = append(vms, v.Name)
 	}
-	return nil, fmt.Errorf("cluster %s has no VM or node %q (VMs: %s; node names come from the guest agents, see clusterdebian vm list --name %s)", c.Name, node, strings.Join(vms, ", "), c.Name)
+	return nil, fmt.Errorf("cluster %s: %w or node %q (VMs: %s; node names come from the guest agents)", c.Name, ErrNoVM, node, strings.Join(vms, ", "))
 }
 
 // loginRe matches a getty's login prompt and captures the host name.
@@ -617,7 +650,7 @@ func (c *Cluster) Exec(ctx context.Context, node string, argv ...string) (stdout
 		return "", "", -1, err
 	}
 	if !c.running(*v) {
-		return "", "", -1, fmt.Errorf("%s is stopped (clusterdebian vm start --name %s %s)", v.Name, c.Name, v.Name)
+		return "", "", -1, &StoppedError{VM: v.Name}
 	}
 	out, errOut, code, err := QGAExec(ctx, filepath.Join(v.Dir, QGASocket), argv[0], argv[1:])
 	if err != nil {
@@ -648,7 +681,7 @@ func (c *Cluster) Start(node string) error {
 		return err
 	}
 	if !netns.Exists(c.NetNS) {
-		return fmt.Errorf("the cluster's network namespace %s is gone (host rebooted?); remove the cluster with clusterdebian vm down --name %s and bring it up again", c.NetNS, c.Name)
+		return fmt.Errorf("cluster %s: %w (%s; host rebooted?)", c.Name, ErrNetNSGone, c.NetNS)
 	}
 	_, err = c.startVM(v)
 	return err
@@ -661,7 +694,7 @@ func (c *Cluster) ConsoleSocket(ctx context.Context, node string) (string, *VMSt
 		return "", nil, err
 	}
 	if !c.running(*v) {
-		return "", v, fmt.Errorf("%s is stopped (clusterdebian vm start --name %s %s)", v.Name, c.Name, v.Name)
+		return "", v, &StoppedError{VM: v.Name}
 	}
 	return filepath.Join(v.Dir, ConsoleSocket), v, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 )
 
 // useStateRoot points StateRoot at a fresh folder for one test.
@@ -31,30 +32,31 @@ func TestUpOptionsValidate(t *testing.T) {
 	}
 	ok := UpOptions{ISO: iso, Nodes: 2}
 	tests := []struct {
-		name string
-		mod  func(*UpOptions)
-		want string // a regexp the error must match; "" for no error
+		name  string
+		mod   func(*UpOptions)
+		input string // the input the error is about; "" for no error
+		want  string // a regexp the error must match
 	}{
-		{"defaults", func(*UpOptions) {}, ""},
-		{"no ISO", func(o *UpOptions) { o.ISO = "" }, `^--iso: give`},
-		{"missing ISO", func(o *UpOptions) { o.ISO = filepath.Join(dir, "nope.iso") }, `^--iso .*/nope\.iso: no such file$`},
-		{"ISO is a folder", func(o *UpOptions) { o.ISO = dir }, `^--iso .*: not a regular file`},
-		{"head memory", func(o *UpOptions) { o.MemoryMiB = 512 }, `^--memory 512: node1 needs at least 1024 MiB`},
-		{"node memory", func(o *UpOptions) { o.NodeMemoryMiB = 256 }, `^--node-memory 256: a node needs at least 512 MiB`},
-		{"accel", func(o *UpOptions) { o.Accel = "hvf" }, `^--accel "hvf": use tcg or kvm`},
-		{"negative nodes", func(o *UpOptions) { o.Nodes = -1 }, `^--nodes -1: give 0 to 250`},
-		{"too many nodes", func(o *UpOptions) { o.Nodes = 251 }, `^--nodes 251:`},
-		{"zero nodes", func(o *UpOptions) { o.Nodes = 0 }, ""},
-		{"name", func(o *UpOptions) { o.Name = "a/b" }, `^--name "a/b": use`},
-		{"long name", func(o *UpOptions) { o.Name = strings.Repeat("x", 33) }, `^--name`},
-		{"cpus", func(o *UpOptions) { o.CPUs = -2 }, `^--cpus -2`},
+		{"defaults", func(*UpOptions) {}, "", ""},
+		{"no ISO", func(o *UpOptions) { o.ISO = "" }, InputISO, `^ISO: give`},
+		{"missing ISO", func(o *UpOptions) { o.ISO = filepath.Join(dir, "nope.iso") }, InputISO, `^ISO .*/nope\.iso: no such file$`},
+		{"ISO is a folder", func(o *UpOptions) { o.ISO = dir }, InputISO, `^ISO .*: not a regular file`},
+		{"head memory", func(o *UpOptions) { o.MemoryMiB = 512 }, InputMemory, `^node1 memory 512: node1 needs at least 1024 MiB`},
+		{"node memory", func(o *UpOptions) { o.NodeMemoryMiB = 256 }, InputNodeMemory, `^node memory 256: a node needs at least 512 MiB`},
+		{"accel", func(o *UpOptions) { o.Accel = "hvf" }, InputAccel, `^accelerator "hvf": use tcg or kvm`},
+		{"negative nodes", func(o *UpOptions) { o.Nodes = -1 }, InputNodes, `^node count -1: give 0 to 250`},
+		{"too many nodes", func(o *UpOptions) { o.Nodes = 251 }, InputNodes, `^node count 251:`},
+		{"zero nodes", func(o *UpOptions) { o.Nodes = 0 }, "", ""},
+		{"name", func(o *UpOptions) { o.Name = "a/b" }, InputName, `^cluster name "a/b": use`},
+		{"long name", func(o *UpOptions) { o.Name = strings.Repeat("x", 33) }, InputName, `^cluster name`},
+		{"cpus", func(o *UpOptions) { o.CPUs = -2 }, InputCPUs, `^CPUs -2`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := ok
 			tt.mod(&o)
 			err := o.validate()
-			if tt.want == "" {
+			if tt.input == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
 				}
@@ -62,6 +64,9 @@ func TestUpOptionsValidate(t *testing.T) {
 			}
 			if err == nil || !regexp.MustCompile(tt.want).MatchString(err.Error()) {
 				t.Fatalf("error %v, want a match for %s", err, tt.want)
+			}
+			if es := inputerr.All(err); len(es) != 1 || es[0].Input != tt.input {
+				t.Errorf("error %v is not one *inputerr.Error about %s", err, tt.input)
 			}
 		})
 	}
@@ -77,9 +82,9 @@ func TestUpOptionsValidate(t *testing.T) {
 	// Several mistakes: every one is named.
 	o = UpOptions{ISO: filepath.Join(dir, "gone.iso"), MemoryMiB: 100, Accel: "x"}
 	err := o.validate()
-	for _, flag := range []string{"--iso", "--memory", "--accel"} {
-		if err == nil || !strings.Contains(err.Error(), flag) {
-			t.Errorf("error %v does not name %s", err, flag)
+	for _, in := range []string{InputISO, InputMemory, InputAccel} {
+		if !inputerr.Is(err, in) {
+			t.Errorf("error %v does not name %s", err, in)
 		}
 	}
 }

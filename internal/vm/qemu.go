@@ -134,7 +134,7 @@ func (s *Spec) Validate() error {
 	case "tcg":
 	case "kvm":
 		if _, err := os.Stat("/dev/kvm"); err != nil {
-			return fmt.Errorf("vm %s: --accel kvm: /dev/kvm is not available; use --accel tcg", s.Name)
+			return fmt.Errorf("vm %s: accelerator kvm: /dev/kvm is not available; use tcg", s.Name)
 		}
 	default:
 		return fmt.Errorf("vm %s: accelerator %q: use tcg or kvm", s.Name, s.Accel)

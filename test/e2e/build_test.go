@@ -204,7 +204,7 @@ func TestOverlayRebuild(t *testing.T) {
 	for _, s := range rep.Stages {
 		ran[s.Name] = s.Ran
 	}
-	want := map[string]bool{"bootstrap": false, "customize": true, "squashfs": true, "iso": true}
+	want := map[string]bool{"bootstrap": false, "customize": true, "layer": true, "iso": true}
 	for st, w := range want {
 		if ran[st] != w {
 			t.Errorf("stage %s ran=%v, want %v (report %+v)", st, ran[st], w, rep.Stages)

@@ -49,6 +49,23 @@ const (
 	ModeOff Mode = "off"
 )
 
+// Modes lists the modes, the default first.
+var Modes = []Mode{ModeAuto, ModeServer, ModeProxy, ModeOff}
+
+// ParseMode checks a mode: the one rule for cluster.toml's network.dhcp, the
+// head's and New's. "" is the default, ModeAuto.
+func ParseMode(s string) (Mode, error) {
+	if s == "" {
+		return ModeAuto, nil
+	}
+	for _, m := range Modes {
+		if Mode(s) == m {
+			return m, nil
+		}
+	}
+	return "", fmt.Errorf("DHCP mode %q is not %q, %q, %q or %q", s, ModeAuto, ModeServer, ModeProxy, ModeOff)
+}
+
 // EventFunc receives a stage reached by the machine with the given MAC, for
 // the head's status page. detail is a short human-readable note (boot file,
 // URL). It is called from packet handling goroutines and must not block long.
@@ -137,7 +154,7 @@ type Lease struct {
 	MAC string `json:"mac"`
 	// IP is the leased address.
 	IP netip.Addr `json:"ip"`
-	// Hostname is node<N>, N the last octet of IP.
+	// Hostname is the machine's name, from IP (contract.Naming).
 	Hostname string `json:"hostname"`
 	// Expires is when the lease runs out. Expired leases are kept, so the
 	// machine gets the same address back, until the pool runs dry.
@@ -179,31 +196,26 @@ type Server struct {
 
 // New validates cfg, fills in defaults and loads the lease file.
 func New(cfg Config) (*Server, error) {
-	if cfg.Mode == "" {
-		cfg.Mode = ModeAuto
+	mode, err := ParseMode(string(cfg.Mode))
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: %w", err)
 	}
+	cfg.Mode = mode
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{log: cfg.Logger.With("component", "dhcp")}
-	switch cfg.Mode {
-	case ModeOff:
+	if cfg.Mode == ModeOff {
 		s.cfg = cfg
 		s.setMode(ModeOff)
 		return s, nil
-	case ModeServer, ModeProxy, ModeAuto:
-	default:
-		return nil, fmt.Errorf("dhcp: unknown mode %q (want server, proxy, auto or off)", cfg.Mode)
 	}
 	if cfg.Interface == "" {
 		return nil, errors.New("dhcp: no interface configured")
 	}
-	if !cfg.Subnet.IsValid() || !cfg.Subnet.Addr().Is4() {
-		return nil, fmt.Errorf("dhcp: subnet %v is not an IPv4 prefix", cfg.Subnet)
-	}
 	cfg.Subnet = cfg.Subnet.Masked()
-	if cfg.Subnet.Bits() > 30 || cfg.Subnet.Bits() < 8 {
-		return nil, fmt.Errorf("dhcp: subnet %v: prefix length must be between 8 and 30", cfg.Subnet)
+	if err := contract.CheckSubnet(cfg.Subnet); err != nil {
+		return nil, fmt.Errorf("dhcp: subnet: %w", err)
 	}
 	s.bcast = lastAddr(cfg.Subnet)
 	if !cfg.ServerIP.Is4() || !cfg.Subnet.Contains(cfg.ServerIP) ||

@@ -143,6 +143,19 @@ func dora(t *testing.T, s *Server, mac net.HardwareAddr, mods ...dhcpv4.Modifier
 	return ack
 }
 
+func TestParseMode(t *testing.T) {
+	for in, want := range map[string]Mode{"": ModeAuto, "auto": ModeAuto, "server": ModeServer, "proxy": ModeProxy, "off": ModeOff} {
+		if got, err := ParseMode(in); got != want || err != nil {
+			t.Errorf("ParseMode(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"yes", "Auto", " server"} {
+		if got, err := ParseMode(in); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", in)) {
+			t.Errorf("ParseMode(%q) = %q, %v; want an error naming the value", in, got, err)
+		}
+	}
+}
+
 func TestNewValidation(t *testing.T) {
 	good := testConfig(t, ModeServer)
 	bad := map[string]func(*Config){
@@ -151,6 +164,7 @@ func TestNewValidation(t *testing.T) {
 		"no subnet":     func(c *Config) { c.Subnet = netip.Prefix{} },
 		"v6 subnet":     func(c *Config) { c.Subnet = netip.MustParsePrefix("fd00::/64") },
 		"/31":           func(c *Config) { c.Subnet = netip.MustParsePrefix("10.99.0.0/31") },
+		"/7":            func(c *Config) { c.Subnet = netip.MustParsePrefix("10.0.0.0/7") },
 		"ip outside":    func(c *Config) { c.ServerIP = netip.MustParseAddr("10.98.0.1") },
 		"ip is network": func(c *Config) { c.ServerIP = netip.MustParseAddr("10.99.0.0") },
 		"ip broadcast":  func(c *Config) { c.ServerIP = netip.MustParseAddr("10.99.0.255") },
