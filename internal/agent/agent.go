@@ -73,8 +73,9 @@ type Options struct {
 
 	// ClusterFilesRoot, when not empty, has the agent keep the cluster
 	// files under it ("/" on a node) from the head's node list: /etc/hosts,
-	// the MPI and PVM hostfiles and the SSH known hosts. A node with the
-	// RAM root needs that, as its /etc is its own; with the shared root it
+	// the MPI and PVM hostfiles, the MPI parameters and the ssh client
+	// drop-in for the subnet, and the SSH known hosts. A node with the RAM
+	// root needs that, as its /etc is its own; with the shared root it
 	// sees the ones the head writes.
 	ClusterFilesRoot string
 	// Subnet is the cluster subnet, for the cluster files; by default the
@@ -216,6 +217,9 @@ func (a *agent) syncClusterFiles(ctx context.Context, gen uint64) {
 		return
 	}
 	err = clusterfiles.WriteSystem(root, nodes, a.o.Subnet)
+	if a.o.Subnet.IsValid() {
+		err = errors.Join(err, sshtrust.WriteClientConfig(root, a.o.Subnet))
+	}
 	if a.ca != "" {
 		line := sshtrust.KnownHostsLine(a.ca, sshtrust.KnownHostsPatterns(a.o.Subnet))
 		err = errors.Join(err, sshtrust.WriteKnownHosts(root, line))

@@ -306,6 +306,14 @@ func TestRunWritesClusterFiles(t *testing.T) {
 	if !strings.Contains(read("etc/ssh/ssh_known_hosts"), "@cert-authority node*,*.cluster,10.99.0.* "+strings.TrimSpace(h.ca.PublicKey())) {
 		t.Errorf("known hosts:\n%s", read("etc/ssh/ssh_known_hosts"))
 	}
+	// ssh and MPI keep to the subnet of this boot, which only the run time
+	// knows.
+	if got := read(sshtrust.ClientConfigPath); !strings.Contains(got, "\nHost node* *.cluster 10.99.0.*\n") {
+		t.Errorf("ssh client drop-in:\n%s", got)
+	}
+	if got := read(clusterfiles.PRRTEParamsPath); !strings.Contains(got, "\nprte_if_include = 10.99.0.0/24\n") {
+		t.Errorf("PRRTE parameters:\n%s", got)
+	}
 	if got := read("root/.ssh/authorized_keys"); !strings.Contains(got, rootKey+"\n") {
 		t.Errorf("root's authorized_keys lacks node1's root key:\n%s", got)
 	}

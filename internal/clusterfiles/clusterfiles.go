@@ -10,7 +10,14 @@
 //     in bookworm reads the first, Open MPI 5's PRRTE in trixie the second),
 //     so plain `mpirun -np K ./prog` runs on every live node;
 //   - /etc/cluster/pvm.hosts: the live nodes, one per line, for PVM;
-//   - ~/mpi.hosts and ~/pvm.hosts links in root's and every user's home.
+//   - ~/mpi.hosts and ~/pvm.hosts links in root's and every user's home;
+//   - a block in Open MPI's and PRRTE's parameter files that keeps MPI on
+//     the cluster subnet (MPIParams), which may change from boot to boot.
+//
+// PVM needs no such setting: each pvmd binds its UDP socket to the address
+// its host name resolves to (the master's own name, the others' names as
+// the master resolves them from pvm.hosts), and /etc/hosts maps every node
+// name to its cluster address in a block that comes first in the file.
 //
 // /etc and /home are shared by every node (node1's root over NFS), so the
 // head writes them once for all. Every file is replaced atomically, because
@@ -84,6 +91,9 @@ func WriteSystem(root string, nodes []registry.Node, subnet netip.Prefix) error 
 		}
 	}
 	if err := writeIfChanged(filepath.Join(root, PVMHostsPath), pvmHosts(up)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := writeMPIParams(root, subnet); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

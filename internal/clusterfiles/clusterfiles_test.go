@@ -231,3 +231,89 @@ func TestHomeLinks(t *testing.T) {
 		t.Errorf("second Write: %v", err)
 	}
 }
+
+// debianMCAParams is the end of trixie's /etc/openmpi/openmpi-mca-params.conf
+// (openmpi-common 5.0.7-1), which has no line break after its last line.
+const debianMCAParams = "# See \"ompi_info --param all all --level 9\" for a full listing of Open\n" +
+	"# MPI MCA parameters available and their default values.\n" +
+	"btl_base_warn_component_unused=0\nmtl = ^ofi\nbtl = ^uct,openib,ofi\npml = ^ucx\nosc = ^ucx,pt2pt"
+
+// mcaValues reads an MCA parameter file as Open MPI, PRRTE and PMIx do:
+// "name = value" lines, comments skipped, the last setting of a name wins.
+func mcaValues(text string) map[string]string {
+	v := map[string]string{}
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if k, val, ok := strings.Cut(l, "="); ok {
+			v[strings.TrimSpace(k)] = strings.TrimSpace(val)
+		}
+	}
+	return v
+}
+
+// TestMPIParams: the parameter files get the cluster subnet in a block of
+// their own; Debian's settings and the user's stay, a user's setting wins,
+// and the next boot's subnet replaces the block.
+func TestMPIParams(t *testing.T) {
+	root := t.TempDir()
+	ompi := filepath.Join(root, OpenMPIParamsPath)
+	os.MkdirAll(filepath.Dir(ompi), 0o755)
+	os.WriteFile(ompi, []byte(debianMCAParams), 0o644)
+
+	lan := netip.MustParsePrefix("192.168.50.0/23")
+	if err := WriteSystem(root, testNodes(), lan); err != nil {
+		t.Fatal(err)
+	}
+	text := read(t, root, OpenMPIParamsPath)
+	v := mcaValues(text)
+	for k, want := range map[string]string{
+		"btl_tcp_if_include": "192.168.50.0/23", "oob_tcp_if_include": "192.168.50.0/23",
+		"osc": "^ucx,pt2pt", "pml": "^ucx", "btl_base_warn_component_unused": "0",
+	} {
+		if v[k] != want {
+			t.Errorf("%s: %s = %q, want %q:\n%s", OpenMPIParamsPath, k, v[k], want, text)
+		}
+	}
+	if !strings.HasPrefix(text, beginMarker) || !strings.HasSuffix(text, "osc = ^ucx,pt2pt\n") {
+		t.Errorf("%s: the block is not first, or Debian's last line was not mended:\n%s", OpenMPIParamsPath, text)
+	}
+	prte := read(t, root, PRRTEParamsPath)
+	if pv := mcaValues(prte); pv["prte_if_include"] != "192.168.50.0/23" || len(pv) != 1 {
+		t.Errorf("%s: %q, want prte_if_include only:\n%s", PRRTEParamsPath, pv, prte)
+	}
+
+	// The user's own setting, below the block, wins; the next boot's
+	// subnet replaces the block and keeps it.
+	os.WriteFile(ompi, []byte(text+"btl_tcp_if_include = eth1\n"), 0o644)
+	cluster := netip.MustParsePrefix("10.99.0.0/24")
+	if err := WriteSystem(root, testNodes(), cluster); err != nil {
+		t.Fatal(err)
+	}
+	text = read(t, root, OpenMPIParamsPath)
+	v = mcaValues(text)
+	if v["btl_tcp_if_include"] != "eth1" || v["oob_tcp_if_include"] != "10.99.0.0/24" || strings.Count(text, beginMarker) != 1 || strings.Contains(text, "192.168") {
+		t.Errorf("%s after the user's setting and a new subnet:\n%s", OpenMPIParamsPath, text)
+	}
+	if pv := mcaValues(read(t, root, PRRTEParamsPath)); pv["prte_if_include"] != "10.99.0.0/24" {
+		t.Errorf("%s after a new subnet: %q", PRRTEParamsPath, pv)
+	}
+	// Unchanged: not rewritten.
+	ino, mtime := inode(t, ompi)
+	if err := WriteSystem(root, testNodes(), cluster); err != nil {
+		t.Fatal(err)
+	}
+	if i, m := inode(t, ompi); i != ino || m != mtime {
+		t.Errorf("%s rewritten although unchanged", OpenMPIParamsPath)
+	}
+	// Without a subnet nothing is written.
+	bare := t.TempDir()
+	if err := WriteSystem(bare, testNodes(), netip.Prefix{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(bare, PRRTEParamsPath)); err == nil {
+		t.Errorf("%s written without a subnet", PRRTEParamsPath)
+	}
+}

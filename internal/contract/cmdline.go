@@ -2,6 +2,7 @@ package contract
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 )
@@ -24,6 +25,13 @@ const (
 	// ParamLayers names the image layers after the base layer that
 	// live-boot fetches too, comma-separated (RAM root only).
 	ParamLayers = "clusterdebian.layers"
+	// ParamBootIF names the network card the node booted from, as pxelinux
+	// does: BOOTIF=01-52-54-00-12-34-56 (01 is the ARP hardware type of
+	// Ethernet). initramfs-tools' configure_networking (the NFS root's
+	// initrd) and live-boot's Device_from_bootif (the RAM root's) both turn
+	// it back into a MAC and configure that card alone with ip=dhcp,
+	// instead of the first card that answers DHCP.
+	ParamBootIF = "BOOTIF"
 )
 
 // RoleNode is ParamRole's value on nodes.
@@ -44,6 +52,10 @@ type Cmdline struct {
 	// Layers are the image layers above BaseLayer, in stacking order (RAM
 	// root only).
 	Layers []string
+	// BootMAC is the MAC of the network card the node booted from
+	// (ParamBootIF), when the head knows it: the iPXE script's URL names
+	// it. Nil writes no BOOTIF.
+	BootMAC net.HardwareAddr
 	// Extra are further kernel parameters, from cluster.toml
 	// image.kernel_cmdline, appended at the end. ParseCmdline puts here
 	// every parameter that Format does not write itself.
@@ -72,7 +84,9 @@ func (c Cmdline) headParam() string {
 // (NFSv3 over TCP: the initramfs mounter speaks only v2/v3) and ip=dhcp has
 // the initramfs configure the boot NIC (Debian's kernel does no IP
 // autoconfiguration itself). For the RAM root, live-boot fetches the base
-// layer over HTTP (fetch=), and the other layers through ParamLayers.
+// layer over HTTP (fetch=), and the other layers through ParamLayers. With
+// BootMAC, ParamBootIF names the card to configure, so that a node with
+// several cards uses the one it booted from.
 func (c Cmdline) Format() string {
 	p := []string{"console=ttyS0,115200n8", "console=tty0"}
 	if c.Node {
@@ -95,6 +109,9 @@ func (c Cmdline) Format() string {
 		p = append(p, ParamRoot+"="+string(RootShared), "root=/dev/nfs",
 			"nfsroot="+c.Head.String()+":/,vers=3,tcp", "ip=dhcp", "rw")
 	}
+	if bootif := FormatBootIF(c.BootMAC); bootif != "" {
+		p = append(p, ParamBootIF+"="+bootif)
+	}
 	for _, e := range c.Extra {
 		if e = strings.TrimSpace(e); e != "" {
 			p = append(p, e)
@@ -116,6 +133,32 @@ func formatted(p string) bool {
 	return p == "rw"
 }
 
+// FormatBootIF writes a MAC as ParamBootIF's value, 01-52-54-00-12-34-56
+// (lower-case, as the initrds compare it with /sys/class/net/*/address), or
+// "" when hw is not a 6-byte Ethernet address.
+func FormatBootIF(hw net.HardwareAddr) string {
+	mac := MACString(hw)
+	if mac == "" {
+		return ""
+	}
+	return "01-" + strings.ReplaceAll(mac, ":", "-")
+}
+
+// ParseBootIF reads ParamBootIF's value: "01-" and an Ethernet MAC with
+// dashes.
+func ParseBootIF(v string) (net.HardwareAddr, error) {
+	mac, ok := strings.CutPrefix(v, "01-")
+	if !ok {
+		return nil, fmt.Errorf("%q is not 01- and an Ethernet MAC address", v)
+	}
+	norm, err := NormalizeMAC(mac)
+	if err != nil || !strings.Contains(mac, "-") {
+		return nil, fmt.Errorf("%q is not 01- and an Ethernet MAC address with dashes", v)
+	}
+	hw, _ := net.ParseMAC(norm)
+	return hw, nil
+}
+
 // ParseCmdline reads a kernel command line (the contents of /proc/cmdline).
 // Parameters that are not ClusterDebian's go to Extra, except those Format
 // writes itself; a line without ParamRole is the head's. An error names the
@@ -124,6 +167,14 @@ func ParseCmdline(line string) (Cmdline, error) {
 	var c Cmdline
 	for _, f := range strings.Fields(line) {
 		key, val, hasVal := strings.Cut(f, "=")
+		if key == ParamBootIF && hasVal {
+			hw, err := ParseBootIF(val)
+			if err != nil {
+				return c, fmt.Errorf("%s: %w", key, err)
+			}
+			c.BootMAC = hw
+			continue
+		}
 		if !strings.HasPrefix(key, "clusterdebian.") {
 			if !formatted(f) {
 				c.Extra = append(c.Extra, f)
@@ -192,7 +243,8 @@ func (c *Cmdline) parseHead(v string) error {
 // GRUB script rather than the kernel's command line: line breaks start a
 // new script command, "${...}" expands script settings, and "||", "&&"
 // chain commands. Quotes and backslashes are refused too. ParamRole and
-// the other ClusterDebian parameters are the head's to set.
+// the other ClusterDebian parameters, and ParamBootIF, are the head's to
+// set.
 func CheckExtra(extra string) error {
 	for _, r := range extra {
 		if r < ' ' || r == 0x7f || strings.ContainsRune("\"'`$\\;&|", r) {
@@ -202,6 +254,9 @@ func CheckExtra(extra string) error {
 	for _, f := range strings.Fields(extra) {
 		if strings.HasPrefix(f, "clusterdebian.") {
 			return fmt.Errorf("%q: the clusterdebian.* parameters are set by the head", f)
+		}
+		if key, _, _ := strings.Cut(f, "="); key == ParamBootIF {
+			return fmt.Errorf("%q: %s is set by the head, for each node its own network card", f, ParamBootIF)
 		}
 	}
 	return nil

@@ -107,9 +107,11 @@ func IsLayer(name string) bool { return layerRE.MatchString(name) }
 
 // The head's state: folders and the files in its state folder.
 const (
-	// StateDir is the head's state folder on node1. On nodes with the
-	// shared root the initrd hides it under a tmpfs, so the files below
-	// stay node1's.
+	// StateDir is the head's state folder on node1. It must never be
+	// readable through an NFS export: on a live node1 it is a file system
+	// of its own (imagefiles' var-lib-clusterdebian.mount), which an export
+	// of / does not cross into; on nodes with the shared root the initrd
+	// also hides it under a tmpfs, so the files below stay node1's.
 	StateDir = "/var/lib/clusterdebian"
 	// RunDir holds per-boot state: the machine's SSH host key and
 	// certificate, the node name the initrd chose.
@@ -120,6 +122,9 @@ const (
 	RegistryFile = "nodes.json"
 	// TokenFile holds the cluster token (mode 0600).
 	TokenFile = "token"
+	// BootedFile holds the nodes that booted through the head, whose
+	// addresses node1 exports its root (or /home) to.
+	BootedFile = "booted.json"
 	// TFTPDir is the first TFTP root, searched before the iPXE folder.
 	TFTPDir = "tftp"
 	// CAKeyFile is the cluster's SSH CA private key (mode 0600);

@@ -4,6 +4,7 @@ package contract
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -155,6 +156,10 @@ func TestCmdlineRoundTrip(t *testing.T) {
 		{Node: true, Head: netip.MustParseAddr("10.99.0.1"), HTTPPort: 8080, Token: "t", Root: RootRAM,
 			Layers: []string{"02-custom.ext4", "03-more.squashfs"}, Extra: []string{"quiet", "mitigations=off"}},
 		{Node: true, Head: netip.MustParseAddr("192.168.50.37"), Token: "t", Root: RootRAM},
+		{Node: true, Head: netip.MustParseAddr("10.99.0.1"), Token: "t", Root: RootShared,
+			BootMAC: net.HardwareAddr{0x52, 0x54, 0, 0xab, 0xcd, 0xef}, Extra: []string{"quiet"}},
+		{Node: true, Head: netip.MustParseAddr("10.99.0.1"), Token: "t", Root: RootRAM,
+			BootMAC: net.HardwareAddr{2, 0xcd, 0, 0, 0, 0x10}},
 	}
 	for _, c := range cases {
 		line := c.Format()
@@ -182,6 +187,36 @@ func TestCmdlineFormat(t *testing.T) {
 	}
 	if s := c.String(); strings.Contains(s, "s3cr3t") {
 		t.Errorf("String shows the token: %s", s)
+	}
+	// The card the node booted from, as pxelinux writes it and the initrds
+	// read it: lower-case, dashes, behind the ARP type 01; before any
+	// extra parameter.
+	c.BootMAC = net.HardwareAddr{0x52, 0x54, 0, 0xAB, 0xCD, 0xEF}
+	c.Extra = []string{"quiet"}
+	if got := c.Format(); !strings.HasSuffix(got, " ip=dhcp clusterdebian.layers=02-custom.ext4 BOOTIF=01-52-54-00-ab-cd-ef quiet") {
+		t.Errorf("Format with BootMAC: %s", got)
+	}
+	c.BootMAC = net.HardwareAddr{1, 2, 3}
+	if got := c.Format(); strings.Contains(got, "BOOTIF") {
+		t.Errorf("Format with a 3-byte BootMAC writes BOOTIF: %s", got)
+	}
+}
+
+func TestBootIF(t *testing.T) {
+	hw, err := ParseBootIF("01-52-54-00-AB-cd-ef")
+	if err != nil || hw.String() != "52:54:00:ab:cd:ef" {
+		t.Errorf("ParseBootIF = %v, %v", hw, err)
+	}
+	for _, bad := range []string{"52-54-00-ab-cd-ef", "01-52:54:00:ab:cd:ef", "01-52-54-00-ab-cd", "06-52-54-00-ab-cd-ef", "01-01-00-5e-00-00-01", ""} {
+		if hw, err := ParseBootIF(bad); err == nil {
+			t.Errorf("ParseBootIF(%q) = %v, want an error", bad, hw)
+		}
+		if _, err := ParseCmdline("clusterdebian.role=node BOOTIF=" + bad); err == nil || !strings.Contains(err.Error(), "BOOTIF") {
+			t.Errorf("ParseCmdline with BOOTIF=%s: %v, want an error naming BOOTIF", bad, err)
+		}
+	}
+	if got := FormatBootIF(nil); got != "" {
+		t.Errorf("FormatBootIF(nil) = %q", got)
 	}
 }
 
@@ -216,7 +251,7 @@ func TestCheckExtra(t *testing.T) {
 			t.Errorf("CheckExtra(%q): %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"a\nchain", "x=${y}", "a || b", "q=\"x\"", "clusterdebian.token=x"} {
+	for _, bad := range []string{"a\nchain", "x=${y}", "a || b", "q=\"x\"", "clusterdebian.token=x", "quiet BOOTIF=01-52-54-00-ab-cd-ef"} {
 		if err := CheckExtra(bad); err == nil {
 			t.Errorf("CheckExtra(%q) = nil", bad)
 		}

@@ -31,7 +31,8 @@ const (
 	// HeartbeatInterval is how often agents report; a node that misses
 	// registry.MissedHeartbeats of them is marked down.
 	HeartbeatInterval = 5 * time.Second
-	// ExportsFile exports node1's live root to the cluster subnet only.
+	// ExportsFile exports node1's live root (or /home) to the nodes that
+	// booted from the head, each by its address (ExportsText).
 	ExportsFile = "/etc/exports.d/clusterdebian.exports"
 )
 
@@ -47,7 +48,7 @@ type cluster struct {
 // state folder: never baked into the image), and, when the head manages a
 // root file system (Options.ClusterRoot), writes the cluster files there,
 // gives users their keys, makes node1's own host certificate and exports the
-// root to the cluster subnet.
+// root to the nodes that booted from the head (exportSet).
 func (h *Head) setupCluster() error {
 	o := h.opts
 	ca, err := sshtrust.OpenCA(o.StateDir)
@@ -55,9 +56,20 @@ func (h *Head) setupCluster() error {
 		return fmt.Errorf("SSH CA in %s: %w", o.StateDir, err)
 	}
 	root := o.ClusterRoot
+	if h.machineRoot() {
+		if ok, err := h.sys.OverlayNFSExport(); o.Root == contract.RootShared && err == nil && !ok {
+			h.log.Warn("overlayfs NFS export is off: nodes cannot mount this root; boot with overlay.nfs_export=Y overlay.index=Y")
+		}
+		if h.exports, err = newExportSet(filepath.Join(o.StateDir, contract.BootedFile), o.Root, h.sys, h.log); err != nil {
+			return optionError(InputStateDir, err)
+		}
+	}
 	marked := map[string]time.Time{} // onChange runs one call at a time
 	onChange := func(ns []registry.Node) {
 		h.markRegistered(ns, marked)
+		if h.exports != nil {
+			h.exports.sync(ns, o.Subnet)
+		}
 		if root == "" {
 			return
 		}
@@ -86,6 +98,13 @@ func (h *Head) setupCluster() error {
 			}
 		}
 	}
+	if h.exports != nil {
+		apiOpts = append(apiOpts, registry.OnPrune(func(gone []registry.Node) {
+			for _, ip := range h.exports.prune(gone, reg.Nodes()) {
+				h.log.Info("NFS: export withdrawn", "ip", ip)
+			}
+		}))
+	}
 	c.api = registry.NewAPI(reg, h.token, ca, h.log, apiOpts...)
 	if hw, err := h.sys.HardwareAddr(h.iface); err == nil {
 		c.mac = contract.MACString(hw)
@@ -97,13 +116,23 @@ func (h *Head) setupCluster() error {
 		if err := sshtrust.WriteKnownHosts(root, line); err != nil {
 			return fmt.Errorf("SSH known hosts: %w", err)
 		}
+		if err := sshtrust.WriteClientConfig(root, o.Subnet); err != nil {
+			return fmt.Errorf("ssh client configuration: %w", err)
+		}
 		if err := h.hostCertificate(); err != nil {
 			return err
 		}
 		onChange(reg.Nodes())
 	}
-	if h.machineRoot() {
-		h.export(o.Root)
+	if h.exports != nil {
+		// The nodes running from this head keep their export across its
+		// restart; a stale line of an older head goes.
+		h.exports.sync(reg.Nodes(), o.Subnet)
+		ctx, cancel := context.WithTimeout(context.Background(), exportApplyTimeout)
+		defer cancel()
+		if err := h.exports.apply(ctx); err != nil {
+			h.log.Error("NFS export not in place", "err", err)
+		}
 	}
 	return nil
 }
@@ -214,35 +243,6 @@ func sameCertKey(a []byte, b string) bool {
 	return string(ca.Key.Marshal()) == string(cb.Key.Marshal()) &&
 		string(ca.SignatureKey.Marshal()) == string(cb.SignatureKey.Marshal()) &&
 		strings.Join(ca.ValidPrincipals, ",") == strings.Join(cb.ValidPrincipals, ",")
-}
-
-// ExportLine returns the exports(5) line for a root mode: node1's whole live
-// root for the shared root (overlayfs, exportable thanks to
-// overlay.nfs_export=Y overlay.index=Y on its kernel command line),
-// read-write with root as root, since it is the nodes' root; and only /home
-// for the RAM root, with root squashed, since root on a node is not root on
-// node1's files. Either goes to the cluster subnet and nowhere else.
-func ExportLine(root contract.RootMode, subnet netip.Prefix) string {
-	if root == contract.RootRAM {
-		return fmt.Sprintf("# Written by clusterdebian head: /home for the nodes, to the cluster subnet only.\n/home %s(rw,root_squash,no_subtree_check,fsid=2,sync)\n", subnet.Masked())
-	}
-	return fmt.Sprintf("# Written by clusterdebian head: node1's root, to the cluster subnet only.\n/ %s(rw,no_root_squash,no_subtree_check,fsid=1,async)\n", subnet.Masked())
-}
-
-// export has the machine's NFS server export the cluster root for the root
-// mode (ExportLine).
-func (h *Head) export(root contract.RootMode) {
-	what := "/"
-	if root == contract.RootRAM {
-		what = "/home"
-	} else if ok, err := h.sys.OverlayNFSExport(); err == nil && !ok {
-		h.log.Warn("overlayfs NFS export is off: nodes cannot mount this root; boot with overlay.nfs_export=Y overlay.index=Y")
-	}
-	if err := h.sys.Export(context.Background(), ExportLine(root, h.opts.Subnet)); err != nil {
-		h.log.Error("NFS export failed: nodes cannot mount "+what, "file", ExportsFile, "err", err)
-		return
-	}
-	h.log.Info("NFS: exported "+what+" to the cluster subnet", "subnet", h.opts.Subnet, "file", ExportsFile)
 }
 
 // runCluster registers node1 itself, keeps its figures current, marks silent

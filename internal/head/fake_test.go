@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -29,6 +30,13 @@ type fakeSystem struct {
 	macs     map[string]net.HardwareAddr
 	overlay  bool
 	recorded []string
+	// fsIDs gives paths a file system of their own (FileSystemID); other
+	// paths are on the machine's real ones.
+	fsIDs map[string]uint64
+	// exportGate, when set, holds every Export until a value is received
+	// from it (after recording the call); exportErr fails them.
+	exportGate chan struct{}
+	exportErr  error
 }
 
 func newFakeSystem(root string) *fakeSystem {
@@ -113,10 +121,37 @@ func (f *fakeSystem) OverlayNFSExport() (bool, error) { return f.overlay, nil }
 
 func (f *fakeSystem) Export(_ context.Context, exports string) error {
 	f.record("export %s", exports)
-	return nil
+	f.mu.Lock()
+	gate, err := f.exportGate, f.exportErr
+	f.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return err
+}
+
+// exportCalls returns the exports the head asked for, in order.
+func (f *fakeSystem) exportCalls() []string {
+	var out []string
+	for _, c := range f.calls() {
+		if e, ok := strings.CutPrefix(c, "export "); ok {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (f *fakeSystem) ReloadSSH(context.Context) error {
 	f.record("reload ssh")
 	return nil
+}
+
+func (f *fakeSystem) FileSystemID(path string) (uint64, error) {
+	f.mu.Lock()
+	id, ok := f.fsIDs[path]
+	f.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	return statDev(path)
 }

@@ -77,10 +77,15 @@ type Options struct {
 	// BootDir holds vmlinuz, initrd.img and the squashfs layers;
 	// default DefaultBootDir.
 	BootDir string
-	// StateDir holds leases.json, the cluster token and the TFTP root;
-	// default DefaultStateDir.
+	// StateDir holds leases.json, the cluster token, the SSH CA key, the
+	// node registry and the TFTP root; default DefaultStateDir. When the
+	// head exports ClusterRoot, StateDir must not be readable through that
+	// export: New refuses one on the exported file system.
 	StateDir string
-	// IPXEDir holds iPXE's binaries and must exist; default DefaultIPXEDir.
+	// IPXEDir holds iPXE's binaries; default DefaultIPXEDir. Without them
+	// (no such folder, Debian's ipxe package missing) the head still
+	// serves, and says what cannot boot: plain PXE firmware and UEFI HTTP
+	// boot load iPXE from here, nodes whose NIC ROM is iPXE do not.
 	IPXEDir string
 	// HTTPPort is the boot HTTP server's port; default 80.
 	HTTPPort int
@@ -159,11 +164,46 @@ func (o Options) withDefaults() (Options, error) {
 			return o, optionErrorf(InputBootDir, "%s has no %s, which the RAM root needs", o.BootDir, contract.BaseLayer)
 		}
 	}
-	// The TFTP server hands plain PXE firmware its iPXE loader from here.
-	if st, err := os.Stat(o.IPXEDir); err != nil || !st.IsDir() {
-		return o, optionErrorf(InputIPXEDir, "%s is no folder of iPXE binaries (Debian's ipxe package installs %s)", o.IPXEDir, DefaultIPXEDir)
-	}
 	return o, nil
+}
+
+// missingLoaders returns the iPXE loaders that neither the state folder's
+// TFTP root nor the iPXE folder holds.
+func missingLoaders(o Options) []string {
+	var missing []string
+	for _, f := range []string{contract.BIOSBootFile, contract.UEFIBootFile} {
+		found := false
+		for _, dir := range []string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir} {
+			if st, err := os.Stat(filepath.Join(dir, f)); err == nil && st.Mode().IsRegular() {
+				found = true
+			}
+		}
+		if !found {
+			missing = append(missing, f)
+		}
+	}
+	return missing
+}
+
+// warnMissingLoaders says which machines cannot boot for lack of iPXE's
+// loaders, and how to get them; the head serves on for those that can.
+func (h *Head) warnMissingLoaders() {
+	missing := missingLoaders(h.opts)
+	if len(missing) == 0 {
+		return
+	}
+	var cannot []string
+	for _, f := range missing {
+		switch f {
+		case contract.BIOSBootFile:
+			cannot = append(cannot, "BIOS PXE firmware (it loads "+f+" over TFTP)")
+		case contract.UEFIBootFile:
+			cannot = append(cannot, "UEFI PXE firmware and UEFI HTTP boot (they load "+f+" over TFTP or HTTP)")
+		}
+	}
+	h.log.Warn("iPXE loaders missing: install Debian's ipxe package (apt-get install ipxe), which puts them in "+DefaultIPXEDir+
+		"; until then "+strings.Join(cannot, " and ")+" cannot boot from this head, while machines whose network card runs iPXE from its ROM (QEMU, many servers) boot as usual",
+		"missing", strings.Join(missing, ","), "ipxe_dir", h.opts.IPXEDir, "tftp_dir", filepath.Join(h.opts.StateDir, contract.TFTPDir))
 }
 
 // Head is a running head: what Run set up, for tests and the status page.
@@ -182,6 +222,12 @@ type Head struct {
 	tftp    *tftp.Server
 	handler http.Handler
 	cluster *cluster
+	// seen is the head's last DHCP exchange with each machine, which a
+	// script request is held to (admit).
+	seen dhcpSeen
+	// exports is the set of nodes node1's NFS server exports to; nil when
+	// the head exports nothing (ClusterRoot is not the machine's root).
+	exports *exportSet
 }
 
 // New prepares the head: it picks the interface, gives it its address,
@@ -194,6 +240,9 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		return nil, err
 	}
 	h := &Head{opts: o, sys: o.System, log: o.Logger, tracker: bootstage.NewTracker()}
+	if err := h.checkStateExport(); err != nil {
+		return nil, err
+	}
 
 	h.iface = o.Interface
 	if h.iface == "" {
@@ -209,6 +258,7 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	if h.token, err = prepareState(o.StateDir); err != nil {
 		return nil, optionError(InputStateDir, err)
 	}
+	h.warnMissingLoaders()
 	h.cmdline = contract.Cmdline{Node: true, Head: h.addr, HTTPPort: uint16(o.HTTPPort), Token: h.token,
 		Root: o.Root, Extra: strings.Fields(o.ExtraCmdline)}
 	h.base = h.cmdline.HTTPBase()
@@ -371,6 +421,9 @@ func (h *Head) Serve(ctx context.Context) error {
 		"dhcp", h.opts.DHCP, "boot_dir", h.opts.BootDir, "state_dir", h.opts.StateDir,
 		"http", strings.Join(addrs, ","), "tftp", h.tftp.Addr().String(), "root", h.opts.Root)
 	h.log.Info("node kernel command line", "cmdline", h.cmdline.String())
+	if h.opts.DHCP == dhcp.ModeOff {
+		h.log.Warn("DHCP off: the iPXE scripts, which carry the cluster token, go to any machine that asks, since the head sees no DHCP exchange to hold them to")
+	}
 	wg.Wait()
 	h.log.Info("head stopped")
 	return first
@@ -388,7 +441,16 @@ func (h *Head) tftpClose() {
 // request already came from iPXE (the NIC's boot ROM is iPXE, as on QEMU and
 // many servers) loads no iPXE over TFTP: that request is its proof that
 // iPXE runs, so it is what marks the ipxe-loaded stage.
+//
+// Every event also counts as the machine's DHCP exchange with the head,
+// which its script request is held to (admit). A proxy-mode REQUEST for the
+// other server's address (dhcp.StageDHCPRequested) only tells the address:
+// it is no boot stage of the head's.
 func (h *Head) dhcpEvent(mac net.HardwareAddr, ip netip.Addr, stage, detail string) {
+	h.seen.record(contract.MACString(mac), ip.Unmap(), stage, time.Now())
+	if stage == dhcp.StageDHCPRequested {
+		return
+	}
 	h.tracker.Mark(mac, ip, stage, detail)
 	if stage == dhcp.StageDHCPOffered && strings.HasSuffix(detail, "(ipxe-script)") && h.needsIPXEMark(mac) {
 		h.tracker.Mark(mac, ip, bootstage.IPXELoaded, "iPXE in the network card's boot ROM")
@@ -440,18 +502,6 @@ func (h *Head) tftpRead(remote netip.Addr, file string, n int64, err error) {
 		mac = hw.String()
 	}
 	h.log.Info("node loaded iPXE over TFTP", "mac", mac, "ip", remote, "file", file, "bytes", n)
-}
-
-// script renders a node's iPXE script for httpboot.
-func (h *Head) script(mac net.HardwareAddr, remote netip.Addr) (string, error) {
-	remote = remote.Unmap()
-	name := h.nodeName(remote)
-	s, err := Script(name, mac, h.cmdline)
-	if err != nil {
-		return "", err
-	}
-	h.log.Info("ipxe script", "mac", contract.MACString(mac), "ip", remote, "node", name)
-	return s, nil
 }
 
 // NewLogger returns the head's logger: text lines on w (standard error,

@@ -169,15 +169,19 @@ func TestNeedsIPXEMark(t *testing.T) {
 	}
 }
 
-func TestExportLine(t *testing.T) {
-	subnet := netip.MustParsePrefix("10.99.0.7/24")
-	shared := ExportLine(contract.RootShared, subnet)
-	if !strings.Contains(shared, "\n/ 10.99.0.0/24(rw,no_root_squash,") {
-		t.Errorf("shared root export: %q", shared)
+func TestExportsText(t *testing.T) {
+	clients := []netip.Addr{netip.MustParseAddr("10.99.0.5"), netip.MustParseAddr("10.99.0.12")}
+	shared := ExportsText(contract.RootShared, clients)
+	if !strings.Contains(shared, "\n/ 10.99.0.5(rw,no_root_squash,no_subtree_check,fsid=1,async)\n/ 10.99.0.12(rw,no_root_squash,") {
+		t.Errorf("shared root exports: %q", shared)
 	}
-	ram := ExportLine(contract.RootRAM, subnet)
-	if !strings.Contains(ram, "\n/home 10.99.0.0/24(rw,root_squash,") || strings.Contains(ram, "\n/ ") {
-		t.Errorf("RAM root export: %q", ram)
+	ram := ExportsText(contract.RootRAM, clients)
+	if !strings.Contains(ram, "\n/home 10.99.0.5(rw,root_squash,") || !strings.Contains(ram, "\n/home 10.99.0.12(rw,root_squash,") || strings.Contains(ram, "\n/ ") {
+		t.Errorf("RAM root exports: %q", ram)
+	}
+	// Nobody booted: nothing is exported, not even to the subnet.
+	if none := ExportsText(contract.RootShared, nil); strings.Count(none, "\n") != 1 || !strings.HasPrefix(none, "#") {
+		t.Errorf("exports without nodes: %q", none)
 	}
 }
 
@@ -366,7 +370,6 @@ func TestOptionErrors(t *testing.T) {
 		{"BootDir", "no vmlinuz", func(o *Options) { o.BootDir = t.TempDir() }},
 		{"BootDir", "the live medium's folder", func(o *Options) { o.BootDir = "" }},
 		{"BootDir", contract.BaseLayer, func(o *Options) { o.Root = contract.RootRAM }},
-		{"IPXEDir", "ipxe package", func(o *Options) { o.IPXEDir = filepath.Join(ipxe, "missing") }},
 	} {
 		o := good
 		tc.change(&o)

@@ -10,6 +10,14 @@ package head
 // runs itself again, as a child process started inside the head's namespace
 // by `ip netns exec`, and that child is where the head and the checks run.
 //
+// It also holds the head to the rules that keep bystanders on a shared LAN
+// out: the state folder must be a file system of its own inside an exported
+// root (the child mounts a tmpfs there, in the mount namespace that `ip
+// netns exec` gave it); a machine that did not do DHCP with the head, or
+// asks from another address, is refused the iPXE script; node1's root is
+// exported to the booted node's address only, and no longer once the node
+// is pruned.
+//
 // Every name the test expects starts with wantPrefix, which is written in
 // naming_oracle_test.go ("node") and, for a build with -tags
 // contractvariant, in contractvariant_test.go ("cd"), not taken from
@@ -27,6 +35,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,7 +53,9 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
+	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
@@ -60,10 +71,12 @@ const (
 )
 
 // The cluster network of the test, written out here rather than taken from
-// the head, which is what the test checks.
+// the head, which is what the test checks; bystander is an address on the
+// segment that did no DHCP with the head.
 var (
-	nsSubnet = netip.MustParsePrefix("10.99.0.0/24")
-	nsHead   = "10.99.0.1"
+	nsSubnet  = netip.MustParsePrefix("10.99.0.0/24")
+	nsHead    = "10.99.0.1"
+	bystander = "10.99.0.200"
 )
 
 // Stand-ins for the boot files: what the head serves must be exactly these.
@@ -199,11 +212,6 @@ func (n *node) curl(t *testing.T, url string, extra ...string) string {
 // headChild is TestHeadInNetns inside the head's namespace.
 func headChild(t *testing.T, nodeNS string) {
 	dir := t.TempDir()
-	for rel, content := range standIns {
-		p := filepath.Join(dir, filepath.FromSlash(rel))
-		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		must(t, os.WriteFile(p, []byte(content), 0o644))
-	}
 	ipxe := filepath.Join(dir, "ipxe")
 	must(t, os.Mkdir(ipxe, 0o755))
 	// The cluster root of an installed machine: its own SSH host key,
@@ -211,22 +219,54 @@ func headChild(t *testing.T, nodeNS string) {
 	root := filepath.Join(dir, "root")
 	hostKey, err := sshtrust.NewHostKey(filepath.Join(root, "etc/ssh"))
 	must(t, err)
+	// The state folder where node1 has it, inside the root it exports.
+	stateDir := filepath.Join(root, "var/lib/clusterdebian")
+	must(t, os.MkdirAll(stateDir, 0o700))
 
 	sys := newFakeSystem(root)
 	sys.network = HostSystem() // inside this namespace, which the test owns
 	sys.physical = map[string]bool{"eth0": true}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h, err := New(ctx, Options{
+	opts := Options{
 		Subnet:      nsSubnet,
 		DHCP:        dhcp.ModeServer,
 		BootDir:     filepath.Join(dir, "boot"),
-		StateDir:    filepath.Join(dir, "state"),
+		StateDir:    stateDir,
 		IPXEDir:     ipxe,
 		ClusterRoot: root,
 		Logger:      slog.New(slog.NewTextHandler(&testLog{t: t}, nil)),
 		System:      sys,
-	})
+	}
+	for rel, content := range standIns {
+		if strings.HasPrefix(rel, "state/") {
+			continue // written once the state folder's tmpfs is there
+		}
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		must(t, os.WriteFile(p, []byte(content), 0o644))
+	}
+
+	// On the exported file system the state folder is refused, before the
+	// head touches anything; on a tmpfs of its own (the live image's
+	// var-lib-clusterdebian.mount) it is accepted.
+	_, err = New(ctx, opts)
+	if oe := (*inputerr.Error)(nil); !errors.As(err, &oe) || oe.Input != InputStateDir {
+		t.Fatalf("New with the state folder on the exported root: %v, want an input error about StateDir", err)
+	}
+	if len(sys.calls()) != 0 {
+		t.Fatalf("the refused head touched the machine: %q", sys.calls())
+	}
+	unmount := mountStateTmpfs(t, stateDir)
+	defer unmount()
+	for rel, content := range standIns {
+		if after, ok := strings.CutPrefix(rel, "state/"); ok {
+			p := filepath.Join(stateDir, filepath.FromSlash(after))
+			must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+			must(t, os.WriteFile(p, []byte(content), 0o644))
+		}
+	}
+	h, err := New(ctx, opts)
 	must(t, err)
 	served := make(chan error, 1)
 	go func() { served <- h.Serve(ctx) }()
@@ -252,7 +292,7 @@ func headChild(t *testing.T, nodeNS string) {
 	if h.Interface() != "eth0" || h.Addr().String() != nsHead {
 		t.Errorf("head on %s at %v, want eth0 (the only \"physical\" NIC) at %s", h.Interface(), h.Addr(), nsHead)
 	}
-	tokenBytes, err := os.ReadFile(filepath.Join(dir, "state", "token"))
+	tokenBytes, err := os.ReadFile(filepath.Join(stateDir, "token"))
 	must(t, err)
 	token := strings.TrimSpace(string(tokenBytes))
 	n := &node{ns: nodeNS, dir: t.TempDir()}
@@ -300,6 +340,32 @@ func headChild(t *testing.T, nodeNS string) {
 		}
 	})
 
+	t.Run("bystanders", func(t *testing.T) {
+		// A MAC that never did DHCP with the head, and the node's own MAC
+		// asked for from another address of the segment.
+		if _, err := n.run("ip", "addr", "add", bystander+"/24", "dev", "eth0"); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct{ what, mac, from string }{
+			{"a machine that did no DHCP with the head", "02:cd:00:00:00:99", ip.String()},
+			{"the node's script asked for from another address", nodeMAC, bystander},
+		} {
+			out, err := n.run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--interface", c.from,
+				"http://"+nsHead+"/boot/"+c.mac+".ipxe")
+			if err != nil || string(out) != "403" {
+				t.Errorf("%s: %s, %v; want 403", c.what, out, err)
+			}
+		}
+		if _, err := n.run("ip", "addr", "del", bystander+"/24", "dev", "eth0"); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range sys.exportCalls() {
+			if got := exportedTo(e); len(got) != 0 {
+				t.Errorf("exported to %q before the node got its script", got)
+			}
+		}
+	})
+
 	t.Run("http", func(t *testing.T) {
 		script := n.curl(t, "http://"+nsHead+"/boot/"+strings.ToUpper(nodeMAC)+".ipxe")
 		lines := strings.Split(script, "\n")
@@ -311,7 +377,8 @@ func headChild(t *testing.T, nodeNS string) {
 		}
 		kernel := strings.Fields(lines[2])
 		for _, want := range []string{"http://" + nsHead + "/netboot/vmlinuz", "initrd=initrd-nfs.img", "clusterdebian.role=node",
-			"clusterdebian.head=" + nsHead, "clusterdebian.token=" + token, "clusterdebian.root=shared", "nfsroot=" + nsHead + ":/,vers=3,tcp"} {
+			"clusterdebian.head=" + nsHead, "clusterdebian.token=" + token, "clusterdebian.root=shared", "nfsroot=" + nsHead + ":/,vers=3,tcp",
+			"BOOTIF=01-" + strings.ReplaceAll(nodeMAC, ":", "-")} {
 			if !slices.Contains(kernel, want) {
 				t.Errorf("kernel line %q lacks %q", lines[2], want)
 			}
@@ -387,6 +454,17 @@ func headChild(t *testing.T, nodeNS string) {
 				t.Errorf("%s still names a node<N>:\n%s", path, data)
 			}
 		}
+		// ssh and MPI keep to this boot's cluster network.
+		for rel, want := range map[string]string{
+			"etc/ssh/ssh_config.d/clusterdebian.conf": "\nHost " + namePattern() + " *.cluster 10.99.0.*\n",
+			"etc/openmpi/openmpi-mca-params.conf":     "\nbtl_tcp_if_include = 10.99.0.0/24\noob_tcp_if_include = 10.99.0.0/24\n",
+			"etc/openmpi/prte-mca-params.conf":        "\nprte_if_include = 10.99.0.0/24\n",
+		} {
+			data, err := os.ReadFile(filepath.Join(root, rel))
+			if err != nil || !strings.Contains(string(data), want) {
+				t.Errorf("%s lacks %q (%v):\n%s", rel, want, err, data)
+			}
+		}
 	})
 
 	t.Run("boot stages", func(t *testing.T) {
@@ -418,9 +496,12 @@ func headChild(t *testing.T, nodeNS string) {
 				t.Errorf("the head did not ask the machine for %q; it asked %q", want, calls)
 			}
 		}
-		exports := slices.DeleteFunc(slices.Clone(calls), func(c string) bool { return !strings.HasPrefix(c, "export ") })
-		if len(exports) != 1 || !strings.Contains(exports[0], "\n/ 10.99.0.0/24(rw,no_root_squash,") {
-			t.Errorf("exports %q, want node1's root to the cluster subnet once", exports)
+		// Nothing at start, then node1's root to the node's address, and
+		// to nothing else (not the subnet).
+		exports := sys.exportCalls()
+		if len(exports) < 2 || len(exportedTo(exports[0])) != 0 || !slices.Equal(exportedTo(exports[len(exports)-1]), []string{"/ " + ip.String()}) ||
+			!strings.Contains(exports[len(exports)-1], "/ "+ip.String()+"(rw,no_root_squash,") {
+			t.Errorf("exports %q, want none at start, then node1's root to %s only", exports, ip)
 		}
 		data, err := os.ReadFile(filepath.Join(root, InstalledHostCert))
 		must(t, err)
@@ -437,13 +518,37 @@ func headChild(t *testing.T, nodeNS string) {
 		}
 	})
 
+	t.Run("prune", func(t *testing.T) {
+		// The node falls silent (a sweep an hour on), and root prunes it:
+		// its export goes with it.
+		h.cluster.reg.Sweep(time.Now().Add(time.Hour))
+		must(t, h.cluster.reg.Flush())
+		var gone []struct{ Name string }
+		out := n.curl(t, "http://"+nsHead+"/api/v1/nodes/prune", "-X", "POST", "-H", "Authorization: Bearer "+token)
+		if err := json.Unmarshal([]byte(out), &gone); err != nil || len(gone) != 1 || gone[0].Name != name {
+			t.Fatalf("prune answered %q (%v), want %s", out, err, name)
+		}
+		waitFor(t, "the export to "+ip.String()+" to go", func() bool {
+			e := sys.exportCalls()
+			return len(exportedTo(e[len(e)-1])) == 0
+		})
+		out = n.curl(t, "http://"+nsHead+"/boot/"+nodeMAC+".ipxe") // it boots again: exported again
+		if !strings.Contains(out, "booting "+name) {
+			t.Errorf("script after the prune:\n%s", out)
+		}
+		if e := sys.exportCalls(); !slices.Equal(exportedTo(e[len(e)-1]), []string{"/ " + ip.String()}) {
+			t.Errorf("exports after booting again: %q", e[len(e)-1])
+		}
+	})
+
 	stop()
 	t.Run("state", func(t *testing.T) {
 		for file, want := range map[string]string{
-			"nodes.json":  `"name": "` + name + `"`,
+			"nodes.json":  `"version"`,
 			"leases.json": name,
+			"booted.json": `"ip": "` + ip.String() + `"`,
 		} {
-			data, err := os.ReadFile(filepath.Join(dir, "state", file))
+			data, err := os.ReadFile(filepath.Join(stateDir, file))
 			if err != nil || !strings.Contains(string(data), want) {
 				t.Errorf("state file %s lacks %q: %v\n%s", file, want, err, data)
 			}
@@ -534,3 +639,38 @@ func (l *testLog) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = (*testLog)(nil)
+
+// namePattern is the ssh pattern of every node name: wantPrefix and a star.
+func namePattern() string { return wantPrefix + "*" }
+
+// mountStateTmpfs mounts a tmpfs on dir, as the live image's
+// var-lib-clusterdebian.mount does, and returns its unmount. It refuses
+// when the mount would propagate out of the test's mount namespace: `ip
+// netns exec` gives the child one whose mounts are slaves of the host's.
+func mountStateTmpfs(t *testing.T, dir string) func() {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	must(t, err)
+	best, fields := "", ""
+	for line := range strings.SplitSeq(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 7 {
+			continue
+		}
+		mp := f[4]
+		if (dir == mp || strings.HasPrefix(dir, strings.TrimSuffix(mp, "/")+"/")) && len(mp) >= len(best) {
+			best, fields = mp, strings.Join(f[6:slices.Index(f, "-")], " ")
+		}
+	}
+	if strings.Contains(fields, "shared:") {
+		t.Fatalf("the mount holding %s (%s) propagates to the host (%s); not mounting there", dir, best, fields)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
+		t.Fatalf("tmpfs on the state folder: %v", err)
+	}
+	return func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package head
 
 import (
 	"net"
-	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -54,10 +53,4 @@ func Script(name string, mac net.HardwareAddr, c contract.Cmdline) (string, erro
 		Cmdline: c.Format(), Initrd: contract.InitrdFor(c.Root),
 	})
 	return b.String(), err
-}
-
-// nodeName names the machine at addr, or "" for an address the cluster
-// network cannot name.
-func (h *Head) nodeName(addr netip.Addr) string {
-	return h.naming.MustName(addr)
 }

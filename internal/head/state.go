@@ -10,8 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 )
 
 // prepareState creates the state folder and its TFTP root and returns the
@@ -64,4 +65,72 @@ func validToken(tok string) bool {
 	}
 	_, err := hex.DecodeString(tok)
 	return err == nil
+}
+
+// checkStateExport refuses a state folder that the NFS export the head is
+// about to make would let any of its clients read: the SSH CA key (forges
+// any host's certificate), the cluster token (registers any machine and
+// gets it certified), the leases and the node registry. An export does not
+// cross into another mounted file system (no crossmnt or nohide), so the
+// state folder is safe on a file system of its own; on the exported one it
+// is not, wherever mounts hide it: the NFS server looks up names in the
+// exported file system itself, under any mount (and takes file handles for
+// any of its files), so even a bind mount of the folder onto itself hides
+// nothing. The head refuses rather than warns, because a warning in a
+// journal does not keep the CA key from a node's root, and such a head
+// would give it away from its first minute.
+func (h *Head) checkStateExport() error {
+	if !h.machineRoot() {
+		return nil
+	}
+	exported := filepath.Join(h.opts.ClusterRoot, ExportPath(h.opts.Root))
+	exposed, err := StateExposed(h.opts.StateDir, exported, h.sys.FileSystemID)
+	if err != nil {
+		return optionError(InputStateDir, fmt.Errorf("checking that NFS does not export it: %w", err))
+	}
+	if exposed {
+		return optionErrorf(InputStateDir, "%s is on the file system that node1 exports to the nodes as %s, so every NFS client could read the SSH CA key and the cluster token in it: "+
+			"mount a file system of its own there (a tmpfs, as the live image's var-lib-clusterdebian.mount does, or a partition), or use the RAM root, which exports /home only",
+			h.opts.StateDir, ExportPath(h.opts.Root))
+	}
+	return nil
+}
+
+// StateExposed reports whether the folder state lies inside the exported
+// folder and on the same file system (fsID, as System.FileSystemID): only
+// then can an NFS client of that export read it. A state folder not made
+// yet counts as on the file system of its nearest existing parent, where it
+// would be made.
+func StateExposed(state, exported string, fsID func(path string) (uint64, error)) (bool, error) {
+	s, err := filepath.Abs(state)
+	if err != nil {
+		return false, err
+	}
+	e, err := filepath.Abs(exported)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range []*string{&s, &e} {
+		if r, err := filepath.EvalSymlinks(*p); err == nil {
+			*p = r
+		}
+	}
+	if rel, err := filepath.Rel(e, s); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return false, nil
+	}
+	for {
+		if _, err := os.Lstat(s); err == nil || s == e || s == filepath.Dir(s) {
+			break
+		}
+		s = filepath.Dir(s)
+	}
+	sid, err := fsID(s)
+	if err != nil {
+		return false, err
+	}
+	eid, err := fsID(e)
+	if err != nil {
+		return false, err
+	}
+	return sid == eid, nil
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 )
 
@@ -47,6 +49,10 @@ type System interface {
 	// Export makes exports (exports(5) lines) the NFS server's entry for
 	// the cluster, in ExportsFile, and has the server read it again.
 	Export(ctx context.Context, exports string) error
+	// FileSystemID identifies the file system that path is on (stat's
+	// st_dev): two paths with the same ID are on one file system, which one
+	// NFS export reaches all of.
+	FileSystemID(path string) (uint64, error)
 	// ReloadSSH has sshd read its host keys and certificates again.
 	ReloadSSH(ctx context.Context) error
 }
@@ -147,6 +153,17 @@ func (hostSystem) Export(ctx context.Context, exports string) error {
 		return err
 	}
 	return run(ctx, "exportfs", "-ra")
+}
+
+func (hostSystem) FileSystemID(path string) (uint64, error) { return statDev(path) }
+
+// statDev returns the device of the file system path is on.
+func statDev(path string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return st.Dev, nil
 }
 
 func (hostSystem) ReloadSSH(ctx context.Context) error {

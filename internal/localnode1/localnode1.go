@@ -28,11 +28,13 @@ import (
 	"text/template"
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
+	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
 	"github.com/clusterdebian/clusterdebian/internal/config"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/head"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 	"github.com/clusterdebian/clusterdebian/internal/inputerr"
+	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 )
 
 // Where localnode1 puts things on the host.
@@ -45,11 +47,13 @@ const (
 	ConfigPath  = "/etc/clusterdebian/cluster.toml"
 	ServiceName = "clusterdebian-head.service"
 	UnitPath    = "/etc/systemd/system/" + ServiceName
-	// ExportsPath is the head's exports file: localnode1 writes what the
-	// head writes there at each start, so that the export is in place from
-	// boot on, and a second run finds it unchanged.
-	ExportsPath   = head.ExportsFile
-	SSHConfigPath = "/etc/ssh/ssh_config.d/clusterdebian.conf"
+	// ExportsPath is the head's exports file: the head writes it, one line
+	// per node that booted from it; localnode1 records it, so that
+	// --remove takes it away.
+	ExportsPath = head.ExportsFile
+	// SSHConfigPath is the ssh client drop-in the head writes for the
+	// cluster subnet (sshtrust.ClientConfig).
+	SSHConfigPath = "/" + sshtrust.ClientConfigPath
 	// SSHDConfigPath has sshd present the certificate the head makes for
 	// the host's own ed25519 key (head.InstalledHostCert), so that nodes
 	// verify the host as they verify each other.
@@ -173,7 +177,7 @@ func MakePlan(ctx context.Context, sys *System, o Options) (*Plan, error) {
 	if o.SharedRoot {
 		cfg.Nodes.Root = contract.RootShared
 		p.Warnings = append(p.Warnings, inputerr.Errorf(InputSharedRoot, "", "the nodes will mount this host's root file system read-write over NFS: "+
-			"any node (or anyone on the cluster network) can change or break this host; the RAM root is the safe choice"))
+			"root on any node can change or break this host; the RAM root is the safe choice"))
 	}
 	if err := cfg.Validate(); err != nil {
 		// The file was valid when loaded: the interface or DHCP mode given
@@ -197,6 +201,9 @@ func MakePlan(ctx context.Context, sys *System, o Options) (*Plan, error) {
 		return nil, err
 	}
 	p.checkUsers()
+	if err := p.checkStateFileSystem(); err != nil {
+		return nil, err
+	}
 
 	for _, pkg := range Packages(&cfg) {
 		if !sys.installed(ctx, pkg) {
@@ -284,6 +291,29 @@ func (p *Plan) checkNetwork() error {
 	return nil
 }
 
+// checkStateFileSystem refuses --shared-root while the head's state folder
+// is on the root file system that the nodes would mount: the SSH CA key and
+// the cluster token in it would be readable over NFS, and the head refuses
+// to start that way (head.StateExposed). An export does not cross into
+// another mounted file system, so a partition or logical volume mounted on
+// the state folder keeps them out; a bind mount of the folder onto itself
+// does not (the NFS server looks names up in the exported file system
+// under any mount).
+func (p *Plan) checkStateFileSystem() error {
+	if p.Root != contract.RootShared {
+		return nil
+	}
+	exposed, err := head.StateExposed(p.sys.path(StateDir), p.sys.path("/"), p.sys.fileSystemID)
+	if err != nil {
+		return fmt.Errorf("--shared-root: checking where %s is: %w", StateDir, err)
+	}
+	if exposed {
+		return fmt.Errorf("--shared-root exports this host's root file system to the nodes, and %s (the cluster's SSH CA key and token) is on it, so every node could read them: "+
+			"mount a file system of its own on %s first (a partition or logical volume, in /etc/fstab), or use the RAM root (leave out --shared-root)", StateDir, StateDir)
+	}
+	return nil
+}
+
 // checkUsers warns about the image's users without an account here: the
 // nodes share this host's /home, and uids must match.
 func (p *Plan) checkUsers() {
@@ -345,10 +375,6 @@ func (p *Plan) files() ([]wanted, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the clusterdebian binary to install: %w", err)
 	}
-	sshConf, err := fs.ReadFile(imagefiles.Root(), strings.TrimPrefix(SSHConfigPath, "/"))
-	if err != nil {
-		return nil, err
-	}
 	unit, err := unitFile(p.Interface)
 	if err != nil {
 		return nil, err
@@ -357,10 +383,8 @@ func (p *Plan) files() ([]wanted, error) {
 		{BinaryPath, bin, 0o755},
 		{ConfigPath, []byte(hostConfig(p.cfg)), 0o644},
 		{UnitPath, []byte(unit), 0o644},
-		{SSHConfigPath, sshConf, 0o644},
 		{SSHDConfigPath, []byte(sshdConfig), 0o644},
 	}
-	ws = append(ws, wanted{ExportsPath, []byte(exportsFile(p.Root, p.cfg.Subnet())), 0o644})
 	if path := netConfigPath(p.Network, p.Interface); path != "" {
 		data, mode := netConfig(p.Network, p.Interface, p.Address)
 		ws = append(ws, wanted{path, []byte(data), fs.FileMode(mode)})
@@ -394,12 +418,6 @@ const sshdConfig = `# Written by clusterdebian localnode1; removed by --remove.
 # certificate), so the nodes verify this host as node1.
 HostCertificate /` + head.InstalledHostCert + `
 `
-
-// exportsFile is the head's exports file for the nodes' root mode: the
-// head's own line (head.ExportLine), so that neither rewrites the other's.
-func exportsFile(root contract.RootMode, subnet netip.Prefix) string {
-	return head.ExportLine(root, subnet)
-}
 
 // planFiles adds the file, boot file and service changes.
 func (p *Plan) planFiles(ctx context.Context) error {
@@ -436,15 +454,6 @@ func (p *Plan) planFiles(ctx context.Context) error {
 		switch w.path {
 		case BinaryPath, ConfigPath, UnitPath:
 			restart = true
-		case ExportsPath:
-			what := "/home"
-			if p.Root == contract.RootShared {
-				what = "this host's root"
-			}
-			p.add("export "+what+" to "+p.cfg.Subnet().String()+" only (exportfs -ra)", func(ctx context.Context, _ *Record) error {
-				_, err := sys.Run(ctx, "exportfs", "-ra")
-				return err
-			})
 		case netConfigPath(p.Network, p.Interface):
 			p.add(fmt.Sprintf("configure %s with %s (%s)", p.Interface, p.Address, p.Network), func(ctx context.Context, _ *Record) error {
 				return sys.netUp(ctx, p.Network, p.Interface)
@@ -534,9 +543,12 @@ func (p *Plan) enable(ctx context.Context, r *Record, unit string) error {
 
 // recordHeadFiles records the files the head daemon will write on this
 // host, with a copy of those that belong to packages (Open MPI's default
-// hostfiles), so that --remove puts them back.
+// hostfiles and parameter files), so that --remove puts them back: also
+// its exports (one line per node that booted from it) and its ssh client
+// drop-in (for the cluster subnet).
 func (p *Plan) recordHeadFiles(ctx context.Context, r *Record) error {
-	for _, f := range []string{"/etc/openmpi/openmpi-default-hostfile", "/etc/openmpi/prte-default-hostfile"} {
+	for _, f := range []string{"/" + clusterfiles.OpenMPIDefaultPath, "/" + clusterfiles.PRRTEDefaultPath,
+		"/" + clusterfiles.OpenMPIParamsPath, "/" + clusterfiles.PRRTEParamsPath, ExportsPath, SSHConfigPath} {
 		if err := p.sys.track(r, f); err != nil {
 			return err
 		}
@@ -546,7 +558,7 @@ func (p *Plan) recordHeadFiles(ctx context.Context, r *Record) error {
 			r.Absent = append(r.Absent, f)
 		}
 	}
-	for _, d := range []string{"/etc/cluster", contract.RunDir} {
+	for _, d := range []string{"/etc/cluster", contract.RunDir, filepath.Dir(ExportsPath), filepath.Dir(SSHConfigPath)} {
 		if !p.sys.exists(d) && !slices.Contains(r.Dirs, d) {
 			r.Dirs = append(r.Dirs, d)
 		}

@@ -224,7 +224,23 @@ func TestRefusals(t *testing.T) {
 
 func TestForceAndSharedRootWarn(t *testing.T) {
 	h := newFakeHost(t)
-	p, err := MakePlan(context.Background(), h.system(), Options{Interface: "eth0", From: buildOut(t), Binary: binary(t), Force: true, SharedRoot: true})
+	opts := Options{Interface: "eth0", From: buildOut(t), Binary: binary(t), Force: true, SharedRoot: true}
+	// The state folder on the root file system the nodes would mount: refused.
+	_, err := MakePlan(context.Background(), h.system(), opts)
+	if err == nil || !strings.Contains(err.Error(), "--shared-root") || !strings.Contains(err.Error(), StateDir) || !strings.Contains(err.Error(), "file system of its own") {
+		t.Errorf("--shared-root with the state folder on the root file system: %v", err)
+	}
+	// On a file system of its own (a partition mounted there): allowed.
+	h.file(StateDir+"/.keep", "")
+	sys := h.system()
+	stateDir := filepath.Join(h.root, StateDir)
+	sys.FileSystemID = func(path string) (uint64, error) {
+		if path == stateDir {
+			return 2, nil
+		}
+		return 1, nil
+	}
+	p, err := MakePlan(context.Background(), sys, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,9 +249,6 @@ func TestForceAndSharedRootWarn(t *testing.T) {
 		if !strings.Contains(s, want) {
 			t.Errorf("plan lacks %q:\n%s", want, s)
 		}
-	}
-	if !strings.Contains(s, "export this host's root to 10.99.0.0/24 only") {
-		t.Errorf("the shared root's export is not in the plan:\n%s", s)
 	}
 }
 
@@ -249,7 +262,8 @@ func TestApplyTwiceThenRemove(t *testing.T) {
 	delete(h.packages, "ipxe")
 	opts := Options{Interface: "eth1", From: out, Binary: bin, DHCP: "auto"}
 	before := map[string]string{}
-	for _, f := range []string{"/etc/network/interfaces", "/etc/hosts", "/etc/openmpi/openmpi-default-hostfile"} {
+	h.file("/etc/openmpi/openmpi-mca-params.conf", "# Debian's\nbtl = ^openib\n")
+	for _, f := range []string{"/etc/network/interfaces", "/etc/hosts", "/etc/openmpi/openmpi-default-hostfile", "/etc/openmpi/openmpi-mca-params.conf"} {
 		before[f] = h.read(f)
 	}
 
@@ -259,17 +273,21 @@ func TestApplyTwiceThenRemove(t *testing.T) {
 	}
 	s := summaries(p)
 	for _, want := range []string{"install packages: ipxe", "write " + UnitPath, "write " + ConfigPath, "write " + BinaryPath,
-		"write " + ExportsPath, "write /etc/network/interfaces.d/clusterdebian-eth1", "configure eth1 with 10.99.0.1/24 (ifupdown)",
+		"write /etc/network/interfaces.d/clusterdebian-eth1", "configure eth1 with 10.99.0.1/24 (ifupdown)",
 		"copy the netboot files", "enable and start " + ServiceName, `nodes.root = "ram"`} {
 		if !strings.Contains(s, want) {
 			t.Errorf("plan lacks %q:\n%s", want, s)
 		}
 	}
+	// The exports (per node) and the ssh client drop-in (per subnet) are
+	// the head's to write, at run time.
+	for _, notMine := range []string{ExportsPath, SSHConfigPath} {
+		if strings.Contains(s, notMine) {
+			t.Errorf("plan writes %s, which the head writes:\n%s", notMine, s)
+		}
+	}
 	if err := p.Apply(ctx); err != nil {
 		t.Fatalf("apply: %v\ncommands: %q", err, h.cmds)
-	}
-	if got := h.read(ExportsPath); !strings.Contains(got, "\n/home 10.99.0.0/24(rw,root_squash,") {
-		t.Errorf("exports: %s", got)
 	}
 	if got := h.read(ConfigPath); !strings.Contains(got, `interface = "eth1"`) || !strings.Contains(got, `root = "ram"`) ||
 		!strings.Contains(got, `boot_dir = "`+BootDir+`"`) || strings.Contains(got, "password = \"s") {
@@ -281,7 +299,7 @@ func TestApplyTwiceThenRemove(t *testing.T) {
 	if got := h.read(filepath.Join(BootDir, contract.BaseLayer)); got != "fake "+contract.BaseLayer {
 		t.Errorf("boot files not copied: %q", got)
 	}
-	if !h.enabled[ServiceName] || !h.active[ServiceName] || !h.ran("ifup eth1") || !h.ran("exportfs -ra") {
+	if !h.enabled[ServiceName] || !h.active[ServiceName] || !h.ran("ifup eth1") {
 		t.Errorf("service or network not brought up: %q", h.cmds)
 	}
 
@@ -311,6 +329,10 @@ func TestApplyTwiceThenRemove(t *testing.T) {
 	h.file("/etc/openmpi/openmpi-default-hostfile", "node1 slots=2\n")
 	h.file("/etc/cluster/mpi.hosts", "node1 slots=2\n")
 	h.file("/etc/ssh/ssh_known_hosts", "# BEGIN clusterdebian\n@cert-authority node* ssh-ed25519 AAAA\n# END clusterdebian\n")
+	h.file(ExportsPath, "/home 10.99.0.5(rw,root_squash)\n")
+	h.file(SSHConfigPath, "Host node* *.cluster 10.99.0.*\n")
+	h.file("/etc/openmpi/openmpi-mca-params.conf", "# BEGIN clusterdebian\nbtl_tcp_if_include = 10.99.0.0/24\n# END clusterdebian\n"+before["/etc/openmpi/openmpi-mca-params.conf"])
+	h.file("/etc/openmpi/prte-mca-params.conf", "# BEGIN clusterdebian\nprte_if_include = 10.99.0.0/24\n# END clusterdebian\n")
 	os.MkdirAll(filepath.Join(h.root, "home/user"), 0o755)
 	os.Symlink("/etc/cluster/mpi.hosts", filepath.Join(h.root, "home/user/mpi.hosts"))
 	h.file("/home/user/mine", "the user's own file\n")
@@ -333,7 +355,7 @@ func TestApplyTwiceThenRemove(t *testing.T) {
 			t.Errorf("%s after remove = %q, want %q", f, got, want)
 		}
 	}
-	for _, gone := range []string{UnitPath, ConfigPath, BinaryPath, ExportsPath, SSHConfigPath, "/etc/network/interfaces.d/clusterdebian-eth1",
+	for _, gone := range []string{UnitPath, ConfigPath, BinaryPath, ExportsPath, SSHConfigPath, "/etc/openmpi/prte-mca-params.conf", "/etc/network/interfaces.d/clusterdebian-eth1",
 		StateDir, "/etc/cluster", "/etc/clusterdebian", "/home/user/mpi.hosts", "/etc/exports.d", "/etc/ssh/ssh_known_hosts"} {
 		if _, err := os.Lstat(filepath.Join(h.root, gone)); err == nil {
 			t.Errorf("%s is still there after remove", gone)

@@ -31,6 +31,9 @@ type System struct {
 	Addrs func(iface string) ([]netip.Prefix, error)
 	// DefaultRoutes returns the interfaces that hold a default route.
 	DefaultRoutes func() ([]string, error)
+	// FileSystemID identifies the file system a path (under Root) is on,
+	// as head.System's does; nil: stat's st_dev.
+	FileSystemID func(path string) (uint64, error)
 	// Log gets a line per action taken.
 	Log io.Writer
 }
@@ -40,7 +43,16 @@ func Host(log io.Writer) *System {
 	if log == nil {
 		log = io.Discard
 	}
-	return &System{Root: "/", Run: runCommand, Addrs: head.InterfaceAddrs, DefaultRoutes: defaultRoutes, Log: log}
+	return &System{Root: "/", Run: runCommand, Addrs: head.InterfaceAddrs, DefaultRoutes: defaultRoutes,
+		FileSystemID: head.HostSystem().FileSystemID, Log: log}
+}
+
+// fileSystemID is FileSystemID, or the host's when unset.
+func (s *System) fileSystemID(path string) (uint64, error) {
+	if s.FileSystemID != nil {
+		return s.FileSystemID(path)
+	}
+	return head.HostSystem().FileSystemID(path)
 }
 
 func runCommand(ctx context.Context, name string, args ...string) (string, error) {

@@ -81,7 +81,16 @@ func RootKeys(keys string) APIOption {
 	return func(a *api) { a.rootKeys = keys }
 }
 
+// OnPrune has fn called after each prune request (with the token) with the
+// nodes it removed, possibly none, once the registry forgot them: the head
+// takes them, and the machines that are gone without being registered,
+// out of its NFS exports.
+func OnPrune(fn func(gone []Node)) APIOption {
+	return func(a *api) { a.onPrune = fn }
+}
+
 type api struct {
+	onPrune  func([]Node)
 	rootKeys string
 	reg      *Registry
 	token    [sha256.Size]byte
@@ -224,6 +233,9 @@ func (a *api) prune(w http.ResponseWriter, _ *http.Request) {
 	}
 	for _, n := range gone {
 		a.log.Info("node pruned", "node", n.Name, "mac", n.MAC, "ip", n.IP)
+	}
+	if a.onPrune != nil {
+		a.onPrune(gone)
 	}
 	writeJSON(w, http.StatusOK, gone)
 }

@@ -45,7 +45,12 @@ func TestAPIPrune(t *testing.T) {
 	mu.Unlock()
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(NewAPI(reg, testToken, nil, log))
+	var pruned [][]string // what OnPrune was told, call by call
+	srv := httptest.NewServer(NewAPI(reg, testToken, nil, log, OnPrune(func(gone []Node) {
+		mu.Lock()
+		defer mu.Unlock()
+		pruned = append(pruned, nodeNames(gone))
+	})))
 	defer srv.Close()
 	post := func(tok string) (int, []byte) {
 		r, _ := http.NewRequest(http.MethodPost, srv.URL+PathPrune, nil)
@@ -69,6 +74,11 @@ func TestAPIPrune(t *testing.T) {
 	if n := len(reg.Nodes()); n != 3 {
 		t.Fatalf("a refused prune changed the registry: %d nodes", n)
 	}
+	mu.Lock()
+	if len(pruned) != 0 {
+		t.Errorf("refused prunes called OnPrune: %q", pruned)
+	}
+	mu.Unlock()
 
 	status, body := post(testToken)
 	if status != http.StatusOK {
@@ -104,6 +114,10 @@ func TestAPIPrune(t *testing.T) {
 	defer mu.Unlock()
 	if len(reported) != 0 {
 		t.Errorf("a prune that removed nothing reported a change: %v", reported)
+	}
+	// OnPrune hears of both prunes, the one that removed nothing too.
+	if len(pruned) != 2 || !slices.Equal(pruned[0], []string{"node2", "node4"}) || len(pruned[1]) != 0 {
+		t.Errorf("OnPrune calls %q, want [node2 node4] then []", pruned)
 	}
 }
 

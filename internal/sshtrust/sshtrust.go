@@ -140,7 +140,8 @@ func (ca *CA) SignHost(pub ssh.PublicKey, principals []string, validity time.Dur
 }
 
 // KnownHostsLine returns the known_hosts line that trusts the CA for hosts
-// matching patterns (ssh patterns such as "node*" or "10.99.0.*").
+// matching patterns (ssh patterns such as "node*" or "10.99.0.*";
+// KnownHostsPatterns).
 func (ca *CA) KnownHostsLine(patterns []string) string {
 	return KnownHostsLine(ca.PublicKey(), patterns)
 }
@@ -158,24 +159,77 @@ func HostPrincipals(name, ip string) []string {
 }
 
 // KnownHostsPatterns returns the host patterns the CA is trusted for on a
-// cluster subnet: the node names and the subnet's addresses. Subnets are /24
-// or smaller, so the /24 around them is the tightest ssh wildcard; trusting
-// the CA for a few addresses outside a smaller subnet is harmless, because a
-// certificate still has to name the very address being connected to.
+// cluster subnet: the node names and the subnet's addresses, in the tightest
+// ssh wildcards that cover them: one a.b.c.* for a /24 or smaller, one per
+// /24 for a /22 or /23 (a LAN's subnet), a.b.* up to a /16 and a.* beyond.
+// Trusting the CA for a few addresses outside the subnet is harmless,
+// because a certificate still has to name the very address connected to.
+// The ssh client configuration (ClientConfig) uses the same patterns.
 func KnownHostsPatterns(subnet netip.Prefix) []string {
 	p := []string{contract.NamePattern, "*." + contract.Domain}
-	if subnet.IsValid() && subnet.Addr().Is4() {
-		a := subnet.Masked().Addr().As4()
-		switch {
-		case subnet.Bits() >= 24:
-			p = append(p, fmt.Sprintf("%d.%d.%d.*", a[0], a[1], a[2]))
-		case subnet.Bits() >= 16:
-			p = append(p, fmt.Sprintf("%d.%d.*", a[0], a[1]))
-		default:
-			p = append(p, fmt.Sprintf("%d.*", a[0]))
+	if !subnet.IsValid() || !subnet.Addr().Is4() {
+		return p
+	}
+	a := subnet.Masked().Addr().As4()
+	switch bits := subnet.Bits(); {
+	case bits >= 24:
+		p = append(p, fmt.Sprintf("%d.%d.%d.*", a[0], a[1], a[2]))
+	case bits >= 22:
+		for i := range 1 << (24 - bits) {
+			p = append(p, fmt.Sprintf("%d.%d.%d.*", a[0], a[1], int(a[2])+i))
 		}
+	case bits >= 16:
+		p = append(p, fmt.Sprintf("%d.%d.*", a[0], a[1]))
+	default:
+		p = append(p, fmt.Sprintf("%d.*", a[0]))
 	}
 	return p
+}
+
+// ClientConfigPath is the ssh client drop-in that makes ssh between nodes
+// verify host keys against the cluster CA without asking (ClientConfig).
+const ClientConfigPath = "etc/ssh/ssh_config.d/clusterdebian.conf"
+
+// ClientConfig returns the ssh client drop-in for a cluster subnet: for the
+// node names and the subnet's addresses (KnownHostsPatterns, the same
+// patterns as the known hosts line), host keys are checked strictly against
+// ssh_known_hosts, where the CA is, and never learned per host. The head
+// writes it at run time, not the image, because the subnet may change from
+// one boot to the next (a node1 on a LAN takes that LAN's subnet).
+func ClientConfig(subnet netip.Prefix) string {
+	return `# Written by clusterdebian (the head on node1, the agent on a node with its
+# own root) for this boot's cluster network; changes are lost. Put your own
+# settings into another file of this folder.
+#
+# ssh between cluster nodes: host keys are verified, not skipped.
+# /etc/ssh/ssh_known_hosts trusts the cluster's SSH CA (@cert-authority) for
+# these names and addresses, and every node's host certificate is signed by
+# it. So no prompt appears, and a machine that is not a certified node is
+# refused instead of silently trusted.
+Host ` + strings.Join(KnownHostsPatterns(subnet), " ") + `
+	# The CA line covers every node; learning per-host keys would only
+	# fill ~/.ssh/known_hosts with keys that change at every boot.
+	UpdateHostKeys no
+	HashKnownHosts no
+	# An unknown key is an error, not a question nobody (mpirun) answers.
+	StrictHostKeyChecking yes
+	# Host keys are per boot; stale learned entries must not get in the way.
+	UserKnownHostsFile /dev/null
+`
+}
+
+// WriteClientConfig writes ClientConfig(subnet) to root/ClientConfigPath,
+// atomically (ssh clients read it at any time) and only when it changes.
+func WriteClientConfig(root string, subnet netip.Prefix) error {
+	path := filepath.Join(root, ClientConfigPath)
+	data := []byte(ClientConfig(subnet))
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return writeAtomic(path, data, 0o644, -1, -1)
 }
 
 // WriteKnownHosts puts line into root/etc/ssh/ssh_known_hosts, in a marked

@@ -196,8 +196,18 @@ func TestKnownHosts(t *testing.T) {
 	if !slices.Equal(patterns, []string{"node*", "*.cluster", "10.99.0.*"}) {
 		t.Errorf("patterns = %q", patterns)
 	}
-	if p := KnownHostsPatterns(netip.MustParsePrefix("192.168.7.64/27")); p[2] != "192.168.7.*" {
-		t.Errorf("patterns for a /27 = %q", p)
+	for subnet, want := range map[string][]string{
+		"192.168.7.64/27": {"192.168.7.*"},
+		"192.168.50.0/23": {"192.168.50.*", "192.168.51.*"},
+		"10.20.4.0/22":    {"10.20.4.*", "10.20.5.*", "10.20.6.*", "10.20.7.*"},
+		"172.16.0.0/21":   {"172.16.*"},
+		"10.20.0.0/16":    {"10.20.*"},
+		"10.0.0.0/8":      {"10.*"},
+	} {
+		p := KnownHostsPatterns(netip.MustParsePrefix(subnet))
+		if !slices.Equal(p, append([]string{"node*", "*.cluster"}, want...)) {
+			t.Errorf("patterns for %s = %q, want node names and %q", subnet, p, want)
+		}
 	}
 	line := ca.KnownHostsLine(patterns)
 	if want := "@cert-authority node*,*.cluster,10.99.0.* " + ca.PublicKey(); line != want {
@@ -343,5 +353,46 @@ func TestEnsureUserKeys(t *testing.T) {
 	afterAuth, _ := os.ReadFile(filepath.Join(user, ".ssh", AuthorizedKeys))
 	if !bytes.Equal(before, after) || !bytes.Equal(aliceAuth, afterAuth) {
 		t.Errorf("second run changed alice's keys:\n%s\n%s", aliceAuth, afterAuth)
+	}
+}
+
+// TestClientConfig: the ssh client drop-in names the node patterns and the
+// subnet's addresses, the same as the known hosts line, and nothing of the
+// default subnet when the cluster runs on another one.
+func TestClientConfig(t *testing.T) {
+	root := t.TempDir()
+	lan := netip.MustParsePrefix("192.168.50.0/23")
+	if err := WriteClientConfig(root, lan); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(root, ClientConfigPath)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(data)
+	if !strings.Contains(conf, "\nHost node* *.cluster 192.168.50.* 192.168.51.*\n") || strings.Contains(conf, "10.99.0") {
+		t.Errorf("client config for %v:\n%s", lan, conf)
+	}
+	for _, opt := range []string{"\tStrictHostKeyChecking yes\n", "\tUserKnownHostsFile /dev/null\n", "\tUpdateHostKeys no\n"} {
+		if !strings.Contains(conf, opt) {
+			t.Errorf("client config lacks %q", opt)
+		}
+	}
+	fi, _ := os.Stat(path)
+	// Unchanged: the file is left alone (same inode).
+	if err := WriteClientConfig(root, lan); err != nil {
+		t.Fatal(err)
+	}
+	if fi2, _ := os.Stat(path); !os.SameFile(fi, fi2) {
+		t.Error("an unchanged client config was rewritten")
+	}
+	// The subnet of another boot replaces the patterns.
+	if err := WriteClientConfig(root, netip.MustParsePrefix("10.99.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = os.ReadFile(path)
+	if !strings.Contains(string(data), "\nHost node* *.cluster 10.99.0.*\n") || strings.Contains(string(data), "192.168") {
+		t.Errorf("client config after a new subnet:\n%s", data)
 	}
 }

@@ -199,8 +199,9 @@ func TestLocalNode1(t *testing.T) {
 		t.Errorf("localnode1 output lacks the RAM root or its end:\n%s", res)
 	}
 
-	// The service runs and starts at boot; the address and the exports
-	// are there, /home only and to the cluster subnet only.
+	// The service runs and starts at boot; the address is there, and no
+	// export yet: /home goes to each node that boots from the head, by its
+	// address, never to the subnet or to everyone.
 	if got := host.sh(ctx, "systemctl is-enabled clusterdebian-head; systemctl is-active clusterdebian-head"); got != "enabled\nactive\n" {
 		t.Errorf("clusterdebian-head: %q, want enabled and active", got)
 	}
@@ -208,8 +209,8 @@ func TestLocalNode1(t *testing.T) {
 		t.Errorf("cluster0 lacks 10.99.0.1/24: %s", got)
 	}
 	exports := host.sh(ctx, "exportfs -s")
-	if !regexp.MustCompile(`(?m)^/home\s+10\.99\.0\.0/24\(`).MatchString(exports) {
-		t.Errorf("exportfs -s does not export /home to 10.99.0.0/24:\n%s", exports)
+	if regexp.MustCompile(`(?m)^/home\s`).MatchString(exports) {
+		t.Errorf("exportfs -s exports /home before any node booted:\n%s", exports)
 	}
 	if regexp.MustCompile(`(?m)^/\s`).MatchString(exports) || strings.Contains(exports, "*(") {
 		t.Errorf("the host's root is exported, or something is exported to everyone:\n%s", exports)
@@ -304,6 +305,11 @@ func testLocalNode1Node(t *testing.T, ctx context.Context, host guest, nsName, t
 		t.Fatal("the node VM stopped")
 	}
 	t.Logf("%s booted from the host and registered in %.0f s", name, time.Since(start).Seconds())
+	// /home goes to that node's address only.
+	exports := host.sh(ctx, "exportfs -s")
+	if m := regexp.MustCompile(`(?m)^/home\s+(\S+)\(`).FindAllStringSubmatch(exports, -1); len(m) != 1 || strings.Contains(m[0][1], "/") {
+		t.Errorf("exportfs -s after %s booted, want /home to its address alone:\n%s", name, exports)
+	}
 
 	// /home is the host's: a file written there shows on the node, to its
 	// owner (root on a node is squashed: it is not root on the host's files).

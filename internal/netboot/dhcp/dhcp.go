@@ -78,6 +78,10 @@ const (
 	// StageDHCPAcked: the machine was sent an ACK (its lease or, in proxy
 	// mode, its boot file is confirmed).
 	StageDHCPAcked = "dhcp-acked"
+	// StageDHCPRequested (proxy mode): a PXE client asked the other DHCP
+	// server for the address reported with it. No reply is sent; the head
+	// learns the address the node will boot with.
+	StageDHCPRequested = "dhcp-requested"
 )
 
 // Defaults applied by New for zero Config fields.

@@ -186,6 +186,7 @@ func (s *Server) respondProxy(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageTyp
 		// Some firmware asks for the proxy offer itself on port 67 by
 		// naming us as server; everything else is the other server's.
 		if toAddr(m.ServerIdentifier()) != s.cfg.ServerIP {
+			s.otherServerRequest(m, mac, ci)
 			return nil, nil
 		}
 		typ = dhcpv4.MessageTypeAck
@@ -206,6 +207,18 @@ func (s *Server) respondProxy(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageTyp
 		stage = StageDHCPAcked
 	}
 	return s.send(r, mac, netip.Addr{}, boot, stage)
+}
+
+// otherServerRequest reports a PXE client's REQUEST for the other server's
+// address (StageDHCPRequested), so that the head knows which address the
+// node will fetch its boot script from. Other clients pass unreported.
+func (s *Server) otherServerRequest(m *dhcpv4.DHCPv4, mac string, ci clientInfo) {
+	ip := toAddr(m.RequestedIPAddress())
+	hw, err := net.ParseMAC(mac)
+	if !ci.pxe || !ip.IsValid() || err != nil {
+		return
+	}
+	s.event(hw, ip, StageDHCPRequested, "from "+ipOrNone(m.ServerIdentifier()))
 }
 
 // respondPXE answers the boot-server REQUEST a PXE client sends to port 4011

@@ -51,8 +51,8 @@ type Config struct {
 	// nil disables /ipxe/.
 	IPXE fs.FS
 	// Script renders the iPXE script for a node (supplied by the head).
-	// Return an error wrapping ErrUnknownNode to answer 404; any other
-	// error answers 500. Required.
+	// Return an error wrapping ErrUnknownNode to answer 404, one wrapping
+	// ErrForbidden to answer 403; any other error answers 500. Required.
 	Script func(mac net.HardwareAddr, remote netip.Addr) (string, error)
 	// Tracker receives stage reports; nil means a private tracker (so
 	// /api/v1/boot shows only what this handler saw).
@@ -64,6 +64,11 @@ type Config struct {
 // ErrUnknownNode may be returned (wrapped) by Config.Script for a MAC the
 // head will not boot; the client then gets 404 instead of 500.
 var ErrUnknownNode = errors.New("unknown node")
+
+// ErrForbidden may be returned (wrapped) by Config.Script for a client that
+// may not have the script (it did not boot through the head); the client
+// gets 403, and the log says why.
+var ErrForbidden = errors.New("forbidden")
 
 type handler struct {
 	cfg Config
@@ -192,9 +197,12 @@ func (h *handler) serveScript(w *statusWriter, r *http.Request, name string, rem
 	script, err := h.cfg.Script(mac, remote)
 	if err != nil {
 		h.log.Warn("script", "mac", mac.String(), "remote", remote.String(), "err", err)
-		if errors.Is(err, ErrUnknownNode) {
+		switch {
+		case errors.Is(err, ErrUnknownNode):
 			http.NotFound(w, r)
-		} else {
+		case errors.Is(err, ErrForbidden):
+			http.Error(w, "forbidden", http.StatusForbidden)
+		default:
 			http.Error(w, "cannot render boot script", http.StatusInternalServerError)
 		}
 		return

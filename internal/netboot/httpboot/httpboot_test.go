@@ -163,6 +163,8 @@ func start(t *testing.T, mod func(*Config)) *env {
 				return "", fmt.Errorf("no such node: %w", ErrUnknownNode)
 			case "52:54:00:00:00:01":
 				return "", errors.New("template exploded at /etc/clusterdebian/secret.tmpl")
+			case "52:54:00:00:00:02":
+				return "", fmt.Errorf("%s never did DHCP with the head: %w", remote, ErrForbidden)
 			}
 			return fmt.Sprintf("#!ipxe\necho node %s at %s\nkernel /netboot/vmlinuz\n", mac, remote), nil
 		},
@@ -373,6 +375,9 @@ func TestScript(t *testing.T) {
 	if code, _, _ := e.curl(t, "/boot/52:54:00:00:00:00.ipxe"); code != 404 {
 		t.Errorf("ErrUnknownNode: %d, want 404", code)
 	}
+	if code, got, _ := e.curl(t, "/boot/52:54:00:00:00:02.ipxe"); code != 403 || bytes.Contains(got, []byte("DHCP")) {
+		t.Errorf("ErrForbidden: %d %q, want 403 without the reason (that is for the log)", code, got)
+	}
 	code, got, _ = e.curl(t, "/boot/52:54:00:00:00:01.ipxe")
 	if code != 500 || bytes.Contains(got, []byte("secret.tmpl")) {
 		t.Errorf("script error: %d %q (must not leak the error text)", code, got)
@@ -383,8 +388,8 @@ func TestScript(t *testing.T) {
 	e.mu.Lock()
 	calls := len(e.calls)
 	e.mu.Unlock()
-	if calls != 5 { // two good, two failing, one HEAD; bad MACs never reach Script
-		t.Errorf("Script called %d times, want 5", calls)
+	if calls != 6 { // two good, three failing, one HEAD; bad MACs never reach Script
+		t.Errorf("Script called %d times, want 6", calls)
 	}
 	if h := e.tr.Nodes()[0].History; len(h) != 2 {
 		t.Errorf("HEAD or failures marked stages: %+v", h)
