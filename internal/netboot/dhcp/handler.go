@@ -299,11 +299,18 @@ func (s *Server) addBoot(r, req *dhcpv4.DHCPv4, ci clientInfo, proxy bool) strin
 		return ""
 	}
 	r.ServerIPAddr = s.cfg.ServerIP.AsSlice()
-	r.BootFileName = bc.file
-	if bc.tftp {
-		r.UpdateOption(dhcpv4.OptTFTPServerName(s.cfg.ServerIP.String()))
+	if len(bc.file) < bootFileField {
+		r.BootFileName = bc.file
+	} else {
+		// A cut name would send the client after a file that does not
+		// exist; clients that read option 67 still get the whole name.
+		s.log.Warn("dhcp: boot file name too long for the BOOTP file field; sent in option 67 only",
+			"mac", contract.MACString(req.ClientHWAddr), "file", bc.file, "max", bootFileField-1)
 	}
-	r.UpdateOption(dhcpv4.OptBootFileName(bc.file))
+	if bc.tftp {
+		r.UpdateOption(optCString(dhcpv4.OptionTFTPServerName, s.cfg.ServerIP.String()))
+	}
+	r.UpdateOption(optCString(dhcpv4.OptionBootfileName, bc.file))
 	if proxy || bc.vendorClass == vendorHTTP {
 		// UEFI HTTP boot needs "HTTPClient" echoed in any case; a PXE
 		// ROM needs "PXEClient" to recognise a ProxyDHCP offer. A full
@@ -321,6 +328,19 @@ func (s *Server) addBoot(r, req *dhcpv4.DHCPv4, ci clientInfo, proxy bool) strin
 		}
 	}
 	return bc.file + " (" + bc.kind + ")"
+}
+
+// bootFileField is the size of the BOOTP header's file field (RFC 951),
+// which holds a NUL-terminated name.
+const bootFileField = 128
+
+// optCString encodes a string option with a trailing NUL. RFC 2132 needs no
+// NUL and tells receivers to strip one; but firmware that copies the option
+// and reads it as a C string otherwise runs on into the next byte (some PXE
+// ROMs then ask TFTP for "undionly.kpxe\xff", the end option being next).
+// dnsmasq terminates these options for the same reason.
+func optCString(code dhcpv4.OptionCode, v string) dhcpv4.Option {
+	return dhcpv4.OptGeneric(code, append([]byte(v), 0))
 }
 
 // send logs the reply, reports the event and picks the destination: unicast
