@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +33,7 @@ type guardConn struct {
 	net.PacketConn
 
 	mu     sync.Mutex
-	peers  map[string]*peerState
+	peers  map[netip.AddrPort]*peerState
 	pruned time.Time
 }
 
@@ -50,15 +51,28 @@ type peerState struct {
 }
 
 func newGuardConn(c net.PacketConn) *guardConn {
-	return &guardConn{PacketConn: c, peers: map[string]*peerState{}}
+	return &guardConn{PacketConn: c, peers: map[netip.AddrPort]*peerState{}}
+}
+
+// peerKey is the transfer key of a peer address: its IP and port.
+func peerKey(a net.Addr) (netip.AddrPort, bool) {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok || ua == nil {
+		return netip.AddrPort{}, false
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
 func (g *guardConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, addr, err := g.PacketConn.ReadFrom(b)
-	if err != nil || n < 2 || addr == nil {
+	if err != nil || n < 2 {
 		return n, addr, err
 	}
-	key := addr.String()
+	key, ok := peerKey(addr)
+	if !ok {
+		return n, addr, nil
+	}
 	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -85,9 +99,9 @@ func (g *guardConn) ReadFrom(b []byte) (int, net.Addr, error) {
 }
 
 func (g *guardConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if len(b) >= 2 && addr != nil {
+	if key, ok := peerKey(addr); ok && len(b) >= 2 {
 		g.mu.Lock()
-		if st := g.peers[addr.String()]; st != nil {
+		if st := g.peers[key]; st != nil {
 			switch binary.BigEndian.Uint16(b) {
 			case opERROR:
 				if st.aborted {
@@ -108,9 +122,12 @@ func (g *guardConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 
 // finish returns what was seen of the transfer with addr and forgets it.
 func (g *guardConn) finish(addr net.Addr) peerState {
+	key, ok := peerKey(addr)
+	if !ok {
+		return peerState{}
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	key := addr.String()
 	st := g.peers[key]
 	delete(g.peers, key)
 	if st == nil {

@@ -428,3 +428,27 @@ func TestNetnsErrorAfterError(t *testing.T) {
 		})
 	}
 }
+
+// TestNetnsStrayError: an ERROR that belongs to no transfer (a client that
+// gave up long ago, or a forged packet) gets no answer either.
+func TestNetnsStrayError(t *testing.T) {
+	f := newFixture(t)
+	n := newTFTPNet(t, 1500)
+	n.start(t, Config{Roots: []string{f.root}, Addr: nsServerIP + ":69", Interface: "eth0", Logger: slog.New(newLogCapture(t))})
+	for _, code := range []uint16{0, 5, 8} {
+		c := n.clientConn(t)
+		_, err := c.WriteTo(errorPacket(code, "stray"), serverAddr)
+		must(t, err)
+		// The barrier, as in TestNetnsErrorAfterError: the server reads
+		// datagrams in order, so anything it sent for the ERROR comes first.
+		_, err = c.WriteTo(rrq("pxelinux.cfg/default"), serverAddr)
+		must(t, err)
+		p, from := readPacket(t, c)
+		if op := binary.BigEndian.Uint16(p); op != opDATA {
+			t.Errorf("stray ERROR %d answered with opcode %d % x", code, op, p)
+			continue
+		}
+		_, err = c.WriteTo(ack(1), from)
+		must(t, err)
+	}
+}
