@@ -98,6 +98,13 @@ func TestAddressCheck(t *testing.T) {
 		}
 	}
 
+	// A second address of the head's own interface is never offered.
+	own := newTestServer(t, testConfig(t, ModeServer))
+	own.ownAddrs = []netip.Addr{netip.MustParseAddr("10.99.0.2")}
+	if got := toAddr(dora(t, own, a).YourIPAddr); got != netip.MustParseAddr("10.99.0.3") {
+		t.Errorf("with the head also at .2, the first lease is %v, want 10.99.0.3", got)
+	}
+
 	// A pool where everything answers ARP: no offer, and the server says so.
 	full := &fakeChecker{used: map[netip.Addr]net.HardwareAddr{}}
 	for ip := netip.MustParseAddr("10.99.0.2"); testSubnet.Contains(ip); ip = ip.Next() {

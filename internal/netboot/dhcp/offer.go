@@ -22,8 +22,9 @@ const (
 )
 
 // offerAddress picks the address to offer the machine hw (mac is its string
-// form) and makes sure, before it is offered, that nobody holds it: neither
-// a machine the head knows (Config.InUse) nor a host that answers ARP. An
+// form) and makes sure, before it is offered, that nobody holds it: not the
+// head itself, nor a machine the head knows (Config.InUse), nor a host that
+// answers ARP. An
 // address the machine holds a running lease for is its own and is not
 // checked. Addresses found in use are held out of the pool for
 // conflictHold and the next one is tried.
@@ -52,6 +53,11 @@ func (s *Server) offerAddress(hw net.HardwareAddr, mac string, requested netip.A
 // addrTaken reports why ip cannot go to the machine hw ("" if it can) and,
 // if a host answered ARP for it, that host's MAC.
 func (s *Server) addrTaken(ip netip.Addr, hw net.HardwareAddr) (why, holder string) {
+	if s.isOwn(ip) {
+		// A second address of the head's own interface: our kernel never
+		// sees our own ARP probe, so ARP cannot tell.
+		return "an address of the head itself", ""
+	}
 	if s.cfg.InUse != nil && s.cfg.InUse(ip, hw) {
 		return "known to the head as another machine's", ""
 	}
