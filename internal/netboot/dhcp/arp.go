@@ -47,6 +47,8 @@ type arpChecker struct {
 	own     net.HardwareAddr
 	timeout time.Duration
 	slots   chan struct{}
+	// done is closed when the socket is to close (nil: never).
+	done <-chan struct{}
 
 	mu      sync.Mutex
 	waiters map[netip.Addr]map[*arpWaiter]struct{}
@@ -78,6 +80,7 @@ func openARP(ctx context.Context, ifi *net.Interface, timeout time.Duration) (*a
 		return nil, err
 	}
 	c := newARPChecker(conn, ifi.HardwareAddr, timeout)
+	c.done = ctx.Done()
 	go func() {
 		<-ctx.Done()
 		conn.Close()
@@ -161,21 +164,20 @@ func (c *arpChecker) inUse(ctx context.Context, ip netip.Addr, client net.Hardwa
 	}
 }
 
-// read hands ARP packets to the checks they concern until the socket is
-// closed.
+// read hands ARP packets to the checks they concern until done. A failed
+// read (the interface going down, say) is tried again after a pause: were
+// the reader to stop, every check would find every address free.
 func (c *arpChecker) read() {
 	buf := make([]byte, 1500)
 	for {
 		n, _, err := c.conn.ReadFrom(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			select {
+			case <-c.done:
 				return
+			case <-time.After(readRetry):
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return
+			continue
 		}
 		c.deliver(buf[:n])
 	}

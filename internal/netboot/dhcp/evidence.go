@@ -2,7 +2,6 @@ package dhcp
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/netip"
 	"sort"
@@ -47,6 +46,10 @@ type Evidence struct {
 	// Time is when it was seen.
 	Time time.Time
 }
+
+// readRetry is the pause after a failed read on a raw socket before the
+// next try.
+const readRetry = 100 * time.Millisecond
 
 // maxEvidence bounds how many distinct other servers are remembered, so
 // forged replies cannot grow memory without end.
@@ -152,12 +155,18 @@ func (s *Server) watch(ctx context.Context, pc net.PacketConn) {
 	for {
 		n, from, err := pc.ReadFrom(buf)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			// Serve closes the socket only after cancelling ctx. Anything
+			// else (the interface going down, say) may pass: try again,
+			// without spinning.
+			if ctx.Err() != nil {
 				return
 			}
-			// A raw socket does not fail for one bad frame; keep going
-			// unless it is closed.
 			s.log.Debug("dhcp watch: receive", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(readRetry):
+			}
 			continue
 		}
 		m, err := dhcpv4.FromBytes(buf[:n])
