@@ -157,7 +157,8 @@ type Config struct {
 	HTTPBase string
 	// BootFiles names the firmware-specific boot loaders.
 	BootFiles BootFiles
-	// ProbeInterval is how often auto mode re-probes; zero means 60s.
+	// ProbeInterval is how often auto mode, while acting as server,
+	// probes again; zero means 60s.
 	ProbeInterval time.Duration
 	// ProbeTimeout is how long one probe waits for a foreign OFFER; zero
 	// means 5s.
@@ -364,7 +365,8 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Mode returns the effective mode: server or proxy (auto resolves to one of
-// them; before its first probe has finished it behaves as proxy), or off.
+// them: proxy before its first probe has finished and, for good, once
+// another server has been seen; see Evidence), or off.
 func (s *Server) Mode() Mode { return *s.mode.Load() }
 
 func (s *Server) setMode(m Mode) (changed bool) {
