@@ -3,6 +3,7 @@ package dhcp
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -272,4 +273,12 @@ func release(raw *packet.Conn, ack *dhcpv4.DHCPv4) {
 	}
 	from := nclient4.NewBroadcastUDPConn(raw, &net.UDPAddr{IP: ack.YourIPAddr, Port: dhcpv4.ClientPort})
 	_, _ = from.WriteTo(m.ToBytes(), &net.UDPAddr{IP: ack.ServerIdentifier(), Port: dhcpv4.ServerPort})
+}
+
+// randomMAC returns a random unicast, locally administered MAC.
+func randomMAC() net.HardwareAddr {
+	m := make(net.HardwareAddr, 6)
+	_, _ = rand.Read(m)
+	m[0] = m[0]&^0x01 | 0x02
+	return m
 }

@@ -5,7 +5,54 @@
 // them stable per MAC across restarts and names each node node<N>), as a
 // ProxyDHCP server beside an existing DHCP server (ModeProxy: it hands out no
 // addresses, only boot information to PXE clients), or decide between the two
-// by probing the segment for another server (ModeAuto).
+// (ModeAuto).
+//
+// # Finding another DHCP server (auto mode)
+//
+// Two servers handing out addresses on one segment is the failure that must
+// never happen; running as ProxyDHCP where we could have served costs only a
+// message. So auto mode starts as ProxyDHCP and becomes a server only when
+// nothing speaks against it, and a single sign of another server makes it a
+// ProxyDHCP server for the rest of its life ("sticky"): whatever answered
+// once may answer again, and flapping between modes would hand out addresses
+// in the gaps. Evidence comes from three places, because no one of them is
+// enough:
+//
+//   - The probe: a DISCOVER sent at start and every ProbeInterval. It comes
+//     from the interface's own MAC, as any machine on the LAN would send it,
+//     not from a made-up one: a server that answers only machines it knows
+//     (dnsmasq --dhcp-ignore=tag:!known, ISC "deny unknown-clients") may
+//     know this host, and an OFFER unicast to our own MAC reaches us even on
+//     a switch.
+//   - The segment itself: a raw socket sees every DHCP reply to port 68 that
+//     reaches this NIC (all broadcast ones, which is what most PXE ROMs ask
+//     for). Another server's OFFER, ACK or NAK is evidence; a ProxyDHCP
+//     reply, which hands out no address, is not.
+//   - Clients: a REQUEST names the server whose offer the client took
+//     (option 54). A client that took another server's offer names it, and
+//     REQUESTs are broadcast, so we see them whatever the other server
+//     unicasts.
+//
+// A server that answers only known machines never answers a probe from an
+// unknown one, so the probe alone cannot find it. Therefore auto mode, while
+// acting as a server, does not answer a DISCOVER at once: it holds its OFFER
+// for OfferDelay (1 s; PXE ROMs collect offers for about 4 s before they
+// choose, so the delay costs no boot) and watches the segment meanwhile. If
+// another server's OFFER shows up, ours is never sent. If that OFFER was
+// unicast where we cannot see it, the client's broadcast REQUEST naming the
+// other server gives it away at the next step, and from then on we hand out
+// nothing. Evidence() tells the head what was seen, from which server and
+// when; the log says it once per server.
+//
+// # No address offered twice (server mode)
+//
+// Before an address a machine does not hold is offered, it is checked: a
+// machine the head knows holds it (Config.InUse, the registry, which still
+// knows running nodes when the lease file was lost), or a host answers an ARP
+// probe for it (RFC 5227: sender address 0.0.0.0; a host that ignores ping
+// still answers ARP). Addresses found in use are held out of the pool for a
+// while and the next is tried. The checks of a burst of DISCOVERs run
+// concurrently. DHCPDECLINE takes an address out of the pool likewise.
 //
 // Packet encoding, the server socket and the test clients come from
 // github.com/insomniacslk/dhcp; this package holds the policy: leases, boot
@@ -14,7 +61,6 @@ package dhcp
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,8 +88,9 @@ const (
 	// ModeProxy hands out only boot information (ProxyDHCP), beside another
 	// DHCP server that owns the addresses.
 	ModeProxy Mode = "proxy"
-	// ModeAuto probes for another DHCP server at start and every
-	// ProbeInterval and runs as proxy if one answers, else as server.
+	// ModeAuto runs as proxy while it looks for another DHCP server (the
+	// probe at start), then as server unless one was found; any later sign
+	// of another server makes it a proxy for good (see the package doc).
 	ModeAuto Mode = "auto"
 	// ModeOff disables the server: Serve opens no socket.
 	ModeOff Mode = "off"
@@ -94,6 +141,10 @@ const (
 	DefaultDomain       = "cluster"
 	DefaultBIOSFile     = "undionly.kpxe"
 	DefaultUEFIFile     = "snponly.efi"
+	// DefaultOfferDelay is how long auto mode holds an OFFER back while it
+	// watches for another server's: well under the ~4 s PXE ROMs wait for
+	// offers, well over the time a server answers without a ping check.
+	DefaultOfferDelay = time.Second
 )
 
 // Config configures a Server. Zero values get the defaults documented per
@@ -127,11 +178,30 @@ type Config struct {
 	HTTPBase string
 	// BootFiles names the firmware-specific boot loaders.
 	BootFiles BootFiles
-	// ProbeInterval is how often auto mode re-probes; zero means 60s.
+	// ProbeInterval is how often auto mode, while acting as server,
+	// probes again; zero means 60s.
 	ProbeInterval time.Duration
 	// ProbeTimeout is how long one probe waits for a foreign OFFER; zero
 	// means 5s.
 	ProbeTimeout time.Duration
+	// OfferDelay is how long auto mode, acting as server, holds an OFFER
+	// back while it watches for another server's OFFER; zero means 1s,
+	// negative sends at once.
+	OfferDelay time.Duration
+	// AddressCheck is how long the ARP check of an address waits for an
+	// answer before the address is offered; zero means 500ms, negative
+	// skips the ARP check (Config.InUse still applies).
+	AddressCheck time.Duration
+	// InUse, if set, reports whether ip is held by a machine other than
+	// mac as far as the head knows (its registry of nodes): such addresses
+	// are never offered, and a REQUEST for one from a machine we have no
+	// lease for is refused. It is called from packet handlers, concurrently,
+	// and must answer fast without blocking.
+	InUse func(ip netip.Addr, mac net.HardwareAddr) bool
+	// OnEvidence, if set, is called once for each other DHCP server seen
+	// on the segment (see Server.Evidence), from a packet goroutine; it
+	// must not block long.
+	OnEvidence func(Evidence)
 	// Logger receives the per-MAC request/answer log; nil means slog.Default().
 	Logger *slog.Logger
 	// OnEvent, if set, is told about offers and acks per MAC.
@@ -178,17 +248,32 @@ type Server struct {
 
 	// mode is the effective mode (server or proxy; off if configured off).
 	mode atomic.Pointer[Mode]
-	// probeMAC is the stable random MAC auto mode probes with, so that a
-	// foreign server sees one client rather than a new one every minute.
-	probeMAC net.HardwareAddr
-	// ownAddrs are the interface's addresses, captured when Serve starts;
-	// offers from them are ours, not a foreign server's.
+	// ownMAC and ownAddrs are the interface's MAC and addresses, captured
+	// when Serve starts: auto mode probes from ownMAC, and replies from
+	// ownAddrs are ours, not a foreign server's.
+	ownMAC   net.HardwareAddr
 	ownAddrs []netip.Addr
+	// probeXID is the transaction ID of the current probe
+	// (dhcpv4.TransactionID), to tell answers to it from other OFFERs.
+	probeXID atomic.Value
 	// probes counts finished auto-mode probes (tests wait on it).
 	probes atomic.Int64
-	// reprobe asks auto mode to probe now rather than at the next interval:
-	// a client picked another server's offer, so one may have appeared.
-	reprobe chan struct{}
+
+	// evidence holds the first sighting of each other server; sticky is
+	// set, and stickyc closed, when auto mode turns proxy for good.
+	evMu     sync.Mutex
+	evidence map[netip.Addr]Evidence
+	sticky   bool
+	stickyc  chan struct{}
+
+	// ctx and arp are set by Serve before any handler runs (under the
+	// inflight lock): the serving context and the ARP address checker (nil
+	// when not serving or when the check is off).
+	ctx context.Context
+	arp addrChecker
+	// withdrawn counts OFFERs auto mode held back and then never sent
+	// (tests wait on it).
+	withdrawn atomic.Int64
 
 	serving atomic.Bool
 	// inflight lets Serve wait for packet handlers (which server4 runs in
@@ -208,8 +293,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{log: cfg.Logger.With("component", "dhcp")}
-	if cfg.Mode == ModeOff {
+	s := &Server{log: cfg.Logger.With("component", "dhcp"), evidence: map[netip.Addr]Evidence{}, stickyc: make(chan struct{})}
+	switch cfg.Mode {
+	case ModeOff:
 		s.cfg = cfg
 		s.setMode(ModeOff)
 		return s, nil
@@ -260,6 +346,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ProbeTimeout <= 0 {
 		cfg.ProbeTimeout = DefaultProbeTimeout
 	}
+	if cfg.OfferDelay == 0 {
+		cfg.OfferDelay = DefaultOfferDelay
+	}
+	if cfg.AddressCheck == 0 {
+		cfg.AddressCheck = DefaultAddressCheck
+	}
 	s.cfg = cfg
 	s.mask = net.CIDRMask(cfg.Subnet.Bits(), 32)
 
@@ -277,8 +369,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.pool = pool
 
-	s.probeMAC = randomMAC()
-	s.reprobe = make(chan struct{}, 1)
 	switch cfg.Mode {
 	case ModeServer:
 		s.setMode(ModeServer)
@@ -292,7 +382,8 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Mode returns the effective mode: server or proxy (auto resolves to one of
-// them; before its first probe has finished it behaves as proxy), or off.
+// them: proxy before its first probe has finished and, for good, once
+// another server has been seen; see Evidence), or off.
 func (s *Server) Mode() Mode { return *s.mode.Load() }
 
 func (s *Server) setMode(m Mode) (changed bool) {
@@ -331,6 +422,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dhcp: interface %s: %w", s.cfg.Interface, err)
 	}
+	s.ownMAC = ifi.HardwareAddr
 	s.ownAddrs = interfaceAddrs(ifi)
 	hasServerIP := false
 	for _, a := range s.ownAddrs {
@@ -342,6 +434,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.log.Warn("server address is not configured on the interface", "iface", s.cfg.Interface, "server_ip", s.cfg.ServerIP, "addrs", s.ownAddrs)
 	}
 
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var conns []net.PacketConn
 	closeAll := func() {
 		for _, c := range conns {
@@ -369,27 +463,42 @@ func (s *Server) Serve(ctx context.Context) error {
 		conns = append(conns, c4011)
 		ports[c4011] = pxePort
 	}
-	var probeConn net.PacketConn
-	if s.cfg.Mode == ModeAuto {
-		probeConn, err = openClientConn(ifi)
-		if err != nil {
+	// The client-side socket watches the segment for other servers' replies
+	// (and sends auto mode's probes). Auto mode cannot decide without it; the
+	// other modes only lose the warning.
+	watchConn, err := openClientConn(ifi)
+	if err != nil {
+		if s.cfg.Mode == ModeAuto {
 			closeAll()
 			return fmt.Errorf("dhcp: open probe socket on %s: %w", s.cfg.Interface, err)
 		}
-		conns = append(conns, probeConn)
+		s.log.Warn("cannot watch the segment for other DHCP servers", "iface", s.cfg.Interface, "err", err)
+		watchConn = nil
+	} else {
+		conns = append(conns, watchConn)
+	}
+	var arp addrChecker
+	if s.cfg.Mode != ModeProxy && s.cfg.AddressCheck > 0 {
+		c, err := openARP(ctx, ifi, s.cfg.AddressCheck)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("dhcp: open ARP socket on %s (to check addresses before offering them): %w", s.cfg.Interface, err)
+		}
+		arp = c
 	}
 
 	s.inflight.Lock()
 	s.closed = false
+	s.ctx = ctx
+	s.arp = arp
 	s.inflight.Unlock()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	errc := make(chan error, len(conns))
 	var wg sync.WaitGroup
 	for conn, port := range ports {
 		srv, err := server4.NewServer(s.cfg.Interface, nil, s.packetHandler(port), server4.WithConn(conn))
 		if err != nil {
+			cancel()
 			closeAll()
 			return fmt.Errorf("dhcp: %w", err)
 		}
@@ -402,12 +511,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
-	if probeConn != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.autoLoop(ctx, probeConn)
-		}()
+	if watchConn != nil {
+		wg.Go(func() { s.watch(ctx, watchConn) })
+		if s.cfg.Mode == ModeAuto {
+			wg.Go(func() { s.autoLoop(ctx, watchConn) })
+		}
 	}
 	s.log.Info("dhcp serving", "iface", s.cfg.Interface, "server_ip", s.cfg.ServerIP, "subnet", s.cfg.Subnet,
 		"configured_mode", s.cfg.Mode, "mode", s.Mode(), "http_base", s.cfg.HTTPBase,
@@ -424,6 +532,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	// Wait for handlers still running and stop new ones.
 	s.inflight.Lock()
 	s.closed = true
+	s.arp = nil
 	s.inflight.Unlock()
 	s.log.Info("dhcp stopped", "iface", s.cfg.Interface)
 	return result
@@ -474,10 +583,12 @@ func (s *Server) packetHandler(port int) server4.Handler {
 	}
 }
 
-// autoLoop probes now and then every ProbeInterval, switching between server
-// and proxy mode.
+// autoLoop probes at once and then every ProbeInterval, on the watch
+// socket pc (the watcher sees the answers). The first probe that ends
+// without evidence of another server makes auto mode a server; evidence,
+// from the probe or from anywhere else, makes it a proxy for good (see
+// noteForeign), and then probing stops.
 func (s *Server) autoLoop(ctx context.Context, pc net.PacketConn) {
-	exclude := append([]netip.Addr{s.cfg.ServerIP}, s.ownAddrs...)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	first := true
@@ -485,31 +596,59 @@ func (s *Server) autoLoop(ctx context.Context, pc net.PacketConn) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.stickyc:
+			return
 		case <-t.C:
-		case <-s.reprobe:
-			s.log.Info("auto mode: probing early, a client chose another DHCP server")
 		}
-		found, srv, err := probeOnce(ctx, pc, s.probeMAC, exclude, s.cfg.ProbeTimeout)
+		err := s.probe(ctx, pc)
 		switch {
-		case ctx.Err() != nil:
+		case ctx.Err() != nil || s.stickyProxy():
+			s.probes.Add(1)
 			return
 		case err != nil:
 			// Keep the current mode: a failed probe proves nothing.
 			s.log.Warn("dhcp probe failed; keeping mode", "mode", s.Mode(), "err", err)
-		case found:
-			if s.setMode(ModeProxy) || first {
-				s.log.Warn("auto mode: another DHCP server answers on this segment; running as ProxyDHCP (boot information only, no addresses)",
-					"foreign_server", srv, "iface", s.cfg.Interface)
-			}
 		default:
 			if s.setMode(ModeServer) || first {
-				s.log.Info("auto mode: no other DHCP server answered; running as full DHCP server", "iface", s.cfg.Interface)
+				s.log.Info("auto mode: no other DHCP server seen; running as full DHCP server "+
+					"(offers are held back briefly while the segment is watched)", "iface", s.cfg.Interface)
 			}
 		}
 		first = false
 		s.probes.Add(1)
-		t.Stop()
 		t.Reset(s.cfg.ProbeInterval)
+	}
+}
+
+// probe broadcasts a DISCOVER from the interface's own MAC on pc, once a
+// second for ProbeTimeout, and returns early if evidence of another server
+// turns up (the watcher reads the answers).
+func (s *Server) probe(ctx context.Context, pc net.PacketConn) error {
+	discover, err := newProbe(s.ownMAC)
+	if err != nil {
+		return err
+	}
+	s.probeXID.Store(discover.TransactionID)
+	pkt := discover.ToBytes()
+	dest := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ServerPort}
+	deadline := time.NewTimer(s.cfg.ProbeTimeout)
+	defer deadline.Stop()
+	resend := time.NewTicker(time.Second)
+	defer resend.Stop()
+	for {
+		// Resend once a second: one lost frame must not hide a server.
+		if _, err := pc.WriteTo(pkt, dest); err != nil {
+			return fmt.Errorf("dhcp probe: send: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stickyc:
+			return nil
+		case <-deadline.C:
+			return nil
+		case <-resend.C:
+		}
 	}
 }
 
@@ -541,12 +680,4 @@ func interfaceAddrs(ifi *net.Interface) []netip.Addr {
 		}
 	}
 	return out
-}
-
-// randomMAC returns a random unicast, locally administered MAC.
-func randomMAC() net.HardwareAddr {
-	m := make(net.HardwareAddr, 6)
-	_, _ = rand.Read(m)
-	m[0] = m[0]&^0x01 | 0x02
-	return m
 }

@@ -10,9 +10,10 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 )
 
-// FuzzHandlePacket feeds arbitrary bytes through the packet path of a server
-// and a proxy (ports 67 and 4011) and checks that nothing panics and every
-// reply serialises and parses again. Run it with
+// FuzzHandlePacket feeds arbitrary bytes through the packet path of a server,
+// a proxy and auto mode (ports 67 and 4011) and checks that nothing panics,
+// every reply serialises and parses again, and no proxy hands out an
+// address. Run it with
 //
 //	go test -run '^$' -fuzz FuzzHandlePacket ./internal/netboot/dhcp/
 func FuzzHandlePacket(f *testing.F) {
@@ -40,12 +41,18 @@ func FuzzHandlePacket(f *testing.F) {
 
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var servers []*Server
-	for _, mode := range []Mode{ModeServer, ModeProxy} {
+	for _, mode := range []Mode{ModeServer, ModeProxy, ModeAuto} {
 		cfg := testConfig(f, mode)
 		cfg.Logger = quiet
+		cfg.OfferDelay = -1
 		s, err := New(cfg)
 		if err != nil {
 			f.Fatal(err)
+		}
+		if mode == ModeAuto {
+			// Auto mode acting as server until an input names another
+			// server; then a proxy for good.
+			s.setMode(ModeServer)
 		}
 		servers = append(servers, s)
 	}

@@ -13,8 +13,10 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 )
 
-// probeVendorClass marks our own probe DISCOVERs, so that our server never
-// answers them should it ever see one.
+// probeVendorClass marked the probe DISCOVERs of earlier ClusterDebian
+// heads, which probed from a made-up MAC; such probes are still not
+// answered. Probes now come from the interface's own MAC, which is never
+// answered either.
 const probeVendorClass = "ClusterDebian-probe"
 
 var broadcastDest = &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
@@ -44,8 +46,17 @@ func (s *Server) respond(m *dhcpv4.DHCPv4, port int, peer *net.UDPAddr) (*dhcpv4
 	}
 	mt := m.MessageType()
 	ci := classify(m)
-	if ci.vendor == probeVendorClass {
+	if ci.vendor == probeVendorClass || (s.ownMAC != nil && mac == contract.MACString(s.ownMAC)) {
+		// Our own probe: the head never boots from itself.
 		return nil, nil
+	}
+	if mt == dhcpv4.MessageTypeRequest && isZero(m.GatewayIPAddr) {
+		// A client names the server whose offer it took; if that is not
+		// us, another server hands out addresses here.
+		if sid := toAddr(m.ServerIdentifier()); sid.IsValid() && !s.isOwn(sid) {
+			s.noteForeign(Evidence{Server: sid, Kind: EvidenceRequest, Client: mac,
+				Address: toAddr(m.RequestedIPAddress()), Time: time.Now()})
+		}
 	}
 	mode := s.Mode()
 	// Beside another DHCP server every client of that network passes by;
@@ -79,9 +90,18 @@ func (s *Server) respond(m *dhcpv4.DHCPv4, port int, peer *net.UDPAddr) (*dhcpv4
 func (s *Server) respondServer(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageType, ci clientInfo) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	switch mt {
 	case dhcpv4.MessageTypeDiscover:
-		ip, err := s.pool.offer(mac, toAddr(m.RequestedIPAddress()))
+		start := time.Now()
+		ip, err := s.offerAddress(m.ClientHWAddr, mac, toAddr(m.RequestedIPAddress()))
 		if err != nil {
 			s.log.Error("dhcp: no address to offer", "mac", mac, "err", err)
+			return nil, nil
+		}
+		if s.cfg.Mode == ModeAuto && s.cfg.OfferDelay > 0 && !s.holdOffer(start) {
+			// Another server answered meanwhile (or we are stopping): this
+			// client is its client, and our address goes back to the pool.
+			s.pool.forgetOffer(mac)
+			s.withdrawn.Add(1)
+			s.log.Info("dhcp: held OFFER not sent", "mac", mac, "ip", ip, "mode", s.Mode())
 			return nil, nil
 		}
 		r := s.newReply(m, dhcpv4.MessageTypeOffer)
@@ -97,17 +117,9 @@ func (s *Server) respondServer(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageTy
 		allowNew := true
 		if sid.IsValid() {
 			if sid != s.cfg.ServerIP {
-				// SELECTING: the client took another server's offer. That
-				// server should not exist while we run as server; say so.
+				// SELECTING: the client took another server's offer (respond
+				// has recorded the evidence); ours is free again.
 				s.pool.forgetOffer(mac)
-				s.log.Warn("dhcp: client chose another DHCP server's offer; is a second DHCP server on this segment?",
-					"mac", mac, "other_server", sid)
-				if s.cfg.Mode == ModeAuto {
-					select {
-					case s.reprobe <- struct{}{}:
-					default:
-					}
-				}
 				return nil, nil
 			}
 			// SELECTING our own offer: it must still be reserved for it.
@@ -120,6 +132,17 @@ func (s *Server) respondServer(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageTy
 		if !ip.IsValid() {
 			s.ignore(mac, "REQUEST without requested address or ciaddr")
 			return nil, nil
+		}
+		if allowNew && s.pool.inPool(ip) {
+			if _, known := s.pool.lookup(mac); !known {
+				// A machine we have no record of (the lease file was lost)
+				// wants to keep an address: only if nobody else holds it.
+				if why, holder := s.addrTaken(ip, m.ClientHWAddr); why != "" {
+					s.pool.setAside(mac, ip, conflictHold)
+					s.log.Warn("dhcp: requested address in use", "mac", mac, "ip", ip, "reason", why, "holder", holder)
+					allowNew = false
+				}
+			}
 		}
 		if !s.pool.confirm(mac, ip, s.cfg.LeaseTime, allowNew) {
 			want, _ := s.pool.lookup(mac)
@@ -149,6 +172,10 @@ func (s *Server) respondServer(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageTy
 		return nil, nil
 
 	case dhcpv4.MessageTypeDecline:
+		if sid := toAddr(m.ServerIdentifier()); sid.IsValid() && sid != s.cfg.ServerIP {
+			s.ignore(mac, "DECLINE of another server's address")
+			return nil, nil
+		}
 		ip := toAddr(m.RequestedIPAddress())
 		if s.pool.decline(mac, ip) {
 			s.log.Warn("dhcp decline: client found its address in use; taken out of the pool for a while",
@@ -188,6 +215,18 @@ func (s *Server) respondProxy(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageTyp
 		if toAddr(m.ServerIdentifier()) != s.cfg.ServerIP {
 			s.otherServerRequest(m, mac, ci)
 			return nil, nil
+		}
+		if s.pool != nil && s.pool.pendingOffer(mac) {
+			// Auto mode offered this client an address just before it
+			// turned proxy. It hands out no address any more: a NAK sends
+			// the client back to DISCOVER, where the other server answers.
+			s.pool.forgetOffer(mac)
+			r := s.newReply(m, dhcpv4.MessageTypeNak)
+			r.UpdateOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP.AsSlice()))
+			r.UpdateOption(dhcpv4.OptMessage("this server hands out no addresses on this segment"))
+			s.log.Info("dhcp reply", "mac", mac, "type", "NAK", "to", broadcastDest.String(), "mode", ModeProxy,
+				"reason", "offer withdrawn: another DHCP server serves this segment")
+			return r, broadcastDest
 		}
 		typ = dhcpv4.MessageTypeAck
 	default:
@@ -312,11 +351,18 @@ func (s *Server) addBoot(r, req *dhcpv4.DHCPv4, ci clientInfo, proxy bool) strin
 		return ""
 	}
 	r.ServerIPAddr = s.cfg.ServerIP.AsSlice()
-	r.BootFileName = bc.file
-	if bc.tftp {
-		r.UpdateOption(dhcpv4.OptTFTPServerName(s.cfg.ServerIP.String()))
+	if len(bc.file) < bootFileField {
+		r.BootFileName = bc.file
+	} else {
+		// A cut name would send the client after a file that does not
+		// exist; clients that read option 67 still get the whole name.
+		s.log.Warn("dhcp: boot file name too long for the BOOTP file field; sent in option 67 only",
+			"mac", contract.MACString(req.ClientHWAddr), "file", bc.file, "max", bootFileField-1)
 	}
-	r.UpdateOption(dhcpv4.OptBootFileName(bc.file))
+	if bc.tftp {
+		r.UpdateOption(optCString(dhcpv4.OptionTFTPServerName, s.cfg.ServerIP.String()))
+	}
+	r.UpdateOption(optCString(dhcpv4.OptionBootfileName, bc.file))
 	if proxy || bc.vendorClass == vendorHTTP {
 		// UEFI HTTP boot needs "HTTPClient" echoed in any case; a PXE
 		// ROM needs "PXEClient" to recognise a ProxyDHCP offer. A full
@@ -334,6 +380,19 @@ func (s *Server) addBoot(r, req *dhcpv4.DHCPv4, ci clientInfo, proxy bool) strin
 		}
 	}
 	return bc.file + " (" + bc.kind + ")"
+}
+
+// bootFileField is the size of the BOOTP header's file field (RFC 951),
+// which holds a NUL-terminated name.
+const bootFileField = 128
+
+// optCString encodes a string option with a trailing NUL. RFC 2132 needs no
+// NUL and tells receivers to strip one; but firmware that copies the option
+// and reads it as a C string otherwise runs on into the next byte (some PXE
+// ROMs then ask TFTP for "undionly.kpxe\xff", the end option being next).
+// dnsmasq terminates these options for the same reason.
+func optCString(code dhcpv4.OptionCode, v string) dhcpv4.Option {
+	return dhcpv4.OptGeneric(code, append([]byte(v), 0))
 }
 
 // send logs the reply, reports the event and picks the destination: unicast

@@ -33,6 +33,9 @@ type entry struct {
 	ip      netip.Addr
 	expires time.Time
 	bound   bool
+	// checked is when the address was last found free on the segment for
+	// this machine (ARP check); zero if never.
+	checked time.Time
 }
 
 // leaseStore allocates addresses from the pool and persists bound leases.

@@ -7,10 +7,14 @@ package dhcp
 //
 // Topology per test (names prefixed cdt-dhcp-<random>-):
 //
-//	sw:      bridge br0 with ports ph, pc, pf
+//	sw:      bridge br0 with ports ph, pc, pf, and any added host's
 //	head:    eth0 10.99.0.1/24 (our server)          <-> ph
 //	client:  eth0 no address, MAC 02:cd:00:00:00:10   <-> pc
-//	foreign: eth0 10.99.0.250/24 (dnsmasq), optional  <-> pf
+//	foreign: eth0 10.55.0.1/23 (dnsmasq), optional    <-> pf
+//
+// The foreign server serves a subnet of its own, wider than /24, as the
+// DHCP server of an office LAN does: a test whose foreign server served the
+// head's own subnet would prove nothing about such a LAN.
 
 import (
 	"bytes"
@@ -40,18 +44,21 @@ import (
 
 const (
 	clientMAC  = "02:cd:00:00:00:10"
-	foreignIP  = "10.99.0.250"
+	foreignIP  = "10.55.0.1"
+	foreignNet = "10.55.0.0/23"
 	cmdTimeout = 30 * time.Second // failure guard for any one command
 )
 
 type netnsEnv struct {
 	t       testing.TB
 	dir     string
+	prefix  string
 	sw      string
 	head    string
 	client  string
 	foreign string
 	udhcpc  []string
+	ports   int
 }
 
 // requireNetns skips unless the test can build namespaces and run udhcpc.
@@ -83,30 +90,46 @@ func newNetnsEnv(t testing.TB, withForeign bool) *netnsEnv {
 	var rb [3]byte
 	_, _ = rand.Read(rb[:])
 	prefix := "cdt-dhcp-" + hex.EncodeToString(rb[:]) + "-"
-	e := &netnsEnv{t: t, dir: t.TempDir(), sw: prefix + "sw", head: prefix + "head", client: prefix + "cl", udhcpc: udhcpc}
+	e := &netnsEnv{t: t, dir: t.TempDir(), prefix: prefix, sw: prefix + "sw", head: prefix + "head", client: prefix + "cl", udhcpc: udhcpc}
 	if withForeign {
 		e.foreign = prefix + "fg"
 	}
 	for _, ns := range []string{e.sw, e.head, e.client, e.foreign} {
-		if ns == "" {
-			continue
+		if ns != "" {
+			e.addNS(ns)
 		}
-		e.ip("netns", "add", ns)
-		// Deleting the namespace also destroys the veth ends and bridge in it.
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-				t.Errorf("cleanup: ip netns del %s: %v %s", ns, err, out)
-			}
-		})
 	}
-	e.ip("-n", e.sw, "link", "add", "br0", "type", "bridge")
+	// No STP and no forwarding delay: ports pass traffic at once.
+	e.ip("-n", e.sw, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0")
 	e.ip("-n", e.sw, "link", "set", "br0", "up")
 	e.attach("ph", e.head, "", "10.99.0.1/24")
 	e.attach("pc", e.client, clientMAC, "")
 	if withForeign {
-		e.attach("pf", e.foreign, "", foreignIP+"/24")
+		e.attach("pf", e.foreign, "", foreignIP+"/23")
 	}
 	return e
+}
+
+// addNS creates namespace ns, deleted when the test ends.
+func (e *netnsEnv) addNS(ns string) {
+	e.ip("netns", "add", ns)
+	// Deleting the namespace also destroys the veth ends and bridge in it.
+	e.t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			e.t.Errorf("cleanup: ip netns del %s: %v %s", ns, err, out)
+		}
+	})
+}
+
+// addHost adds another machine on the bridge: a namespace whose eth0 has
+// MAC mac (random if empty) and address addr (none if empty). It returns
+// the namespace's name.
+func (e *netnsEnv) addHost(name, mac, addr string) string {
+	e.ports++
+	ns := e.prefix + name
+	e.addNS(ns)
+	e.attach(fmt.Sprintf("px%d", e.ports), ns, mac, addr)
+	return ns
 }
 
 // attach links namespace ns to the bridge through a veth pair whose ns end
@@ -263,6 +286,12 @@ func (e *netnsEnv) waitUDPPort(ns string, port int, failed <-chan error) {
 // variables it passed to its script for the "bound" event.
 func (e *netnsEnv) runUDHCPC(tries int, extra ...string) (map[string]string, error) {
 	e.t.Helper()
+	return e.runUDHCPCIn(e.client, tries, extra...)
+}
+
+// runUDHCPCIn runs udhcpc as runUDHCPC does, in namespace ns.
+func (e *netnsEnv) runUDHCPCIn(ns string, tries int, extra ...string) (map[string]string, error) {
+	e.t.Helper()
 	out := filepath.Join(e.dir, fmt.Sprintf("udhcpc-%d.env", time.Now().UnixNano()))
 	script := filepath.Join(e.dir, "udhcpc.sh")
 	if err := os.WriteFile(script, []byte("#!/bin/sh\ncase \"$1\" in bound|renew) env > \"$UDHCPC_OUT\" ;; esac\nexit 0\n"), 0o755); err != nil {
@@ -270,7 +299,7 @@ func (e *netnsEnv) runUDHCPC(tries int, extra ...string) (map[string]string, err
 	}
 	// -f foreground, -q quit once bound, -n give up if no lease; the script
 	// leaves the interface unconfigured so every run starts from DISCOVER.
-	args := append([]string{"netns", "exec", e.client}, e.udhcpc...)
+	args := append([]string{"netns", "exec", ns}, e.udhcpc...)
 	args = append(args, "-i", "eth0", "-f", "-q", "-n", "-t", fmt.Sprint(tries), "-T", "1", "-s", script)
 	args = append(args, extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
@@ -296,8 +325,9 @@ func (e *netnsEnv) runUDHCPC(tries int, extra ...string) (map[string]string, err
 }
 
 // startDnsmasq runs dnsmasq in the foreign namespace as a second DHCP server
-// with its own range, confined to that namespace and temp dir.
-func (e *netnsEnv) startDnsmasq(dhcpRange string) (stop func()) {
+// with its own range (and extra options), confined to that namespace and
+// temp dir.
+func (e *netnsEnv) startDnsmasq(dhcpRange string, extra ...string) (stop func()) {
 	e.t.Helper()
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
@@ -305,13 +335,14 @@ func (e *netnsEnv) startDnsmasq(dhcpRange string) (stop func()) {
 	}
 	var logBuf bytes.Buffer
 	var logMu sync.Mutex
-	cmd := exec.Command("ip", "netns", "exec", e.foreign, bin,
+	args := append([]string{"netns", "exec", e.foreign, bin,
 		"--no-daemon", "--conf-file=/dev/null", "--interface=eth0", "--bind-interfaces",
 		"--port=0", "--no-hosts", "--no-resolv", "--no-ping", "--dhcp-authoritative",
-		"--dhcp-range="+dhcpRange,
-		"--dhcp-leasefile="+filepath.Join(e.dir, "dnsmasq.leases"),
-		"--pid-file="+filepath.Join(e.dir, "dnsmasq.pid"),
-		"--user=root", "--group=root", "--log-facility=-", "--log-dhcp")
+		"--dhcp-range=" + dhcpRange,
+		"--dhcp-leasefile=" + filepath.Join(e.dir, "dnsmasq.leases"),
+		"--pid-file=" + filepath.Join(e.dir, "dnsmasq.pid"),
+		"--user=root", "--group=root", "--log-facility=-", "--log-dhcp"}, extra...)
+	cmd := exec.Command("ip", args...)
 	w := writerFunc(func(p []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return logBuf.Write(p) })
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
@@ -488,13 +519,51 @@ func TestNetnsBurst(t *testing.T) {
 	})
 }
 
-// TestNetnsForeignServer: with dnsmasq on the segment, Probe finds it, auto
-// mode turns proxy and leaves the addresses to dnsmasq while still giving PXE
-// clients their boot file (offer on 67, ACK on 4011); once dnsmasq is gone
-// auto mode takes over as a full server.
+// TestNetnsBurstChecked: 100 machines booting at once, every address new
+// and checked by ARP before it is offered: the checks run side by side, so
+// the burst still completes at once and every machine gets its own address.
+// The elapsed times, with and without the check, are logged for
+// information (no assertion on time).
+func TestNetnsBurstChecked(t *testing.T) {
+	const n = 100
+	for _, check := range []time.Duration{0, -1} {
+		e := newNetnsEnv(t, false)
+		cfg := e.config(ModeServer, nil)
+		cfg.AddressCheck = check
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		e.startServer(cfg)
+		var res BurstResult
+		err := inNetns(e.client, func() (err error) {
+			ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+			defer cancel()
+			res, err = Burst(ctx, "eth0", n)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("Burst: %v", err)
+		}
+		what := "ARP check on"
+		if check < 0 {
+			what = "ARP check off"
+		}
+		t.Logf("burst of %d, %s: %v, %d leases, %d errors", n, what, res.Elapsed, len(res.Leases), len(res.Errors))
+		for _, err := range res.Errors {
+			t.Errorf("client failed: %v", err)
+		}
+		if len(res.Leases) != n || !res.Distinct() {
+			t.Errorf("%s: %d leases, distinct=%v", what, len(res.Leases), res.Distinct())
+		}
+	}
+}
+
+// TestNetnsForeignServer: a plain dnsmasq serves its own /23 on the
+// segment. Probe finds it; auto mode turns proxy (evidence: it answered the
+// probe) and leaves the addresses to dnsmasq while still giving PXE clients
+// their boot file (offer on 67, ACK on 4011); once dnsmasq is gone it stays
+// a proxy: it hands out no address on this segment for the rest of its life.
 func TestNetnsForeignServer(t *testing.T) {
 	e := newNetnsEnv(t, true)
-	stopDnsmasq := e.startDnsmasq("10.99.0.100,10.99.0.150,255.255.255.0,1h")
+	stopDnsmasq := e.startDnsmasq("10.55.0.100,10.55.1.200,255.255.254.0,1h")
 
 	var found bool
 	var srv netip.Addr
@@ -510,9 +579,12 @@ func TestNetnsForeignServer(t *testing.T) {
 
 	events := &eventLog{}
 	s, _ := e.startServer(e.config(ModeAuto, events))
-	waitFor(t, "first probe", func() bool { return s.probes.Load() >= 1 })
+	waitFor(t, "the first probe", func() bool { return s.probes.Load() >= 1 })
 	if m := s.Mode(); m != ModeProxy {
 		t.Fatalf("auto mode with dnsmasq present resolved to %q, want proxy", m)
+	}
+	if ev := s.Evidence(); len(ev) != 1 || ev[0].Server.String() != foreignIP || ev[0].Kind != EvidenceProbe {
+		t.Errorf("Evidence() = %+v, want dnsmasq answering the probe", ev)
 	}
 
 	vars, err := e.runUDHCPC(5)
@@ -520,7 +592,7 @@ func TestNetnsForeignServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ip, _ := netip.ParseAddr(vars["ip"])
-	if vars["serverid"] != foreignIP || !ip.IsValid() || ip.As4()[3] < 100 || ip.As4()[3] > 150 {
+	if vars["serverid"] != foreignIP || !netip.MustParsePrefix(foreignNet).Contains(ip) {
 		t.Errorf("udhcpc lease %q from %q, want one from dnsmasq's range", vars["ip"], vars["serverid"])
 	}
 	if len(s.Leases()) != 0 || len(events.matching(clientMAC)) != 0 {
@@ -569,9 +641,14 @@ func TestNetnsForeignServer(t *testing.T) {
 	}
 	checkProxyReply(t, proxyOffer, dhcpv4.MessageTypeOffer, guid)
 
-	// The ROM now has dnsmasq's address and asks us on port 4011.
+	// The ROM now has dnsmasq's address and asks us on port 4011. Our
+	// address is on another subnet of the same link here (serving the LAN's
+	// own subnet is the head's business, not this package's): on-link
+	// routes both ways let the exchange cross.
 	clientIP := toAddr(dnsmasqLease.ACK.YourIPAddr)
-	e.ip("-n", e.client, "addr", "add", clientIP.String()+"/24", "dev", "eth0")
+	e.ip("-n", e.client, "addr", "add", clientIP.String()+"/23", "dev", "eth0")
+	e.ip("-n", e.client, "route", "add", testSubnet.String(), "dev", "eth0")
+	e.ip("-n", e.head, "route", "add", foreignNet, "dev", "eth0")
 	var ack *dhcpv4.DHCPv4
 	err = inNetns(e.client, func() (err error) {
 		ack, err = pxeRequest4011(mac, clientIP, guid)
@@ -586,14 +663,383 @@ func TestNetnsForeignServer(t *testing.T) {
 	}
 	e.ip("-n", e.client, "addr", "flush", "dev", "eth0")
 
-	// dnsmasq leaves; the next probe finds nobody and we take over.
+	// dnsmasq leaves; we stay a proxy and probe no more.
 	stopDnsmasq()
-	waitFor(t, "auto mode to switch to server", func() bool { return s.Mode() == ModeServer })
-	vars, err = e.runUDHCPC(5)
+	probes := s.probes.Load()
+	if _, err := e.runUDHCPC(3); err == nil {
+		t.Errorf("udhcpc got a lease after dnsmasq left: auto mode did not stay proxy")
+	}
+	if s.Mode() != ModeProxy || s.probes.Load() != probes || len(s.Leases()) != 0 {
+		t.Errorf("after dnsmasq left: mode %s, %d more probes, leases %v", s.Mode(), s.probes.Load()-probes, s.Leases())
+	}
+}
+
+// knownMAC is the one machine the known-only dnsmasq answers.
+const knownMAC = "52:54:00:ee:00:01"
+
+// startKnownOnly starts dnsmasq as a LAN server that answers only the
+// machines it knows: knownMAC gets 10.55.0.120, others nothing.
+func (e *netnsEnv) startKnownOnly() func() {
+	return e.startDnsmasq("10.55.0.100,10.55.1.200,255.255.254.0,1h",
+		"--dhcp-host="+knownMAC+",10.55.0.120", "--dhcp-ignore=tag:!known")
+}
+
+// startAutoAsServer starts auto mode and waits until its first probe made
+// it a server: the known-only dnsmasq does not answer the head's probe.
+func (e *netnsEnv) startAutoAsServer(events *eventLog) *Server {
+	e.t.Helper()
+	cfg := e.config(ModeAuto, events)
+	// Generous, so that a slow test machine does not let our OFFER out
+	// before dnsmasq's; the default is 1s.
+	cfg.OfferDelay = 3 * time.Second
+	s, _ := e.startServer(cfg)
+	waitFor(e.t, "the first probe", func() bool { return s.probes.Load() >= 1 })
+	if m, ev := s.Mode(), s.Evidence(); m != ModeServer || ev != nil {
+		e.t.Fatalf("auto mode beside a known-only server: mode %s, evidence %+v; want server (the probe cannot see it)", m, ev)
+	}
+	return s
+}
+
+// checkStuckProxy checks that the server saw dnsmasq as kind, withdrew the
+// OFFER it held for the known machine, handed out nothing, and stays a
+// proxy that gives an unknown machine no address either.
+func (e *netnsEnv) checkStuckProxy(s *Server, events *eventLog, kind EvidenceKind) {
+	t := e.t
+	t.Helper()
+	waitFor(t, "the held OFFER to be withdrawn", func() bool { return s.withdrawn.Load() >= 1 })
+	ev := s.Evidence()
+	if len(ev) != 1 || ev[0].Server.String() != foreignIP || ev[0].Kind != kind || ev[0].Client != knownMAC {
+		t.Errorf("Evidence() = %+v, want %s from %s about %s", ev, kind, foreignIP, knownMAC)
+	}
+	if s.Mode() != ModeProxy {
+		t.Errorf("mode %s after another server answered, want proxy", s.Mode())
+	}
+	if got := events.matching(StageDHCPOffered); len(got) != 0 || len(s.Leases()) != 0 {
+		t.Errorf("sent offers %v / leases %v; the known machine must get dnsmasq's offer only", got, s.Leases())
+	}
+	// An unknown machine: dnsmasq ignores it, and so do we now.
+	if _, err := e.runUDHCPC(2); err == nil {
+		t.Errorf("an unknown machine got an address on a segment with another DHCP server")
+	}
+}
+
+// TestNetnsKnownOnlyServer: the LAN's server answers only known machines,
+// so the probe cannot find it. The known machine asks for broadcast replies
+// (as PXE ROMs do): dnsmasq's OFFER crosses the segment, auto mode sees it
+// while holding its own OFFER, never sends that, and becomes a proxy for
+// good.
+func TestNetnsKnownOnlyServer(t *testing.T) {
+	e := newNetnsEnv(t, true)
+	e.startKnownOnly()
+	known := e.addHost("kn", knownMAC, "")
+	events := &eventLog{}
+	s := e.startAutoAsServer(events)
+
+	var ack *dhcpv4.DHCPv4
+	err := inNetns(known, func() error {
+		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		lease, err := c.Request(ctx, dhcpv4.WithBroadcast(true))
+		if err != nil {
+			return err
+		}
+		ack = lease.ACK
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.YourIPAddr.String() != "10.55.0.120" || ack.ServerIdentifier().String() != foreignIP {
+		t.Errorf("known machine got %v from %v, want 10.55.0.120 from dnsmasq", ack.YourIPAddr, ack.ServerIdentifier())
+	}
+	e.checkStuckProxy(s, events, EvidenceOffer)
+}
+
+// TestNetnsKnownOnlyServerUnicast: the same, but the known machine (udhcpc)
+// does not ask for broadcast replies, so dnsmasq's OFFER goes to it alone
+// and auto mode cannot see it. The machine's broadcast REQUEST naming
+// dnsmasq gives it away while our OFFER is still held.
+func TestNetnsKnownOnlyServerUnicast(t *testing.T) {
+	e := newNetnsEnv(t, true)
+	e.startKnownOnly()
+	known := e.addHost("kn", knownMAC, "")
+	events := &eventLog{}
+	s := e.startAutoAsServer(events)
+
+	vars, err := e.runUDHCPCIn(known, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vars["ip"] != "10.55.0.120" || vars["serverid"] != foreignIP {
+		t.Errorf("known machine got %q from %q, want 10.55.0.120 from dnsmasq", vars["ip"], vars["serverid"])
+	}
+	e.checkStuckProxy(s, events, EvidenceRequest)
+}
+
+// TestNetnsAutoAlone: with no other server on the segment auto mode serves,
+// its OFFERs a little late, and sees no evidence.
+func TestNetnsAutoAlone(t *testing.T) {
+	e := newNetnsEnv(t, false)
+	s, _ := e.startServer(e.config(ModeAuto, nil))
+	waitFor(t, "the first probe", func() bool { return s.probes.Load() >= 1 })
+	if s.Mode() != ModeServer {
+		t.Fatalf("auto mode alone resolved to %s", s.Mode())
+	}
+	vars, err := e.runUDHCPC(5)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkOurLease(t, vars)
+	// Our own replies, seen by the watcher, are no evidence.
+	if ev := s.Evidence(); ev != nil || s.Mode() != ModeServer {
+		t.Errorf("alone: evidence %+v, mode %s", ev, s.Mode())
+	}
+}
+
+// TestNetnsAddressInUse: hosts with static addresses inside the pool, one
+// of which ignores ping, and a running node whose lease the head forgot:
+// server mode never offers an address a host answers ARP for, nor one the
+// head's registry knows (Config.InUse), and offers the next free one.
+func TestNetnsAddressInUse(t *testing.T) {
+	e := newNetnsEnv(t, false)
+	quiet := e.addHost("st2", "", "10.99.0.2/24")
+	e.ip("netns", "exec", quiet, "sysctl", "-q", "-w", "net.ipv4.icmp_echo_ignore_all=1")
+	e.addHost("st3", "", "10.99.0.3/24")
+	// The quiet host does not answer ping (so a ping check would miss it).
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "exec", e.head, "ping", "-c", "1", "-W", "1", "10.99.0.2").CombinedOutput(); err == nil {
+		t.Fatalf("the static host answers ping; the test needs one that does not:\n%s", out)
+	}
+
+	cfg := e.config(ModeServer, nil)
+	var mu sync.Mutex
+	registry := map[netip.Addr]string{netip.MustParseAddr("10.99.0.5"): "52:54:00:00:00:05"}
+	cfg.InUse = func(ip netip.Addr, mac net.HardwareAddr) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		owner, ok := registry[ip]
+		return ok && owner != mac.String()
+	}
+	_, stop := e.startServer(cfg)
+	vars, err := e.runUDHCPC(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip := checkOurLease(t, vars); ip != netip.MustParseAddr("10.99.0.4") {
+		t.Errorf("first client got %v, want 10.99.0.4 (.2 and .3 are static hosts)", ip)
+	}
+	// Another machine, asking for an address a static host holds.
+	other := e.addHost("c2", "02:cd:00:00:00:20", "")
+	vars, err = e.runUDHCPCIn(other, 5, "-r", "10.99.0.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip := checkOurLease(t, vars); ip != netip.MustParseAddr("10.99.0.6") {
+		t.Errorf("second client got %v, want 10.99.0.6 (.5 is a node the registry knows)", ip)
+	}
+
+	// The second client is now a running node at .6; node1 reboots and its
+	// lease file is gone (a RAM-root node keeps its address meanwhile).
+	e.ip("-n", other, "addr", "add", "10.99.0.6/24", "dev", "eth0")
+	stop()
+	if err := os.Remove(cfg.LeaseFile); err != nil {
+		t.Fatal(err)
+	}
+	cfg.InUse = nil
+	e.startServer(cfg)
+	// Three machines come, the first client among them (it holds no
+	// address): the third must skip the running node's .6.
+	for _, m := range []struct{ ns, want string }{
+		{e.addHost("c3", "02:cd:00:00:00:30", ""), "10.99.0.4"},
+		{e.client, "10.99.0.5"},
+		{e.addHost("c4", "02:cd:00:00:00:40", ""), "10.99.0.7"},
+	} {
+		vars, err = e.runUDHCPCIn(m.ns, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ip := checkOurLease(t, vars); ip.String() != m.want {
+			t.Errorf("after the lease file was lost: got %v, want %s (.2, .3 static, .6 a running node)", ip, m.want)
+		}
+	}
+}
+
+// TestNetnsDecline: a client that finds its address in use sends
+// DHCPDECLINE; the address leaves the pool and the client gets another.
+func TestNetnsDecline(t *testing.T) {
+	e := newNetnsEnv(t, false)
+	cfg := e.config(ModeServer, nil)
+	cfg.AddressCheck = -1 // the client finds the conflict, not us
+	s, _ := e.startServer(cfg)
+	mac := mustMAC(clientMAC)
+	var first, second *dhcpv4.DHCPv4
+	err := inNetns(e.client, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		lease, err := c.Request(ctx, dhcpv4.WithBroadcast(true))
+		if err != nil {
+			return err
+		}
+		first = lease.ACK
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		raw, err := openClientConn(ifi)
+		if err != nil {
+			return err
+		}
+		defer raw.Close()
+		dec, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline), dhcpv4.WithHwAddr(mac),
+			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(first.YourIPAddr)),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(first.ServerIdentifier())))
+		if err != nil {
+			return err
+		}
+		if _, err := raw.WriteTo(dec.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ServerPort}); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	declined := toAddr(first.YourIPAddr)
+	waitFor(t, "the DECLINE", func() bool { return len(s.Leases()) == 0 })
+	err = inNetns(e.client, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		lease, err := c.Request(ctx, dhcpv4.WithBroadcast(true))
+		if err == nil {
+			second = lease.ACK
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := toAddr(second.YourIPAddr); got == declined || !testSubnet.Contains(got) {
+		t.Errorf("after declining %v the client got %v", declined, got)
+	}
+}
+
+// rawExchange sends m from the client namespace on a raw client socket and
+// returns the wire bytes of the first BOOTREPLY of type want for it.
+func (e *netnsEnv) rawExchange(m *dhcpv4.DHCPv4, want dhcpv4.MessageType) []byte {
+	e.t.Helper()
+	var out []byte
+	err := inNetns(e.client, func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		pc, err := openClientConn(ifi)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		if err := pc.SetDeadline(time.Now().Add(cmdTimeout)); err != nil {
+			return err
+		}
+		if _, err := pc.WriteTo(m.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ServerPort}); err != nil {
+			return err
+		}
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return err
+			}
+			r, err := dhcpv4.FromBytes(buf[:n])
+			if err == nil && r.OpCode == dhcpv4.OpcodeBootReply && r.TransactionID == m.TransactionID && r.MessageType() == want {
+				out = append([]byte(nil), buf[:n]...)
+				return nil
+			}
+		}
+	})
+	if err != nil {
+		e.t.Fatalf("%s: %v", m.MessageType(), err)
+	}
+	return out
+}
+
+// TestNetnsBootFileWire sends raw DISCOVERs and REQUESTs of BIOS and UEFI
+// PXE ROMs and checks the bytes that come back: option 67 and the file
+// field read as C strings give the boot file name, in server and proxy
+// mode, with the default names and others.
+func TestNetnsBootFileWire(t *testing.T) {
+	mac := mustMAC(clientMAC)
+	bios := pxeMods("PXEClient:Arch:00000:UNDI:002001", iana.INTEL_X86PC)
+	uefi := pxeMods("PXEClient:Arch:00007:UNDI:003016", iana.EFI_X86_64)
+	for _, files := range []BootFiles{{}, {BIOS: "pxe/ipxe-undi.kpxe", UEFI: "x"}} {
+		e := newNetnsEnv(t, false)
+		cfg := e.config(ModeServer, nil)
+		cfg.BootFiles = files
+		e.startServer(cfg)
+		biosFile, uefiFile := files.BIOS, files.UEFI
+		if biosFile == "" {
+			biosFile, uefiFile = DefaultBIOSFile, DefaultUEFIFile
+		}
+		for _, c := range []struct {
+			mods []dhcpv4.Modifier
+			file string
+		}{{bios, biosFile}, {uefi, uefiFile}} {
+			d := discover(mac, append(c.mods, dhcpv4.WithBroadcast(true))...)
+			b := e.rawExchange(d, dhcpv4.MessageTypeOffer)
+			checkBootBytes(t, "server OFFER", b, c.file, true)
+			offer, err := dhcpv4.FromBytes(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkBootBytes(t, "server ACK", e.rawExchange(request(offer, append(c.mods, dhcpv4.WithBroadcast(true))...), dhcpv4.MessageTypeAck), c.file, true)
+		}
+	}
+
+	// Proxy mode: the OFFER on port 67 and the ACK on port 4011.
+	e := newNetnsEnv(t, false)
+	e.startServer(e.config(ModeProxy, nil))
+	checkBootBytes(t, "proxy OFFER", e.rawExchange(discover(mac, append(uefi, dhcpv4.WithBroadcast(true))...), dhcpv4.MessageTypeOffer), DefaultUEFIFile, true)
+	e.ip("-n", e.client, "addr", "add", "10.99.0.120/24", "dev", "eth0")
+	var raw []byte
+	err := inNetns(e.client, func() error {
+		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("10.99.0.120"), Port: dhcpv4.ClientPort})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		req, _ := dhcpv4.New(append(bios, dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(mac),
+			dhcpv4.WithClientIP(net.ParseIP("10.99.0.120")))...)
+		if _, err := conn.WriteTo(req.ToBytes(), &net.UDPAddr{IP: testServerIP.AsSlice(), Port: pxePort}); err != nil {
+			return err
+		}
+		if err := conn.SetReadDeadline(time.Now().Add(cmdTimeout)); err != nil {
+			return err
+		}
+		buf := make([]byte, 1500)
+		n, _, err := conn.ReadFrom(buf)
+		raw = buf[:n]
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBootBytes(t, "4011 ACK", raw, DefaultBIOSFile, true)
 }
 
 // TestNetnsProxyMode: configured proxy mode answers PXE clients only, and
@@ -744,7 +1190,7 @@ func BenchmarkBurst(b *testing.B) {
 	})
 	b.Run("dnsmasq", func(b *testing.B) {
 		e := newNetnsEnv(b, true)
-		e.startDnsmasq("10.99.0.2,10.99.0.249,255.255.255.0,1h")
+		e.startDnsmasq("10.55.0.2,10.55.1.250,255.255.254.0,1h")
 		run(b, e)
 	})
 }

@@ -57,30 +57,40 @@ func openRawClient(ifi *net.Interface) (*packet.Conn, error) {
 	return packet.Listen(ifi, packet.Datagram, unix.ETH_P_IP, &packet.Config{Filter: clientPortFilter})
 }
 
-// Probe sends a DHCPDISCOVER on iface, from a random MAC, and reports whether
+// Probe sends a DHCPDISCOVER on iface from the interface's own MAC, as any
+// machine on that LAN would (see the package doc), and reports whether
 // another DHCP server answered within timeout, and its address. Offers from
 // the interface's own addresses (our own server) and offers without an
-// address (ProxyDHCP servers) do not count. It needs root (a raw socket).
+// address (ProxyDHCP servers) do not count. A server that answers only
+// machines it knows stays silent unless it knows this one; Server in auto
+// mode watches live traffic for that reason. It needs root (a raw socket).
 func Probe(ctx context.Context, iface string, timeout time.Duration) (found bool, server netip.Addr, err error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return false, netip.Addr{}, fmt.Errorf("dhcp probe: %w", err)
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return false, netip.Addr{}, fmt.Errorf("dhcp probe: %s has no Ethernet address", iface)
 	}
 	pc, err := openClientConn(ifi)
 	if err != nil {
 		return false, netip.Addr{}, fmt.Errorf("dhcp probe: raw socket on %s: %w", iface, err)
 	}
 	defer pc.Close()
-	return probeOnce(ctx, pc, randomMAC(), interfaceAddrs(ifi), timeout)
+	return probeOnce(ctx, pc, ifi.HardwareAddr, interfaceAddrs(ifi), timeout)
 }
 
-// probeOnce does one probe on an open client socket. The DISCOVER asks for a
-// broadcast reply: a unicast OFFER to a made-up MAC would not reach us.
+// newProbe builds a probe DISCOVER from mac. It asks for a broadcast reply,
+// as PXE ROMs do, so the answer reaches us even from a server that would
+// otherwise unicast to an address nobody answers ARP for yet. It carries no
+// vendor class of ours: it should look like any machine's.
+func newProbe(mac net.HardwareAddr) (*dhcpv4.DHCPv4, error) {
+	return dhcpv4.NewDiscovery(mac, dhcpv4.WithBroadcast(true))
+}
+
+// probeOnce does one probe on an open client socket.
 func probeOnce(ctx context.Context, pc net.PacketConn, mac net.HardwareAddr, exclude []netip.Addr, timeout time.Duration) (bool, netip.Addr, error) {
-	discover, err := dhcpv4.NewDiscovery(mac,
-		dhcpv4.WithBroadcast(true),
-		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(probeVendorClass)),
-	)
+	discover, err := newProbe(mac)
 	if err != nil {
 		return false, netip.Addr{}, err
 	}

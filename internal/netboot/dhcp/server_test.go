@@ -188,7 +188,7 @@ func TestNewValidation(t *testing.T) {
 	}
 	if s.cfg.Domain != "cluster" || s.cfg.LeaseTime != 12*time.Hour || s.cfg.HTTPBase != "http://10.99.0.1" ||
 		s.cfg.BootFiles.BIOS != "undionly.kpxe" || s.cfg.BootFiles.UEFI != "snponly.efi" ||
-		s.cfg.ProbeInterval != time.Minute {
+		s.cfg.ProbeInterval != time.Minute || s.cfg.OfferDelay != time.Second || s.cfg.AddressCheck != 500*time.Millisecond {
 		t.Errorf("defaults not applied: %+v", s.cfg)
 	}
 	if off := newTestServer(t, Config{Mode: ModeOff}); off.Mode() != ModeOff {
@@ -430,16 +430,26 @@ func TestRequestStates(t *testing.T) {
 		t.Errorf("offer not forgotten after client chose another server")
 	}
 
-	// In auto mode the same sighting makes the next probe come early.
+	// A configured server records the sighting but keeps serving.
+	if ev := s.Evidence(); len(ev) != 1 || ev[0].Server != netip.MustParseAddr("10.99.0.250") || ev[0].Kind != EvidenceRequest ||
+		ev[0].Client != contract.MACString(c) {
+		t.Errorf("evidence %+v, want one REQUEST naming 10.99.0.250 from %s", ev, c)
+	}
+	if s.Mode() != ModeServer {
+		t.Errorf("configured server turned %s", s.Mode())
+	}
+	dora(t, s, mustMAC("52:54:00:00:02:04"))
+
+	// In auto mode the same sighting makes it a proxy for good (see
+	// TestAutoSticky).
 	cfg := testConfig(t, ModeAuto)
+	cfg.OfferDelay = -1
 	auto := newTestServer(t, cfg)
 	auto.setMode(ModeServer)
 	offer, _ = roundTrip(t, auto, discover(c), 67, peer67)
 	roundTrip(t, auto, request(offer, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.ParseIP("10.99.0.250")))), 67, peer67)
-	select {
-	case <-auto.reprobe:
-	default:
-		t.Errorf("auto mode did not ask for an early probe")
+	if auto.Mode() != ModeProxy || !auto.stickyProxy() {
+		t.Errorf("auto mode after a client chose another server: mode %s sticky %v", auto.Mode(), auto.stickyProxy())
 	}
 }
 
