@@ -343,13 +343,23 @@ func (h *Head) placeAddress(ctx context.Context, p *netPlan, have []IfAddr, ours
 func (h *Head) planNAT(ctx context.Context, p *netPlan) error {
 	o := h.opts
 	p.router, p.dns = o.Router, o.DNS
+	if p.router.IsValid() && !p.subnet().Contains(p.router) {
+		// Configured for another network than the one node1 is on this
+		// boot (a LAN's): no node could reach it.
+		h.log.Warn("the configured gateway is outside this boot's cluster network; not handed out", "gateway", p.router, "subnet", p.subnet())
+		p.router = netip.Addr{}
+	}
+	if p.source == srcLease {
+		// The LAN's DHCP server gives the nodes their router and DNS.
+		p.router, p.dns = netip.Addr{}, nil
+	}
 	routes, err := h.sys.DefaultRoutes()
 	if err != nil {
 		return fmt.Errorf("reading the routing table: %w", err)
 	}
 	serves := p.source != srcLease && (p.mode == dhcp.ModeServer || p.mode == dhcp.ModeAuto)
 	p.nat, err = uplink.Decide(uplink.Situation{Mode: o.NAT, Cluster: p.iface, Subnet: p.subnet(),
-		ServesAddresses: serves, Gateway: o.Router, Routes: routes})
+		ServesAddresses: serves, Gateway: p.router, Routes: routes})
 	if err != nil {
 		return optionError(InputNAT, err)
 	}
@@ -403,8 +413,9 @@ type netState struct {
 	// stuck says why the head could not move to the LAN whose DHCP server
 	// showed up after it started; "" when it did not try.
 	stuck string
-	// last is the status last written, to write only changes.
-	last string
+	// last is the status last written, to write only changes; said is
+	// its summary and warning as last logged.
+	last, said string
 }
 
 // Network is the head's account of the cluster network (GET
@@ -537,14 +548,22 @@ func (h *Head) publishNetwork(ctx context.Context, force bool) {
 	key := n
 	key.Updated = time.Time{}
 	keyJSON, _ := json.Marshal(key)
+	said := n.Summary + "\n" + n.Warning
 	h.net.mu.Lock()
 	changed := string(keyJSON) != h.net.last
-	h.net.last = string(keyJSON)
+	newSaid := said != h.net.said
+	h.net.last, h.net.said = string(keyJSON), said
 	h.net.mu.Unlock()
 	if !changed && !force {
 		return
 	}
-	h.log.Info("cluster network", "summary", n.Summary, "warning", n.Warning)
+	if newSaid {
+		if n.Warning != "" {
+			h.log.Warn("cluster network", "summary", n.Summary, "warning", n.Warning)
+		} else {
+			h.log.Info("cluster network", "summary", n.Summary)
+		}
+	}
 	path := h.runPath(contract.NetworkFile)
 	if path == "" {
 		return

@@ -283,6 +283,17 @@ func TestPlanNAT(t *testing.T) {
 		t.Errorf("NAT calls %q", got)
 	}
 
+	// A gateway configured for the default network is not handed out on
+	// a LAN, which has its own.
+	h, _, lan := netHead(t)
+	lan.addr = "192.168.50.37/23"
+	h.opts.Router, h.opts.DNS = netip.MustParseAddr("10.99.0.254"), []netip.Addr{netip.MustParseAddr("10.99.0.254")}
+	p, err = h.planNetwork(context.Background())
+	must(t, err)
+	if p.router.IsValid() || p.dns != nil {
+		t.Errorf("on a LAN: router %v, dns %v handed out", p.router, p.dns)
+	}
+
 	// The user's DNS servers win over node1's.
 	h, sys, _ = netHead(t)
 	sys.routes = []uplink.Route{{Interface: "wlan0"}}
@@ -303,7 +314,7 @@ func TestPlanNAT(t *testing.T) {
 	}
 
 	// On a LAN nothing is forwarded, and an old table goes.
-	h, sys, lan := netHead(t)
+	h, sys, lan = netHead(t)
 	lan.addr = "192.168.50.37/23"
 	sys.routes = []uplink.Route{{Interface: "wlan0"}}
 	p, err = h.planNetwork(context.Background())
