@@ -109,6 +109,9 @@ func networkLines(n registry.Network) []string {
 		where += " (configured on the interface)"
 	}
 	lines = append(lines, "         "+where)
+	for _, o := range n.OtherServers {
+		lines = append(lines, fmt.Sprintf("         another DHCP server: %s (%s, %s)", o.Server, o.Description, o.Time.Local().Format("15:04:05")))
+	}
 	if n.Warning != "" {
 		lines = append(lines, "Warning: "+n.Warning)
 	}

@@ -136,7 +136,11 @@ func TestNetworkLines(t *testing.T) {
 		t.Errorf("networkLines = %q, want %q", got, want)
 	}
 	n.AddressSource, n.Warning = "default", "another DHCP server hands out addresses here"
-	if got := networkLines(n); len(got) != 3 || got[1] != "         node1 is 192.168.50.37 on eth0" || got[2] != "Warning: "+n.Warning {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)
+	n.OtherServers = []registry.OtherDHCPServer{{Server: "10.55.0.1", Description: "seen offering 10.55.0.120 to 52:54:00:ee:00:01", Time: at}}
+	got := networkLines(n)
+	if len(got) != 4 || got[1] != "         node1 is 192.168.50.37 on eth0" ||
+		got[2] != "         another DHCP server: 10.55.0.1 (seen offering 10.55.0.120 to 52:54:00:ee:00:01, 03:04:05)" || got[3] != "Warning: "+n.Warning {
 		t.Errorf("networkLines with a warning = %q", got)
 	}
 }

@@ -441,7 +441,7 @@ func (h *Head) Network() registry.Network {
 	}
 	n.Mode = string(mode)
 	for _, e := range ev {
-		o := registry.OtherDHCPServer{Server: e.Server.String(), Seen: string(e.Kind), Client: e.Client, Time: e.Time}
+		o := registry.OtherDHCPServer{Server: e.Server.String(), Seen: string(e.Kind), Description: describeEvidence(e), Client: e.Client, Time: e.Time}
 		if e.Address.IsValid() {
 			o.Address = e.Address.String()
 		}

@@ -69,11 +69,13 @@ type NetworkLease struct {
 // OtherDHCPServer is another DHCP server seen on the cluster network
 // (dhcp.Evidence).
 type OtherDHCPServer struct {
-	Server  string    `json:"server"`
-	Seen    string    `json:"seen"` // how: "probe-offer", "offer", "ack", "nak", "request"
-	Client  string    `json:"client,omitempty"`
-	Address string    `json:"address,omitempty"`
-	Time    time.Time `json:"time"`
+	Server string `json:"server"`
+	Seen   string `json:"seen"` // how: "probe-offer", "offer", "ack", "nak", "request"
+	// Description says how in words: "it answered node1's probe".
+	Description string    `json:"description,omitempty"`
+	Client      string    `json:"client,omitempty"`
+	Address     string    `json:"address,omitempty"`
+	Time        time.Time `json:"time"`
 }
 
 // NetworkNAT is node1 forwarding the nodes out of its uplink.
