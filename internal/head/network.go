@@ -215,6 +215,9 @@ func (h *Head) planNetwork(ctx context.Context) (netPlan, error) {
 		case o.DHCP == dhcp.ModeProxy:
 			p.warning = "network.dhcp is proxy, but no DHCP server gave node1 an address here (" + err.Error() + "): machines that get addresses from another network cannot reach node1; set network.address to node1's address on that network"
 			h.log.Warn("proxy mode without an address from the LAN's DHCP server", "iface", p.iface, "err", err)
+		case errors.Is(err, errNoDHCPClient):
+			// Nothing was asked; auto mode's own probe decides.
+			h.log.Warn("node1 could not ask the LAN for an address", "iface", p.iface, "err", err)
 		case !errors.Is(err, dhcpclient.ErrNoAnswer):
 			// A server answered but gave nothing usable: it is there, so
 			// the head must not hand out addresses.
@@ -256,6 +259,9 @@ func (h *Head) chosenInterface(choice, input, why string) (string, string, error
 	return name, why + ": " + c.Describe(), err
 }
 
+// errNoDHCPClient: node1's DHCP client could not ask at all.
+var errNoDHCPClient = errors.New("no DHCP client")
+
 // takeLease asks the LAN's DHCP server for an address for node1, asking
 // for prefer (its address before a restart of the head) when valid. A
 // lease whose network the cluster cannot use (wider than /8, narrower
@@ -263,11 +269,17 @@ func (h *Head) chosenInterface(choice, input, why string) (string, string, error
 func (h *Head) takeLease(ctx context.Context, iface string, prefer netip.Addr) (dhcpclient.Lease, error) {
 	ex, err := h.sys.DHCPClient(iface, contract.HeadName)
 	if err != nil {
-		return dhcpclient.Lease{}, fmt.Errorf("DHCP client on %s: %w", iface, err)
+		return dhcpclient.Lease{}, fmt.Errorf("%w on %s: %w", errNoDHCPClient, iface, err)
 	}
 	k := &dhcpclient.Keeper{Exchanger: ex, Log: h.log}
 	l, err := k.Acquire(ctx, prefer)
 	if err != nil {
+		answered := errors.Is(err, dhcpclient.ErrLost) || errors.Is(err, dhcpclient.ErrUnusable) || errors.Is(err, dhcpclient.ErrNoAnswer)
+		if !answered && ctx.Err() == nil {
+			// The exchange itself failed (a socket, the link): nothing
+			// was learnt about the LAN.
+			return l, fmt.Errorf("%w on %s: %w", errNoDHCPClient, iface, err)
+		}
 		return l, err
 	}
 	if err := contract.CheckSubnet(l.Addr.Masked()); err != nil {

@@ -262,6 +262,26 @@ func TestPlanModes(t *testing.T) {
 	if p.source != srcDefault || p.mode != dhcp.ModeProxy || !strings.Contains(p.warning, "too small") {
 		t.Errorf("an unusable lease: %+v", p)
 	}
+
+	// A server that refuses its own offer is there all the same.
+	h, _, lan = netHead(t)
+	lan.addr, lan.nak = "192.168.50.37/23", true
+	p, err = h.planNetwork(context.Background())
+	must(t, err)
+	if p.source != srcDefault || p.mode != dhcp.ModeProxy || !strings.Contains(p.warning, "refused") {
+		t.Errorf("a NAK: %+v", p)
+	}
+
+	// Without a DHCP client nothing was learnt: auto mode's probe decides.
+	h, sys, _ := netHead(t)
+	sys.client = func(string, string) (dhcpclient.Exchanger, error) {
+		return nil, errors.New("raw socket: operation not permitted")
+	}
+	p, err = h.planNetwork(context.Background())
+	must(t, err)
+	if p.source != srcDefault || p.mode != dhcp.ModeAuto || p.warning != "" {
+		t.Errorf("no DHCP client: %+v", p)
+	}
 }
 
 // TestPlanNAT: with an uplink and addresses of its own to hand out, node1

@@ -80,10 +80,23 @@ func (l Lease) Remaining(now time.Time) time.Duration {
 // have the head renewing all the time.
 const minLease = 30 * time.Second
 
+// ErrUnusable is wrapped by FromACK's errors: a server answered, with
+// nothing a client can use.
+var ErrUnusable = errors.New("unusable DHCPACK")
+
 // FromACK reads a lease from a server's ACK to a request sent at start. An
 // ACK without an address, a subnet mask or a server identifier is an
-// error: the head cannot serve a network it does not know.
+// error (wrapping ErrUnusable): the head cannot serve a network it does not
+// know.
 func FromACK(ack *dhcpv4.DHCPv4, start time.Time) (Lease, error) {
+	l, err := fromACK(ack, start)
+	if err != nil {
+		return l, fmt.Errorf("%w: %w", ErrUnusable, err)
+	}
+	return l, nil
+}
+
+func fromACK(ack *dhcpv4.DHCPv4, start time.Time) (Lease, error) {
 	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
 		return Lease{}, errors.New("not a DHCPACK")
 	}
