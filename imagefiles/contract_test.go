@@ -4,7 +4,9 @@ package imagefiles
 
 import (
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -98,6 +100,46 @@ func TestScriptParameters(t *testing.T) {
 	for _, want := range []string{" " + contract.ParamRole + "=" + contract.RoleNode + " ", " " + contract.ParamRoot + "=ram ", " " + contract.ParamLayers + "=" + contract.CustomLayer + " "} {
 		if !strings.Contains(line, want) {
 			t.Errorf("the head's RAM-root command line %q lacks %q", line, want)
+		}
+	}
+}
+
+// TestIfupdownHook: the ifupdown hook refuses a DHCP client on the
+// interface the head named in contract.RunDir/contract.InterfaceFile, and
+// only there. It runs with that path moved into a temporary folder.
+func TestIfupdownHook(t *testing.T) {
+	claim := contract.RunDir + "/" + contract.InterfaceFile
+	if !strings.Contains(IfupdownHook, claim) {
+		t.Fatalf("the ifupdown hook does not read %s", claim)
+	}
+	if Mode("etc/network/if-pre-up.d/clusterdebian") != 0o755 {
+		t.Error("the ifupdown hook is not executable in the image")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, contract.InterfaceFile)
+	script := strings.ReplaceAll(IfupdownHook, claim, file)
+	run := func(iface, method string) error {
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Env = []string{"IFACE=" + iface, "METHOD=" + method, "PHASE=pre-up", "PATH=/usr/bin:/bin"}
+		return cmd.Run()
+	}
+	if err := run("eth0", "dhcp"); err != nil {
+		t.Errorf("before the head claimed anything: %v", err)
+	}
+	if err := os.WriteFile(file, []byte("eth0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		iface, method string
+		refused       bool
+	}{
+		{"eth0", "dhcp", true},
+		{"eth0", "static", false},
+		{"eth1", "dhcp", false},
+		{"eth", "dhcp", false},
+	} {
+		if err := run(tc.iface, tc.method); (err != nil) != tc.refused {
+			t.Errorf("%s %s: %v, want refused %v", tc.iface, tc.method, err, tc.refused)
 		}
 	}
 }

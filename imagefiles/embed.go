@@ -16,6 +16,12 @@ import (
 //go:embed all:root
 var rootFS embed.FS
 
+// IfupdownHook refuses ifupdown's DHCP client on the interface node1's head
+// owns: see root/etc/network/if-pre-up.d/clusterdebian.
+//
+//go:embed root/etc/network/if-pre-up.d/clusterdebian
+var IfupdownHook string
+
 //go:embed templates
 var templatesFS embed.FS
 
@@ -65,7 +71,8 @@ func Hook(name string) string {
 // Mode returns the file mode a file of Root() gets in the image. embed does not
 // keep modes, so executables are listed here.
 func Mode(path string) fs.FileMode {
-	if strings.HasPrefix(path, "usr/local/bin/") || strings.HasPrefix(path, "usr/local/sbin/") || strings.HasSuffix(path, ".sh") {
+	if strings.HasPrefix(path, "usr/local/bin/") || strings.HasPrefix(path, "usr/local/sbin/") || strings.HasSuffix(path, ".sh") ||
+		strings.HasPrefix(path, "etc/network/if-pre-up.d/") {
 		return 0o755
 	}
 	return 0o644

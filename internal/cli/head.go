@@ -15,6 +15,8 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/head"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
+	"github.com/clusterdebian/clusterdebian/internal/role"
+	"github.com/clusterdebian/clusterdebian/internal/uplink"
 	"github.com/clusterdebian/clusterdebian/internal/version"
 )
 
@@ -24,8 +26,8 @@ const systemConfig = "/etc/clusterdebian/cluster.toml"
 
 func newHeadCmd() *cobra.Command {
 	var (
-		configPath, iface, subnet, dhcpMode, bootDir, stateDir, extra, clusterRoot string
-		debug                                                                      bool
+		configPath, iface, subnet, address, dhcpMode, natMode, bootDir, stateDir, extra, clusterRoot string
+		debug                                                                                        bool
 	)
 	cmd := explainErrors(&cobra.Command{
 		Use:   "head",
@@ -33,8 +35,19 @@ func newHeadCmd() *cobra.Command {
 		Long: `head serves the cluster network from node1, so that every other machine
 boots from it: DHCP (or ProxyDHCP beside an existing DHCP server), TFTP for
 the iPXE boot loaders, and HTTP for each node's iPXE script, the kernel, the
-initrd and the image layers. It gives the cluster interface the address .1
-of the subnet, unless it already has one in the subnet.
+initrd and the image layers.
+
+node1's address on the cluster network is network.address when set, else an
+address already on the interface, else (DHCP mode auto or proxy) one leased
+from the LAN's own DHCP server, whose network then is the cluster network
+for this boot, else .1 of the subnet. With an uplink (another interface with
+a default route) and addresses of its own to hand out, node1 forwards the
+nodes to the outside (network.nat). The cluster interface is --interface,
+else clusterdebian.interface= on node1's kernel command line (the boot
+menu), else network.interface, else the only connected wired one, or the
+one where no other DHCP server answers and no default route goes. What the
+head decided is at http://<head>/api/v1/network, on the login banner and in
+clusterdebian status.
 
 On a ClusterDebian live system it starts at boot (clusterdebian-head.service)
 and serves the files of the medium it booted from. Every flag has a
@@ -65,7 +78,9 @@ at http://<head>/api/v1/boot.`,
 			}
 			set("interface", &cfg.Network.Interface, iface)
 			set("subnet", &cfg.Network.Subnet, subnet)
+			set("address", &cfg.Network.Address, address)
 			set("dhcp", &cfg.Network.DHCP, dhcpMode)
+			set("nat", &cfg.Network.NAT, natMode)
 			set("boot-dir", &cfg.Head.BootDir, bootDir)
 			set("state-dir", &cfg.Head.StateDir, stateDir)
 			opts, err := headOptions(cfg)
@@ -87,6 +102,13 @@ at http://<head>/api/v1/boot.`,
 			default:
 				opts.ClusterRoot = clusterRoot
 			}
+			// node1's boot menu chooses the interface on its kernel command
+			// line; an explicit --interface still wins.
+			if !flags.Changed("interface") {
+				if opts.BootInterface, err = bootInterface(role.ProcCmdline); err != nil {
+					return err
+				}
+			}
 			if err := requireRoot("head"); err != nil {
 				return err
 			}
@@ -101,15 +123,42 @@ at http://<head>/api/v1/boot.`,
 	}, headInputs)
 	f := cmd.Flags()
 	f.StringVarP(&configPath, "config", "c", "", "cluster.toml (default: "+systemConfig+" if present, else the embedded default)")
-	f.StringVar(&iface, "interface", "", "cluster network interface (network.interface; default: the only connected wired one)")
+	f.StringVar(&iface, "interface", "", "cluster network interface: a name, a MAC or a place among the wired cards (network.interface; default: clusterdebian.interface= on the kernel command line, else the only connected wired one)")
 	f.StringVar(&subnet, "subnet", "", "cluster subnet, e.g. 10.99.0.0/24 (network.subnet)")
+	f.StringVar(&address, "address", "", "node1's address with the network's prefix length, e.g. 192.168.50.10/23 (network.address)")
 	f.StringVar(&dhcpMode, "dhcp", "", "DHCP mode: auto, server, proxy or off (network.dhcp)")
+	f.StringVar(&natMode, "nat", "", "the nodes' way out through node1: auto, on or off (network.nat)")
 	f.StringVar(&bootDir, "boot-dir", "", "folder with vmlinuz, the initrds and the image layers (head.boot_dir; default "+head.DefaultBootDir+")")
 	f.StringVar(&stateDir, "state-dir", "", "folder for leases, the cluster token and the TFTP root (head.state_dir; default "+head.DefaultStateDir+")")
 	f.StringVar(&extra, "kernel-cmdline-extra", "", "kernel parameters added to every node's command line, after image.kernel_cmdline")
 	f.StringVar(&clusterRoot, "cluster-root", "", "root file system whose /etc/hosts, hostfiles and SSH trust the head keeps, and exports to the nodes (default: / on a ClusterDebian system, else none; \"none\" disables)")
 	f.BoolVar(&debug, "debug", false, "log every packet decision, not only requests and answers")
 	return cmd
+}
+
+// bootInterface returns the cluster interface node1 was booted with
+// (contract.ParamInterface on the kernel command line at path), "" when
+// none. Only that parameter is read: the rest of a host's command line is
+// none of the head's business.
+func bootInterface(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", nil
+		}
+		return "", err
+	}
+	choice := ""
+	for _, f := range strings.Fields(string(data)) {
+		if strings.HasPrefix(f, contract.ParamInterface+"=") {
+			c, err := contract.ParseCmdline(f)
+			if err != nil {
+				return "", fmt.Errorf("node1's kernel command line: %w", err)
+			}
+			choice = c.Interface // the last one counts, as for the kernel
+		}
+	}
+	return choice, nil
 }
 
 // headOptions turns a cluster.toml (with flags applied) into the head's
@@ -133,7 +182,9 @@ func headOptions(cfg *config.Config) (head.Options, error) {
 	}
 	o.Interface = cfg.Network.Interface
 	o.Subnet = cfg.Subnet()
+	o.Address = cfg.Address()
 	o.DHCP = dhcp.Mode(cfg.Network.DHCP)
+	o.NAT = uplink.Mode(cfg.Network.NAT)
 	if cfg.Network.Gateway != "" {
 		o.Router = netip.MustParseAddr(cfg.Network.Gateway)
 	}
@@ -153,19 +204,24 @@ func headOptions(cfg *config.Config) (head.Options, error) {
 var headInputs = inputs{
 	"network.interface":    {"--interface", "network.interface"},
 	"network.subnet":       {"--subnet", "network.subnet"},
+	"network.address":      {"--address", "network.address"},
 	"network.dhcp":         {"--dhcp", "network.dhcp"},
+	"network.nat":          {"--nat", "network.nat"},
 	"head.boot_dir":        {"--boot-dir", "head.boot_dir"},
 	"head.state_dir":       {"--state-dir", "head.state_dir"},
 	"image.kernel_cmdline": {"--kernel-cmdline-extra", "image.kernel_cmdline"},
 
-	head.InputInterface:    {"--interface", "network.interface"},
-	head.InputSubnet:       {"--subnet", "network.subnet"},
-	head.InputDHCP:         {"--dhcp", "network.dhcp"},
-	head.InputRouter:       {"", "network.gateway"},
-	head.InputDNS:          {"", "network.dns"},
-	head.InputBootDir:      {"--boot-dir", "head.boot_dir"},
-	head.InputStateDir:     {"--state-dir", "head.state_dir"},
-	head.InputRoot:         {"", "nodes.root"},
-	head.InputExtraCmdline: {"--kernel-cmdline-extra", "image.kernel_cmdline"},
-	head.InputClusterRoot:  {"--cluster-root", ""},
+	head.InputInterface:     {"--interface", "network.interface"},
+	head.InputBootInterface: {"", contract.ParamInterface + "= (node1's kernel command line)"},
+	head.InputSubnet:        {"--subnet", "network.subnet"},
+	head.InputAddress:       {"--address", "network.address"},
+	head.InputDHCP:          {"--dhcp", "network.dhcp"},
+	head.InputNAT:           {"--nat", "network.nat"},
+	head.InputRouter:        {"", "network.gateway"},
+	head.InputDNS:           {"", "network.dns"},
+	head.InputBootDir:       {"--boot-dir", "head.boot_dir"},
+	head.InputStateDir:      {"--state-dir", "head.state_dir"},
+	head.InputRoot:          {"", "nodes.root"},
+	head.InputExtraCmdline:  {"--kernel-cmdline-extra", "image.kernel_cmdline"},
+	head.InputClusterRoot:   {"--cluster-root", ""},
 }

@@ -27,7 +27,8 @@ func newStatusCmd() *cobra.Command {
 		Long: `status asks the head for its node registry and prints one line per node:
 its name and address, whether it is up (heartbeating) or down, its cores,
 1-minute load, memory in use, uptime and when the head last heard from it,
-and a summary line under the table.
+and a summary line under the table. Above the table it says which network
+node1 serves, in which DHCP mode and why (the head's GET /api/v1/network).
 
 With --watch it asks again every --interval and redraws the table (on a
 terminal; elsewhere it prints one table after the other) until interrupted.
@@ -57,6 +58,16 @@ the head is this machine.`,
 			if err != nil {
 				return err
 			}
+			if !asJSON {
+				// Which network node1 serves, in which mode and why; a head
+				// from before this API has nothing to say.
+				if n, err := c.Network(cmd.Context()); err == nil {
+					for _, l := range networkLines(n) {
+						fmt.Fprintln(out, l)
+					}
+					fmt.Fprintln(out)
+				}
+			}
 			if asJSON {
 				data, err := json.MarshalIndent(nodes, "", "  ")
 				if err != nil {
@@ -82,6 +93,29 @@ func defaultHeadURL() string {
 		return c.HTTPBase()
 	}
 	return "http://127.0.0.1"
+}
+
+// networkLines describes the head's cluster network for people: the
+// summary, where node1 is, and a warning when something does not work.
+func networkLines(n registry.Network) []string {
+	lines := []string{"Network: " + n.Summary}
+	where := "node1 is " + n.Address + " on " + n.Interface
+	switch n.AddressSource {
+	case "lease":
+		where += ", leased from the LAN's DHCP server"
+	case "configured":
+		where += " (network.address)"
+	case "interface":
+		where += " (configured on the interface)"
+	}
+	lines = append(lines, "         "+where)
+	for _, o := range n.OtherServers {
+		lines = append(lines, fmt.Sprintf("         another DHCP server: %s (%s, %s)", o.Server, o.Description, o.Time.Local().Format("15:04:05")))
+	}
+	if n.Warning != "" {
+		lines = append(lines, "Warning: "+n.Warning)
+	}
+	return lines
 }
 
 // printNodes writes the status table.

@@ -3,19 +3,23 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/role"
 )
 
 func TestSummaryLine(t *testing.T) {
@@ -121,5 +125,52 @@ func TestStatusCommand(t *testing.T) {
 	bad.Close()
 	if _, err := run("--head", bad.URL); err == nil || !strings.Contains(err.Error(), "is clusterdebian-head running?") {
 		t.Errorf("status without a head: %v", err)
+	}
+}
+
+func TestNetworkLines(t *testing.T) {
+	n := registry.Network{Summary: "proxyDHCP on 192.168.50.0/23 beside the DHCP server 192.168.50.1 (it answered node1 and leased it 192.168.50.37)",
+		Interface: "eth0", Address: "192.168.50.37", AddressSource: "lease"}
+	want := []string{"Network: " + n.Summary, "         node1 is 192.168.50.37 on eth0, leased from the LAN's DHCP server"}
+	if got := networkLines(n); !slices.Equal(got, want) {
+		t.Errorf("networkLines = %q, want %q", got, want)
+	}
+	n.AddressSource, n.Warning = "default", "another DHCP server hands out addresses here"
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)
+	n.OtherServers = []registry.OtherDHCPServer{{Server: "10.55.0.1", Description: "seen offering 10.55.0.120 to 52:54:00:ee:00:01", Time: at}}
+	got := networkLines(n)
+	if len(got) != 4 || got[1] != "         node1 is 192.168.50.37 on eth0" ||
+		got[2] != "         another DHCP server: 10.55.0.1 (seen offering 10.55.0.120 to 52:54:00:ee:00:01, 03:04:05)" || got[3] != "Warning: "+n.Warning {
+		t.Errorf("networkLines with a warning = %q", got)
+	}
+}
+
+// TestRenderIssue: node1's banner says which network it serves once the
+// head decided, and its address; before that, and on nodes, agetty's \4.
+func TestRenderIssue(t *testing.T) {
+	plain, err := renderIssue(role.Head, nil)
+	if err != nil || !strings.Contains(plain, `Address: \4    Role: head (node1)`) || strings.Contains(plain, "Network:") {
+		t.Errorf("banner before the head decided:\n%s (%v)", plain, err)
+	}
+	n := &registry.Network{Summary: `proxyDHCP on 192.168.50.0/23 beside the DHCP server 192.168.50.1`, Address: "192.168.50.37", Warning: `odd \ text`}
+	text, err := renderIssue(role.Head, n)
+	if err != nil || !strings.Contains(text, "Address: 192.168.50.37    Role: head (node1)\n Network: "+n.Summary+"\n Warning: odd \\\\ text\n") {
+		t.Errorf("node1's banner:\n%s (%v)", text, err)
+	}
+	node, _ := renderIssue(role.Node, n)
+	if strings.Contains(node, "Network:") || !strings.Contains(node, `Address: \4`) {
+		t.Errorf("a node's banner:\n%s", node)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "network.json")
+	if readNetwork(path) != nil {
+		t.Error("readNetwork of a missing file")
+	}
+	data, _ := json.Marshal(n)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := readNetwork(path); got == nil || got.Summary != n.Summary {
+		t.Errorf("readNetwork = %+v", got)
 	}
 }

@@ -8,8 +8,9 @@
 //
 // A value that another package owns is checked by that package's rule:
 // network.subnet by contract.CheckSubnet, network.dhcp by dhcp.ParseMode,
-// nodes.root by contract.ParseRootMode, image.kernel_cmdline by
-// contract.CheckExtra.
+// network.nat by uplink.ParseMode, network.interface by
+// contract.ParseInterfaceChoice, nodes.root by contract.ParseRootMode,
+// image.kernel_cmdline by contract.CheckExtra.
 package config
 
 import (
@@ -29,6 +30,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
+	"github.com/clusterdebian/clusterdebian/internal/uplink"
 )
 
 //go:embed default.toml
@@ -95,7 +97,9 @@ func (u User) CanSudo() bool { return u.Sudo == nil || *u.Sudo }
 type Network struct {
 	Interface string   `toml:"interface"`
 	Subnet    string   `toml:"subnet"`
+	Address   string   `toml:"address"`
 	DHCP      string   `toml:"dhcp"`
+	NAT       string   `toml:"nat"`
 	DNS       []string `toml:"dns"`
 	Gateway   string   `toml:"gateway"`
 }
@@ -204,6 +208,9 @@ func parse(text, name, dir string) (c *Config, unknown []error, err error) {
 	if m, err := dhcp.ParseMode(c.Network.DHCP); err == nil {
 		c.Network.DHCP = string(m)
 	}
+	if m, err := uplink.ParseMode(c.Network.NAT); err == nil {
+		c.Network.NAT = string(m)
+	}
 	if r, err := contract.ParseRootMode(string(c.Nodes.Root)); err == nil {
 		c.Nodes.Root = r
 	}
@@ -223,7 +230,7 @@ var knownKeys = []string{
 	"image.boot_timeout", "image.kernel_cmdline",
 	"cluster.parallel",
 	"users.name", "users.password", "users.password_hash", "users.ssh_authorized_keys", "users.sudo",
-	"network.interface", "network.subnet", "network.dhcp", "network.dns", "network.gateway",
+	"network.interface", "network.subnet", "network.address", "network.dhcp", "network.nat", "network.dns", "network.gateway",
 	"head.boot_dir", "head.state_dir",
 	"nodes.root",
 }
@@ -419,8 +426,20 @@ func (c *Config) validateNetwork() []error {
 		bad("network.subnet", "%v", err)
 		prefix = netip.Prefix{}
 	}
+	if a := c.Network.Address; a != "" {
+		if addr, err := ParseAddress(a); err != nil {
+			bad("network.address", "%v", err)
+			prefix = netip.Prefix{}
+		} else {
+			prefix = addr.Masked()
+		}
+	}
 	if _, err := dhcp.ParseMode(c.Network.DHCP); err != nil {
 		bad("network.dhcp", "%v", err)
+	}
+	nat, err := uplink.ParseMode(c.Network.NAT)
+	if err != nil {
+		bad("network.nat", "%v", err)
 	}
 	for _, d := range c.Network.DNS {
 		if a, err := netip.ParseAddr(d); err != nil || !a.Is4() {
@@ -433,23 +452,48 @@ func (c *Config) validateNetwork() []error {
 		case err != nil || !gw.Is4():
 			bad("network.gateway", "%q is not an IPv4 address", c.Network.Gateway)
 		case prefix.IsValid() && !prefix.Contains(gw):
-			bad("network.gateway", "%s is outside network.subnet %s", gw, prefix)
+			bad("network.gateway", "%s is outside the cluster network %s (%s)", gw, prefix, c.networkKey())
+		case nat == uplink.ModeOn:
+			// Two ways out for the nodes: the head would not know which to
+			// hand them.
+			bad("network.nat", "\"on\" makes node1 the nodes' router, but network.gateway names %s: set one of them", gw)
 		}
 	}
 	return errs
 }
 
-// interfaceName is what the kernel accepts as a network interface name
-// (dev_valid_name): at most 15 bytes, no '/', ':' or white space.
-var interfaceName = regexp.MustCompile(`^[^/:\s]{1,15}$`)
+// networkKey names the key the cluster network comes from.
+func (c *Config) networkKey() string {
+	if c.Network.Address != "" {
+		return "network.address"
+	}
+	return "network.subnet"
+}
+
+// ParseAddress reads network.address: node1's address on the cluster
+// network with the network's prefix length, "192.168.50.10/23". It must be
+// a host address of an IPv4 network from /8 to /30 (contract.CheckSubnet).
+func ParseAddress(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("%q is not node1's IPv4 address with its prefix length, like \"192.168.50.10/23\"", s)
+	}
+	if err := contract.CheckSubnet(p.Masked()); err != nil {
+		return netip.Prefix{}, err
+	}
+	if p.Addr() == p.Masked().Addr() || p.Addr() == contract.Broadcast(p) {
+		return netip.Prefix{}, fmt.Errorf("%v is the network's own or broadcast address, not a host's", p)
+	}
+	return p, nil
+}
 
 func (c *Config) validateHead() []error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, inputerr.Errorf(key, "", format, args...))
 	}
-	if i := c.Network.Interface; i != "" && (!interfaceName.MatchString(i) || i == "." || i == "..") {
-		bad("network.interface", "%q is not a network interface name (like \"eth0\" or \"enp3s0\")", i)
+	if _, err := contract.ParseInterfaceChoice(c.Network.Interface); err != nil {
+		bad("network.interface", "%v", err)
 	}
 	// The head runs as a system service with / as its working folder, so a
 	// relative path would mean something else than the user thought.
@@ -476,8 +520,18 @@ func (c *Config) OverlayDir() string {
 	return filepath.Join(c.Dir, c.Image.Overlay)
 }
 
-// Subnet returns the parsed cluster subnet. Call only on a validated config.
+// Subnet returns the parsed network.subnet. Call only on a validated config.
 func (c *Config) Subnet() netip.Prefix { return netip.MustParsePrefix(c.Network.Subnet) }
+
+// Address returns the parsed network.address, the zero Prefix when unset.
+// Call only on a validated config.
+func (c *Config) Address() netip.Prefix {
+	if c.Network.Address == "" {
+		return netip.Prefix{}
+	}
+	p, _ := ParseAddress(c.Network.Address)
+	return p
+}
 
 // HeadAddr returns the head's (node1's) address: .1 of the subnet.
 func (c *Config) HeadAddr() netip.Addr { return c.Subnet().Addr().Next() }

@@ -122,6 +122,8 @@ func TestDefaults(t *testing.T) {
 		{"cluster.parallel", strings.Join(c.Cluster.Parallel, ","), "mpi"},
 		{"network.subnet", c.Network.Subnet, "10.99.0.0/24"},
 		{"network.dhcp", c.Network.DHCP, "auto"},
+		{"network.nat", c.Network.NAT, "auto"},
+		{"network.address", c.Network.Address, ""},
 		{"network.gateway", c.Network.Gateway, ""},
 		{"network.dns count", len(c.Network.DNS), 0},
 		{"nodes.root", string(c.Nodes.Root), "shared"},
@@ -304,6 +306,16 @@ func TestValidationErrorsNameTheirKey(t *testing.T) {
 		{"gateway outside", `network.gateway = "10.98.0.1"`, []string{"network.gateway", "outside", "10.99.0.0/24"}},
 		{"gateway not ip", `network.gateway = "router"`, []string{"network.gateway", `"router"`}},
 		{"gateway ipv6", `network.gateway = "fe80::1"`, []string{"network.gateway"}},
+		{"gateway outside the address's network", "[network]\naddress = \"192.168.50.10/23\"\ngateway = \"10.99.0.254\"", []string{"network.gateway", "outside", "192.168.50.0/23", "network.address"}},
+		{"address without length", `network.address = "192.168.50.10"`, []string{"network.address", "prefix length"}},
+		{"address ipv6", `network.address = "fd00::10/64"`, []string{"network.address"}},
+		{"address is the network", `network.address = "192.168.50.0/23"`, []string{"network.address", "network's own"}},
+		{"address is the broadcast", `network.address = "192.168.51.255/23"`, []string{"network.address", "broadcast"}},
+		{"address /31", `network.address = "192.168.50.10/31"`, []string{"network.address", "too small"}},
+		{"nat mode", `network.nat = "yes"`, []string{"network.nat", `"yes"`, `"auto"`, `"on"`, `"off"`}},
+		{"nat on with a gateway", "[network]\nnat = \"on\"\ngateway = \"10.99.0.254\"", []string{"network.nat", "network.gateway", "10.99.0.254"}},
+		{"interface index 0", `network.interface = "0"`, []string{"network.interface", "1 to"}},
+		{"interface multicast MAC", `network.interface = "01:00:5e:00:00:01"`, []string{"network.interface", "multicast"}},
 		{"nodes.root", `nodes.root = "nfs"`, []string{"nodes.root", `"nfs"`, `"shared"`, `"ram"`}},
 		{"kernel_cmdline ours", `image.kernel_cmdline = "quiet clusterdebian.role=node"`, []string{"image.kernel_cmdline", "set by the head"}},
 		{"kernel_cmdline chain", `image.kernel_cmdline = "quiet || shell"`, []string{"image.kernel_cmdline"}},
@@ -336,7 +348,10 @@ func TestValidationErrorsNameTheirKey(t *testing.T) {
 // the rule the head and the kernel command line use (dhcp.ParseMode,
 // contract.ParseRootMode).
 func TestEmptyModesAreDefaults(t *testing.T) {
-	c := parseOK(t, "[network]\ndhcp = \"\"\n[nodes]\nroot = \"\"\n")
+	c := parseOK(t, "[network]\ndhcp = \"\"\nnat = \"\"\n[nodes]\nroot = \"\"\n")
+	if c.Network.NAT != "auto" {
+		t.Errorf("empty NAT mode: %q, want auto", c.Network.NAT)
+	}
 	if c.Network.DHCP != string(dhcp.ModeAuto) || c.Nodes.Root != contract.RootShared {
 		t.Errorf("empty modes: dhcp %q, root %q; want %q and %q", c.Network.DHCP, c.Nodes.Root, dhcp.ModeAuto, contract.RootShared)
 	}
@@ -359,6 +374,11 @@ func TestValidConfigsAccepted(t *testing.T) {
 		"[network]\ndhcp = \"proxy\"\n",
 		"[network]\ndhcp = \"off\"\n",
 		"[network]\ndhcp = \"server\"\n",
+		"[network]\naddress = \"192.168.50.10/23\"\ngateway = \"192.168.51.254\"\n",
+		"[network]\nnat = \"on\"\n",
+		"[network]\nnat = \"off\"\ngateway = \"10.99.0.254\"\n",
+		"[network]\ninterface = \"2\"\n",
+		"[network]\ninterface = \"52:54:00:12:34:56\"\n",
 		"[nodes]\nroot = \"ram\"\n",
 		"[[users]]\nname = \"alice\"\npassword_hash = \"!\"\n",
 		"[[users]]\nname = \"alice\"\npassword_hash = \"*\"\n",
@@ -665,5 +685,18 @@ func TestResolvedMirror(t *testing.T) {
 	c := parseOK(t, `image.mirror = "http://ftp.de.debian.org/debian/"`)
 	if got := c.ResolvedMirror(); got != "http://ftp.de.debian.org/debian" {
 		t.Errorf("ResolvedMirror() = %q, want the configured mirror without its trailing /", got)
+	}
+}
+
+func TestAddress(t *testing.T) {
+	c := parseOK(t, "[network]\naddress = \"192.168.50.10/23\"\n")
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Address(); got != netip.MustParsePrefix("192.168.50.10/23") {
+		t.Errorf("Address() = %v", got)
+	}
+	if got := Default().Address(); got.IsValid() {
+		t.Errorf("default Address() = %v, want none", got)
 	}
 }

@@ -56,6 +56,9 @@ type Cmdline struct {
 	// (ParamBootIF), when the head knows it: the iPXE script's URL names
 	// it. Nil writes no BOOTIF.
 	BootMAC net.HardwareAddr
+	// Interface is node1's choice of cluster interface (ParamInterface,
+	// ParseInterfaceChoice's forms), from its boot menu; nodes have none.
+	Interface string
 	// Extra are further kernel parameters, from cluster.toml
 	// image.kernel_cmdline, appended at the end. ParseCmdline puts here
 	// every parameter that Format does not write itself.
@@ -111,6 +114,9 @@ func (c Cmdline) Format() string {
 	}
 	if bootif := FormatBootIF(c.BootMAC); bootif != "" {
 		p = append(p, ParamBootIF+"="+bootif)
+	}
+	if c.Interface != "" {
+		p = append(p, ParamInterface+"="+c.Interface)
 	}
 	for _, e := range c.Extra {
 		if e = strings.TrimSpace(e); e != "" {
@@ -201,6 +207,11 @@ func ParseCmdline(line string) (Cmdline, error) {
 				return c, fmt.Errorf("%s: %w", key, err)
 			}
 			c.Root = r
+		case ParamInterface:
+			if _, err := ParseInterfaceChoice(val); err != nil {
+				return c, fmt.Errorf("%s: %w", key, err)
+			}
+			c.Interface = val
 		case ParamLayers:
 			c.Layers = nil
 			for _, l := range strings.Split(val, ",") {

@@ -114,8 +114,20 @@ const (
 	// also hides it under a tmpfs, so the files below stay node1's.
 	StateDir = "/var/lib/clusterdebian"
 	// RunDir holds per-boot state: the machine's SSH host key and
-	// certificate, the node name the initrd chose.
+	// certificate, the node name the initrd chose; on node1 also
+	// NetworkFile and InterfaceFile.
 	RunDir = "/run/clusterdebian"
+	// NetworkFile, in RunDir on node1, is the head's account of the
+	// cluster network it serves this boot (JSON, registry.Network): which
+	// interface and subnet, in which DHCP mode and why. The login banner
+	// (clusterdebian issue) reads it; the head serves the same at
+	// /api/v1/network.
+	NetworkFile = "network.json"
+	// InterfaceFile, in RunDir on node1, names the cluster interface the
+	// head owns this boot (one line). The image's ifupdown hook
+	// (/etc/network/if-pre-up.d/clusterdebian) refuses to start a DHCP
+	// client on it, which would fight the head's own.
+	InterfaceFile = "interface"
 	// LeasesFile holds the DHCP leases.
 	LeasesFile = "leases.json"
 	// RegistryFile holds the node registry.

@@ -273,3 +273,48 @@ func TestLayersAndInitrd(t *testing.T) {
 		t.Errorf("ParseRootMode(\"\") = %q, %v", r, err)
 	}
 }
+
+func TestParseInterfaceChoice(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0, 0xab, 0xcd, 0xef}
+	for _, tc := range []struct {
+		in   string
+		want InterfaceChoice
+		desc string
+	}{
+		{"", InterfaceChoice{}, "no card"},
+		{"enp3s0", InterfaceChoice{Name: "enp3s0"}, `"enp3s0"`},
+		{" eth0 ", InterfaceChoice{Name: "eth0"}, `"eth0"`},
+		{"52:54:00:AB:CD:EF", InterfaceChoice{MAC: mac}, "the card with MAC 52:54:00:ab:cd:ef"},
+		{"52-54-00-ab-cd-ef", InterfaceChoice{MAC: mac}, "the card with MAC 52:54:00:ab:cd:ef"},
+		{"a-b-c-d-e-f", InterfaceChoice{Name: "a-b-c-d-e-f"}, `"a-b-c-d-e-f"`},
+		{"1", InterfaceChoice{Index: 1}, "the 1st wired card"},
+		{"2", InterfaceChoice{Index: 2}, "the 2nd wired card"},
+		{"3", InterfaceChoice{Index: 3}, "the 3rd wired card"},
+		{"11", InterfaceChoice{Index: 11}, "the 11th wired card"},
+		{"22", InterfaceChoice{Index: 22}, "the 22nd wired card"},
+	} {
+		got, err := ParseInterfaceChoice(tc.in)
+		if err != nil || !reflect.DeepEqual(got, tc.want) || got.Describe() != tc.desc {
+			t.Errorf("ParseInterfaceChoice(%q) = %+v (%s), %v; want %+v (%s)", tc.in, got, got.Describe(), err, tc.want, tc.desc)
+		}
+		if again, err := ParseInterfaceChoice(got.String()); err != nil || !reflect.DeepEqual(again, got) {
+			t.Errorf("String of %+v reads back as %+v, %v", got, again, err)
+		}
+	}
+	for _, bad := range []string{"0", "-1", "65", "a/b", "eth 0", "averyveryverylongname", "01:00:5e:00:00:01", "52:54:00:ab:cd", "..", "ab:cd:ef:gh:ij:kl"} {
+		if got, err := ParseInterfaceChoice(bad); err == nil {
+			t.Errorf("ParseInterfaceChoice(%q) = %+v, want an error", bad, got)
+		}
+	}
+	// node1's boot menu sets it on node1's own command line.
+	c, err := ParseCmdline("boot=live " + ParamInterface + "=2 quiet")
+	if err != nil || c.Interface != "2" || c.Node || !reflect.DeepEqual(c.Extra, []string{"quiet"}) {
+		t.Errorf("node1's line with %s: %+v, %v", ParamInterface, c, err)
+	}
+	if _, err := ParseCmdline(ParamInterface + "=0"); err == nil || !strings.Contains(err.Error(), ParamInterface) {
+		t.Errorf("a bad %s: %v, want an error naming it", ParamInterface, err)
+	}
+	if err := CheckExtra(ParamInterface + "=1"); err == nil {
+		t.Errorf("CheckExtra lets %s into a node's extra parameters", ParamInterface)
+	}
+}

@@ -120,8 +120,8 @@ func (h *Head) admit(mac net.HardwareAddr, remote netip.Addr, now time.Time) (ne
 			want = remote
 		}
 	}
-	if !h.opts.Subnet.Contains(want) {
-		return netip.Addr{}, fmt.Errorf("%w: %s asked from %s, outside the cluster subnet %v", httpboot.ErrForbidden, key, want, h.opts.Subnet)
+	if !h.naming.Subnet.Contains(want) {
+		return netip.Addr{}, fmt.Errorf("%w: %s asked from %s, outside the cluster subnet %v", httpboot.ErrForbidden, key, want, h.naming.Subnet)
 	}
 	return want, nil
 }

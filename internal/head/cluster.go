@@ -66,14 +66,15 @@ func (h *Head) setupCluster() error {
 	}
 	marked := map[string]time.Time{} // onChange runs one call at a time
 	onChange := func(ns []registry.Node) {
+		h.setHolders(ns)
 		h.markRegistered(ns, marked)
 		if h.exports != nil {
-			h.exports.sync(ns, o.Subnet)
+			h.exports.sync(ns, h.naming.Subnet)
 		}
 		if root == "" {
 			return
 		}
-		if err := clusterfiles.Write(root, ns, o.Subnet); err != nil {
+		if err := clusterfiles.Write(root, ns, h.naming.Subnet); err != nil {
 			h.log.Error("cannot write the cluster files", "root", root, "err", err)
 		}
 	}
@@ -111,12 +112,21 @@ func (h *Head) setupCluster() error {
 	}
 	h.cluster = c
 
+	h.setHolders(reg.Nodes())
+	// node1 is in the registry, and so in /etc/hosts, from the start: the
+	// image's /etc/hosts has no line for it, since its address is the
+	// head's decision (a LAN may lease it any).
+	if c.mac != "" {
+		if _, err := reg.Register(h.selfRequest()); err != nil {
+			h.log.Error("registering node1 itself", "err", err)
+		}
+	}
 	if root != "" {
-		line := ca.KnownHostsLine(sshtrust.KnownHostsPatterns(o.Subnet))
+		line := ca.KnownHostsLine(sshtrust.KnownHostsPatterns(h.naming.Subnet))
 		if err := sshtrust.WriteKnownHosts(root, line); err != nil {
 			return fmt.Errorf("SSH known hosts: %w", err)
 		}
-		if err := sshtrust.WriteClientConfig(root, o.Subnet); err != nil {
+		if err := sshtrust.WriteClientConfig(root, h.naming.Subnet); err != nil {
 			return fmt.Errorf("ssh client configuration: %w", err)
 		}
 		if err := h.hostCertificate(); err != nil {
@@ -127,7 +137,7 @@ func (h *Head) setupCluster() error {
 	if h.exports != nil {
 		// The nodes running from this head keep their export across its
 		// restart; a stale line of an older head goes.
-		h.exports.sync(reg.Nodes(), o.Subnet)
+		h.exports.sync(reg.Nodes(), h.naming.Subnet)
 		ctx, cancel := context.WithTimeout(context.Background(), exportApplyTimeout)
 		defer cancel()
 		if err := h.exports.apply(ctx); err != nil {
@@ -245,18 +255,29 @@ func sameCertKey(a []byte, b string) bool {
 		strings.Join(ca.ValidPrincipals, ",") == strings.Join(cb.ValidPrincipals, ",")
 }
 
-// runCluster registers node1 itself, keeps its figures current, marks silent
-// nodes down, and flushes the registry when ctx ends.
-func (h *Head) runCluster(ctx context.Context) {
-	c := h.cluster
-	mem, _ := agent.MemTotalKiB("/proc")
-	self := registry.RegisterRequest{MAC: c.mac, IP: h.addr.String(), Cores: runtime.NumCPU(),
-		MemTotalKiB: mem, Role: registry.RoleHead}
-	if c.mac != "" {
-		if _, err := c.reg.Register(self); err != nil {
-			h.log.Error("registering node1 itself", "err", err)
+// setHolders records which node holds which address, for inUse.
+func (h *Head) setHolders(ns []registry.Node) {
+	m := make(map[netip.Addr]string, len(ns))
+	for _, n := range ns {
+		if ip, err := netip.ParseAddr(n.IP); err == nil && n.Role == registry.RoleNode {
+			m[ip] = n.MAC
 		}
 	}
+	h.holders.Store(&m)
+}
+
+// selfRequest is node1's own registration.
+func (h *Head) selfRequest() registry.RegisterRequest {
+	mem, _ := agent.MemTotalKiB("/proc")
+	return registry.RegisterRequest{MAC: h.cluster.mac, IP: h.addr.String(), Cores: runtime.NumCPU(),
+		MemTotalKiB: mem, Role: registry.RoleHead}
+}
+
+// runCluster keeps node1's figures current (setupCluster registered it),
+// marks silent nodes down, and flushes the registry when ctx ends.
+func (h *Head) runCluster(ctx context.Context) {
+	c := h.cluster
+	self := h.selfRequest()
 	go c.reg.SweepEvery(ctx)
 	t := time.NewTicker(HeartbeatInterval)
 	defer t.Stop()
@@ -296,6 +317,8 @@ func (h *Head) routes() http.Handler {
 		switch p := r.URL.Path; {
 		case p == "/api/v1/nodes" || strings.HasPrefix(p, "/api/v1/nodes/"):
 			api.ServeHTTP(w, r)
+		case p == registry.PathNetwork:
+			h.serveNetwork(w, r)
 		case p == "/" || p == statuspage.PathStatus || p == statuspage.PathStatus+"/":
 			page.ServeHTTP(w, r)
 		case p == statuspage.PathMetrics:

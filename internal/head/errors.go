@@ -12,18 +12,21 @@ import (
 // exist, and the like; a caller that took the value from elsewhere (the
 // CLI: a flag, a cluster.toml key) names where to change it.
 const (
-	InputInterface    = "Interface"
-	InputSubnet       = "Subnet"
-	InputDHCP         = "DHCP"
-	InputRouter       = "Router"
-	InputDNS          = "DNS"
-	InputBootDir      = "BootDir"
-	InputStateDir     = "StateDir"
-	InputIPXEDir      = "IPXEDir"
-	InputRoot         = "Root"
-	InputExtraCmdline = "ExtraCmdline"
-	InputClusterRoot  = "ClusterRoot"
-	InputHTTPPort     = "HTTPPort"
+	InputInterface     = "Interface"
+	InputBootInterface = "BootInterface"
+	InputSubnet        = "Subnet"
+	InputAddress       = "Address"
+	InputNAT           = "NAT"
+	InputDHCP          = "DHCP"
+	InputRouter        = "Router"
+	InputDNS           = "DNS"
+	InputBootDir       = "BootDir"
+	InputStateDir      = "StateDir"
+	InputIPXEDir       = "IPXEDir"
+	InputRoot          = "Root"
+	InputExtraCmdline  = "ExtraCmdline"
+	InputClusterRoot   = "ClusterRoot"
+	InputHTTPPort      = "HTTPPort"
 )
 
 // optionError returns an *inputerr.Error about the Options field.

@@ -13,8 +13,11 @@
 //   - one bootstage.Tracker follows each node through these stages, so the
 //     log and the status API say where a node stalled.
 //
-// The head takes the cluster interface and its address itself (.1 of the
-// subnet), so that a node1 booted from the live medium needs no setup.
+// The head takes the cluster interface and its address itself, so that a
+// node1 booted from the live medium needs no setup: on a private switch .1
+// of the subnet, on a LAN that has its own DHCP server an address leased
+// from that server (see network.go); and, with an uplink, it forwards the
+// nodes to the outside (internal/uplink).
 package head
 
 import (
@@ -32,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
@@ -39,8 +43,10 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootfs"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcpclient"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/httpboot"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/tftp"
+	"github.com/clusterdebian/clusterdebian/internal/uplink"
 )
 
 // Defaults of Options.
@@ -61,17 +67,33 @@ var bootLinkTargets = []string{"/boot"}
 
 // Options configure the head. The zero value of a field means its default.
 type Options struct {
-	// Interface is the cluster network interface; empty: the only connected,
-	// wired, physical one (or bridge) of System.Links.
+	// Interface is the cluster network interface, in any form of
+	// contract.ParseInterfaceChoice (a name, a MAC, a place among the
+	// wired cards); empty: the only connected, wired, physical one (or
+	// bridge) of System.Links, or among several the one where no other
+	// DHCP server answers and no default route goes.
 	Interface string
+	// BootInterface is the choice node1 was booted with
+	// (contract.ParamInterface, from its boot menu); it wins over
+	// Interface.
+	BootInterface string
 	// Subnet is the cluster network, an IPv4 prefix from /8 to /30 without
 	// host bits (contract.CheckSubnet); the head takes .1 of it unless the
-	// interface already has an address in it.
+	// interface already has an address, or a LAN's DHCP server leases node1
+	// one (network.go).
 	Subnet netip.Prefix
+	// Address, when valid, is node1's address with the cluster network's
+	// prefix length (cluster.toml network.address): it wins over Subnet and
+	// over a lease.
+	Address netip.Prefix
 	// DHCP is the DHCP mode; empty means auto.
 	DHCP dhcp.Mode
+	// NAT says whether the nodes reach the outside through node1
+	// (uplink.Mode); empty means auto.
+	NAT uplink.Mode
 	// Router and DNS are handed to nodes when set (cluster.toml
-	// network.gateway, network.dns).
+	// network.gateway, network.dns). With NAT, Router is node1 and DNS,
+	// unless set, node1's upstream resolvers.
 	Router netip.Addr
 	DNS    []netip.Addr
 	// BootDir holds vmlinuz, initrd.img and the squashfs layers;
@@ -105,6 +127,10 @@ type Options struct {
 	// System is the machine the head configures (its interfaces, NFS
 	// server, sshd); default HostSystem(). Tests pass a fake.
 	System System
+
+	// adopt is the lease Run starts the head with when the cluster moves
+	// to a LAN (errMove).
+	adopt *dhcpclient.Lease
 }
 
 // withDefaults fills in defaults and checks the options; errors are
@@ -139,6 +165,19 @@ func (o Options) withDefaults() (Options, error) {
 		return o, optionError(InputDHCP, err)
 	}
 	o.DHCP = mode
+	nat, err := uplink.ParseMode(string(o.NAT))
+	if err != nil {
+		return o, optionError(InputNAT, err)
+	}
+	o.NAT = nat
+	if a := o.Address; a.IsValid() {
+		if err := contract.CheckSubnet(a.Masked()); err != nil || !a.Addr().Is4() {
+			return o, optionErrorf(InputAddress, "%v: the cluster network must be an IPv4 network from /8 to /30", a)
+		}
+		if a.Addr() == a.Masked().Addr() || a.Addr() == contract.Broadcast(a) {
+			return o, optionErrorf(InputAddress, "%v is the network's own or broadcast address, not a host's", a)
+		}
+	}
 	root, err := contract.ParseRootMode(string(o.Root))
 	if err != nil {
 		return o, optionError(InputRoot, err)
@@ -208,12 +247,23 @@ func (h *Head) warnMissingLoaders() {
 
 // Head is a running head: what Run set up, for tests and the status page.
 type Head struct {
-	opts    Options
-	sys     System
-	log     *slog.Logger
-	iface   string
-	addr    netip.Addr
-	naming  contract.Naming
+	opts   Options
+	sys    System
+	log    *slog.Logger
+	iface  string
+	addr   netip.Addr
+	naming contract.Naming
+	// plan is the cluster network as New decided it, and net what changes
+	// of it while the head runs (network.go).
+	plan netPlan
+	net  netState
+	// evidence carries dhcp's evidence of other servers to runNetwork.
+	evidence chan dhcp.Evidence
+	// clock is the lease keeper's time; nil is the real one.
+	clock dhcpclient.Clock
+	// holders maps each registered node's address to its MAC, for DHCP's
+	// check that an address is free (dhcp.Config.InUse).
+	holders atomic.Pointer[map[netip.Addr]string]
 	base    string // http://<addr>[:port]
 	token   string
 	cmdline contract.Cmdline
@@ -244,17 +294,15 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		return nil, err
 	}
 
-	h.iface = o.Interface
-	if h.iface == "" {
-		if h.iface, err = detectInterface(ctx, h.sys); err != nil {
-			return nil, err
-		}
-		h.log.Info("cluster interface detected", "iface", h.iface)
-	}
-	if h.addr, err = ensureAddress(ctx, h.sys, h.iface, o.Subnet, h.log); err != nil {
+	if h.plan, err = h.planNetwork(ctx); err != nil {
 		return nil, err
 	}
-	h.naming = contract.Naming{Subnet: o.Subnet, Head: h.addr}
+	h.iface, h.addr = h.plan.iface, h.plan.addr.Addr()
+	h.net.lease = h.plan.lease
+	h.naming = contract.Naming{Subnet: h.plan.subnet(), Head: h.addr}
+	if err := h.naming.Check(); err != nil {
+		return nil, fmt.Errorf("cluster network: %w", err)
+	}
 	if h.token, err = prepareState(o.StateDir); err != nil {
 		return nil, optionError(InputStateDir, err)
 	}
@@ -298,21 +346,29 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		return nil, err
 	}
 
+	h.evidence = make(chan dhcp.Evidence, 16)
 	h.dhcp, err = dhcp.New(dhcp.Config{
 		Interface: h.iface,
 		ServerIP:  h.addr,
-		Subnet:    o.Subnet,
-		Mode:      o.DHCP,
-		Router:    o.Router,
-		DNS:       o.DNS,
+		Subnet:    h.naming.Subnet,
+		Mode:      h.plan.mode,
+		Router:    h.plan.router,
+		DNS:       h.plan.dns,
 		LeaseFile: filepath.Join(o.StateDir, contract.LeasesFile),
 		HTTPBase:  h.base,
 		BootFiles: dhcp.BootFiles{BIOS: contract.BIOSBootFile, UEFI: contract.UEFIBootFile},
 		Logger:    h.log,
 		OnEvent:   h.dhcpEvent,
+		InUse:     h.inUse,
+		OnEvidence: func(ev dhcp.Evidence) {
+			select {
+			case h.evidence <- ev:
+			default: // runNetwork acts on the first; the rest are in Evidence()
+			}
+		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("DHCP server (mode %s): %w", o.DHCP, err)
+		return nil, fmt.Errorf("DHCP server (mode %s): %w", h.plan.mode, err)
 	}
 
 	h.tftp, err = tftp.New(tftp.Config{
@@ -343,13 +399,35 @@ func (h *Head) Cmdline() contract.Cmdline { return h.cmdline }
 // Naming is the naming rule of the cluster network the head serves.
 func (h *Head) Naming() contract.Naming { return h.naming }
 
-// Run prepares the head and serves until ctx is done.
+// Run prepares the head and serves until ctx is done. When the cluster
+// network moves to a LAN (another DHCP server showed up after the head
+// started, or node1's lease moved), it starts the head again there.
 func Run(ctx context.Context, opts Options) error {
-	h, err := New(ctx, opts)
-	if err != nil {
-		return err
+	for {
+		h, err := New(ctx, opts)
+		if err != nil {
+			return err
+		}
+		err = h.Serve(ctx)
+		var mv *errMove
+		if !errors.As(err, &mv) {
+			return err
+		}
+		h.log.Warn("starting the head again on the LAN", "lease", mv.lease.String(), "why", mv.why)
+		opts.adopt = &mv.lease
 	}
-	return h.Serve(ctx)
+}
+
+// inUse reports whether a registered node other than mac holds ip
+// (dhcp.Config.InUse): the registry still knows running nodes when the
+// lease file was lost.
+func (h *Head) inUse(ip netip.Addr, mac net.HardwareAddr) bool {
+	m := h.holders.Load()
+	if m == nil {
+		return false
+	}
+	holder, ok := (*m)[ip]
+	return ok && holder != contract.MACString(mac)
 }
 
 // Serve runs DHCP, TFTP and HTTP until ctx is done or one of them fails;
@@ -399,6 +477,7 @@ func (h *Head) Serve(ctx context.Context) error {
 	wg.Go(func() { fail("tftp", h.tftp.Serve(ctx)) })
 	wg.Go(func() { fail("dhcp", h.dhcp.Serve(ctx)) })
 	wg.Go(func() { h.runCluster(ctx) })
+	wg.Go(func() { fail("network", h.runNetwork(ctx, h.evidence)) })
 	// Ready: node1's host certificate is in place for sshd, and nodes can
 	// boot and register.
 	agent.Notify("READY=1")
@@ -417,7 +496,7 @@ func (h *Head) Serve(ctx context.Context) error {
 	for i, l := range listeners {
 		addrs[i] = l.Addr().String()
 	}
-	h.log.Info("head serving", "iface", h.iface, "addr", h.addr, "subnet", h.opts.Subnet,
+	h.log.Info("head serving", "iface", h.iface, "addr", h.addr, "subnet", h.naming.Subnet,
 		"dhcp", h.opts.DHCP, "boot_dir", h.opts.BootDir, "state_dir", h.opts.StateDir,
 		"http", strings.Join(addrs, ","), "tftp", h.tftp.Addr().String(), "root", h.opts.Root)
 	h.log.Info("node kernel command line", "cmdline", h.cmdline.String())

@@ -100,21 +100,37 @@ func TestChooseInterface(t *testing.T) {
 	}
 }
 
+// TestPickAddress: an administrator's address wins (network.address, then
+// a permanent address on the interface that the head did not add: in the
+// subnet first); leases and the head's own addresses leave the choice to
+// the LAN or the default.
 func TestPickAddress(t *testing.T) {
 	subnet := netip.MustParsePrefix("10.99.0.0/24")
 	p := netip.MustParsePrefix
+	static := func(s string) IfAddr { return IfAddr{Prefix: p(s)} }
+	dynamic := func(s string) IfAddr { return IfAddr{Prefix: p(s), Dynamic: true} }
 	for _, tc := range []struct {
-		have     []netip.Prefix
-		want     string
-		existing bool
+		name       string
+		have       []IfAddr
+		configured netip.Prefix
+		ours       []netip.Prefix
+		want       string
+		src        addrSource
 	}{
-		{nil, "10.99.0.1", false},
-		{[]netip.Prefix{p("192.168.1.5/24")}, "10.99.0.1", false},
-		{[]netip.Prefix{p("192.168.1.5/24"), p("10.99.0.254/24")}, "10.99.0.254", true},
+		{"nothing", nil, netip.Prefix{}, nil, "", ""},
+		{"configured", []IfAddr{static("10.99.0.254/24")}, p("192.168.50.10/23"), nil, "192.168.50.10/23", srcConfigured},
+		{"in the subnet", []IfAddr{static("192.168.1.5/24"), static("10.99.0.254/24")}, netip.Prefix{}, nil, "10.99.0.254/24", srcInterface},
+		{"in the subnet, another length", []IfAddr{static("10.99.0.254/16")}, netip.Prefix{}, nil, "10.99.0.254/24", srcInterface},
+		{"another network", []IfAddr{static("192.168.50.10/23")}, netip.Prefix{}, nil, "192.168.50.10/23", srcInterface},
+		{"a lease", []IfAddr{dynamic("192.168.50.10/23")}, netip.Prefix{}, nil, "", ""},
+		{"link-local", []IfAddr{static("169.254.3.4/16")}, netip.Prefix{}, nil, "", ""},
+		{"the head's own", []IfAddr{static("10.99.0.1/24")}, netip.Prefix{}, []netip.Prefix{p("10.99.0.1/24")}, "", ""},
+		{"a /32", []IfAddr{static("192.168.50.10/32")}, netip.Prefix{}, nil, "", ""},
+		{"the head's own and the administrator's", []IfAddr{static("10.99.0.1/24"), static("172.16.0.9/16")}, netip.Prefix{}, []netip.Prefix{p("10.99.0.1/24")}, "172.16.0.9/16", srcInterface},
 	} {
-		got, existing := pickAddress(tc.have, subnet)
-		if got.String() != tc.want || existing != tc.existing {
-			t.Errorf("pickAddress(%v) = %v, %v; want %s, %v", tc.have, got, existing, tc.want, tc.existing)
+		got, src, ok := pickAddress(tc.have, tc.configured, subnet, tc.ours)
+		if ok != (tc.want != "") || (ok && (got.String() != tc.want || src != tc.src)) {
+			t.Errorf("%s: pickAddress = %v, %q, %v; want %q, %q", tc.name, got, src, ok, tc.want, tc.src)
 		}
 	}
 }
@@ -275,36 +291,6 @@ func TestHostCertificate(t *testing.T) {
 	}
 }
 
-// TestEnsureAddress: the head adds .1 to an interface without an address in
-// the subnet, keeps one that has, and names Options.Interface for one that
-// does not exist.
-func TestEnsureAddress(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	subnet := netip.MustParsePrefix("10.99.0.0/24")
-	sys := newFakeSystem(t.TempDir())
-	sys.addrs["eth0"] = []netip.Prefix{netip.MustParsePrefix("192.168.1.5/24")}
-	addr, err := ensureAddress(context.Background(), sys, "eth0", subnet, log)
-	if err != nil || addr != netip.MustParseAddr("10.99.0.1") {
-		t.Fatalf("ensureAddress = %v, %v", addr, err)
-	}
-	want := []string{"link up eth0", "addr add eth0 10.99.0.1/24"}
-	if got := sys.calls(); !slices.Equal(got, want) {
-		t.Errorf("calls %q, want %q", got, want)
-	}
-	// Started again, the head finds its address and adds none.
-	addr, err = ensureAddress(context.Background(), sys, "eth0", subnet, log)
-	if err != nil || addr != netip.MustParseAddr("10.99.0.1") {
-		t.Fatalf("second ensureAddress = %v, %v", addr, err)
-	}
-	if got := sys.calls(); !slices.Equal(got, append(want, "link up eth0")) {
-		t.Errorf("calls after a restart %q", got)
-	}
-	_, err = ensureAddress(context.Background(), sys, "eth9", subnet, log)
-	if oe := (*inputerr.Error)(nil); !errors.As(err, &oe) || oe.Input != "Interface" || !strings.Contains(err.Error(), "eth9") {
-		t.Errorf("missing interface: %v, want an input error about Interface naming eth9", err)
-	}
-}
-
 // TestDetectInterface: at boot the wired NICs are down; the head brings the
 // physical ones up (only those) and picks the one that then has a carrier.
 func TestDetectInterface(t *testing.T) {
@@ -315,7 +301,7 @@ func TestDetectInterface(t *testing.T) {
 		{Name: "wlan0", Ether: true, Physical: true, Wireless: true},
 		{Name: "veth0", Ether: true},
 	}
-	name, err := detectInterface(context.Background(), sys)
+	name, _, err := detectInterface(context.Background(), sys)
 	if err != nil || name != "enp3s0" {
 		t.Fatalf("detectInterface = %q, %v; want enp3s0", name, err)
 	}

@@ -3,17 +3,25 @@ package head
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcpclient"
+	"github.com/clusterdebian/clusterdebian/internal/uplink"
 )
 
 // System is the machine the head runs on: its network interfaces, its NFS
@@ -35,9 +43,46 @@ type System interface {
 	LinkUp(ctx context.Context, iface string) error
 	// Addrs returns the IPv4 addresses (with prefix length) on iface, or an
 	// error when there is no such interface.
-	Addrs(iface string) ([]netip.Prefix, error)
-	// AddAddr adds addr (address and prefix length) to iface.
+	Addrs(iface string) ([]IfAddr, error)
+	// AddAddr adds addr (address and prefix length) to iface, for good.
 	AddAddr(ctx context.Context, iface string, addr netip.Prefix) error
+	// SetLeaseAddr puts addr on iface for lifetime (a DHCP lease's time
+	// left), or refreshes its lifetime: the kernel removes it when the
+	// lifetime runs out, as a lease's address must go. dhcpclient.Infinite
+	// keeps it for good.
+	SetLeaseAddr(ctx context.Context, iface string, addr netip.Prefix, lifetime time.Duration) error
+	// DelAddr takes addr off iface.
+	DelAddr(ctx context.Context, iface string, addr netip.Prefix) error
+	// DefaultRoutes returns the machine's IPv4 default routes.
+	DefaultRoutes() ([]uplink.Route, error)
+	// AddDefaultRoute adds a default route via router on iface.
+	AddDefaultRoute(ctx context.Context, iface string, router netip.Addr) error
+	// ProbeDHCP asks, from iface's own MAC, whether another DHCP server
+	// hands out addresses on iface's network (dhcp.Probe), and returns
+	// the first that offered one.
+	ProbeDHCP(ctx context.Context, iface string) (server netip.Addr, found bool, err error)
+	// ReleaseInterface stops the machine's own DHCP client on iface, if
+	// one runs there (ifupdown's, started for every wired card by the
+	// live system's /etc/network/interfaces), so that the head's is the
+	// only one; it reports whether there was one. Interfaces configured
+	// otherwise are left alone.
+	ReleaseInterface(ctx context.Context, iface string) (bool, error)
+	// DHCPClient opens a DHCP client on iface that asks from iface's own
+	// MAC under the name hostname.
+	DHCPClient(iface, hostname string) (dhcpclient.Exchanger, error)
+	// Resolvers returns the machine's upstream DNS servers
+	// (uplink.Resolvers of its resolv.conf).
+	Resolvers() ([]netip.Addr, error)
+	// SetResolvers makes servers and domain the machine's DNS settings
+	// (resolv.conf), unless another program manages them (resolv.conf is
+	// a link); comment says where they come from.
+	SetResolvers(ctx context.Context, servers []netip.Addr, domain, comment string) error
+	// ApplyNAT loads an nft(8) script (uplink.Ruleset) as one transaction,
+	// and, with forward, turns on the kernel's IPv4 forwarding.
+	ApplyNAT(ctx context.Context, ruleset string, forward bool) error
+	// RefreshBanner has the login banner rendered again (it reads
+	// contract.NetworkFile) and shown at the next prompt.
+	RefreshBanner(ctx context.Context) error
 	// HardwareAddr returns iface's MAC address.
 	HardwareAddr(iface string) (net.HardwareAddr, error)
 	// Hostname returns the machine's host name.
@@ -57,10 +102,22 @@ type System interface {
 	ReloadSSH(ctx context.Context) error
 }
 
+// IfAddr is one IPv4 address of an interface.
+type IfAddr struct {
+	netip.Prefix
+	// Dynamic is set for an address with a lifetime: a DHCP client's
+	// lease. An address without one was put there for good, by hand or by
+	// the system's network configuration (or by the head, which says so in
+	// contract.NetworkFile).
+	Dynamic bool
+}
+
 // Link is what choosing the cluster interface needs to know about one
 // network interface.
 type Link struct {
 	Name     string
+	Index    int // the kernel's interface index: the order of `ip link`
+	MAC      net.HardwareAddr
 	Up       bool // administratively up
 	Carrier  bool // a cable is plugged in and the other end is alive
 	Loopback bool
@@ -72,8 +129,9 @@ type Link struct {
 }
 
 // HostSystem returns the machine this process runs on: ip(8) for
-// addresses, sysfs for interfaces and overlayfs, exportfs(8) and
-// systemctl(1) for the NFS server and sshd.
+// addresses and routes, sysfs for interfaces and overlayfs, exportfs(8)
+// and systemctl(1) for the NFS server and sshd, nft(8) for NAT, raw
+// sockets for DHCP, ifupdown for the system's own DHCP client.
 func HostSystem() System { return hostSystem{} }
 
 type hostSystem struct{}
@@ -104,6 +162,8 @@ func (hostSystem) Links() ([]Link, error) {
 	for _, i := range ifs {
 		out = append(out, Link{
 			Name:     i.Name,
+			Index:    i.Index,
+			MAC:      i.HardwareAddr,
 			Up:       i.Flags&net.FlagUp != 0,
 			Loopback: i.Flags&net.FlagLoopback != 0,
 			Carrier:  read(i.Name, "carrier") == "1",
@@ -121,10 +181,201 @@ func (hostSystem) LinkUp(ctx context.Context, iface string) error {
 	return ipCmd(ctx, "link", "set", "dev", iface, "up")
 }
 
-func (hostSystem) Addrs(iface string) ([]netip.Prefix, error) { return InterfaceAddrs(iface) }
+// Addrs asks ip(8), which tells dynamic addresses from permanent ones.
+func (hostSystem) Addrs(iface string) ([]IfAddr, error) {
+	out, err := exec.Command("ip", "-j", "-4", "addr", "show", "dev", iface).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("ip addr show dev %s: %s", iface, bytes.TrimSpace(ee.Stderr))
+		}
+		return nil, err
+	}
+	return parseIPAddrJSON(out)
+}
+
+// parseIPAddrJSON reads `ip -j -4 addr show`'s IPv4 addresses.
+func parseIPAddrJSON(data []byte) ([]IfAddr, error) {
+	var links []struct {
+		AddrInfo []struct {
+			Family    string `json:"family"`
+			Local     string `json:"local"`
+			PrefixLen int    `json:"prefixlen"`
+			Dynamic   bool   `json:"dynamic"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal(data, &links); err != nil {
+		return nil, fmt.Errorf("ip -j addr: %w", err)
+	}
+	var out []IfAddr
+	for _, l := range links {
+		for _, a := range l.AddrInfo {
+			ip, err := netip.ParseAddr(a.Local)
+			if a.Family != "inet" || err != nil || !ip.Is4() {
+				continue
+			}
+			out = append(out, IfAddr{Prefix: netip.PrefixFrom(ip, a.PrefixLen), Dynamic: a.Dynamic})
+		}
+	}
+	return out, nil
+}
 
 func (hostSystem) AddAddr(ctx context.Context, iface string, addr netip.Prefix) error {
 	return ipCmd(ctx, "addr", "add", addr.String(), "dev", iface)
+}
+
+func (hostSystem) SetLeaseAddr(ctx context.Context, iface string, addr netip.Prefix, lifetime time.Duration) error {
+	lft := "forever"
+	if lifetime != dhcpclient.Infinite {
+		lft = strconv.Itoa(max(int(lifetime/time.Second), 1))
+	}
+	return ipCmd(ctx, "addr", "replace", addr.String(), "dev", iface, "valid_lft", lft, "preferred_lft", lft)
+}
+
+func (hostSystem) DelAddr(ctx context.Context, iface string, addr netip.Prefix) error {
+	return ipCmd(ctx, "addr", "del", addr.String(), "dev", iface)
+}
+
+func (hostSystem) DefaultRoutes() ([]uplink.Route, error) {
+	data, err := os.ReadFile("/proc/net/route")
+	if err != nil {
+		return nil, err
+	}
+	return parseProcRoute(data), nil
+}
+
+// parseProcRoute reads the default routes of /proc/net/route (destination
+// and mask 0; the gateway in the kernel's byte order, little-endian on
+// every machine the image runs on).
+func parseProcRoute(data []byte) []uplink.Route {
+	var out []uplink.Route
+	for line := range strings.SplitSeq(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || f[1] != "00000000" || f[7] != "00000000" {
+			continue
+		}
+		flags, _ := strconv.ParseUint(f[3], 16, 16)
+		if flags&0x1 == 0 { // RTF_UP
+			continue
+		}
+		r := uplink.Route{Interface: f[0]}
+		if gw, err := strconv.ParseUint(f[2], 16, 32); err == nil && gw != 0 {
+			r.Gateway = netip.AddrFrom4([4]byte{byte(gw), byte(gw >> 8), byte(gw >> 16), byte(gw >> 24)})
+		}
+		r.Metric, _ = strconv.Atoi(f[6])
+		out = append(out, r)
+	}
+	return out
+}
+
+func (hostSystem) AddDefaultRoute(ctx context.Context, iface string, router netip.Addr) error {
+	return ipCmd(ctx, "route", "add", "default", "via", router.String(), "dev", iface)
+}
+
+func (hostSystem) ProbeDHCP(ctx context.Context, iface string) (netip.Addr, bool, error) {
+	found, server, err := dhcp.Probe(ctx, iface, dhcp.DefaultProbeTimeout)
+	return server, found, err
+}
+
+// ReleaseInterface stops ifupdown's DHCP client on iface: the live system
+// has live-boot write "iface <card> inet dhcp" for every wired card, and
+// udev starts ifup@<card>.service for each at boot, which runs dhcpcd (or
+// dhclient on bookworm) before the head starts (ifup@ comes before
+// network.target, the head after it). Stopping that unit runs ifdown,
+// which releases the lease and takes the address away. A card that
+// ifupdown configures with an address of its own (a static stanza, which
+// ifquery shows with its "address:") is left alone.
+func (hostSystem) ReleaseInterface(ctx context.Context, iface string) (bool, error) {
+	if _, err := exec.LookPath("ifquery"); err != nil {
+		return false, nil
+	}
+	if exec.CommandContext(ctx, "ifquery", "--state", iface).Run() != nil {
+		return false, nil // ifupdown did not bring it up
+	}
+	if out, err := exec.CommandContext(ctx, "ifquery", iface).Output(); err != nil || strings.Contains(string(out), "address:") {
+		return false, nil
+	}
+	unit := "ifup@" + iface + ".service"
+	if exec.CommandContext(ctx, "systemctl", "is-active", "--quiet", unit).Run() == nil {
+		return true, run(ctx, "systemctl", "stop", unit)
+	}
+	return true, run(ctx, "ifdown", "--force", iface)
+}
+
+func (hostSystem) DHCPClient(iface, hostname string) (dhcpclient.Exchanger, error) {
+	return dhcpclient.Open(iface, hostname)
+}
+
+// The machine's resolver files: its own, and systemd-resolved's list of
+// upstream servers when resolv.conf points at resolved's stub.
+const (
+	resolvConf      = "etc/resolv.conf"
+	resolvedServers = "run/systemd/resolve/resolv.conf"
+)
+
+func (hostSystem) Resolvers() ([]netip.Addr, error) { return resolversIn("/") }
+
+// resolversIn reads the upstream resolvers of the machine whose root is
+// root.
+func resolversIn(root string) ([]netip.Addr, error) {
+	conf, err := os.ReadFile(filepath.Join(root, resolvConf))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	resolved, err := os.ReadFile(filepath.Join(root, resolvedServers))
+	if err != nil {
+		resolved = nil
+	}
+	return uplink.Resolvers(conf, resolved), nil
+}
+
+func (hostSystem) SetResolvers(_ context.Context, servers []netip.Addr, domain, comment string) error {
+	return writeResolvers("/", servers, domain, comment)
+}
+
+// writeResolvers writes root's resolv.conf, unless it is a link (systemd-
+// resolved, resolvconf: another program owns it).
+func writeResolvers(root string, servers []netip.Addr, domain, comment string) error {
+	path := filepath.Join(root, resolvConf)
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a plain file (another program manages it); left alone", path)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s\n", comment)
+	if domain != "" {
+		fmt.Fprintf(&b, "search %s\n", domain)
+	}
+	for _, s := range servers {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	return atomicfile.Write(path, []byte(b.String()), 0o644)
+}
+
+// ipForward is the kernel's IPv4 forwarding switch (per network namespace).
+const ipForward = "/proc/sys/net/ipv4/ip_forward"
+
+func (hostSystem) ApplyNAT(ctx context.Context, ruleset string, forward bool) error {
+	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft -f: %v: %s", err, bytes.TrimSpace(out))
+	}
+	if forward {
+		return os.WriteFile(ipForward, []byte("1\n"), 0o644)
+	}
+	return nil
+}
+
+// RefreshBanner renders the banner again (clusterdebian-issue.service, a
+// oneshot that stays active) and has the gettys show it (agetty --reload).
+func (hostSystem) RefreshBanner(ctx context.Context) error {
+	if err := run(ctx, "systemctl", "try-restart", "clusterdebian-issue.service"); err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("agetty"); err == nil {
+		return run(ctx, "agetty", "--reload")
+	}
+	return nil
 }
 
 func (hostSystem) HardwareAddr(iface string) (net.HardwareAddr, error) {

@@ -70,6 +70,7 @@ var Tools = []Tool{
 	{"dnsmasq", "dnsmasq", "dnsmasq-base", Test, "a foreign DHCP server for proxy tests"},
 	{"udhcpc", "udhcpc", "udhcpc", Test, "standard DHCP client for protocol tests"},
 	{"tcpdump", "tcpdump", "tcpdump", Test, "packet captures in protocol tests"},
+	{"nft", "nft", "nftables", Test, "the head's NAT rules in its uplink test"},
 	{"curl", "curl", "curl", Test, "HTTP client for protocol tests"},
 	{"nginx", "nginx", "nginx-light", Test, "reference HTTP server for benchmarks"},
 	{"busybox", "/bin/busybox", "busybox-static", Test, "tiny initrds for netboot tests"},

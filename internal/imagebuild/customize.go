@@ -94,8 +94,11 @@ func (b *build) customize(ctx context.Context, dir string, r *runner) error {
 		return err
 	}
 	if err := writeFiles(layer, map[string]string{
-		"etc/hostname":                   "node1\n",
-		"etc/hosts":                      fmt.Sprintf("127.0.0.1\tlocalhost\n%s\tnode1\n::1\tlocalhost ip6-localhost ip6-loopback\n", b.Config.HeadAddr()),
+		"etc/hostname": "node1\n",
+		// No line for node1: its address is the head's decision at boot (a
+		// LAN's DHCP server may lease it any), and the head's block in this
+		// file names it from the start.
+		"etc/hosts":                      "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
 		"etc/clusterdebian/cluster.toml": b.Config.ForImage(),
 		"etc/clusterdebian/version":      b.version + "\n",
 	}); err != nil {

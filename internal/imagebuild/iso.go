@@ -38,6 +38,14 @@ const (
 	exportCmdline = "overlay.nfs_export=Y overlay.index=Y"
 )
 
+// menuCards are the boot menu's choices of cluster interface: node1's
+// first, second and third wired card (contract.ParamInterface=N), for a
+// node1 with several connected cards that all look alike to the head.
+var menuCards = []struct {
+	N    int
+	Name string
+}{{1, "first"}, {2, "second"}, {3, "third"}}
+
 // KernelCmdline returns the live system's kernel parameters after boot=live.
 func (b *build) kernelCmdline() string {
 	return strings.TrimSpace(consoleCmdline + " " + exportCmdline + " " + b.Config.Image.KernelCmdline)
@@ -89,7 +97,8 @@ func (b *build) iso(ctx context.Context, dir string, r *runner) error {
 		filepath.Join(boot, contract.BaseLayer):     filepath.Join(live, contract.BaseLayer),
 		filepath.Join(layer, contract.CustomLayer):  filepath.Join(live, contract.CustomLayer),
 	}
-	menu := map[string]any{"Version": b.version, "Timeout": b.Config.Image.BootTimeout, "Cmdline": b.kernelCmdline()}
+	menu := map[string]any{"Version": b.version, "Timeout": b.Config.Image.BootTimeout, "Cmdline": b.kernelCmdline(),
+		"InterfaceParam": contract.ParamInterface, "Cards": menuCards}
 	for key, name := range map[string]string{"MemtestBIOS": "memtest86+x64.bin", "MemtestEFI": "memtest86+x64.efi"} {
 		if _, err := os.Stat(filepath.Join(boot, name)); err == nil {
 			links[filepath.Join(boot, name)] = filepath.Join(live, name)

@@ -13,6 +13,8 @@ var basePackages = []string{
 	"openssh-server", "openssh-client", "nfs-kernel-server", "nfs-common",
 	"ipxe", "iproute2", "iputils-ping", "sudo", "man-db", "less", "nano",
 	"procps", "psmisc", "ca-certificates", "bash-completion", "memtest86+",
+	// node1 forwards the nodes out of its uplink with nftables (NAT).
+	"nftables",
 	// Lets `clusterdebian vm` run commands in a VM; idle on real hardware.
 	"qemu-guest-agent",
 }

@@ -17,7 +17,7 @@ func parseConfig(t *testing.T, text string) *config.Config {
 }
 
 func TestImagePackages(t *testing.T) {
-	always := []string{"linux-image-amd64", "live-boot", "systemd-sysv", "openssh-server", "nfs-kernel-server", "sudo", "build-essential"}
+	always := []string{"linux-image-amd64", "live-boot", "systemd-sysv", "openssh-server", "nfs-kernel-server", "sudo", "build-essential", "nftables"}
 	mpi := []string{"openmpi-bin", "libopenmpi-dev"}
 	pvm := []string{"pvm", "pvm-dev"}
 	desktop := []string{"xserver-xorg", "xinit", "x11-xserver-utils", "xterm"}

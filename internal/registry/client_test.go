@@ -219,3 +219,30 @@ func TestHeadURL(t *testing.T) {
 		}
 	}
 }
+
+// TestClientNetwork: the typed client reads the head's network; a head
+// from before that API answers 404, which callers can tell.
+func TestClientNetwork(t *testing.T) {
+	want := Network{Summary: "proxyDHCP on 192.168.50.0/23 beside the DHCP server 192.168.50.1", Interface: "eth0", Address: "192.168.50.37",
+		Subnet: "192.168.50.0/23", AddressSource: "lease", Mode: "proxy", Lease: &NetworkLease{Server: "192.168.50.1"}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+PathNetwork, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, want) })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	got, err := NewClient(srv.URL, "", nil).Network(context.Background())
+	if err != nil || got.Summary != want.Summary || got.Lease == nil || got.Lease.Server != "192.168.50.1" {
+		t.Errorf("Network = %+v, %v", got, err)
+	}
+	old := httptest.NewServer(http.NotFoundHandler())
+	defer old.Close()
+	_, err = NewClient(old.URL, "", nil).Network(context.Background())
+	var se *StatusError
+	if !errors.As(err, &se) || se.Status != http.StatusNotFound {
+		t.Errorf("an older head: %v, want a 404 StatusError", err)
+	}
+	empty := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("{}")) }))
+	defer empty.Close()
+	if _, err := NewClient(empty.URL, "", nil).Network(context.Background()); err == nil {
+		t.Error("an answer without a summary was taken")
+	}
+}
