@@ -8,14 +8,11 @@ import (
 	"testing"
 )
 
-// scenarioHelperEnv makes TestScenarioHelper run: a scenario with steps
-// that fail on purpose, run by TestScenario in a child test binary.
-const scenarioHelperEnv = "TESTSUPPORT_SCENARIO_HELPER"
+// scenarioChildEnv makes TestScenario run failingScenario instead: in a
+// child test binary, since its steps fail on purpose.
+const scenarioChildEnv = "TESTSUPPORT_SCENARIO_CHILD"
 
-func TestScenarioHelper(t *testing.T) {
-	if os.Getenv(scenarioHelperEnv) == "" {
-		t.Skip("run by TestScenario in a child process (its steps fail on purpose)")
-	}
+func failingScenario(t *testing.T) {
 	s := NewScenario(t)
 	s.Step("setup", nil, func(t *testing.T) {})
 	s.Step("broken", []string{"setup"}, func(t *testing.T) { t.Fatal("broken on purpose") })
@@ -34,27 +31,31 @@ func TestScenarioHelper(t *testing.T) {
 // verbose output: failures do not stop the later steps, and a step whose
 // precondition did not pass is skipped with a message naming it.
 func TestScenario(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestScenarioHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), scenarioHelperEnv+"=1")
+	if os.Getenv(scenarioChildEnv) != "" {
+		failingScenario(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestScenario$", "-test.v")
+	cmd.Env = append(os.Environ(), scenarioChildEnv+"=1")
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("the scenario with failing steps passed:\n%s", out)
 	}
 	text := string(out)
 	for _, want := range []string{
-		`--- PASS: TestScenarioHelper/setup`,
-		`--- FAIL: TestScenarioHelper/broken`,
-		`--- FAIL: TestScenarioHelper/errors`,
+		`--- PASS: TestScenario/setup`,
+		`--- FAIL: TestScenario/broken`,
+		`--- FAIL: TestScenario/errors`,
 		`first error`,
 		`second error, after the first`,
-		`--- SKIP: TestScenarioHelper/after_broken`,
+		`--- SKIP: TestScenario/after_broken`,
 		`skipped: precondition "broken" failed`,
-		`--- SKIP: TestScenarioHelper/after_skipped`,
+		`--- SKIP: TestScenario/after_skipped`,
 		`skipped: precondition "after broken" skipped`,
-		`--- SKIP: TestScenarioHelper/opts_out`,
-		`--- SKIP: TestScenarioHelper/after_opting_out`,
+		`--- SKIP: TestScenario/opts_out`,
+		`--- SKIP: TestScenario/after_opting_out`,
 		`skipped: precondition "opts out" skipped`,
-		`--- PASS: TestScenarioHelper/independent`,
+		`--- PASS: TestScenario/independent`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the scenario's output lacks %q:\n%s", want, text)
@@ -63,7 +64,7 @@ func TestScenario(t *testing.T) {
 	if strings.Contains(text, "must not run") {
 		t.Errorf("a step ran after its precondition failed:\n%s", text)
 	}
-	if !regexp.MustCompile(`(?m)^--- FAIL: TestScenarioHelper `).MatchString(text) {
+	if !regexp.MustCompile(`(?m)^--- FAIL: TestScenario `).MatchString(text) {
 		t.Errorf("the scenario's test did not fail:\n%s", text)
 	}
 }

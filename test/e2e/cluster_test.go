@@ -32,12 +32,13 @@ type vcluster struct {
 // nodes more, attached (its VMs die with the test binary, also on a
 // timeout). It is taken down when t ends, after the serial consoles'
 // tails are logged if t failed. A cluster of the same name that an earlier
-// run left is removed first.
-func upCluster(t, logTo *testing.T, ctx context.Context, o vm.UpOptions) (vcluster, error) {
+// run left is removed first. Its progress goes to t's log: t outlives the
+// step that calls this, and vm.Up's watchers may still write as it returns.
+func upCluster(t *testing.T, ctx context.Context, o vm.UpOptions) (vcluster, error) {
 	if old, err := vm.LoadCluster(o.Name); err == nil {
 		old.Down()
 	}
-	o.Accel, o.Attached, o.Progress = "tcg", true, testsupport.LogWriter(logTo)
+	o.Accel, o.Attached, o.Progress = "tcg", true, testsupport.LogWriter(t)
 	c, err := vm.Up(ctx, o)
 	if c != nil {
 		t.Cleanup(func() {
@@ -194,7 +195,7 @@ func TestVirtualCluster(t *testing.T) {
 	s.Step("boot", nil, func(st *testing.T) {
 		out, _ := defaultImage(st)
 		var err error
-		c, err = upCluster(t, st, ctx, vm.UpOptions{Name: "e2e", ISO: filepath.Join(out, imagebuild.ISOName),
+		c, err = upCluster(t, ctx, vm.UpOptions{Name: "e2e", ISO: filepath.Join(out, imagebuild.ISOName),
 			Nodes: 2, MemoryMiB: 2048, NodeMemoryMiB: 1536, CPUs: 2})
 		if err != nil {
 			st.Fatalf("vm up: %v", err)

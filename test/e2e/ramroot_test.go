@@ -43,7 +43,7 @@ func TestRAMRootPVM(t *testing.T) {
 	s.Step("boot", nil, func(st *testing.T) {
 		out, _ := ramImg.get(st)
 		var err error
-		c, err = upCluster(t, st, ctx, vm.UpOptions{Name: "e2e-ram", ISO: filepath.Join(out, imagebuild.ISOName),
+		c, err = upCluster(t, ctx, vm.UpOptions{Name: "e2e-ram", ISO: filepath.Join(out, imagebuild.ISOName),
 			Nodes: 2, MemoryMiB: 2048, NodeMemoryMiB: 2048, CPUs: 1})
 		if err != nil {
 			st.Fatalf("vm up: %v", err)
