@@ -111,11 +111,13 @@ mkdir -p /run/cdoutsider-mnt`, clusterHead, ns))
 	t.Cleanup(func() { head.Try(t, context.Background(), "ip route del "+outsiderAddr+"/32") })
 
 	out, code := mount(outsiderAddr)
+	t.Logf("mount from %s (exit %d): %s", outsiderAddr, code, out)
 	if code == 0 || !strings.Contains(out, "access denied") {
 		t.Errorf("mounting %s:%s from %s, outside the cluster subnet: exit %d, want access denied:\n%s", clusterHead, export, outsiderAddr, code, out)
 	}
 	// The control: the same outsider, with an address of the subnet.
 	out, code = mount(insiderAddr)
+	t.Logf("mount from %s (exit %d), its listing: %s", insiderAddr, code, strings.Join(strings.Fields(out), " "))
 	if code != 0 || !slices.ContainsFunc(strings.Fields(out), func(f string) bool { return f == "etc" || f == "user" }) {
 		t.Errorf("mounting %s:%s from %s, inside the cluster subnet (the control): exit %d:\n%s", clusterHead, export, insiderAddr, code, out)
 	}

@@ -90,7 +90,9 @@ var snapshotScript = `set -e
 files() {
 	find /etc /var/lib /usr/local -xdev \( ` + strings.Join([]string{
 	// the NFS server's records of the clients it served (the test's node)
-	"-path /var/lib/nfs/nfsdcld", "-path /var/lib/nfs/v4recovery", "-path /var/lib/nfs/rmtab",
+	// (rmtab and its lock: mountd's record of NFSv3 mounts, which the
+	// test's mount from outside the subnet makes)
+	"-path /var/lib/nfs/nfsdcld", "-path /var/lib/nfs/v4recovery", "-path /var/lib/nfs/rmtab", "-path /var/lib/nfs/.rmtab.lock",
 	// statd's reboot counter and monitor list, kept by the NFS services
 	"-path /var/lib/nfs/state", "-path /var/lib/nfs/sm", "-path /var/lib/nfs/sm.bak",
 	// when each systemd timer last ran
