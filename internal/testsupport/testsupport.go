@@ -72,6 +72,7 @@ func LogWriter(t testing.TB) logWriter { return logWriter{t} }
 type logWriter struct{ t testing.TB }
 
 func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
