@@ -30,6 +30,11 @@ func TestClusterHeadOnly(t *testing.T) {
 		t.Skip(err)
 	}
 	useStateRoot(t)
+	// What a run that timed out left (its VMs died with it; its
+	// namespace did not).
+	if err := Down("smoke"); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	var progress bytes.Buffer
