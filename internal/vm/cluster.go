@@ -58,6 +58,12 @@ type UpOptions struct {
 	// BootTimeout bounds node1's boot to its login prompt, and then the
 	// nodes' joining; default 20 minutes (TCG on a small host is slow).
 	BootTimeout time.Duration
+	// Attached makes the VMs die with this process, however it ends,
+	// instead of outliving it: for tests, whose timeout kills the test
+	// binary without running its cleanup. The returned Cluster keeps
+	// starting its VMs attached (Start); a Cluster loaded by another
+	// process does not.
+	Attached bool
 }
 
 // The inputs of Up and LoadCluster, as their errors name them (each such
@@ -194,6 +200,8 @@ type Cluster struct {
 	// hostname asks a VM's guest agent for its host name; a field so that
 	// tests can answer without VMs.
 	hostname func(ctx context.Context, v VMState) (string, error)
+	// attached: its VMs die with this process (UpOptions.Attached).
+	attached bool
 }
 
 func newCluster(dir string, st *State) *Cluster {
@@ -267,7 +275,7 @@ func (c *Cluster) spec(v VMState, accel string) Spec {
 		Console:    true,
 		GuestAgent: true,
 		Reboot:     true,
-		Detach:     true,
+		Detach:     !c.attached,
 	}
 	if v.Role == RoleHead {
 		// SeaBIOS boots the CD-ROM first; the NIC only serves.
@@ -398,6 +406,7 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 		st.VMs = append(st.VMs, v)
 	}
 	c := newCluster(dir, st)
+	c.attached = o.Attached
 	// The state is written before anything else is made, so that Down finds
 	// everything after a crash at any later point.
 	if err := c.save(); err != nil {

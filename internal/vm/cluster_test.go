@@ -304,6 +304,11 @@ func TestClusterSpecs(t *testing.T) {
 	if n.CDROM != "" || !n.NICs[0].Boot || n.Disk == "" || n.NICs[0].MAC != c.VMs[1].MAC {
 		t.Errorf("node spec %+v", n)
 	}
+	// A test's cluster (UpOptions.Attached) dies with the test.
+	c.attached = true
+	if h, n := c.spec(c.VMs[0], "tcg"), c.spec(c.VMs[1], "tcg"); h.Detach || n.Detach {
+		t.Errorf("attached cluster: head Detach %v, node Detach %v, want both false", h.Detach, n.Detach)
+	}
 }
 
 // watchBoot reports milestones in order, once each, also those passed

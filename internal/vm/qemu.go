@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/tether"
 )
 
 // Firmware of a machine.
@@ -72,8 +74,9 @@ type Spec struct {
 	Reboot bool
 	// Detach makes QEMU outlive the process that started it: it runs in a
 	// session of its own and is not killed when its parent dies. Without
-	// it, QEMU is killed with the process that started it, so a crashing
-	// test leaves no VM behind.
+	// it, QEMU is killed with the process that started it, however that
+	// ends (see package tether), so a crashing or timed-out test leaves no
+	// VM behind.
 	Detach bool
 }
 
@@ -301,15 +304,19 @@ func Start(spec Spec) (*Machine, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
+	start := cmd.Start
 	if spec.Detach {
 		// A session of its own: no terminal signal (Ctrl-C in the shell
 		// that ran `vm up`) reaches it, and it outlives us.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	} else {
-		// Own process group, and die with us: a test that crashes leaves no VM.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		// Own process group, and die with us, however we end: a test that
+		// crashes or times out leaves no VM. (`ip netns exec` execs QEMU in
+		// place, so QEMU itself gets the signal.)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		start = func() error { return tether.Start(cmd) }
 	}
-	if err := cmd.Start(); err != nil {
+	if err := start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("starting QEMU for %s: %w", spec.Name, err)
 	}

@@ -7,7 +7,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,41 +19,42 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/config"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
+	"github.com/clusterdebian/clusterdebian/internal/tether"
 )
 
+// buildBinary builds the binary under test into dir.
 func buildBinary(t *testing.T, dir string) string {
 	t.Helper()
-	bin := filepath.Join(dir, "clusterdebian")
-	_, file, _, _ := runtime.Caller(0)
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/clusterdebian")
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := testsupport.BuildBinary(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
 
+// timed runs a command to its end (tethered: it dies with the test binary)
+// and returns how long it took; it fails t if the command fails.
 func timed(t *testing.T, what string, name string, args ...string) time.Duration {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	err := tether.Start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	d := time.Since(start)
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", what, err, tail(string(out)))
+		t.Fatalf("%s: %v\n%s", what, err, tail(out.String()))
 	}
 	return d
 }
 
-func tail(s string) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	return strings.Join(lines, "\n")
-}
+func tail(s string) string { return testsupport.Tail(s, 30) }
 
 func size(t *testing.T, path string) int64 {
 	fi, err := os.Stat(path)
@@ -102,9 +102,10 @@ func TestBuildBenchmark(t *testing.T) {
 	// 3. A rebuild after changing one overlay file.
 	os.WriteFile(note, []byte("two\n"), 0o644)
 	rebuild := timed(t, "overlay rebuild", bin, "build", "--config", cfgPath, "--cache-dir", cache, "--output", out)
-	var rep imagebuild.Report
-	data, _ := os.ReadFile(filepath.Join(out, imagebuild.ReportName))
-	json.Unmarshal(data, &rep)
+	rep, err := testsupport.ReadReport(out)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var ran []string
 	for _, s := range rep.Stages {
 		if s.Ran {

@@ -22,6 +22,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
 
@@ -96,19 +97,14 @@ func TestHeadLoadBenchmark(t *testing.T) {
 	boot, _ := bootDir(t)
 	head := startIn(t, srv, "head.log", bin, "head", "--interface", "eth0", "--subnet", agent.SimSubnet.String(),
 		"--dhcp", "off", "--boot-dir", boot, "--state-dir", state, "--cluster-root", "none")
-	deadline := time.Now().Add(30 * time.Second)
-	for exec.Command("curl", "-sf", "-o", "/dev/null", "http://"+agent.SimHead.String()+"/api/v1/nodes").Run() != nil {
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(head.Stdout.(*os.File).Name())
-			t.Fatalf("head never came up:\n%s", log)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testsupport.WaitFor(t, ctx, "the head to come up", 200*time.Millisecond, 30*time.Second, func() bool {
+		return exec.Command("curl", "-sf", "-o", "/dev/null", "http://"+agent.SimHead.String()+"/api/v1/nodes").Run() == nil
+	}, head.Output)
 	tok, err := os.ReadFile(filepath.Join(state, "token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := head.Process.Pid
+	pid := head.Cmd.Process.Pid
 
 	const period = 30 * time.Second
 	idleCPU0, _, _ := procTimes(t, pid)
@@ -177,7 +173,7 @@ func TestNodeJoinBenchmark(t *testing.T) {
 		if old, err := vm.LoadCluster("bench"); err == nil {
 			old.Down()
 		}
-		c, err := vm.Up(ctx, vm.UpOptions{Name: "bench", ISO: r.iso, Nodes: 1, NodeMemoryMiB: 2048, Progress: w})
+		c, err := vm.Up(ctx, vm.UpOptions{Name: "bench", ISO: r.iso, Nodes: 1, NodeMemoryMiB: 2048, Progress: w, Attached: true})
 		if err != nil {
 			t.Fatal(err)
 		}

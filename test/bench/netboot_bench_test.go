@@ -7,16 +7,15 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 )
 
 // benchNet is a server namespace and a client namespace joined by a veth
@@ -66,50 +65,18 @@ func newBenchNet(t *testing.T) *benchNet {
 	return &benchNet{server: srv, client: cli}
 }
 
-// startIn starts a long-running server inside ns, stopped at cleanup.
-func startIn(t *testing.T, ns *netns.NS, logName string, name string, args ...string) *exec.Cmd {
+// startIn starts a long-running server inside ns, its output in a log
+// file named logName; it is stopped at cleanup if it still runs.
+func startIn(t *testing.T, ns *netns.NS, logName string, argv ...string) *testsupport.Proc {
 	t.Helper()
-	cmd := ns.Command(context.Background(), name, args...)
-	logf, err := os.Create(filepath.Join(t.TempDir(), logName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			stop(cmd)
-		}
-	})
-	return cmd
+	return testsupport.StartProc(t, testsupport.ProcSpec{What: argv[0], NS: ns,
+		Log: filepath.Join(t.TempDir(), logName), Argv: argv})
 }
 
-// stop asks a server to end (SIGTERM lets nginx take its workers along),
-// and kills it if it does not.
-func stop(cmd *exec.Cmd) {
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-}
-
-// waitPort waits until a TCP or UDP server answers, by polling a probe command.
+// waitFor waits until a server answers, by polling a probe.
 func waitFor(t *testing.T, what string, probe func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !probe() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never came up", what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testsupport.WaitFor(t, context.Background(), what+" to come up", 200*time.Millisecond, 30*time.Second, probe, nil)
 }
 
 // bootDir returns a folder with the boot files: a built image's netboot/ if
@@ -139,20 +106,15 @@ func bootDir(t *testing.T) (dir, big string) {
 	return dir, "01-base.squashfs"
 }
 
-func startHead(t *testing.T, bn *benchNet, bin, boot, mode string) *exec.Cmd {
+func startHead(t *testing.T, bn *benchNet, bin, boot, mode string) *testsupport.Proc {
 	t.Helper()
 	state := t.TempDir()
-	cmd := startIn(t, bn.server, "head.log", bin, "head", "--interface", "eth0", "--subnet", "10.98.0.0/24",
+	head := startIn(t, bn.server, "head.log", bin, "head", "--interface", "eth0", "--subnet", "10.98.0.0/24",
 		"--dhcp", mode, "--boot-dir", boot, "--state-dir", state)
-	deadline := time.Now().Add(30 * time.Second)
-	for bn.client.Command(context.Background(), "curl", "-sf", "-o", "/dev/null", "http://10.98.0.1/api/v1/boot").Run() != nil {
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(cmd.Stdout.(*os.File).Name())
-			t.Fatalf("clusterdebian head never came up:\n%s", log)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return cmd
+	testsupport.WaitFor(t, context.Background(), "clusterdebian head to come up", 200*time.Millisecond, 30*time.Second, func() bool {
+		return bn.client.Command(context.Background(), "curl", "-sf", "-o", "/dev/null", "http://10.98.0.1/api/v1/boot").Run() == nil
+	}, head.Output)
+	return head
 }
 
 func timeIt(fn func()) time.Duration {
@@ -216,13 +178,13 @@ func TestNetbootBenchmark(t *testing.T) {
 		return d, total
 	}
 	oursHTTP, oursBytes := fetchHTTP("http://10.98.0.1/netboot")
-	stop(head)
+	head.Stop()
 
 	// References, same files, same namespaces.
 	hpa := startIn(t, bn.server, "tftpd.log", "in.tftpd", "--foreground", "--address", "10.98.0.1:69", "--secure", "/usr/lib/ipxe")
 	time.Sleep(300 * time.Millisecond)
 	ref := fetchTFTP("69")
-	stop(hpa)
+	hpa.Stop()
 
 	conf := filepath.Join(t.TempDir(), "nginx.conf")
 	os.WriteFile(conf, []byte(fmt.Sprintf(`daemon off; user root; worker_processes auto; pid %s/nginx.pid; error_log stderr;
@@ -235,7 +197,7 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path %[1]s; 
 		return bn.client.Command(ctx, "curl", "-sf", "-o", "/dev/null", "-r", "0-0", "http://10.98.0.1/netboot/"+big).Run() == nil
 	})
 	refHTTP, refBytes := fetchHTTP("http://10.98.0.1/netboot")
-	stop(nginx)
+	nginx.Stop()
 
 	oursDHCP, refDHCP, refPingDHCP := dhcpBench(t, bn, bin, boot)
 
@@ -287,7 +249,7 @@ func dhcpBench(t *testing.T, bn *benchNet, bin, boot string) (ours, ref, refPing
 	}
 	head := startHead(t, bn, bin, boot, "server")
 	ours = burst()
-	stop(head)
+	head.Stop()
 	if len(ours.Errors) > 0 {
 		t.Logf("our burst: %d errors, first: %v", len(ours.Errors), ours.Errors[0])
 	}
@@ -297,18 +259,15 @@ func dhcpBench(t *testing.T, bn *benchNet, bin, boot string) (ours, ref, refPing
 
 	dnsmasqBurst := func(extra ...string) dhcp.BurstResult {
 		dir := t.TempDir()
-		args := append([]string{"--no-daemon", "--conf-file=/dev/null", "--port=0",
+		args := append([]string{"dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
 			"--interface=eth0", "--bind-interfaces", "--dhcp-range=10.98.0.2,10.98.0.254,255.255.255.0,12h",
 			"--dhcp-leasefile=" + filepath.Join(dir, "dnsmasq.leases"), "--pid-file=" + filepath.Join(dir, "dnsmasq.pid"),
 			"--dhcp-authoritative"}, extra...)
-		dnsmasq := startIn(t, bn.server, "dnsmasq.log", "dnsmasq", args...)
-		logOf := func() string {
-			log, _ := os.ReadFile(dnsmasq.Stdout.(*os.File).Name())
-			return string(log)
-		}
+		dnsmasq := startIn(t, bn.server, "dnsmasq.log", args...)
+		logOf := dnsmasq.Output
 		waitFor(t, "dnsmasq", func() bool { return strings.Contains(logOf(), "DHCP, IP range") })
 		res := burst()
-		stop(dnsmasq)
+		dnsmasq.Stop()
 		if len(res.Errors) > 0 {
 			log := logOf()
 			t.Logf("dnsmasq %v burst: %d errors, first: %v; dnsmasq saw %d DISCOVER, %d REQUEST, sent %d OFFER, %d ACK, %d NAK",

@@ -5,11 +5,16 @@ package e2e
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,10 +22,13 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
+	"github.com/clusterdebian/clusterdebian/internal/tether"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
 
 func TestDefaultImageBuilds(t *testing.T) {
+	needE2E(t)
 	out, rep := defaultImage(t)
 	if len(rep.Stages) != len(imagebuild.Stages) {
 		t.Fatalf("report lists %d stages, want %d", len(rep.Stages), len(imagebuild.Stages))
@@ -73,6 +81,7 @@ func TestDefaultImageBuilds(t *testing.T) {
 // and UEFI: El Torito entries for both, an MBR partition table with an EFI
 // system partition, and the live files.
 func TestISOLayout(t *testing.T) {
+	needE2E(t)
 	out, _ := defaultImage(t)
 	iso := filepath.Join(out, imagebuild.ISOName)
 
@@ -138,9 +147,70 @@ func TestISOLayout(t *testing.T) {
 			t.Errorf("ISO lacks /live/%s:\n%s", want, ls)
 		}
 	}
-	cfg, err := exec.Command("xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/boot/grub/grub.cfg", filepath.Join(t.TempDir(), "grub.cfg")).CombinedOutput()
+	grubCfg := filepath.Join(t.TempDir(), "grub.cfg")
+	if out, err := exec.Command("xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/boot/grub/grub.cfg", grubCfg).CombinedOutput(); err != nil {
+		t.Fatalf("extracting grub.cfg: %v\n%s", err, out)
+	}
+	cfg, err := os.ReadFile(grubCfg)
 	if err != nil {
-		t.Fatalf("extracting grub.cfg: %v\n%s", err, cfg)
+		t.Fatal(err)
+	}
+	checkBootMenu(t, string(cfg))
+}
+
+// checkBootMenu checks the boot menu the README promises: ClusterDebian,
+// the default, after 5 seconds; a memory test on BIOS and on UEFI, each
+// with a program the ISO has; booting from the first hard disk.
+// (TestBootBIOSFromCD and TestBootUEFIFromUSB see the menu on the screen.)
+func checkBootMenu(t *testing.T, cfg string) {
+	t.Helper()
+	setting := func(name string) string {
+		m := regexp.MustCompile(`(?m)^\s*set ` + name + `=(\S+)\s*$`).FindStringSubmatch(cfg)
+		if m == nil {
+			return ""
+		}
+		return m[1]
+	}
+	entries := regexp.MustCompile(`(?m)^\s*menuentry "([^"]+)"`).FindAllStringSubmatch(cfg, -1)
+	if len(entries) == 0 {
+		t.Fatalf("grub.cfg has no menu entries:\n%s", cfg)
+	}
+	if def := setting("default"); def != "0" && def != "clusterdebian" {
+		t.Errorf("grub.cfg: default=%q, want the first entry (0)", def)
+	}
+	if !strings.HasPrefix(entries[0][1], "ClusterDebian") {
+		t.Errorf("grub.cfg: the first (default) entry is %q, want ClusterDebian", entries[0][1])
+	}
+	if got := setting("timeout"); got != "5" {
+		t.Errorf("grub.cfg: timeout=%q, want 5 (seconds)", got)
+	}
+	if !regexp.MustCompile(`(?s)menuentry "ClusterDebian[^{]*\{[^}]*linux /live/vmlinuz boot=live[^}]*initrd /live/initrd\.img`).MatchString(cfg) {
+		t.Errorf("grub.cfg: the ClusterDebian entry does not boot /live/vmlinuz with /live/initrd.img:\n%s", cfg)
+	}
+	for _, re := range []string{
+		// BIOS: memtest86+'s 16-bit entry; UEFI: its EFI program.
+		`(?s)"pc" \]; then\s*menuentry "Memory test[^{]*\{\s*linux16 /live/memtest86\+x64\.bin\s*\}`,
+		`(?s)"efi" \]; then\s*menuentry "Memory test[^{]*\{\s*linux /live/memtest86\+x64\.efi\s*\}`,
+		// The first hard disk: chainloaded on BIOS, back to the
+		// firmware's next boot entry on UEFI.
+		`(?s)menuentry "Boot from the first hard disk"[^{]*\{.*exit.*chainloader \+1`,
+	} {
+		if !regexp.MustCompile(re).MatchString(cfg) {
+			t.Errorf("grub.cfg has nothing matching %s:\n%s", re, cfg)
+		}
+	}
+}
+
+// menuShown checks the boot menu on a machine's serial console: GRUB drew
+// the three entries with ClusterDebian highlighted, counted down from 5 s
+// and booted ClusterDebian.
+func menuShown(t *testing.T, serial string) {
+	t.Helper()
+	for _, want := range []string{"*ClusterDebian (node1, the head)", "Memory test (memtest86+)", "Boot from the first hard disk",
+		"executed automatically in 5s", "Booting `ClusterDebian (node1, the head)'"} {
+		if !strings.Contains(serial, want) {
+			t.Errorf("the boot menu on the console lacks %q", want)
+		}
 	}
 }
 
@@ -149,12 +219,14 @@ func TestISOLayout(t *testing.T) {
 var bootPattern = regexp.MustCompile(`(?s)ClusterDebian \S+ on Debian.*Node: node1\s+Address: .*Role: head \(node1\).*node1 login:`)
 
 func TestBootBIOSFromCD(t *testing.T) {
+	needE2E(t)
 	t.Parallel()
 	out, _ := defaultImage(t)
 	bootAndWait(t, vm.Spec{Name: "bios-cd", Firmware: vm.BIOS, CDROM: filepath.Join(out, imagebuild.ISOName)})
 }
 
 func TestBootUEFIFromUSB(t *testing.T) {
+	needE2E(t)
 	t.Parallel()
 	out, _ := defaultImage(t)
 	bootAndWait(t, vm.Spec{Name: "uefi-usb", Firmware: vm.UEFI, USBDisk: filepath.Join(out, imagebuild.ISOName)})
@@ -177,11 +249,13 @@ func bootAndWait(t *testing.T, spec vm.Spec) {
 		t.Fatalf("%v\nserial console tail:\n%s", err, tail(m.Serial(), 40))
 	}
 	t.Logf("%s reached the login prompt:\n%s", spec.Name, tail(m.Serial(), 14))
+	menuShown(t, m.Serial())
 }
 
 // TestOverlayRebuild changes one overlay file: only the stages after bootstrap
 // run again, and the new content is in the image.
 func TestOverlayRebuild(t *testing.T) {
+	needE2E(t)
 	defaultImage(t) // the bootstrap is cached by now
 	dir := t.TempDir()
 	overlay := filepath.Join(dir, "overlay")
@@ -226,6 +300,7 @@ func TestOverlayRebuild(t *testing.T) {
 
 // TestBuildBadInput: each kind of bad input gets an error that names its cause.
 func TestBuildBadInput(t *testing.T) {
+	needE2E(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -285,63 +360,141 @@ func TestBuildBadInput(t *testing.T) {
 	})
 }
 
-// assertNoMounts fails when anything is still mounted below dir.
-func assertNoMounts(t *testing.T, dir string) {
-	t.Helper()
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir) {
-			t.Errorf("left mounted: %s", f[4])
+// mountsUnder returns the mount points below dir that any process on this
+// machine sees, with a process that sees each, from every
+// /proc/PID/mountinfo: the bootstrap mounts in a mount namespace of its
+// own, which this test's /proc/self/mountinfo never shows.
+func mountsUnder(dir string) (map[string]string, error) {
+	dir = filepath.Clean(dir) + "/"
+	infos, err := filepath.Glob("/proc/[0-9]*/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	found := map[string]string{}
+	for _, info := range infos {
+		data, err := os.ReadFile(info)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.EINVAL) {
+			continue // the process ended meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4]+"/", dir) {
+				found[f[4]] = filepath.Base(filepath.Dir(info))
+			}
 		}
 	}
+	return found, nil
+}
+
+// assertNoMounts fails when any process still sees anything mounted below
+// dir.
+func assertNoMounts(t *testing.T, dir string) {
+	t.Helper()
+	left, err := mountsUnder(dir)
+	if err != nil {
+		t.Fatalf("reading the mount tables: %v", err)
+	}
+	for m, pid := range left {
+		t.Errorf("left mounted: %s (seen by process %s)", m, pid)
+	}
+}
+
+// processesIn returns the processes whose command line or root is below
+// dir, from /proc: the processes of a build, by its scratch folder, so that
+// an unrelated build elsewhere on the machine does not count.
+func processesIn(dir string) ([]string, error) {
+	dir = filepath.Clean(dir) + "/"
+	procs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		return nil, err
+	}
+	self := strconv.Itoa(os.Getpid())
+	var found []string
+	for _, p := range procs {
+		pid := filepath.Base(p)
+		if pid == self {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join(p, "cmdline"))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+			continue // ended meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		args := strings.ReplaceAll(string(cmdline), "\x00", " ")
+		root, _ := os.Readlink(filepath.Join(p, "root")) // gone meanwhile: ""
+		if strings.Contains(args, dir) || strings.HasPrefix(root+"/", dir) {
+			found = append(found, fmt.Sprintf("%s (%s, root %s)", pid, strings.TrimSpace(args), root))
+		}
+	}
+	return found, nil
 }
 
 // TestInterruptedBuild: Ctrl-C during the bootstrap leaves no mounts, no stray
 // processes and an intact cache, and the next build succeeds.
 func TestInterruptedBuild(t *testing.T) {
+	needE2E(t)
 	defaultImage(t)
 	out := filepath.Join(t.TempDir(), "out")
-	cmd := exec.Command(cdBinary, "build", "--output", out, "--cache-dir", cacheDir(), "--from", "bootstrap")
+	scratch := filepath.Join(cacheDir(), "tmp")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cdBinary, "build", "--output", out, "--cache-dir", cacheDir(), "--from", "bootstrap")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := tether.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
-	// Wait until mmdebstrap is installing packages inside its chroot.
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	// Wait until mmdebstrap is installing packages inside its chroot, and
+	// the bootstrap's mounts are there to see: the checks below can see
+	// them, so their absence afterwards means something.
 	logPath := filepath.Join(out, imagebuild.LogName)
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
+	var seen map[string]string
+	testsupport.WaitFor(t, ctx, "mmdebstrap's mounts", time.Second, 10*time.Minute, func() bool {
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("the build ended (%v) before its bootstrap was seen mounting:\n%s", err, tail(string(log), 30))
+		default:
+		}
 		log, _ := os.ReadFile(logPath)
-		if strings.Contains(string(log), "I: installing remaining packages") || strings.Contains(string(log), "I: extracting archives") {
-			break
+		if !strings.Contains(string(log), "I: installing remaining packages") && !strings.Contains(string(log), "I: extracting archives") {
+			return false
 		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("mmdebstrap never got going:\n%s", tail(string(log), 30))
+		var err error
+		if seen, err = mountsUnder(scratch); err != nil {
+			t.Fatalf("reading the mount tables: %v", err)
 		}
-		time.Sleep(time.Second)
+		return len(seen) > 0
+	}, func() string {
+		log, _ := os.ReadFile(logPath)
+		return tail(string(log), 30)
+	})
+	t.Logf("the bootstrap has %d mounts below %s, for example %s", len(seen), scratch, slices.Sorted(maps.Keys(seen))[0])
+	if procs, err := processesIn(scratch); err != nil || len(procs) == 0 {
+		t.Fatalf("no process of the running build found below %s (%v): the check for leftovers could not see one either", scratch, err)
 	}
-	time.Sleep(3 * time.Second)
 	// Ctrl-C reaches the whole foreground process group.
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
-	err := cmd.Wait()
+	err := <-exited
 	ee, ok := err.(*exec.ExitError)
 	if !ok || ee.ExitCode() != 130 {
 		t.Errorf("interrupted build: %v, want exit code 130", err)
 	}
-	assertNoMounts(t, cacheDir())
-	// No process of the build may survive it.
-	// (Matched by this build's scratch folder, so that an unrelated build
-	// elsewhere on the machine does not count.)
-	if out, _ := exec.Command("pgrep", "-f", filepath.Join(cacheDir(), "tmp")+"/").Output(); len(strings.TrimSpace(string(out))) > 0 {
-		t.Errorf("processes left behind: %s", out)
+	assertNoMounts(t, scratch)
+	// No process of the build may survive it, nor any process chrooted
+	// into its scratch folder (apt, dpkg).
+	procs, err := processesIn(scratch)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Nor any process chrooted into its scratch folder (apt, dpkg).
-	roots, _ := filepath.Glob("/proc/[0-9]*/root")
-	for _, r := range roots {
-		if target, err := os.Readlink(r); err == nil && strings.HasPrefix(target, filepath.Join(cacheDir(), "tmp")+"/") {
-			t.Errorf("process %s left behind, chrooted in %s", filepath.Base(filepath.Dir(r)), target)
-		}
+	for _, p := range procs {
+		t.Errorf("process left behind: %s", p)
 	}
 	// The cache still serves the old bootstrap, and the next build succeeds.
 	rep := build(t, out)

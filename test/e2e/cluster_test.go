@@ -5,11 +5,12 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,85 +19,129 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
 
-// testWriter sends progress lines to the test log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// cluster wraps a virtual cluster with test helpers.
-type cluster struct {
-	t *testing.T
+// vcluster is a virtual cluster a test booted, with its helpers.
+type vcluster struct {
 	*vm.Cluster
 }
 
-// sh runs a bash command as root on a VM and fails the test if it fails.
-func (c cluster) sh(ctx context.Context, node, script string) string {
-	c.t.Helper()
-	out, code := c.try(ctx, node, script)
-	if code != 0 {
-		c.t.Fatalf("%s: %q exited %d:\n%s", node, script, code, out)
+// upCluster boots a virtual cluster from iso for the test t: node1 and
+// nodes more, attached (its VMs die with the test binary, also on a
+// timeout). It is taken down when t ends, after the serial consoles'
+// tails are logged if t failed. A cluster of the same name that an earlier
+// run left is removed first. Its progress goes to t's log: t outlives the
+// step that calls this, and vm.Up's watchers may still write as it returns.
+func upCluster(t *testing.T, ctx context.Context, o vm.UpOptions) (vcluster, error) {
+	if old, err := vm.LoadCluster(o.Name); err == nil {
+		old.Down()
 	}
-	return out
+	o.Accel, o.Attached, o.Progress = "tcg", true, testsupport.LogWriter(t)
+	c, err := vm.Up(ctx, o)
+	if c != nil {
+		t.Cleanup(func() {
+			if t.Failed() {
+				for _, m := range c.Machines() {
+					t.Logf("%s serial console tail:\n%s", m.Name, tail(m.Serial(), 60))
+				}
+			}
+			if err := c.Down(); err != nil {
+				t.Errorf("vm down: %v", err)
+			}
+		})
+	}
+	return vcluster{c}, err
 }
 
-// try runs a bash command as root on a VM and returns its output and exit code.
-func (c cluster) try(ctx context.Context, node, script string) (string, int) {
-	c.t.Helper()
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	stdout, stderr, code, err := c.Exec(cctx, node, "/bin/bash", "-c", script)
+// on is the guest node (a registry name or a VM name) of the cluster.
+func (c vcluster) on(node string) testsupport.Guest {
+	return testsupport.Guest{Name: node, Timeout: 5 * time.Minute,
+		Exec: func(ctx context.Context, argv ...string) (string, string, int, error) {
+			return c.Exec(ctx, node, argv...)
+		}}
+}
+
+// tryNodes returns the head's registry as `clusterdebian status --json`
+// shows it on node1, or why it cannot.
+func (c vcluster) tryNodes(ctx context.Context) ([]registry.Node, error) {
+	return statusJSON(ctx, c.on("node1"))
+}
+
+// nodes is tryNodes that fails t when status fails: no check may pass on
+// an empty list because the head did not answer.
+func (c vcluster) nodes(t *testing.T, ctx context.Context) []registry.Node {
+	t.Helper()
+	nodes, err := c.tryNodes(ctx)
 	if err != nil {
-		c.t.Fatalf("%s: exec %q: %v", node, script, err)
-	}
-	return stdout + stderr, code
-}
-
-// nodes returns the head's registry as `clusterdebian status --json` shows it.
-func (c cluster) nodes(ctx context.Context) []registry.Node {
-	c.t.Helper()
-	out, code := c.try(ctx, "node1", "/usr/local/bin/clusterdebian status --json")
-	if code != 0 {
-		return nil
-	}
-	var nodes []registry.Node
-	if err := json.Unmarshal([]byte(out), &nodes); err != nil {
-		c.t.Logf("status --json: %v: %s", err, out)
-		return nil
+		t.Fatal(err)
 	}
 	return nodes
 }
 
-// waitNodes polls the registry until cond holds; the deadline only guards
+// waitNodes polls the registry until cond holds; the limit only guards
 // against a hang.
-func (c cluster) waitNodes(ctx context.Context, what string, cond func([]registry.Node) bool) []registry.Node {
-	c.t.Helper()
-	deadline := time.Now().Add(15 * time.Minute)
-	for {
-		nodes := c.nodes(ctx)
-		if cond(nodes) {
-			return nodes
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("waiting for %s: registry is %+v", what, nodes)
-		}
-		time.Sleep(3 * time.Second)
+func (c vcluster) waitNodes(t *testing.T, ctx context.Context, what string, cond func([]registry.Node) bool) []registry.Node {
+	t.Helper()
+	return waitRegistry(t, ctx, c.on("node1"), what, cond)
+}
+
+// statusJSON runs `clusterdebian status --json` on g and decodes it. A
+// failed command or an answer that is not a node list is an error.
+func statusJSON(ctx context.Context, g testsupport.Guest) ([]registry.Node, error) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	stdout, stderr, code, err := g.Exec(cctx, "/bin/bash", "-c", "clusterdebian status --json")
+	if err != nil {
+		return nil, fmt.Errorf("%s: clusterdebian status --json: %w", g.Name, err)
 	}
+	if code != 0 {
+		return nil, fmt.Errorf("%s: clusterdebian status --json exited %d: %s%s", g.Name, code, stdout, stderr)
+	}
+	nodes, err := registry.DecodeNodes([]byte(stdout))
+	if err != nil {
+		return nil, fmt.Errorf("%s: clusterdebian status --json: %w: %s", g.Name, err, stdout)
+	}
+	return nodes, nil
+}
+
+// waitRegistry polls `status --json` on g until cond holds, and fails t
+// with the last answer (or error) if it never does.
+func waitRegistry(t *testing.T, ctx context.Context, g testsupport.Guest, what string, cond func([]registry.Node) bool) []registry.Node {
+	t.Helper()
+	var nodes []registry.Node
+	var last error
+	testsupport.WaitFor(t, ctx, what, 3*time.Second, 15*time.Minute, func() bool {
+		nodes, last = statusJSON(ctx, g)
+		return last == nil && cond(nodes)
+	}, func() string {
+		if last != nil {
+			return last.Error()
+		}
+		return fmt.Sprintf("registry %+v", nodes)
+	})
+	return nodes
 }
 
 func upNodes(nodes []registry.Node) []registry.Node {
 	var up []registry.Node
 	for _, n := range nodes {
-		if n.State == "up" {
+		if n.State == registry.StateUp {
 			up = append(up, n)
 		}
 	}
 	return up
+}
+
+// byName returns the node called name, or false.
+func byName(nodes []registry.Node, name string) (registry.Node, bool) {
+	for _, n := range nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return registry.Node{}, false
 }
 
 const mpiProgram = `#include <mpi.h>
@@ -116,249 +161,322 @@ int main(int argc, char **argv) {
 }
 `
 
+// compileMPI writes mpiProgram to /home/user/allreduce.c on g and compiles
+// it there as the user.
+func compileMPI(t *testing.T, ctx context.Context, g testsupport.Guest) {
+	t.Helper()
+	g.Sh(t, ctx, "cat > /home/user/allreduce.c <<'EOF'\n"+mpiProgram+"EOF\nchown user: /home/user/allreduce.c")
+	g.Sh(t, ctx, "cd /home/user && runuser -u user -- mpicc -o allreduce allreduce.c")
+}
+
 // TestVirtualCluster boots node1 from the default ISO and two nodes from the
-// network, and checks that they form one cluster: names, cluster files,
-// shared root, SSH trust, MPI across nodes, exec, failure, prune, head
-// restart, and finally a real shutdown of the whole cluster.
+// network, once, and runs its checks as steps on that one cluster: names,
+// boot stages, cluster files, the NFS export, shared root, SSH trust, MPI
+// across nodes, exec, the registration token, then the steps that change
+// the cluster: a node failing, a head restart, prune, and finally a real
+// shutdown of the whole cluster.
+//
+// New checks that leave the cluster as they found it go before "node down".
 func TestVirtualCluster(t *testing.T) {
-	out, _ := defaultImage(t)
-	iso := filepath.Join(out, imagebuild.ISOName)
+	needE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
+	s := testsupport.NewScenario(t)
+	boot := []string{"boot"}
 
-	const name = "e2e"
-	if old, err := vm.LoadCluster(name); err == nil {
-		old.Down()
-	}
-	vc, err := vm.Up(ctx, vm.UpOptions{Name: name, ISO: iso, Nodes: 2, Accel: "tcg",
-		MemoryMiB: 2048, NodeMemoryMiB: 1536, CPUs: 2, Progress: testWriter{t}})
-	if err != nil {
-		t.Fatalf("vm up: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, m := range vc.Machines() {
-				t.Logf("%s serial console tail:\n%s", m.Name, tail(m.Serial(), 40))
-			}
+	var (
+		c     vcluster
+		nodes []registry.Node
+		a, b  string // the two nodes besides node1, in name order
+	)
+	s.Step("boot", nil, func(st *testing.T) {
+		out, _ := defaultImage(st)
+		var err error
+		c, err = upCluster(t, ctx, vm.UpOptions{Name: "e2e", ISO: filepath.Join(out, imagebuild.ISOName),
+			Nodes: 2, MemoryMiB: 2048, NodeMemoryMiB: 1536, CPUs: 2})
+		if err != nil {
+			st.Fatalf("vm up: %v", err)
 		}
-		if err := vc.Down(); err != nil {
-			t.Errorf("vm down: %v", err)
+		// All three register.
+		nodes = c.waitNodes(st, ctx, "three nodes up", func(ns []registry.Node) bool { return len(upNodes(ns)) == 3 })
+		var names []string
+		for _, n := range nodes {
+			names = append(names, n.Name)
+		}
+		slices.Sort(names)
+		if !slices.Contains(names, "node1") {
+			st.Fatalf("the head is not node1: %v", names)
+		}
+		others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == "node1" })
+		a, b = others[0], others[1]
+		st.Logf("cluster: %v", names)
+	})
+
+	s.Step("names", boot, func(t *testing.T) {
+		// Named after the last octet of their address; each knows its
+		// name, and the registry its cores and memory.
+		for _, n := range nodes {
+			last := n.IP[strings.LastIndex(n.IP, ".")+1:]
+			if n.Name != "node"+last {
+				t.Errorf("node %s has address %s: want name node%s", n.Name, n.IP, last)
+			}
+			g := c.on(n.Name)
+			if got := strings.TrimSpace(g.Sh(t, ctx, "hostname")); got != n.Name {
+				t.Errorf("%s calls itself %q", n.Name, got)
+			}
+			if cores := strings.TrimSpace(g.Sh(t, ctx, "nproc")); cores != strconv.Itoa(n.Cores) {
+				t.Errorf("%s: registry says %d cores, nproc says %s", n.Name, n.Cores, cores)
+			}
+			if mem := strings.TrimSpace(g.Sh(t, ctx, "awk '/^MemTotal:/ {print $2}' /proc/meminfo")); mem != strconv.FormatUint(n.MemTotalKiB, 10) {
+				t.Errorf("%s: registry says %d KiB of memory, /proc/meminfo says %s", n.Name, n.MemTotalKiB, mem)
+			}
 		}
 	})
-	c := cluster{t, vc}
 
-	// All three register, named after the last octet of their address.
-	nodes := c.waitNodes(ctx, "three nodes up", func(ns []registry.Node) bool { return len(upNodes(ns)) == 3 })
-	var names []string
-	for _, n := range nodes {
-		last := n.IP[strings.LastIndex(n.IP, ".")+1:]
-		if n.Name != "node"+last {
-			t.Errorf("node %s has address %s: want name node%s", n.Name, n.IP, last)
-		}
-		names = append(names, n.Name)
-		if got := strings.TrimSpace(c.sh(ctx, n.Name, "hostname")); got != n.Name {
-			t.Errorf("%s calls itself %q", n.Name, got)
-		}
-		if cores := strings.TrimSpace(c.sh(ctx, n.Name, "nproc")); cores != strconv.Itoa(n.Cores) {
-			t.Errorf("%s: registry says %d cores, nproc says %s", n.Name, n.Cores, cores)
-		}
-		if mem := strings.TrimSpace(c.sh(ctx, n.Name, "awk '/^MemTotal:/ {print $2}' /proc/meminfo")); mem != strconv.FormatUint(n.MemTotalKiB, 10) {
-			t.Errorf("%s: registry says %d KiB of memory, /proc/meminfo says %s", n.Name, n.MemTotalKiB, mem)
-		}
-	}
-	sort.Strings(names)
-	if !contains(names, "node1") {
-		t.Fatalf("the head is not node1: %v", names)
-	}
-	var others []string
-	for _, n := range names {
-		if n != "node1" {
-			others = append(others, n)
-		}
-	}
-	a, b := others[0], others[1]
-	t.Logf("cluster: %v", names)
-
-	// The head saw every node through its boot, up to registration.
-	boot := c.sh(ctx, "node1", `exec 3<>/dev/tcp/127.0.0.1/80
+	s.Step("boot stages", boot, func(t *testing.T) {
+		// The head saw every node through its boot, up to registration.
+		raw := c.on("node1").Sh(t, ctx, `exec 3<>/dev/tcp/127.0.0.1/80
 printf 'GET /api/v1/boot HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
 cat <&3`)
-	var stages []bootstage.Node
-	if _, body, ok := strings.Cut(boot, "\r\n\r\n"); !ok || json.Unmarshal([]byte(body), &stages) != nil {
-		t.Errorf("/api/v1/boot: cannot read %q", boot)
-	}
-	for _, n := range nodes {
-		if n.Name == "node1" {
-			continue
+		var stages []bootstage.Node
+		if _, body, ok := strings.Cut(raw, "\r\n\r\n"); !ok || json.Unmarshal([]byte(body), &stages) != nil {
+			t.Fatalf("/api/v1/boot: cannot read %q", raw)
 		}
-		seen := false
-		for _, s := range stages {
-			for _, e := range s.History {
-				seen = seen || (s.IP == n.IP && e.Stage == bootstage.Registered)
+		for _, n := range nodes {
+			if n.Name == "node1" {
+				continue
+			}
+			seen := false
+			for _, s := range stages {
+				for _, e := range s.History {
+					seen = seen || (s.IP == n.IP && e.Stage == bootstage.Registered)
+				}
+			}
+			if !seen {
+				t.Errorf("boot stages do not show %s (%s) registered:\n%s", n.Name, n.IP, raw)
 			}
 		}
-		if !seen {
-			t.Errorf("boot stages do not show %s (%s) registered:\n%s", n.Name, n.IP, boot)
-		}
-	}
+	})
 
-	// Cluster files list all three, slots = cores.
-	hosts := c.sh(ctx, "node1", "cat /etc/hosts")
-	mpiHosts := c.sh(ctx, "node1", "cat /etc/cluster/mpi.hosts")
-	for _, n := range nodes {
-		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(n.IP) + `\s+` + n.Name + `\b`).MatchString(hosts) {
-			t.Errorf("/etc/hosts lacks %s %s:\n%s", n.IP, n.Name, hosts)
+	s.Step("cluster files", boot, func(t *testing.T) {
+		// /etc/hosts and the MPI hostfile list all three, slots = cores.
+		hosts := c.on("node1").Sh(t, ctx, "cat /etc/hosts")
+		mpiHosts := c.on("node1").Sh(t, ctx, "cat /etc/cluster/mpi.hosts")
+		for _, n := range nodes {
+			if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(n.IP) + `\s+` + n.Name + `\b`).MatchString(hosts) {
+				t.Errorf("/etc/hosts lacks %s %s:\n%s", n.IP, n.Name, hosts)
+			}
+			if !regexp.MustCompile(`(?m)^` + n.Name + ` slots=` + strconv.Itoa(n.Cores) + `$`).MatchString(mpiHosts) {
+				t.Errorf("mpi.hosts lacks %q:\n%s", fmt.Sprintf("%s slots=%d", n.Name, n.Cores), mpiHosts)
+			}
 		}
-		if !regexp.MustCompile(`(?m)^` + n.Name + ` slots=` + strconv.Itoa(n.Cores) + `$`).MatchString(mpiHosts) {
-			t.Errorf("mpi.hosts lacks %q:\n%s", fmt.Sprintf("%s slots=%d", n.Name, n.Cores), mpiHosts)
-		}
-	}
+	})
 
-	// Sharing: a file written on one node is seen on the other two.
-	stamp := strconv.FormatInt(time.Now().UnixNano(), 10)
-	c.sh(ctx, a, "echo "+stamp+" > /home/user/shared-"+stamp)
-	for _, n := range []string{"node1", b} {
-		if got := strings.TrimSpace(c.sh(ctx, n, "cat /home/user/shared-"+stamp)); got != stamp {
-			t.Errorf("%s sees %q in the file %s wrote", n, got, a)
+	s.Step("root exported to the booted nodes only", boot, func(t *testing.T) {
+		// The live export table holds node1's root, to each booted
+		// node's address and nobody else, and a machine on the cluster's
+		// wire that did not boot from node1 cannot mount it, whatever
+		// its address.
+		var booted []string
+		for _, n := range nodes {
+			if n.Role != registry.RoleHead {
+				booted = append(booted, n.IP)
+			}
 		}
-	}
-	// A package installed with apt on node1 from a local .deb runs on a node.
-	c.sh(ctx, "node1", `set -e; d=$(mktemp -d); mkdir -p $d/pkg/DEBIAN $d/pkg/usr/local/bin
+		checkExports(t, c.on("node1").Sh(t, ctx, "exportfs -s"), "/", booted...)
+		mountFromOutside(t, ctx, c.on("node1"), c.on(b), "/")
+	})
+
+	s.Step("shared root", boot, func(t *testing.T) {
+		// A file written on one node is seen on the other two.
+		stamp := strconv.FormatInt(time.Now().UnixNano(), 10)
+		c.on(a).Sh(t, ctx, "echo "+stamp+" > /home/user/shared-"+stamp)
+		for _, n := range []string{"node1", b} {
+			if got := strings.TrimSpace(c.on(n).Sh(t, ctx, "cat /home/user/shared-"+stamp)); got != stamp {
+				t.Errorf("%s sees %q in the file %s wrote", n, got, a)
+			}
+		}
+	})
+
+	s.Step("package installed on node1 runs on a node", boot, func(t *testing.T) {
+		c.on("node1").Sh(t, ctx, `set -e; d=$(mktemp -d); mkdir -p $d/pkg/DEBIAN $d/pkg/usr/local/bin
 printf 'Package: cdtest-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: test <t@example.org>\nDescription: e2e test package\n' > $d/pkg/DEBIAN/control
 printf '#!/bin/sh\necho hello from $(hostname)\n' > $d/pkg/usr/local/bin/cdtest-hello
 chmod 755 $d/pkg/usr/local/bin/cdtest-hello
 dpkg-deb --build $d/pkg $d/cdtest-hello.deb
 DEBIAN_FRONTEND=noninteractive apt-get install -y $d/cdtest-hello.deb`)
-	if got := strings.TrimSpace(c.sh(ctx, b, "cdtest-hello")); got != "hello from "+b {
-		t.Errorf("the package installed on node1 says %q on %s", got, b)
-	}
-
-	// SSH: as the default user, nodeA -> nodeB by name, no password, no prompt.
-	// BatchMode makes ssh fail instead of asking anything.
-	got := strings.TrimSpace(c.sh(ctx, "node1",
-		fmt.Sprintf("runuser -u user -- ssh -o BatchMode=yes %s ssh -o BatchMode=yes %s hostname", a, b)))
-	if got != b {
-		t.Errorf("ssh %s ssh %s hostname = %q", a, b, got)
-	}
-
-	// MPI: compile on node1, run with -np 6 and no hostfile argument.
-	c.sh(ctx, "node1", "cat > /home/user/allreduce.c <<'EOF'\n"+mpiProgram+"EOF\nchown user: /home/user/allreduce.c")
-	c.sh(ctx, "node1", "cd /home/user && runuser -u user -- mpicc -o allreduce allreduce.c")
-	mpi := c.sh(ctx, "node1", "cd /home/user && runuser -u user -- mpirun -np 6 ./allreduce")
-	t.Logf("mpirun:\n%s", mpi)
-	ranks := regexp.MustCompile(`rank (\d+) of 6 on (\S+) sum (\d+)`).FindAllStringSubmatch(mpi, -1)
-	if len(ranks) != 6 {
-		t.Fatalf("want 6 ranks, got %d:\n%s", len(ranks), mpi)
-	}
-	hostsSeen := map[string]bool{}
-	for _, r := range ranks {
-		hostsSeen[r[2]] = true
-		if r[3] != "15" { // 0+1+...+5
-			t.Errorf("rank %s: Allreduce sum %s, want 15", r[1], r[3])
+		if got := strings.TrimSpace(c.on(b).Sh(t, ctx, "cdtest-hello")); got != "hello from "+b {
+			t.Errorf("the package installed on node1 says %q on %s", got, b)
 		}
-	}
-	if len(hostsSeen) != 3 {
-		t.Errorf("ranks ran on %d hosts (%v), want 3", len(hostsSeen), hostsSeen)
-	}
+	})
 
-	// exec: a command on many nodes, over the cluster's SSH trust.
-	hl := "node[" + strings.TrimPrefix(a, "node") + "," + strings.TrimPrefix(b, "node") + "]"
-	ex := c.sh(ctx, "node1", "clusterdebian exec -w '"+hl+"' -- hostname")
-	for _, n := range []string{a, b} {
-		if !strings.Contains(ex, n+": "+n+"\n") {
-			t.Errorf("exec -w %s -- hostname lacks %q:\n%s", hl, n+": "+n, ex)
+	s.Step("ssh", boot, func(t *testing.T) {
+		// As the default user, nodeA -> nodeB by name, no password, no
+		// prompt: BatchMode makes ssh fail instead of asking anything.
+		got := strings.TrimSpace(c.on("node1").Sh(t, ctx,
+			fmt.Sprintf("runuser -u user -- ssh -o BatchMode=yes %s ssh -o BatchMode=yes %s hostname", a, b)))
+		if got != b {
+			t.Errorf("ssh %s ssh %s hostname = %q", a, b, got)
 		}
-	}
-	out, code := c.try(ctx, "node1", "clusterdebian exec -- sh -c 'test $(hostname) != "+a+"'")
-	if code == 0 || !strings.Contains(out, a) {
-		t.Errorf("exec with a command failing on %s: exit %d, want non-zero and %s named:\n%s", a, code, a, out)
-	}
+	})
 
-	// Security: a registration without the cluster token is refused.
-	reg := `{"mac":"52:54:00:de:ad:01","ip":"10.99.0.250","cores":1,"mem_total_kib":1024}`
-	resp := c.sh(ctx, a, fmt.Sprintf(`exec 3<>/dev/tcp/10.99.0.1/80
-printf 'POST /api/v1/nodes/register HTTP/1.0\r\nHost: 10.99.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%%s' '%s' >&3
-head -n 1 <&3`, len(reg), reg))
-	if !strings.Contains(resp, "401") {
-		t.Errorf("unauthenticated registration: %q, want 401", resp)
-	}
-	for _, n := range c.nodes(ctx) {
-		if n.IP == "10.99.0.250" {
-			t.Error("the unauthenticated registration was recorded")
+	s.Step("mpi", boot, func(t *testing.T) {
+		// Compile on node1, run with -np 6 and no hostfile argument.
+		compileMPI(t, ctx, c.on("node1"))
+		mpi := c.on("node1").Sh(t, ctx, "cd /home/user && runuser -u user -- mpirun -np 6 ./allreduce")
+		t.Logf("mpirun:\n%s", mpi)
+		ranks := regexp.MustCompile(`rank (\d+) of 6 on (\S+) sum (\d+)`).FindAllStringSubmatch(mpi, -1)
+		if len(ranks) != 6 {
+			t.Fatalf("want 6 ranks, got %d:\n%s", len(ranks), mpi)
 		}
-	}
-
-	// Failure: a node powered off hard is down within three heartbeat
-	// intervals (the guard allows more; its time is logged) and leaves the
-	// MPI hostfile.
-	stopped := time.Now()
-	if err := vc.Stop(b); err != nil {
-		t.Fatal(err)
-	}
-	c.waitNodes(ctx, b+" down", func(ns []registry.Node) bool {
-		for _, n := range ns {
-			if n.Name == b {
-				return n.State == "down"
+		hostsSeen := map[string]bool{}
+		for _, r := range ranks {
+			hostsSeen[r[2]] = true
+			if r[3] != "15" { // 0+1+...+5
+				t.Errorf("rank %s: Allreduce sum %s, want 15", r[1], r[3])
 			}
 		}
-		return false
+		if len(hostsSeen) != 3 {
+			t.Errorf("ranks ran on %d hosts (%v), want 3", len(hostsSeen), hostsSeen)
+		}
 	})
-	t.Logf("%s marked down %.0f s after power-off", b, time.Since(stopped).Seconds())
-	if mh := c.sh(ctx, "node1", "cat /etc/cluster/mpi.hosts"); strings.Contains(mh, b+" ") {
-		t.Errorf("mpi.hosts still lists %s after it went down:\n%s", b, mh)
-	}
-	// exec reports the down node within its timeout instead of waiting.
-	out, code = c.try(ctx, "node1", "clusterdebian exec --timeout 20s -w "+b+" -- true")
-	if code == 0 || !strings.Contains(out, b) || !strings.Contains(out, "down") {
-		t.Errorf("exec on the stopped %s: exit %d, want non-zero and %s reported down:\n%s", b, code, b, out)
-	}
-	// prune drops it from the registry and the cluster files.
-	c.sh(ctx, "node1", "clusterdebian prune")
-	for _, n := range c.nodes(ctx) {
-		if n.Name == b {
+
+	s.Step("exec", boot, func(t *testing.T) {
+		// A command on many nodes, over the cluster's SSH trust.
+		hl := "node[" + strings.TrimPrefix(a, "node") + "," + strings.TrimPrefix(b, "node") + "]"
+		ex := c.on("node1").Sh(t, ctx, "clusterdebian exec -w '"+hl+"' -- hostname")
+		for _, n := range []string{a, b} {
+			if !strings.Contains(ex, n+": "+n+"\n") {
+				t.Errorf("exec -w %s -- hostname lacks %q:\n%s", hl, n+": "+n, ex)
+			}
+		}
+		out, code := c.on("node1").Try(t, ctx, "clusterdebian exec -- sh -c 'test $(hostname) != "+a+"'")
+		if code == 0 || !strings.Contains(out, a) {
+			t.Errorf("exec with a command failing on %s: exit %d, want non-zero and %s named:\n%s", a, code, a, out)
+		}
+	})
+
+	s.Step("registration needs the token", boot, func(t *testing.T) {
+		reg := `{"mac":"52:54:00:de:ad:01","ip":"10.99.0.250","cores":1,"mem_total_kib":1024}`
+		resp := c.on(a).Sh(t, ctx, fmt.Sprintf(`exec 3<>/dev/tcp/10.99.0.1/80
+printf 'POST /api/v1/nodes/register HTTP/1.0\r\nHost: 10.99.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%%s' '%s' >&3
+head -n 1 <&3`, len(reg), reg))
+		if !strings.Contains(resp, "401") {
+			t.Errorf("unauthenticated registration: %q, want 401", resp)
+		}
+		for _, n := range c.nodes(t, ctx) {
+			if n.IP == "10.99.0.250" {
+				t.Error("the unauthenticated registration was recorded")
+			}
+		}
+	})
+
+	// From here on, steps change the cluster.
+
+	s.Step("node down", boot, func(t *testing.T) {
+		// A node powered off hard is marked down (the time it took is
+		// logged) and leaves the MPI hostfile; exec reports it within its
+		// timeout instead of waiting.
+		stopped := time.Now()
+		if err := c.Stop(b); err != nil {
+			t.Fatal(err)
+		}
+		c.waitNodes(t, ctx, b+" down", func(ns []registry.Node) bool {
+			n, ok := byName(ns, b)
+			return ok && n.State == registry.StateDown
+		})
+		t.Logf("%s marked down %.0f s after power-off", b, time.Since(stopped).Seconds())
+		if mh := c.on("node1").Sh(t, ctx, "cat /etc/cluster/mpi.hosts"); strings.Contains(mh, b+" ") {
+			t.Errorf("mpi.hosts still lists %s after it went down:\n%s", b, mh)
+		}
+		out, code := c.on("node1").Try(t, ctx, "clusterdebian exec --timeout 20s -w "+b+" -- true")
+		if code == 0 || !strings.Contains(out, b) || !strings.Contains(out, "down") {
+			t.Errorf("exec on the stopped %s: exit %d, want non-zero and %s reported down:\n%s", b, code, b, out)
+		}
+	})
+
+	s.Step("head restart keeps the registry", []string{"node down"}, func(t *testing.T) {
+		// Restarted while the stopped node is still listed: a head that
+		// lost its registry would have every running agent register again
+		// (same names: they come from the addresses), but with new
+		// registration times, and could not list the stopped node at all.
+		before := c.nodes(t, ctx)
+		pid := func() string {
+			return strings.TrimSpace(c.on("node1").Sh(t, ctx, "systemctl show -P MainPID clusterdebian-head"))
+		}
+		oldPID := pid()
+		c.on("node1").Sh(t, ctx, "systemctl restart clusterdebian-head")
+		if newPID := pid(); newPID == oldPID || newPID == "0" {
+			t.Fatalf("the head's pid went from %s to %s: no restart", oldPID, newPID)
+		}
+		after := c.waitNodes(t, ctx, "the head back with every node", func(ns []registry.Node) bool { return len(ns) >= len(before) })
+		if len(after) != len(before) {
+			t.Errorf("%d nodes before the restart, %d after:\nbefore %+v\nafter %+v", len(before), len(after), before, after)
+		}
+		for _, old := range before {
+			n, ok := byName(after, old.Name)
+			switch {
+			case !ok:
+				t.Errorf("%s (%s) is gone after the head restart", old.Name, old.State)
+			case n.MAC != old.MAC || n.IP != old.IP:
+				t.Errorf("after the head restart %s/%s/%s became %s/%s", old.Name, old.MAC, old.IP, n.MAC, n.IP)
+			case !n.Registered.Equal(old.Registered):
+				t.Errorf("%s registered at %s before the head restart and at %s after: the registry was lost", old.Name, old.Registered, n.Registered)
+			}
+		}
+		if n, ok := byName(after, b); ok && n.State != registry.StateDown {
+			t.Errorf("the stopped %s is %s after the head restart, want %s", b, n.State, registry.StateDown)
+		}
+	})
+
+	s.Step("prune", []string{"node down"}, func(t *testing.T) {
+		// prune drops the down node from the registry and the cluster files.
+		c.on("node1").Sh(t, ctx, "clusterdebian prune")
+		if _, ok := byName(c.nodes(t, ctx), b); ok {
 			t.Errorf("%s is still in the registry after prune", b)
 		}
-	}
-	if hosts := c.sh(ctx, "node1", "cat /etc/hosts /etc/cluster/mpi.hosts"); regexp.MustCompile(`\b` + b + `\b`).MatchString(hosts) {
-		t.Errorf("%s is still in the cluster files after prune:\n%s", b, hosts)
-	}
-
-	// Head restart: the registry survives with the same names.
-	before := c.nodes(ctx)
-	c.sh(ctx, "node1", "systemctl restart clusterdebian-head")
-	after := c.waitNodes(ctx, "the head back", func(ns []registry.Node) bool { return len(ns) == len(before) })
-	for i := range before {
-		if before[i].Name != after[i].Name || before[i].MAC != after[i].MAC {
-			t.Errorf("after a head restart: %s/%s became %s/%s", before[i].Name, before[i].MAC, after[i].Name, after[i].MAC)
+		if hosts := c.on("node1").Sh(t, ctx, "cat /etc/hosts /etc/cluster/mpi.hosts"); regexp.MustCompile(`\b` + b + `\b`).MatchString(hosts) {
+			t.Errorf("%s is still in the cluster files after prune:\n%s", b, hosts)
 		}
-	}
+	})
 
-	// shutdown plans every other node first, node1 last, then does it: it
-	// runs detached, as node1 powers itself off under it, and reports on
-	// node1's serial console. Every VM ends stopped.
-	plan := c.sh(ctx, "node1", "clusterdebian shutdown --dry-run")
-	if !strings.Contains(plan, a) || !strings.Contains(plan, "then power off node1") {
-		t.Errorf("shutdown --dry-run does not plan %s first and node1 last:\n%s", a, plan)
-	}
-	c.sh(ctx, "node1", "systemd-run --unit=e2e-shutdown --no-block sh -c 'clusterdebian shutdown > /dev/ttyS0 2>&1'")
-	waitAllStopped(ctx, t, vc, 10*time.Minute)
-	if serial := vc.Machines()[0].Serial(); !strings.Contains(serial, "1 node(s) confirmed") || !strings.Contains(serial, "power off this machine (node1)") {
-		t.Errorf("node1's console does not show %s confirmed before node1 went:\n%s", a, tail(serial, 40))
-	}
+	s.Step("shutdown", boot, func(t *testing.T) {
+		// shutdown plans every running node first, node1 last, then does
+		// it: it runs detached, as node1 powers itself off under it, and
+		// reports on node1's serial console. Every VM ends stopped.
+		plan := c.on("node1").Sh(t, ctx, "clusterdebian shutdown --dry-run")
+		if !strings.Contains(plan, a) || !strings.Contains(plan, "then power off node1") {
+			t.Errorf("shutdown --dry-run does not plan %s first and node1 last:\n%s", a, plan)
+		}
+		confirmed := len(upNodes(c.nodes(t, ctx))) - 1
+		c.on("node1").Sh(t, ctx, "systemd-run --unit=e2e-shutdown --no-block sh -c 'clusterdebian shutdown > /dev/ttyS0 2>&1'")
+		waitAllStopped(ctx, t, c.Cluster, 10*time.Minute)
+		if serial := c.Machines()[0].Serial(); !strings.Contains(serial, fmt.Sprintf("%d node(s) confirmed", confirmed)) ||
+			!strings.Contains(serial, "power off this machine (node1)") {
+			t.Errorf("node1's console does not show %d node(s) confirmed before node1 went:\n%s", confirmed, tail(serial, 40))
+		}
+	})
 }
 
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
+// waitAllStopped waits until `vm list` shows every VM of vc stopped.
+func waitAllStopped(ctx context.Context, t *testing.T, vc *vm.Cluster, limit time.Duration) {
+	t.Helper()
+	var running []string
+	testsupport.WaitFor(t, ctx, "every VM to stop", 3*time.Second, limit, func() bool {
+		running = nil
+		for _, v := range vc.List(ctx) {
+			if v.Running {
+				running = append(running, v.VM)
+			}
 		}
-	}
-	return false
+		return len(running) == 0
+	}, func() string { return fmt.Sprintf("still running: %v", running) })
 }
 
 // TestVMBadInput: a missing ISO or too little memory gets a clear error, and
 // nothing is created.
 func TestVMBadInput(t *testing.T) {
+	needE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	missing := filepath.Join(t.TempDir(), "nope.iso")
@@ -367,12 +485,14 @@ func TestVMBadInput(t *testing.T) {
 		t.Errorf("vm up with a missing ISO: exit %d, want an error naming %s:\n%s", r.code, missing, r.out)
 	}
 	iso := filepath.Join(t.TempDir(), "x.iso")
-	os.WriteFile(iso, []byte("not really"), 0o644)
+	if err := os.WriteFile(iso, []byte("not really"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r = run(t, ctx, "vm", "up", "--name", "e2ebad", "--iso", iso, "--nodes", "1", "--memory", "64")
 	if r.code == 0 || !strings.Contains(r.out, "memory") {
 		t.Errorf("vm up with 64 MiB: exit %d, want an error about --memory:\n%s", r.code, r.out)
 	}
-	if _, err := vm.LoadCluster("e2ebad"); err == nil {
-		t.Error("a failed vm up left a cluster behind")
+	if _, err := vm.LoadCluster("e2ebad"); !errors.Is(err, vm.ErrNoCluster) {
+		t.Errorf("a failed vm up left a cluster behind (LoadCluster: %v)", err)
 	}
 }

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/config"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
 
@@ -58,306 +58,360 @@ func hostDiskOptions() vm.DiskOptions {
 	}
 }
 
-// guest runs commands in a VM through its guest agent.
-type guest struct {
-	t    *testing.T
-	name string
-	sock string
+// qgaGuest runs commands in a VM through the guest agent at sock.
+func qgaGuest(name, sock string) testsupport.Guest {
+	return testsupport.Guest{Name: name, Exec: func(ctx context.Context, argv ...string) (string, string, int, error) {
+		stdout, stderr, code, err := vm.QGAExec(ctx, sock, argv[0], argv[1:])
+		return string(stdout), string(stderr), code, err
+	}}
 }
 
-// try runs a bash script as root and returns its output and exit code.
-func (g guest) try(ctx context.Context, script string) (string, int) {
-	g.t.Helper()
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	stdout, stderr, code, err := vm.QGAExec(cctx, g.sock, "/bin/bash", []string{"-c", script})
-	if err != nil {
-		g.t.Fatalf("%s: exec %q: %v", g.name, script, err)
-	}
-	return string(stdout) + string(stderr), code
-}
-
-// sh runs a bash script as root and fails the test when it fails.
-func (g guest) sh(ctx context.Context, script string) string {
-	g.t.Helper()
-	out, code := g.try(ctx, script)
-	if code != 0 {
-		g.t.Fatalf("%s: %q exited %d:\n%s", g.name, script, code, out)
-	}
-	return out
-}
-
-// waitAgent waits until the guest agent answers, that is the guest booted.
-func (g guest) waitAgent(ctx context.Context, m *vm.Machine) {
-	g.t.Helper()
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := vm.QGAPing(pctx, g.sock)
-		cancel()
-		if err == nil {
-			return
-		}
+// waitAgent waits until the guest agent at sock answers, that is the guest
+// booted, and fails t if m stops first.
+func waitAgent(t *testing.T, ctx context.Context, name, sock string, m *vm.Machine) {
+	t.Helper()
+	testsupport.WaitFor(t, ctx, name+"'s guest agent", 3*time.Second, 10*time.Minute, func() bool {
 		if !m.Running() {
-			g.t.Fatalf("%s stopped while booting:\n%s", g.name, tail(m.Serial(), 60))
+			t.Fatalf("%s stopped while booting:\n%s", name, tail(m.Serial(), 60))
 		}
-		if ctx.Err() != nil {
-			g.t.Fatalf("%s: no guest agent: %v\n%s", g.name, err, tail(m.Serial(), 60))
-		}
-		time.Sleep(3 * time.Second)
-	}
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return vm.QGAPing(pctx, sock) == nil
+	}, func() string { return tail(m.Serial(), 60) })
 }
 
-// TestLocalNode1 sets up localnode1 on an installed Debian VM and checks
-// the refusal of the default-route interface, the service, address and
-// exports it makes, that a second run changes nothing, a node that boots
-// from the host and runs MPI with it, shutdown leaving the host on, and
-// that --remove leaves nothing behind.
+// snapshotScript writes, to the file $1, what localnode1 may change on a
+// host and --remove must put back: every file, folder and link under /etc,
+// /var/lib and /usr/local with its type, mode, owner and target, each
+// file's hash, the enabled units, the addresses, and sshd's effective
+// configuration. It leaves out only state that the running system and the
+// test themselves change, each for the reason given:
+var snapshotScript = `set -e
+files() {
+	find /etc /var/lib /usr/local -xdev \( ` + strings.Join([]string{
+	// the NFS server's records of the clients it served (the test's node)
+	// (rmtab and its lock: mountd's record of NFSv3 mounts, which the
+	// test's mount from outside the subnet makes)
+	"-path /var/lib/nfs/nfsdcld", "-path /var/lib/nfs/v4recovery", "-path /var/lib/nfs/rmtab", "-path /var/lib/nfs/.rmtab.lock",
+	// statd's reboot counter and monitor list, kept by the NFS services
+	"-path /var/lib/nfs/state", "-path /var/lib/nfs/sm", "-path /var/lib/nfs/sm.bak",
+	// when each systemd timer last ran
+	"-path /var/lib/systemd/timers",
+}, " -o ") + ` \) -prune -o "$@"
+}
+{
+	echo "## files"
+	files -printf '%p %y %m %u:%g %l\n' | sort
+	echo "## content"
+	files -type f -print0 | sort -z | xargs -0 -r sha256sum
+	echo "## enabled units"
+	systemctl list-unit-files --state=enabled --no-legend | awk '{print $1}' | sort
+	echo "## addresses"
+	ip -o addr show | awk '{print $2, $3, $4}' | sort
+	echo "## sshd -T"
+	sshd -T | sort
+} > "$1"
+`
+
+// snapshot takes a snapshot (snapshotScript) of host under the name label,
+// in /root (outside what it lists).
+func snapshot(t *testing.T, ctx context.Context, host testsupport.Guest, label string) {
+	t.Helper()
+	host.Sh(t, ctx, "snap() {\n"+snapshotScript+"}\nsnap /root/snapshot-"+label)
+}
+
+// snapshotDiff takes a snapshot of host now and returns how it differs
+// from the one called label: empty when nothing changed.
+func snapshotDiff(t *testing.T, ctx context.Context, host testsupport.Guest, label string) string {
+	t.Helper()
+	snapshot(t, ctx, host, label+"-now")
+	out, code := host.Try(t, ctx, "diff -u /root/snapshot-"+label+" /root/snapshot-"+label+"-now")
+	switch code {
+	case 0:
+		return ""
+	case 1:
+		return out
+	}
+	t.Fatalf("diff of the snapshots: exit %d: %s", code, out)
+	return ""
+}
+
+// TestLocalNode1 sets up localnode1 on an installed Debian VM, once, and
+// checks as steps: the refusal of the default-route interface and of a run
+// without --yes (the host unchanged), the service, address and exports it
+// makes, that a second run changes nothing, a node that boots from the
+// host and runs MPI with it (and an address outside the subnet that cannot
+// mount /home), a real shutdown that powers the node off and leaves the
+// host on, and that --remove leaves the host as it was.
 func TestLocalNode1(t *testing.T) {
+	needE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Minute)
 	defer cancel()
-	out, _ := defaultImage(t)
-
-	start := time.Now()
-	disk, err := vm.InstalledDisk(ctx, withLog(hostDiskOptions(), t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("installed-system disk %s (cached: %v) in %.0f s", disk.Dir, disk.Cached, time.Since(start).Seconds())
-
+	s := testsupport.NewScenario(t)
 	tmp := t.TempDir()
-	overlay := filepath.Join(tmp, "host.qcow2")
-	if err := disk.Overlay(ctx, overlay); err != nil {
-		t.Fatal(err)
-	}
-	ns := newNS(t)
-	if err := ns.AddBridge(ctx, "br0"); err != nil {
-		t.Fatal(err)
-	}
-	for _, tap := range []string{"tap0", "tap1"} {
-		if err := ns.AddTap(ctx, tap, "br0"); err != nil {
-			t.Fatal(err)
+
+	var (
+		host     testsupport.Guest
+		cd, from string // the binary and the image's folder, in the host
+		ns       string // the test namespace with the cluster bridge
+	)
+	s.Step("host boots", nil, func(st *testing.T) {
+		out, _ := defaultImage(st)
+		start := time.Now()
+		o := hostDiskOptions()
+		o.Log = testsupport.LogWriter(st)
+		disk, err := vm.InstalledDisk(ctx, o)
+		if err != nil {
+			st.Fatal(err)
 		}
-	}
-	hostDir := filepath.Join(tmp, "host")
-	args := append(disk.BootArgs(""), vm.UserNIC("up0", hostUplinkMAC)...)
-	args = append(args, vm.ShareDir(shareTag, workDir)...)
-	hostVM, err := vm.Start(vm.Spec{
-		Name: "localnode1-host", Accel: "tcg", MemoryMiB: 2048, CPUs: 2,
-		Disk:       overlay,
-		NICs:       []vm.NIC{{Tap: "tap0", MAC: hostClusterMAC}},
-		NetNS:      ns.Name,
-		Dir:        hostDir,
-		GuestAgent: true,
-		ExtraArgs:  args,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("host serial console tail:\n%s", tail(hostVM.Serial(), 60))
+		st.Logf("installed-system disk %s (cached: %v) in %.0f s", disk.Dir, disk.Cached, time.Since(start).Seconds())
+		overlay := filepath.Join(tmp, "host.qcow2")
+		if err := disk.Overlay(ctx, overlay); err != nil {
+			st.Fatal(err)
 		}
-		hostVM.Stop()
-	})
-	host := guest{t, "host", filepath.Join(hostDir, vm.QGASocket)}
-	start = time.Now()
-	bctx, bcancel := context.WithTimeout(ctx, 10*time.Minute)
-	host.waitAgent(bctx, hostVM)
-	bcancel()
-	// The agent starts early; the network and NFS come up later in the boot.
-	host.try(ctx, "systemctl is-system-running --wait")
-	t.Logf("the installed host booted in %.0f s", time.Since(start).Seconds())
-
-	host.sh(ctx, "mkdir -p /mnt/cd && mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288 "+shareTag+" /mnt/cd")
-	cd := "/mnt/cd/" + filepath.Base(cdBinary)
-	from := "/mnt/cd/" + filepath.Base(out)
-	if got := host.sh(ctx, "ip route show default"); !strings.Contains(got, "uplink0") {
-		t.Fatalf("the host's default route is not on uplink0: %s", got)
-	}
-	before, _ := host.try(ctx, "sha256sum /etc/hosts /etc/openmpi/openmpi-default-hostfile /etc/network/interfaces; ls /etc/exports.d /etc/systemd/system /usr/local/bin /etc/ssh 2>&1")
-
-	// The interface of the default route is refused, and nothing changes.
-	res, code := host.try(ctx, cd+" localnode1 --interface uplink0 --from "+from+" --yes")
-	t.Logf("localnode1 on uplink0 (exit %d):\n%s", code, res)
-	if code == 0 || !strings.Contains(res, "default route") || !strings.Contains(res, "--force") {
-		t.Errorf("localnode1 on the default-route interface: exit %d, want a refusal naming the default route and --force:\n%s", code, res)
-	}
-	if got, _ := host.try(ctx, "ls /var/lib/clusterdebian /etc/systemd/system/clusterdebian-head.service 2>&1"); !strings.Contains(got, "No such file") {
-		t.Errorf("the refused run changed something:\n%s", got)
-	}
-
-	// Without --yes and no terminal to ask on, nothing is done.
-	res, code = host.try(ctx, cd+" localnode1 --interface cluster0 --from "+from+" </dev/null")
-	if code == 0 || !strings.Contains(res, "plan:") || !strings.Contains(res, "--yes") {
-		t.Errorf("localnode1 without --yes: exit %d, want the plan and a refusal naming --yes:\n%s", code, res)
-	}
-
-	start = time.Now()
-	res = host.sh(ctx, cd+" localnode1 --interface cluster0 --from "+from+" --yes")
-	t.Logf("localnode1 took %.0f s:\n%s", time.Since(start).Seconds(), res)
-	if !strings.Contains(res, `nodes.root = "ram"`) || !strings.Contains(res, "done:") {
-		t.Errorf("localnode1 output lacks the RAM root or its end:\n%s", res)
-	}
-
-	// The service runs and starts at boot; the address is there, and no
-	// export yet: /home goes to each node that boots from the head, by its
-	// address, never to the subnet or to everyone.
-	if got := host.sh(ctx, "systemctl is-enabled clusterdebian-head; systemctl is-active clusterdebian-head"); got != "enabled\nactive\n" {
-		t.Errorf("clusterdebian-head: %q, want enabled and active", got)
-	}
-	if got := host.sh(ctx, "ip -4 -o addr show dev cluster0"); !strings.Contains(got, "10.99.0.1/24") {
-		t.Errorf("cluster0 lacks 10.99.0.1/24: %s", got)
-	}
-	exports := host.sh(ctx, "exportfs -s")
-	if regexp.MustCompile(`(?m)^/home\s`).MatchString(exports) {
-		t.Errorf("exportfs -s exports /home before any node booted:\n%s", exports)
-	}
-	if regexp.MustCompile(`(?m)^/\s`).MatchString(exports) || strings.Contains(exports, "*(") {
-		t.Errorf("the host's root is exported, or something is exported to everyone:\n%s", exports)
-	}
-	if got := host.sh(ctx, "hostname"); strings.TrimSpace(got) != "labhost" {
-		t.Errorf("the host's name changed to %q", got)
-	}
-	var nodes []registry.Node
-	waitFor(t, ctx, "the head registering node1", func() bool {
-		got, code := host.try(ctx, "clusterdebian status --json")
-		nodes = nil
-		return code == 0 && json.Unmarshal([]byte(got), &nodes) == nil && len(nodes) == 1 && nodes[0].Name == "node1"
-	})
-
-	// A second run changes nothing.
-	res = host.sh(ctx, cd+" localnode1 --interface cluster0 --from "+from+" --yes")
-	if !strings.Contains(res, "no changes") || strings.Contains(res, "plan:") {
-		t.Errorf("the second run of localnode1 is not a no-op:\n%s", res)
-	}
-
-	testLocalNode1Node(t, ctx, host, ns.Name, tmp)
-
-	// shutdown leaves a permanent node1 on.
-	if plan := host.sh(ctx, "clusterdebian shutdown --dry-run"); !strings.Contains(plan, "leave node1 on") {
-		t.Errorf("shutdown --dry-run on a localnode1 host does not leave it on:\n%s", plan)
-	}
-
-	// --remove leaves no service, export, address or file behind.
-	res = host.sh(ctx, cd+" localnode1 --remove --yes")
-	t.Logf("localnode1 --remove:\n%s", res)
-	if got, _ := host.try(ctx, "systemctl is-active clusterdebian-head; systemctl is-enabled clusterdebian-head; ls /etc/systemd/system/clusterdebian-head.service"); strings.Contains(got, "\nactive") || strings.HasPrefix(got, "active") || strings.Contains(got, "enabled") {
-		t.Errorf("the service is still there after --remove:\n%s", got)
-	}
-	if got := host.sh(ctx, "exportfs -s; echo end"); got != "end\n" {
-		t.Errorf("exports left after --remove:\n%s", got)
-	}
-	if got := host.sh(ctx, "ip -4 -o addr show dev cluster0"); strings.Contains(got, "10.99.0.") {
-		t.Errorf("cluster0 keeps an address after --remove: %s", got)
-	}
-	if got, _ := host.try(ctx, "ls -d /var/lib/clusterdebian /etc/clusterdebian /etc/cluster /etc/network/interfaces.d/clusterdebian-cluster0 /etc/exports.d/clusterdebian.exports /etc/ssh/ssh_config.d/clusterdebian.conf 2>/dev/null; grep -l clusterdebian /etc/hosts /etc/ssh/ssh_known_hosts 2>/dev/null; echo end"); got != "end\n" {
-		t.Errorf("files left after --remove:\n%s", got)
-	}
-	after, _ := host.try(ctx, "sha256sum /etc/hosts /etc/openmpi/openmpi-default-hostfile /etc/network/interfaces; ls /etc/exports.d /etc/systemd/system /usr/local/bin /etc/ssh 2>&1")
-	if after != before {
-		t.Errorf("--remove did not restore the host:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
-	if res := host.sh(ctx, cd+" localnode1 --remove --yes"); !strings.Contains(res, "nothing to remove") {
-		t.Errorf("a second --remove: %s", res)
-	}
-}
-
-// testLocalNode1Node network-boots a second VM from the host and runs an
-// MPI job across the host and the node.
-func testLocalNode1Node(t *testing.T, ctx context.Context, host guest, nsName, tmp string) {
-	t.Helper()
-	if os.Getenv("E2E_LOCALNODE1_NODE") == "0" {
-		t.Log("E2E_LOCALNODE1_NODE=0: no node boots")
-		return
-	}
-	nodeDir := filepath.Join(tmp, "node")
-	node, err := vm.Start(vm.Spec{
-		Name: "localnode1-node", Accel: "tcg", MemoryMiB: 2048, CPUs: 1,
-		NICs:  []vm.NIC{{Tap: "tap1", MAC: pxeNodeMAC, Boot: true}},
-		NetNS: nsName, Dir: nodeDir, GuestAgent: true, Reboot: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("node serial console tail:\n%s", tail(node.Serial(), 80))
+		n := newNS(t)
+		ns = n.Name
+		if err := n.AddBridge(ctx, "br0"); err != nil {
+			st.Fatal(err)
 		}
-		node.Stop()
-	})
-	start := time.Now()
-	var name string
-	waitFor(t, ctx, "the node registering", func() bool {
-		got, code := host.try(ctx, "clusterdebian status --json")
-		var nodes []registry.Node
-		if code != 0 || json.Unmarshal([]byte(got), &nodes) != nil {
-			return false
-		}
-		for _, n := range nodes {
-			if n.Role != registry.RoleHead && n.State == registry.StateUp {
-				name = n.Name
-				return true
+		for _, tap := range []string{"tap0", "tap1"} {
+			if err := n.AddTap(ctx, tap, "br0"); err != nil {
+				st.Fatal(err)
 			}
 		}
-		return !node.Running()
-	})
-	if !node.Running() {
-		t.Fatal("the node VM stopped")
-	}
-	t.Logf("%s booted from the host and registered in %.0f s", name, time.Since(start).Seconds())
-	// /home goes to that node's address only.
-	exports := host.sh(ctx, "exportfs -s")
-	if m := regexp.MustCompile(`(?m)^/home\s+(\S+)\(`).FindAllStringSubmatch(exports, -1); len(m) != 1 || strings.Contains(m[0][1], "/") {
-		t.Errorf("exportfs -s after %s booted, want /home to its address alone:\n%s", name, exports)
-	}
-
-	// /home is the host's: a file written there shows on the node, to its
-	// owner (root on a node is squashed: it is not root on the host's files).
-	stamp := fmt.Sprint(time.Now().UnixNano())
-	host.sh(ctx, "runuser -u user -- sh -c 'echo "+stamp+" > /home/user/stamp'")
-	node1 := guest{t, name, filepath.Join(nodeDir, vm.QGASocket)}
-	// The agent registers before the guest agent is up.
-	actx, acancel := context.WithTimeout(ctx, 5*time.Minute)
-	node1.waitAgent(actx, node)
-	acancel()
-	if got := node1.sh(ctx, "runuser -u user -- cat /home/user/stamp"); strings.TrimSpace(got) != stamp {
-		t.Errorf("%s sees %q in the host's /home/user/stamp", name, got)
-	}
-
-	// ssh from the node to the host as node1, verified: the head certified
-	// the host's own key.
-	if got := node1.sh(ctx, "runuser -u user -- ssh -o BatchMode=yes node1 hostname"); strings.TrimSpace(got) != "labhost" {
-		t.Errorf("ssh node1 hostname from %s = %q, want labhost", name, got)
-	}
-
-	// MPI across the host and the node with Open MPI's default hostfile
-	// (the head's), one rank per machine, over the cluster network only.
-	host.sh(ctx, "cat > /home/user/allreduce.c <<'EOF'\n"+mpiProgram+"EOF\nchown user: /home/user/allreduce.c")
-	host.sh(ctx, "cd /home/user && runuser -u user -- mpicc -o allreduce allreduce.c")
-	mpi := host.sh(ctx, "cd /home/user && runuser -u user -- mpirun -np 2 --map-by node "+
-		"--mca btl_tcp_if_include 10.99.0.0/24 --mca oob_tcp_if_include 10.99.0.0/24 ./allreduce")
-	t.Logf("mpirun:\n%s", mpi)
-	ranks := regexp.MustCompile(`rank (\d) of 2 on (\S+) sum 1`).FindAllStringSubmatch(mpi, -1)
-	if len(ranks) != 2 || ranks[0][2] == ranks[1][2] {
-		t.Errorf("want two ranks on two machines, summing to 1:\n%s", mpi)
-	}
-}
-
-// waitFor polls cond every few seconds; the deadline only guards against
-// a hang.
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("waiting for %s: gave up", what)
+		hostDir := filepath.Join(tmp, "host")
+		args := append(disk.BootArgs(""), vm.UserNIC("up0", hostUplinkMAC)...)
+		args = append(args, vm.ShareDir(shareTag, workDir)...)
+		hostVM, err := vm.Start(vm.Spec{
+			Name: "localnode1-host", Accel: "tcg", MemoryMiB: 2048, CPUs: 2,
+			Disk:       overlay,
+			NICs:       []vm.NIC{{Tap: "tap0", MAC: hostClusterMAC}},
+			NetNS:      ns,
+			Dir:        hostDir,
+			GuestAgent: true,
+			ExtraArgs:  args,
+		})
+		if err != nil {
+			st.Fatal(err)
 		}
-		time.Sleep(3 * time.Second)
-	}
-}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("host serial console tail:\n%s", tail(hostVM.Serial(), 60))
+			}
+			hostVM.Stop()
+		})
+		sock := filepath.Join(hostDir, vm.QGASocket)
+		host = qgaGuest("host", sock)
+		start = time.Now()
+		waitAgent(st, ctx, "host", sock, hostVM)
+		// The agent starts early; the network and NFS come up later in
+		// the boot.
+		host.Try(st, ctx, "systemctl is-system-running --wait")
+		st.Logf("the installed host booted in %.0f s", time.Since(start).Seconds())
 
-// withLog sends mmdebstrap's output to the test log.
-func withLog(o vm.DiskOptions, t *testing.T) vm.DiskOptions {
-	o.Log = testWriter{t}
-	return o
+		host.Sh(st, ctx, "mkdir -p /mnt/cd && mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288 "+shareTag+" /mnt/cd")
+		cd = "/mnt/cd/" + filepath.Base(cdBinary)
+		from = "/mnt/cd/" + filepath.Base(out)
+		if got := host.Sh(st, ctx, "ip route show default"); !strings.Contains(got, "uplink0") {
+			st.Fatalf("the host's default route is not on uplink0: %s", got)
+		}
+		snapshot(st, ctx, host, "before")
+	})
+	hostUp := []string{"host boots"}
+
+	s.Step("refuses the default-route interface", hostUp, func(t *testing.T) {
+		res, code := host.Try(t, ctx, cd+" localnode1 --interface uplink0 --from "+from+" --yes")
+		t.Logf("localnode1 on uplink0 (exit %d):\n%s", code, res)
+		if code == 0 || !strings.Contains(res, "default route") || !strings.Contains(res, "--force") {
+			t.Errorf("localnode1 on the default-route interface: exit %d, want a refusal naming the default route and --force:\n%s", code, res)
+		}
+		if diff := snapshotDiff(t, ctx, host, "before"); diff != "" {
+			t.Errorf("the refused run changed the host:\n%s", diff)
+		}
+	})
+
+	s.Step("refuses without --yes", hostUp, func(t *testing.T) {
+		// With no terminal to ask on, nothing is done.
+		res, code := host.Try(t, ctx, cd+" localnode1 --interface cluster0 --from "+from+" </dev/null")
+		if code == 0 || !strings.Contains(res, "plan:") || !strings.Contains(res, "--yes") {
+			t.Errorf("localnode1 without --yes: exit %d, want the plan and a refusal naming --yes:\n%s", code, res)
+		}
+		if diff := snapshotDiff(t, ctx, host, "before"); diff != "" {
+			t.Errorf("the run without --yes changed the host:\n%s", diff)
+		}
+	})
+
+	s.Step("setup", hostUp, func(t *testing.T) {
+		start := time.Now()
+		res := host.Sh(t, ctx, cd+" localnode1 --interface cluster0 --from "+from+" --yes")
+		t.Logf("localnode1 took %.0f s:\n%s", time.Since(start).Seconds(), res)
+		if !strings.Contains(res, `nodes.root = "ram"`) || !strings.Contains(res, "done:") {
+			t.Errorf("localnode1 output lacks the RAM root or its end:\n%s", res)
+		}
+	})
+	setUp := []string{"setup"}
+
+	s.Step("service, address and exports", setUp, func(t *testing.T) {
+		// The service runs and starts at boot; the address is there, and
+		// no export yet: /home goes to each node that boots from the
+		// head, by its address, never to the subnet or to everyone.
+		if got := host.Sh(t, ctx, "systemctl is-enabled clusterdebian-head; systemctl is-active clusterdebian-head"); got != "enabled\nactive\n" {
+			t.Errorf("clusterdebian-head: %q, want enabled and active", got)
+		}
+		if got := host.Sh(t, ctx, "ip -4 -o addr show dev cluster0"); !strings.Contains(got, clusterHead+"/24") {
+			t.Errorf("cluster0 lacks %s/24: %s", clusterHead, got)
+		}
+		checkExports(t, host.Sh(t, ctx, "exportfs -s"), "/home")
+		if got := host.Sh(t, ctx, "hostname"); strings.TrimSpace(got) != "labhost" {
+			t.Errorf("the host's name changed to %q", got)
+		}
+		waitRegistry(t, ctx, host, "the head registering node1", func(nodes []registry.Node) bool {
+			return len(nodes) == 1 && nodes[0].Name == "node1"
+		})
+	})
+
+	s.Step("second run changes nothing", setUp, func(t *testing.T) {
+		res := host.Sh(t, ctx, cd+" localnode1 --interface cluster0 --from "+from+" --yes")
+		if !strings.Contains(res, "no changes") || strings.Contains(res, "plan:") {
+			t.Errorf("the second run of localnode1 is not a no-op:\n%s", res)
+		}
+	})
+
+	var (
+		node   testsupport.Guest
+		nodeVM *vm.Machine
+		name   string // the node's name in the registry
+	)
+	s.Step("a node boots from the host", setUp, func(st *testing.T) {
+		if os.Getenv("E2E_LOCALNODE1_NODE") == "0" {
+			st.Skip("E2E_LOCALNODE1_NODE=0: no node boots")
+		}
+		nodeDir := filepath.Join(tmp, "node")
+		var err error
+		nodeVM, err = vm.Start(vm.Spec{
+			Name: "localnode1-node", Accel: "tcg", MemoryMiB: 2048, CPUs: 1,
+			NICs:  []vm.NIC{{Tap: "tap1", MAC: pxeNodeMAC, Boot: true}},
+			NetNS: ns, Dir: nodeDir, GuestAgent: true, Reboot: true,
+		})
+		if err != nil {
+			st.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("node serial console tail:\n%s", tail(nodeVM.Serial(), 80))
+			}
+			nodeVM.Stop()
+		})
+		start := time.Now()
+		waitRegistry(st, ctx, host, "the node registering", func(nodes []registry.Node) bool {
+			if !nodeVM.Running() {
+				st.Fatalf("the node VM stopped:\n%s", tail(nodeVM.Serial(), 60))
+			}
+			for _, n := range nodes {
+				if n.Role != registry.RoleHead && n.State == registry.StateUp {
+					name = n.Name
+					return true
+				}
+			}
+			return false
+		})
+		st.Logf("%s booted from the host and registered in %.0f s", name, time.Since(start).Seconds())
+		// The agent registers before the guest agent is up.
+		sock := filepath.Join(nodeDir, vm.QGASocket)
+		waitAgent(st, ctx, name, sock, nodeVM)
+		node = qgaGuest(name, sock)
+	})
+	nodeUp := []string{"a node boots from the host"}
+
+	s.Step("home shared", nodeUp, func(t *testing.T) {
+		// A file written in the host's /home shows on the node, to its
+		// owner (root on a node is squashed: it is not root on the host's
+		// files).
+		stamp := fmt.Sprint(time.Now().UnixNano())
+		host.Sh(t, ctx, "runuser -u user -- sh -c 'echo "+stamp+" > /home/user/stamp'")
+		if got := node.Sh(t, ctx, "runuser -u user -- cat /home/user/stamp"); strings.TrimSpace(got) != stamp {
+			t.Errorf("%s sees %q in the host's /home/user/stamp", name, got)
+		}
+	})
+
+	s.Step("home exported to the booted node only", nodeUp, func(t *testing.T) {
+		var ip string
+		waitRegistry(t, ctx, host, name+" in the registry", func(nodes []registry.Node) bool {
+			for _, n := range nodes {
+				if n.Name == name {
+					ip = n.IP
+				}
+			}
+			return ip != ""
+		})
+		checkExports(t, host.Sh(t, ctx, "exportfs -s"), "/home", ip)
+		mountFromOutside(t, ctx, host, node, "/home")
+	})
+
+	s.Step("ssh to the host", nodeUp, func(t *testing.T) {
+		// As node1, verified: the head certified the host's own key.
+		if got := node.Sh(t, ctx, "runuser -u user -- ssh -o BatchMode=yes node1 hostname"); strings.TrimSpace(got) != "labhost" {
+			t.Errorf("ssh node1 hostname from %s = %q, want labhost", name, got)
+		}
+	})
+
+	s.Step("mpi", nodeUp, func(t *testing.T) {
+		// Across the host and the node with Open MPI's default hostfile
+		// (the head's), one rank per machine. The host also has its uplink
+		// (uplink0): no --mca flag is given, the head's system-wide MCA
+		// parameters keep MPI on the cluster network.
+		compileMPI(t, ctx, host)
+		mpi := host.Sh(t, ctx, "cd /home/user && runuser -u user -- mpirun -np 2 --map-by node ./allreduce")
+		t.Logf("mpirun:\n%s", mpi)
+		ranks := regexp.MustCompile(`rank (\d) of 2 on (\S+) sum 1`).FindAllStringSubmatch(mpi, -1)
+		if len(ranks) != 2 || ranks[0][2] == ranks[1][2] {
+			t.Errorf("want two ranks on two machines, summing to 1:\n%s", mpi)
+		}
+	})
+
+	s.Step("shutdown leaves the host on", setUp, func(t *testing.T) {
+		if plan := host.Sh(t, ctx, "clusterdebian shutdown --dry-run"); !strings.Contains(plan, "leave node1 on") {
+			t.Errorf("shutdown --dry-run on a localnode1 host does not leave it on:\n%s", plan)
+		}
+		bootID := host.Sh(t, ctx, "cat /proc/sys/kernel/random/boot_id")
+		// The real thing: the node (if one booted) powers off, the host
+		// does not.
+		res, code := host.Try(t, ctx, "clusterdebian shutdown")
+		t.Logf("clusterdebian shutdown (exit %d):\n%s", code, res)
+		if code != 0 {
+			t.Errorf("clusterdebian shutdown exited %d", code)
+		}
+		if s.Passed("a node boots from the host") {
+			testsupport.WaitFor(t, ctx, "the node to power off", 3*time.Second, 10*time.Minute,
+				func() bool { return !nodeVM.Running() }, func() string { return tail(nodeVM.Serial(), 20) })
+		}
+		// Still the same boot of the host, with its head running.
+		if got := host.Sh(t, ctx, "cat /proc/sys/kernel/random/boot_id"); got != bootID {
+			t.Errorf("the host rebooted during shutdown: boot id %s, then %s", bootID, got)
+		}
+		if got, _ := host.Try(t, ctx, "systemctl is-active clusterdebian-head"); got != "active\n" {
+			t.Errorf("the head is %q after shutdown, want active", got)
+		}
+		if got := host.Sh(t, ctx, "systemctl is-system-running || true"); strings.Contains(got, "stopping") {
+			t.Errorf("the host is going down: %s", got)
+		}
+	})
+
+	s.Step("remove leaves nothing", setUp, func(t *testing.T) {
+		res := host.Sh(t, ctx, cd+" localnode1 --remove --yes")
+		t.Logf("localnode1 --remove:\n%s", res)
+		if diff := snapshotDiff(t, ctx, host, "before"); diff != "" {
+			t.Errorf("--remove did not put the host back as it was:\n%s", diff)
+		}
+		// What runs, beside what the snapshot lists.
+		if got, _ := host.Try(t, ctx, "systemctl is-active clusterdebian-head"); strings.TrimSpace(got) == "active" {
+			t.Error("the head still runs after --remove")
+		}
+		if got := host.Sh(t, ctx, "exportfs -s; echo end"); got != "end\n" {
+			t.Errorf("exports left after --remove:\n%s", got)
+		}
+		if res := host.Sh(t, ctx, cd+" localnode1 --remove --yes"); !strings.Contains(res, "nothing to remove") {
+			t.Errorf("a second --remove: %s", res)
+		}
+	})
 }

@@ -26,6 +26,8 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
+	"github.com/clusterdebian/clusterdebian/internal/tether"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
 
@@ -40,14 +42,15 @@ import (
 // and powers off, so a boot takes well under a minute even under TCG.
 
 const (
-	netbootSubnet = "10.99.0.0/24"
-	netbootHead   = "10.99.0.1"
+	netbootSubnet = clusterSubnet
+	netbootHead   = clusterHead
 	netbootMarker = "CLUSTERDEBIAN-NETBOOT-OK"
 	// netbootTimeout guards against hangs only; a boot takes far less.
 	netbootTimeout = 8 * time.Minute
 )
 
 func TestNetbootBIOS(t *testing.T) {
+	needE2E(t)
 	t.Parallel()
 	e := newNetbootEnv(t)
 	e.startHead(t, "server")
@@ -57,6 +60,7 @@ func TestNetbootBIOS(t *testing.T) {
 }
 
 func TestNetbootUEFI(t *testing.T) {
+	needE2E(t)
 	t.Parallel()
 	e := newNetbootEnv(t)
 	e.startHead(t, "server")
@@ -72,6 +76,7 @@ func TestNetbootUEFI(t *testing.T) {
 // iPXE ROM), as most real UEFI machines do: the firmware fetches iPXE
 // (snponly.efi) over TFTP, and iPXE then fetches its script.
 func TestNetbootUEFIChainload(t *testing.T) {
+	needE2E(t)
 	t.Parallel()
 	e := newNetbootEnv(t)
 	e.startHead(t, "server")
@@ -84,6 +89,7 @@ func TestNetbootUEFIChainload(t *testing.T) {
 }
 
 func TestNetbootProxy(t *testing.T) {
+	needE2E(t)
 	t.Parallel()
 	e := newNetbootEnv(t)
 	dnsmasqLeases := e.startDnsmasq(t)
@@ -94,6 +100,7 @@ func TestNetbootProxy(t *testing.T) {
 }
 
 func TestNetbootAuto(t *testing.T) {
+	needE2E(t)
 	t.Parallel()
 	e := newNetbootEnv(t)
 	dnsmasqLeases := e.startDnsmasq(t)
@@ -113,6 +120,7 @@ func TestNetbootAuto(t *testing.T) {
 // namespace: it must refuse when no interface is connected, pick the only
 // connected bridge, and refuse to guess between two. No VM is involved.
 func TestNetbootInterfaceDetection(t *testing.T) {
+	needE2E(t)
 	t.Parallel()
 	ctx := context.Background()
 	tmp := t.TempDir()
@@ -140,9 +148,8 @@ func TestNetbootInterfaceDetection(t *testing.T) {
 		cmd := ns.Command(rctx, cdBinary, "head", "--subnet", netbootSubnet, "--dhcp", "off",
 			"--boot-dir", bootDir, "--state-dir", filepath.Join(tmp, "state"))
 		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-		if err := cmd.Start(); err != nil {
+		if err := tether.Start(cmd); err != nil {
 			t.Fatal(err)
 		}
 		exited := make(chan error, 1)
@@ -273,46 +280,16 @@ func newNetbootEnv(t *testing.T) *netbootEnv {
 // serves. It is stopped with SIGTERM at cleanup and must exit cleanly.
 func (e *netbootEnv) startHead(t *testing.T, mode string) {
 	t.Helper()
-	logf, err := os.Create(e.headLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := e.ns.Command(context.Background(), cdBinary, "head",
-		"--interface", "br0", "--subnet", netbootSubnet, "--dhcp", mode,
-		"--boot-dir", e.bootDir, "--state-dir", e.stateDir,
-		"--kernel-cmdline-extra", "rdinit=/init")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	var waitErr error
-	exited := make(chan struct{})
-	go func() { waitErr = cmd.Wait(); logf.Close(); close(exited) }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-			if waitErr != nil {
-				t.Errorf("the head did not stop cleanly on SIGTERM: %v", waitErr)
-			}
-		case <-time.After(20 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-			t.Error("the head did not stop within 20 s of SIGTERM")
-		}
-		if t.Failed() {
-			data, _ := os.ReadFile(e.headLog)
-			t.Logf("head log (tail):\n%s", tail(string(data), 80))
-		}
-	})
-
+	head := testsupport.StartProc(t, testsupport.ProcSpec{What: "the head", NS: e.ns, Log: e.headLog, MustStopCleanly: true,
+		Argv: []string{cdBinary, "head",
+			"--interface", "br0", "--subnet", netbootSubnet, "--dhcp", mode,
+			"--boot-dir", e.bootDir, "--state-dir", e.stateDir,
+			"--kernel-cmdline-extra", "rdinit=/init"}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	go func() {
 		select {
-		case <-exited: // no use waiting for a head that is gone
+		case <-head.Exited(): // no use waiting for a head that is gone
 			cancel()
 		case <-ctx.Done():
 		}
@@ -342,29 +319,10 @@ func (e *netbootEnv) startDnsmasq(t *testing.T) string {
 		t.Fatal(err)
 	}
 	leases, logPath := filepath.Join(dir, "leases"), filepath.Join(dir, "dnsmasq.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := dns.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-		"--interface=eth0", "--bind-interfaces", "--dhcp-range=10.99.0.100,10.99.0.150,255.255.255.0,1h",
-		"--dhcp-leasefile="+leases, "--pid-file="+filepath.Join(dir, "pid"), "--user=root", "--log-dhcp")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-		if t.Failed() {
-			data, _ := os.ReadFile(logPath)
-			t.Logf("dnsmasq log (tail):\n%s", tail(string(data), 40))
-		}
-	})
+	testsupport.StartProc(t, testsupport.ProcSpec{What: "dnsmasq", NS: dns, Log: logPath,
+		Argv: []string{"dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+			"--interface=eth0", "--bind-interfaces", "--dhcp-range=10.99.0.100,10.99.0.150,255.255.255.0,1h",
+			"--dhcp-leasefile=" + leases, "--pid-file=" + filepath.Join(dir, "pid"), "--user=root", "--log-dhcp"}})
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := waitFile(wctx, logPath, "DHCP, IP range"); err != nil {
@@ -467,16 +425,10 @@ func (e *netbootEnv) bootAPI() ([]bootstage.Node, []byte, error) {
 		return nil, raw, err
 	}
 	var nodes []bootstage.Node
-	if err := json.Unmarshal(raw, &nodes); err == nil {
-		return nodes, raw, nil
+	if err := json.Unmarshal(raw, &nodes); err != nil || nodes == nil {
+		return nil, raw, fmt.Errorf("/api/v1/boot is not a list of nodes: %v: %s", err, raw)
 	}
-	var wrapped struct {
-		Nodes []bootstage.Node `json:"nodes"`
-	}
-	if err := json.Unmarshal(raw, &wrapped); err != nil {
-		return nil, raw, fmt.Errorf("decoding %s: %w", raw, err)
-	}
-	return wrapped.Nodes, raw, nil
+	return nodes, raw, nil
 }
 
 // checkHeadLog checks that the head's log has a line matching re.
@@ -535,16 +487,14 @@ func hasStage(n bootstage.Node, stage, detailPart string) bool {
 
 // waitFile waits until the file contains text.
 func waitFile(ctx context.Context, path, text string) error {
-	for {
-		if data, err := os.ReadFile(path); err == nil && bytes.Contains(data, []byte(text)) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %q in %s: %w", text, filepath.Base(path), ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
+	err := testsupport.Poll(ctx, 200*time.Millisecond, time.Hour, func() bool {
+		data, err := os.ReadFile(path)
+		return err == nil && bytes.Contains(data, []byte(text))
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for %q in %s: %w", text, filepath.Base(path), err)
 	}
+	return nil
 }
 
 // randomMAC returns a MAC in QEMU's range 52:54:00, different per test.

@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"image/png"
 	"net/netip"
@@ -27,6 +26,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/hosttools"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 )
 
 // The status page test loads http://<head>/status in Debian's headless
@@ -80,6 +80,7 @@ func init() {
 // TestStatusPage checks that the status page, as a real browser runs it,
 // draws a row per registered node, and saves a screenshot of it.
 func TestStatusPage(t *testing.T) {
+	needE2E(t)
 	if err := hosttools.Require([]hosttools.Tool{toolNamed(t, "chromium"), toolNamed(t, "curl")}); err != nil {
 		t.Fatal(err)
 	}
@@ -103,11 +104,12 @@ func TestStatusPage(t *testing.T) {
 		}
 	}
 	headLog := filepath.Join(tmp, "head.log")
-	startBackground(t, ns, headLog, "head", nil, cdBinary, "head",
-		"--interface", "br0", "--subnet", statusSubnet, "--dhcp", "off",
-		"--boot-dir", bootDir, "--state-dir", stateDir,
-		// Never the host's /etc.
-		"--cluster-root", "none")
+	testsupport.StartProc(t, testsupport.ProcSpec{What: "the head", NS: ns, Log: headLog, MustStopCleanly: true,
+		Argv: []string{cdBinary, "head",
+			"--interface", "br0", "--subnet", statusSubnet, "--dhcp", "off",
+			"--boot-dir", bootDir, "--state-dir", stateDir,
+			// Never the host's /etc.
+			"--cluster-root", "none"}})
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 	err := waitFile(wctx, headLog, `msg="head serving"`)
 	wcancel()
@@ -123,9 +125,10 @@ func TestStatusPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startBackground(t, ns, filepath.Join(tmp, "simulator.log"), "simulator",
-		[]string{simURLEnv + "=http://" + statusHead, simTokenEnv + "=" + strings.TrimSpace(string(token)),
-			simCountEnv + "=" + strconv.Itoa(statusAgents)}, self)
+	testsupport.StartProc(t, testsupport.ProcSpec{What: "the simulator", NS: ns, Log: filepath.Join(tmp, "simulator.log"), MustStopCleanly: true,
+		Env: []string{simURLEnv + "=http://" + statusHead, simTokenEnv + "=" + strings.TrimSpace(string(token)),
+			simCountEnv + "=" + strconv.Itoa(statusAgents)},
+		Argv: []string{self}})
 
 	want := map[string]string{"node1": statusHead} // the head registers itself
 	for i := range statusAgents {
@@ -242,45 +245,6 @@ func toolNamed(t *testing.T, name string) hosttools.Tool {
 	return hosttools.Tool{}
 }
 
-// startBackground starts a long-running program in ns, with env added to
-// this process's environment and its output in logPath, and stops it with
-// SIGTERM when the test ends (SIGKILL after 10 s), which it must survive
-// cleanly.
-func startBackground(t *testing.T, ns *netns.NS, logPath, what string, env []string, name string, args ...string) {
-	t.Helper()
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logf.Close() })
-	cmd := ns.Command(context.Background(), name, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), env...)
-	// ip netns exec execs the program itself, so signals reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("%s did not stop cleanly on SIGTERM: %v", what, err)
-			}
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("%s did not stop within 10 s of SIGTERM", what)
-		}
-		if data, err := os.ReadFile(logPath); err == nil && t.Failed() {
-			t.Logf("%s log (tail):\n%s", what, tail(string(data), 40))
-		}
-	})
-}
-
 // waitNodesUp waits until the head lists n nodes, all up.
 func waitNodesUp(t *testing.T, ctx context.Context, ns *netns.NS, n int) {
 	t.Helper()
@@ -289,7 +253,10 @@ func waitNodesUp(t *testing.T, ctx context.Context, ns *netns.NS, n int) {
 	for time.Now().Before(deadline) {
 		out, err := ns.Output(ctx, "curl", "-sf", "--max-time", "5", "http://"+statusHead+"/api/v1/nodes")
 		var nodes []registry.Node
-		if err == nil && json.Unmarshal(out, &nodes) == nil {
+		if err == nil {
+			nodes, err = registry.DecodeNodes(out)
+		}
+		if err == nil {
 			up := 0
 			for _, nd := range nodes {
 				if nd.State == registry.StateUp {
