@@ -149,20 +149,7 @@ func (n *tftpNet) start(t *testing.T, cfg Config) *Server {
 		s, err = New(cfg)
 		return err
 	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(guard):
-			t.Error("Serve did not return after cancel")
-		}
-	})
+	serveUntilEnd(t, s)
 	return s
 }
 

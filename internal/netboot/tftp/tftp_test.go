@@ -160,20 +160,7 @@ func start(t *testing.T, cfg Config) (*Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(guard):
-			t.Error("Serve did not return after cancel")
-		}
-	})
+	serveUntilEnd(t, s)
 	return s, strconv.Itoa(s.Addr().(*net.UDPAddr).Port)
 }
 
