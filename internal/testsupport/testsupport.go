@@ -1,9 +1,10 @@
 // Package testsupport holds what the end-to-end tests (test/e2e, build tag
 // e2e) and the benchmarks (test/bench, tag bench) share: the clusterdebian
 // binary under test, a build's report, polling, commands run in a guest,
-// servers that die with the test, and scenarios of named steps that share
-// one expensive setup (a booted cluster) and skip, naming the cause, what
-// an earlier failure made pointless.
+// servers that die with the test, the parent process that the tests of
+// packages tether and vm kill to see its child die with it, and scenarios
+// of named steps that share one expensive setup (a booted cluster) and
+// skip, naming the cause, what an earlier failure made pointless.
 //
 // It imports neither test package, nor internal/vm (whose own tests use
 // it), so that every test can.
