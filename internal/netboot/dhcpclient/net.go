@@ -141,15 +141,12 @@ func (e *netExchanger) Request(ctx context.Context, offer *dhcpv4.DHCPv4) (*dhcp
 		return nil, err
 	}
 	// SELECTING: a fresh transaction, not the offer's.
-	xid, err := dhcpv4.GenerateTransactionID()
-	if err != nil {
+	if err := newTransaction(m); err != nil {
 		return nil, err
 	}
-	m.TransactionID = xid
 	server := offer.ServerIdentifier()
 	return e.exchange(ctx, netip.IPv4Unspecified(), broadcast, m, func(r *dhcpv4.DHCPv4) bool {
-		t := r.MessageType()
-		return (t == dhcpv4.MessageTypeAck || t == dhcpv4.MessageTypeNak) && r.ServerIdentifier().Equal(server)
+		return isAnswer(r) && r.ServerIdentifier().Equal(server)
 	})
 }
 
@@ -161,18 +158,31 @@ func (e *netExchanger) Extend(ctx context.Context, l Lease, rebind bool) (*dhcpv
 	if err != nil {
 		return nil, err
 	}
-	xid, err := dhcpv4.GenerateTransactionID()
-	if err != nil {
+	if err := newTransaction(m); err != nil {
 		return nil, err
 	}
-	m.TransactionID = xid
 	m.OpCode = dhcpv4.OpcodeBootRequest
 	dest := &net.UDPAddr{IP: l.Server.AsSlice(), Port: dhcpv4.ServerPort}
 	if rebind {
 		dest = broadcast
 	}
 	return e.exchange(ctx, l.Addr.Addr(), dest, m, func(r *dhcpv4.DHCPv4) bool {
-		t := r.MessageType()
-		return (t == dhcpv4.MessageTypeAck || t == dhcpv4.MessageTypeNak) && (rebind || r.ServerIdentifier().Equal(l.Server.AsSlice()))
+		return isAnswer(r) && (rebind || r.ServerIdentifier().Equal(l.Server.AsSlice()))
 	})
+}
+
+// newTransaction gives m a transaction ID of its own.
+func newTransaction(m *dhcpv4.DHCPv4) error {
+	xid, err := dhcpv4.GenerateTransactionID()
+	if err != nil {
+		return err
+	}
+	m.TransactionID = xid
+	return nil
+}
+
+// isAnswer reports whether r answers a REQUEST: an ACK or a NAK.
+func isAnswer(r *dhcpv4.DHCPv4) bool {
+	t := r.MessageType()
+	return t == dhcpv4.MessageTypeAck || t == dhcpv4.MessageTypeNak
 }
