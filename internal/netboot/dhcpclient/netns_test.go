@@ -10,7 +10,6 @@ package dhcpclient
 //	cdt-dc…  eth0, MAC 02:cd:00:00:00:21, no address (the client)
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -18,62 +17,42 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/netns"
+	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 )
 
 const clientMAC = "02:cd:00:00:00:21"
 
 func TestNetnsDnsmasq(t *testing.T) {
-	if testing.Short() {
-		t.Skip("namespace test skipped in -short mode")
-	}
-	if err := netns.Check(); err != nil {
-		t.Skipf("needs network namespaces: %v", err)
-	}
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
 		t.Skip("needs dnsmasq (clusterdebian doctor --fix installs it)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	newNS := func(prefix string) *netns.NS {
-		ns, err := netns.New(ctx, netns.UniqueName(netns.TestPrefix+prefix))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := ns.Delete(context.Background()); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
-		})
-		return ns
-	}
-	srv, cl := newNS("ds"), newNS("dc")
+	nss := testsupport.Namespaces(t, ctx, "ds", "dc")
+	srv, cl := nss[0], nss[1]
 	must(t, netns.AddVeth(ctx, srv, "eth0", cl, "eth0"))
 	must(t, cl.IP(ctx, "link", "set", "eth0", "address", clientMAC))
 	must(t, srv.AddAddr(ctx, "eth0", netip.MustParsePrefix("192.168.50.1/23")))
 
 	dir := t.TempDir()
-	var logBuf bytes.Buffer
-	var logMu sync.Mutex
+	var logBuf syncbuf.Buffer
 	cmd := srv.Command(ctx, bin, "--no-daemon", "--conf-file=/dev/null", "--interface=eth0", "--bind-interfaces",
 		"--port=0", "--no-hosts", "--no-resolv", "--no-ping", "--dhcp-authoritative",
 		"--dhcp-range=192.168.50.100,192.168.51.200,255.255.254.0,2m", "--dhcp-option=option:router,192.168.50.254",
 		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"),
 		"--user=root", "--group=root", "--log-facility=-", "--log-dhcp")
-	w := writer(func(p []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return logBuf.Write(p) })
-	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
 	must(t, cmd.Start())
 	defer func() {
 		cmd.Process.Kill()
 		cmd.Wait()
-		logMu.Lock()
 		t.Logf("dnsmasq:\n%s", logBuf.String())
-		logMu.Unlock()
 	}()
 
 	err = cl.Do(func() error {
@@ -121,9 +100,7 @@ func TestNetnsDnsmasq(t *testing.T) {
 		return nil
 	})
 	must(t, err)
-	logMu.Lock()
 	log := logBuf.String()
-	logMu.Unlock()
 	// The requests came from the client's own MAC, named node1; renewing
 	// was unicast to the server, rebinding broadcast.
 	for _, want := range []string{"DHCPREQUEST(eth0) 192.168.50.", clientMAC + " node1", "client provides name: node1"} {
@@ -135,10 +112,6 @@ func TestNetnsDnsmasq(t *testing.T) {
 		t.Errorf("dnsmasq sent %d ACKs, want 4 (lease, renewal, rebinding, again)", n)
 	}
 }
-
-type writer func([]byte) (int, error)
-
-func (w writer) Write(p []byte) (int, error) { return w(p) }
 
 func must(t *testing.T, err error) {
 	t.Helper()

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/netns"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 )
 
 const (
@@ -35,27 +36,9 @@ type tftpNet struct {
 
 func newTFTPNet(t *testing.T, mtu int) *tftpNet {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("namespace test skipped in -short mode")
-	}
-	if err := netns.Check(); err != nil {
-		t.Skip(err)
-	}
 	ctx := context.Background()
-	base := netns.UniqueName(netns.TestPrefix + "t")
-	newNS := func(name string) *netns.NS {
-		ns, err := netns.New(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := ns.Delete(context.Background()); err != nil {
-				t.Error(err)
-			}
-		})
-		return ns
-	}
-	n := &tftpNet{server: newNS(base + "s"), client: newNS(base + "c"), mtu: mtu}
+	nss := testsupport.Namespaces(t, ctx, "ts", "tc")
+	n := &tftpNet{server: nss[0], client: nss[1], mtu: mtu}
 	must(t, netns.AddVeth(ctx, n.server, "eth0", n.client, "eth0"))
 	for _, side := range []struct {
 		ns   *netns.NS
