@@ -53,6 +53,8 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
+	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 )
 
 const (
@@ -66,27 +68,107 @@ const (
 	lanServerIP  = "192.168.50.1"
 )
 
-// roomNamespaces makes namespaces deleted at the end of the test.
-func roomNamespaces(t *testing.T, ctx context.Context, prefixes ...string) []*netns.NS {
+// needTools skips the test unless the machine has each tool (udhcpc
+// standing also for busybox's).
+func needTools(t *testing.T, tools ...string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("namespace test skipped in -short mode")
+	for _, tool := range tools {
+		found := udhcpc() != nil
+		if tool != "udhcpc" {
+			_, err := exec.LookPath(tool)
+			found = err == nil
+		}
+		if !found {
+			t.Skipf("needs %s (clusterdebian doctor --fix installs it)", tool)
+		}
 	}
-	if err := netns.Check(); err != nil {
-		t.Skipf("needs network namespaces: %v", err)
+}
+
+// lanRoom makes the LAN of TestHeadOnLAN and TestHeadMovesToLAN: three
+// namespaces named by the prefixes, the LAN's with a bridge br0 at
+// lanServerIP/23, and node1 (MAC headMAC) and a PXE client (MAC pxeMAC),
+// each with an eth0 on that bridge.
+func lanRoom(t *testing.T, ctx context.Context, lanPrefix, headPrefix, clientPrefix string) (lan, head, client *netns.NS) {
+	t.Helper()
+	nss := testsupport.Namespaces(t, ctx, lanPrefix, headPrefix, clientPrefix)
+	lan, head, client = nss[0], nss[1], nss[2]
+	must(t, lan.AddBridge(ctx, "br0", netip.MustParsePrefix(lanServerIP+"/23")))
+	must(t, netns.AddVeth(ctx, lan, "ph", head, "eth0"))
+	must(t, netns.AddVeth(ctx, lan, "pc", client, "eth0"))
+	must(t, lan.SetMaster(ctx, "ph", "br0"))
+	must(t, lan.SetMaster(ctx, "pc", "br0"))
+	must(t, head.IP(ctx, "link", "set", "eth0", "address", headMAC))
+	must(t, client.IP(ctx, "link", "set", "eth0", "address", pxeMAC))
+	return lan, head, client
+}
+
+// startLANServer starts dnsmasq as the LAN's DHCP server on br0 in lan:
+// addresses from 192.168.50.100 to 192.168.51.200 for leaseTime (dnsmasq's
+// form: "2m"), lanServerIP as router, the extra options given, its leases
+// in dir/dnsmasq.leases. It returns once dnsmasq listens, with its log;
+// dnsmasq stops, and its log goes to the test's, at the end of the test.
+func startLANServer(t *testing.T, ctx context.Context, lan *netns.NS, dir, leaseTime string, options ...string) *syncbuf.Buffer {
+	t.Helper()
+	args := []string{"--no-daemon", "--conf-file=/dev/null", "--interface=br0", "--bind-interfaces",
+		"--port=0", "--no-hosts", "--no-resolv", "--no-ping", "--dhcp-authoritative",
+		"--dhcp-range=192.168.50.100,192.168.51.200,255.255.254.0," + leaseTime,
+		"--dhcp-option=option:router," + lanServerIP,
+		"--dhcp-leasefile=" + filepath.Join(dir, "dnsmasq.leases"), "--pid-file=" + filepath.Join(dir, "dnsmasq.pid"),
+		"--user=root", "--group=root", "--log-facility=-", "--log-dhcp"}
+	var logBuf syncbuf.Buffer
+	server := lan.Command(ctx, "dnsmasq", append(args, options...)...)
+	server.Stdout, server.Stderr = &logBuf, &logBuf
+	must(t, server.Start())
+	t.Cleanup(func() {
+		server.Process.Kill()
+		server.Wait()
+		t.Logf("dnsmasq:\n%s", logBuf.String())
+	})
+	waitFor(t, "dnsmasq to listen", func() bool {
+		out, _ := inNS(lan.Name, "cat", "/proc/net/udp")
+		return strings.Contains(out, ":0043 ")
+	})
+	return &logBuf
+}
+
+// roomMachine makes the fake machine a room's head runs on: its network
+// is this (the child's) namespace, with eth0 as its only physical card;
+// the cluster root is dir/root, the state folder in it is on a tmpfs of
+// its own, and the boot files (dir/boot) are standIns.
+func roomMachine(t *testing.T) (dir, root, stateDir string, sys *fakeSystem) {
+	t.Helper()
+	dir = t.TempDir()
+	root = filepath.Join(dir, "root")
+	stateDir = filepath.Join(root, "var/lib/clusterdebian")
+	must(t, os.MkdirAll(stateDir, 0o700))
+	t.Cleanup(mountStateTmpfs(t, stateDir))
+	for rel, content := range standIns {
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		if after, ok := strings.CutPrefix(rel, "state/"); ok {
+			p = filepath.Join(stateDir, filepath.FromSlash(after))
+		}
+		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		must(t, os.WriteFile(p, []byte(content), 0o644))
 	}
-	var out []*netns.NS
-	for _, p := range prefixes {
-		ns, err := netns.New(ctx, netns.UniqueName(netns.TestPrefix+p))
-		must(t, err)
-		t.Cleanup(func() {
-			if err := ns.Delete(context.Background()); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
-		})
-		out = append(out, ns)
+	sys = newFakeSystem(root)
+	sys.network = HostSystem() // inside this namespace, which the test owns
+	sys.physical = map[string]bool{"eth0": true}
+	return dir, root, stateDir, sys
+}
+
+// awaitEnd cancels a head's context and waits for what (the name of the
+// call: Serve, Run) to send its result on done.
+func awaitEnd(t *testing.T, cancel context.CancelFunc, done <-chan error, what string) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	case <-time.After(guard):
+		t.Errorf("%s did not return after its context ended", what)
 	}
-	return out
 }
 
 // runRoomChild runs the test again inside the head's namespace, with env,
@@ -105,30 +187,13 @@ func runRoomChild(t *testing.T, ctx context.Context, head *netns.NS, name, room 
 	}
 }
 
-// startRoomHead starts a head in this (the child's) namespace on a fake
-// machine whose network is the namespace's, with eth0 as its only
-// physical card, the cluster root and state folder in temporary folders
-// (the state on a tmpfs of its own). It returns the head and the machine,
+// startRoomHead starts a head in this (the child's) namespace on a
+// roomMachine. It returns the head and the machine,
 // and stops the head at the end of the test; stop stops it earlier.
 func startRoomHead(t *testing.T, change func(*Options)) (h *Head, sys *fakeSystem, root string, stop func()) {
 	t.Helper()
-	dir := t.TempDir()
-	root = filepath.Join(dir, "root")
-	stateDir := filepath.Join(root, "var/lib/clusterdebian")
-	must(t, os.MkdirAll(stateDir, 0o700))
-	t.Cleanup(mountStateTmpfs(t, stateDir))
-	for rel, content := range standIns {
-		p := filepath.Join(dir, filepath.FromSlash(rel))
-		if after, ok := strings.CutPrefix(rel, "state/"); ok {
-			p = filepath.Join(stateDir, filepath.FromSlash(after))
-		}
-		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		must(t, os.WriteFile(p, []byte(content), 0o644))
-	}
+	dir, root, stateDir, sys := roomMachine(t)
 	must(t, os.MkdirAll(filepath.Join(dir, "ipxe"), 0o755))
-	sys = newFakeSystem(root)
-	sys.network = HostSystem() // inside this namespace, which the test owns
-	sys.physical = map[string]bool{"eth0": true}
 	opts := Options{
 		Subnet:      nsSubnet,
 		BootDir:     filepath.Join(dir, "boot"),
@@ -148,19 +213,7 @@ func startRoomHead(t *testing.T, change func(*Options)) (h *Head, sys *fakeSyste
 	served := make(chan error, 1)
 	go func() { served <- h.Serve(ctx) }()
 	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-served:
-				if err != nil {
-					t.Errorf("Serve: %v", err)
-				}
-			case <-time.After(guard):
-				t.Error("Serve did not return after its context ended")
-			}
-		})
-	}
+	stop = func() { once.Do(func() { awaitEnd(t, cancel, served, "Serve") }) }
 	t.Cleanup(stop)
 	waitUDP(t, 67, served)
 	return h, sys, root, stop
@@ -190,54 +243,20 @@ func TestHeadOnLAN(t *testing.T) {
 		lanChild(t, strings.Fields(os.Getenv(roomEnv)))
 		return
 	}
-	dnsmasq, err := exec.LookPath("dnsmasq")
-	if err != nil {
-		t.Skip("needs dnsmasq (clusterdebian doctor --fix installs it)")
-	}
-	for _, tool := range []string{"tcpdump", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (clusterdebian doctor --fix installs it)", tool)
-		}
-	}
+	needTools(t, "dnsmasq", "tcpdump", "curl")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*guard)
 	defer cancel()
-	nss := roomNamespaces(t, ctx, "ln", "lh", "lc")
-	lan, head, client := nss[0], nss[1], nss[2]
-	must(t, lan.AddBridge(ctx, "br0", netip.MustParsePrefix(lanServerIP+"/23")))
-	must(t, netns.AddVeth(ctx, lan, "ph", head, "eth0"))
-	must(t, netns.AddVeth(ctx, lan, "pc", client, "eth0"))
-	must(t, lan.SetMaster(ctx, "ph", "br0"))
-	must(t, lan.SetMaster(ctx, "pc", "br0"))
-	must(t, head.IP(ctx, "link", "set", "eth0", "address", headMAC))
-	must(t, client.IP(ctx, "link", "set", "eth0", "address", pxeMAC))
+	lan, head, client := lanRoom(t, ctx, "ln", "lh", "lc")
 
 	dir := t.TempDir()
 	capture := filepath.Join(dir, "lan.pcap")
 	tcpdump := lan.Command(ctx, "tcpdump", "-i", "br0", "-U", "-n", "-w", capture, "udp port 67 or udp port 68 or udp port 4011")
-	var tcpdumpErr syncBuffer
+	var tcpdumpErr syncbuf.Buffer
 	tcpdump.Stderr = &tcpdumpErr
 	must(t, tcpdump.Start())
-	leases := filepath.Join(dir, "dnsmasq.leases")
-	var logBuf syncBuffer
-	server := lan.Command(ctx, dnsmasq, "--no-daemon", "--conf-file=/dev/null", "--interface=br0", "--bind-interfaces",
-		"--port=0", "--no-hosts", "--no-resolv", "--no-ping", "--dhcp-authoritative",
-		"--dhcp-range=192.168.50.100,192.168.51.200,255.255.254.0,2m",
-		"--dhcp-option=option:router,"+lanServerIP, "--dhcp-option=option:dns-server,"+lanServerIP,
-		"--dhcp-leasefile="+leases, "--pid-file="+filepath.Join(dir, "dnsmasq.pid"),
-		"--user=root", "--group=root", "--log-facility=-", "--log-dhcp")
-	server.Stdout, server.Stderr = &logBuf, &logBuf
-	must(t, server.Start())
-	defer func() {
-		server.Process.Kill()
-		server.Wait()
-		t.Logf("dnsmasq:\n%s", logBuf.String())
-	}()
 	// The head must find the LAN's server at its start: wait until it
 	// listens, and until tcpdump captures.
-	waitFor(t, "dnsmasq to listen", func() bool {
-		out, _ := inNS(lan.Name, "cat", "/proc/net/udp")
-		return strings.Contains(out, ":0043 ")
-	})
+	logBuf := startLANServer(t, ctx, lan, dir, "2m", "--dhcp-option=option:dns-server,"+lanServerIP)
 	waitFor(t, "tcpdump to capture", func() bool { return strings.Contains(tcpdumpErr.String(), "listening on") })
 
 	runRoomChild(t, ctx, head, "TestHeadOnLAN", "lan", roomEnv+"="+client.Name)
@@ -255,7 +274,7 @@ func TestHeadOnLAN(t *testing.T) {
 		t.Errorf("node1 sent %d DHCP replies on the LAN, want some, none with an address:\n%s", replies, out)
 	}
 	// And it asked for its own address as node1, from its own MAC.
-	data, _ := os.ReadFile(leases)
+	data, _ := os.ReadFile(filepath.Join(dir, "dnsmasq.leases"))
 	if !strings.Contains(string(data), headMAC) || !strings.Contains(string(data), " node1 ") {
 		t.Errorf("dnsmasq's leases lack node1 (%s):\n%s", headMAC, data)
 	}
@@ -403,17 +422,10 @@ func TestHeadWithUplink(t *testing.T) {
 		uplinkChild(t, strings.Fields(os.Getenv(roomEnv)))
 		return
 	}
-	for _, tool := range []string{"nft", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (clusterdebian doctor --fix installs it)", tool)
-		}
-	}
-	if udhcpc() == nil {
-		t.Skip("needs udhcpc (clusterdebian doctor --fix installs it)")
-	}
+	needTools(t, "nft", "curl", "udhcpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*guard)
 	defer cancel()
-	nss := roomNamespaces(t, ctx, "uh", "uc", "uu")
+	nss := testsupport.Namespaces(t, ctx, "uh", "uc", "uu")
 	head, client, up := nss[0], nss[1], nss[2]
 	must(t, netns.AddVeth(ctx, head, "eth0", client, "eth0"))
 	must(t, client.IP(ctx, "link", "set", "eth0", "address", nodeMAC))
@@ -526,24 +538,6 @@ func uplinkChild(t *testing.T, env []string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's output and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestHeadMovesToLAN: the LAN's DHCP server appears only after the head
 // started as a full DHCP server on the private default network (it was
 // down, say, or the switch was plugged into the LAN later). The first
@@ -559,23 +553,10 @@ func TestHeadMovesToLAN(t *testing.T) {
 		moveChild(t, strings.Fields(os.Getenv(roomEnv)))
 		return
 	}
-	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		t.Skip("needs dnsmasq (clusterdebian doctor --fix installs it)")
-	}
-	if udhcpc() == nil {
-		t.Skip("needs udhcpc (clusterdebian doctor --fix installs it)")
-	}
+	needTools(t, "dnsmasq", "udhcpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*guard)
 	defer cancel()
-	nss := roomNamespaces(t, ctx, "mn", "mh", "mc")
-	lan, head, client := nss[0], nss[1], nss[2]
-	must(t, lan.AddBridge(ctx, "br0", netip.MustParsePrefix(lanServerIP+"/23")))
-	must(t, netns.AddVeth(ctx, lan, "ph", head, "eth0"))
-	must(t, netns.AddVeth(ctx, lan, "pc", client, "eth0"))
-	must(t, lan.SetMaster(ctx, "ph", "br0"))
-	must(t, lan.SetMaster(ctx, "pc", "br0"))
-	must(t, head.IP(ctx, "link", "set", "eth0", "address", headMAC))
-	must(t, client.IP(ctx, "link", "set", "eth0", "address", pxeMAC))
+	lan, head, client := lanRoom(t, ctx, "mn", "mh", "mc")
 	runRoomChild(t, ctx, head, "TestHeadMovesToLAN", "move", roomEnv+"="+lan.Name+" "+client.Name)
 }
 
@@ -583,39 +564,14 @@ func TestHeadMovesToLAN(t *testing.T) {
 // runs through Run, which is what starts it again.
 func moveChild(t *testing.T, env []string) {
 	lan, client := env[0], env[1]
-	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	stateDir := filepath.Join(root, "var/lib/clusterdebian")
-	must(t, os.MkdirAll(stateDir, 0o700))
-	t.Cleanup(mountStateTmpfs(t, stateDir))
-	for rel, content := range standIns {
-		p := filepath.Join(dir, filepath.FromSlash(rel))
-		if after, ok := strings.CutPrefix(rel, "state/"); ok {
-			p = filepath.Join(stateDir, filepath.FromSlash(after))
-		}
-		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		must(t, os.WriteFile(p, []byte(content), 0o644))
-	}
-	sys := newFakeSystem(root)
-	sys.network = HostSystem()
-	sys.physical = map[string]bool{"eth0": true}
+	dir, root, stateDir, sys := roomMachine(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() {
 		ran <- Run(ctx, Options{Subnet: nsSubnet, DHCP: dhcp.ModeAuto, BootDir: filepath.Join(dir, "boot"), StateDir: stateDir,
 			IPXEDir: t.TempDir(), ClusterRoot: root, System: sys, Logger: slog.New(slog.NewTextHandler(&testLog{t: t}, nil))})
 	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-ran:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(guard):
-			t.Error("Run did not return after its context ended")
-		}
-	}()
+	defer awaitEnd(t, cancel, ran, "Run")
 	status := func() registry.Network {
 		var n registry.Network
 		data, _ := os.ReadFile(filepath.Join(root, "run/clusterdebian/network.json"))
@@ -628,23 +584,7 @@ func moveChild(t *testing.T, env []string) {
 	})
 
 	// The LAN's server comes; a client takes its address.
-	var logBuf syncBuffer
-	dnsmasq := exec.Command("ip", "netns", "exec", lan, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--interface=br0", "--bind-interfaces",
-		"--port=0", "--no-hosts", "--no-resolv", "--no-ping", "--dhcp-authoritative",
-		"--dhcp-range=192.168.50.100,192.168.51.200,255.255.254.0,10m", "--dhcp-option=option:router,"+lanServerIP,
-		"--dhcp-leasefile="+filepath.Join(dir, "dnsmasq.leases"), "--pid-file="+filepath.Join(dir, "dnsmasq.pid"),
-		"--user=root", "--group=root", "--log-facility=-", "--log-dhcp")
-	dnsmasq.Stdout, dnsmasq.Stderr = &logBuf, &logBuf
-	must(t, dnsmasq.Start())
-	defer func() {
-		dnsmasq.Process.Kill()
-		dnsmasq.Wait()
-		t.Logf("dnsmasq:\n%s", logBuf.String())
-	}()
-	waitFor(t, "dnsmasq to listen", func() bool {
-		out, _ := inNS(lan, "cat", "/proc/net/udp")
-		return strings.Contains(out, ":0043 ")
-	})
+	logBuf := startLANServer(t, context.Background(), &netns.NS{Name: lan}, dir, "10m")
 	vars := (&node{ns: client, dir: t.TempDir()}).dhcp(t)
 	if vars["serverid"] != lanServerIP {
 		t.Errorf("the client took %q's offer (%s), want the LAN's server's", vars["serverid"], vars["ip"])
