@@ -95,11 +95,12 @@ const (
 	// default loader, \grubx64.efi.
 	GRUBNetFile = "grubx64.efi"
 	// GRUBNetConfig is the TFTP path where Debian's signed GRUB network
-	// image (grubnetx64.efi.signed) looks for its configuration: its
-	// built-in prefix is /grub on the server it was loaded from, and its
-	// built-in script sources $prefix/x86_64-efi/grub.cfg first. The head
-	// writes it into its TFTP root (TFTPDir).
-	GRUBNetConfig = "grub/x86_64-efi/grub.cfg"
+	// image (grubnetx64.efi.signed) reads its configuration: its built-in
+	// prefix is /grub on the server it was loaded from, and its built-in
+	// script sources $prefix/grub.cfg (it first tests for
+	// $prefix/x86_64-efi/grub.cfg, which GRUB's test -e cannot see over
+	// TFTP). The head writes it into its TFTP root (TFTPDir).
+	GRUBNetConfig = "grub/grub.cfg"
 )
 
 // ScriptPathPrefix is the URL path under which the head serves each node's

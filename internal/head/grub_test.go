@@ -98,3 +98,20 @@ func TestGRUBNetConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionalLoaderFile: shim's and GRUB's probes for files that need not
+// be there are no warning; a missing loader or GRUB's configuration is.
+func TestOptionalLoaderFile(t *testing.T) {
+	for _, f := range []string{"revocations_sku.efi", "revocations_sbat.efi", "shim_certificate_0.efi",
+		"grub/x86_64-efi/command.lst", "grub/x86_64-efi/fs.lst", "grub/locale/en.mo"} {
+		if !optionalLoaderFile(f) {
+			t.Errorf("%s is not optional", f)
+		}
+	}
+	for _, f := range []string{contract.GRUBNetConfig, contract.GRUBNetFile, contract.UEFIPXEBootFile, contract.BIOSBootFile,
+		"sub/revocations_sku.efi", "vmlinuz"} {
+		if optionalLoaderFile(f) {
+			t.Errorf("%s is optional", f)
+		}
+	}
+}

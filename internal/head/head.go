@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -417,6 +418,7 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		Interface: h.iface,
 		Logger:    h.log,
 		OnRead:    h.tftpRead,
+		Optional:  optionalLoaderFile,
 	})
 	if err != nil {
 		return nil, err
@@ -631,6 +633,22 @@ func (h *Head) tftpRead(remote netip.Addr, file string, n int64, err error) {
 		mac = hw.String()
 	}
 	h.log.Info(what, "mac", mac, "ip", remote, "file", file, "bytes", n)
+}
+
+// optionalLoaderFile reports whether a TFTP file is one that shim or GRUB
+// asks for in case it is there: shim's revocation lists and extra
+// certificates beside it, GRUB's module lists and translations under its
+// prefix. They are not found on every UEFI PXE boot, and that is no fault.
+func optionalLoaderFile(file string) bool {
+	base := path.Base(file)
+	switch {
+	case path.Dir(file) == "." && strings.HasSuffix(base, ".efi") &&
+		(strings.HasPrefix(base, "revocations") || strings.HasPrefix(base, "shim_certificate")):
+		return true
+	case strings.HasPrefix(file, "grub/") && file != contract.GRUBNetConfig:
+		return true
+	}
+	return false
 }
 
 // NewLogger returns the head's logger: text lines on w (standard error,

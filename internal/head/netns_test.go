@@ -342,10 +342,10 @@ func headChild(t *testing.T, nodeNS string) {
 		// iPXE from the state folder's TFTP root; shim and GRUB from the
 		// boot folder; GRUB's configuration, which the head wrote.
 		for name, want := range map[string]string{
-			"undionly.kpxe":            standIns["state/tftp/undionly.kpxe"],
-			"shimx64.efi":              standIns["boot/shimx64.efi"],
-			"grubx64.efi":              standIns["boot/grubx64.efi"],
-			"grub/x86_64-efi/grub.cfg": GRUBNetConfig(h.Cmdline()),
+			"undionly.kpxe": standIns["state/tftp/undionly.kpxe"],
+			"shimx64.efi":   standIns["boot/shimx64.efi"],
+			"grubx64.efi":   standIns["boot/grubx64.efi"],
+			"grub/grub.cfg": GRUBNetConfig(h.Cmdline()),
 		} {
 			got := filepath.Join(n.dir, filepath.Base(name))
 			out, err := n.run("tftp", "-l", "-m", "binary", nsHead, "-c", "get", name, got)
