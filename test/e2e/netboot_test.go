@@ -34,8 +34,11 @@ import (
 // The netboot tests boot a diskless VM from a real `clusterdebian head`, all
 // inside network namespaces the test makes: namespace "head" holds a bridge
 // br0, the VM's tap on it and the head daemon; the proxy tests add a second
-// namespace with dnsmasq as the foreign DHCP server, joined to br0 by a
-// veth. No interface of this machine is touched and no packet leaves it.
+// namespace with dnsmasq as the LAN's own DHCP server, joined to br0 by a
+// veth. That LAN is not the head's default network: dnsmasq serves
+// 192.168.50.0/23 with a router that is not node1, as an office LAN would,
+// and the head must take an address there itself. No interface of this
+// machine is touched and no packet leaves it.
 //
 // The VM boots the image's real kernel with a tiny initrd made here, whose
 // /init prints a marker and the kernel command line on the serial console
@@ -44,6 +47,12 @@ import (
 const (
 	netbootSubnet = clusterSubnet
 	netbootHead   = clusterHead
+	// The LAN of the proxy tests: dnsmasq's network, server and range.
+	lanSubnet     = "192.168.50.0/23"
+	lanDHCPServer = "192.168.50.2"
+	lanRouter     = "192.168.50.1"
+	lanFirst      = "192.168.50.100"
+	lanLast       = "192.168.51.200"
 	netbootMarker = "CLUSTERDEBIAN-NETBOOT-OK"
 	// netbootTimeout guards against hangs only; a boot takes far less.
 	netbootTimeout = 8 * time.Minute
@@ -135,11 +144,12 @@ func TestNetbootAuto(t *testing.T) {
 	e := newNetbootEnv(t)
 	dnsmasqLeases := e.startDnsmasq(t)
 	e.startHead(t, "auto")
-	// The head probes the segment at start; it must find dnsmasq and say so.
+	// The head probes the segment at start; it must find dnsmasq, take an
+	// address on its LAN and serve proxyDHCP there, and say so.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := waitFile(ctx, e.headLog, "running as ProxyDHCP"); err != nil {
-		t.Fatalf("the head did not report running as proxy beside dnsmasq: %v", err)
+	if err := waitFile(ctx, e.headLog, "proxyDHCP on "+lanSubnet+" beside the DHCP server "+lanDHCPServer); err != nil {
+		t.Fatalf("the head did not report serving proxyDHCP on dnsmasq's LAN: %v", err)
 	}
 	e.boot(t, vm.BIOS)
 	n := e.checkStages(t)
@@ -231,14 +241,14 @@ func TestNetbootInterfaceDetection(t *testing.T) {
 
 	bridgeWithCarrier("br0", "p0", "e0")
 	out, served = headRun()
-	if !served || !strings.Contains(out, `msg="cluster interface detected" iface=br0`) ||
+	if !served || !strings.Contains(out, `msg="cluster interface" iface=br0 why="the only connected wired interface"`) ||
 		!strings.Contains(out, "addr=10.99.0.1/24") {
 		t.Errorf("with one connected bridge, the head said:\n%s", out)
 	}
 
 	bridgeWithCarrier("br1", "p1", "e1")
 	out, served = headRun()
-	if served || !strings.Contains(out, "several connected network interfaces: br0, br1") ||
+	if served || !regexp.MustCompile(`several connected network interfaces look alike \(br0: [^;]*; br1: `).MatchString(out) ||
 		!strings.Contains(out, "network.interface") {
 		t.Errorf("with two connected bridges, the head said:\n%s", out)
 	}
@@ -340,8 +350,9 @@ func (e *netbootEnv) startHead(t *testing.T, mode string) {
 	}
 }
 
-// startDnsmasq runs dnsmasq as a plain DHCP server (no PXE options) in a
-// second namespace joined to br0, and returns its lease file.
+// startDnsmasq runs dnsmasq as a LAN's plain DHCP server (no PXE options)
+// on lanSubnet, in a second namespace joined to br0, and returns its lease
+// file.
 func (e *netbootEnv) startDnsmasq(t *testing.T) string {
 	t.Helper()
 	ctx := context.Background()
@@ -352,7 +363,7 @@ func (e *netbootEnv) startDnsmasq(t *testing.T) string {
 	if err := e.ns.SetMaster(ctx, "vdhcp", "br0"); err != nil {
 		t.Fatal(err)
 	}
-	if err := dns.AddAddr(ctx, "eth0", netip.MustParsePrefix("10.99.0.2/24")); err != nil {
+	if err := dns.AddAddr(ctx, "eth0", netip.PrefixFrom(netip.MustParseAddr(lanDHCPServer), netip.MustParsePrefix(lanSubnet).Bits())); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(e.tmp, "dnsmasq")
@@ -362,7 +373,8 @@ func (e *netbootEnv) startDnsmasq(t *testing.T) string {
 	leases, logPath := filepath.Join(dir, "leases"), filepath.Join(dir, "dnsmasq.log")
 	testsupport.StartProc(t, testsupport.ProcSpec{What: "dnsmasq", NS: dns, Log: logPath,
 		Argv: []string{"dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-			"--interface=eth0", "--bind-interfaces", "--dhcp-range=10.99.0.100,10.99.0.150,255.255.255.0,1h",
+			"--interface=eth0", "--bind-interfaces", "--dhcp-range=" + lanFirst + "," + lanLast + ",255.255.254.0,1h",
+			"--dhcp-option=option:router," + lanRouter,
 			"--dhcp-leasefile=" + leases, "--pid-file=" + filepath.Join(dir, "pid"), "--user=root", "--log-dhcp"}})
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -408,7 +420,8 @@ func (e *netbootEnv) boot(t *testing.T, fw vm.Firmware, qemuArgs ...string) {
 	e.cmdline = netbootRe.FindStringSubmatch(line)[1]
 	t.Logf("VM %s booted; its kernel command line: %s", e.mac, e.cmdline)
 	params := strings.Fields(e.cmdline)
-	for _, want := range []string{"clusterdebian.role=node", "clusterdebian.head=" + netbootHead, "rdinit=/init"} {
+	head := e.headAddr(t)
+	for _, want := range []string{"clusterdebian.role=node", "clusterdebian.head=" + head, "rdinit=/init"} {
 		if !slices.Contains(params, want) {
 			t.Errorf("kernel command line lacks %s", want)
 		}
@@ -462,7 +475,8 @@ func (e *netbootEnv) checkStages(t *testing.T) bootstage.Node {
 func (e *netbootEnv) bootAPI() ([]bootstage.Node, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	raw, err := e.ns.Output(ctx, "curl", "-sSf", "--max-time", "20", "http://"+netbootHead+"/api/v1/boot")
+	// On loopback: in LAN mode the head's address is a lease of dnsmasq's.
+	raw, err := e.ns.Output(ctx, "curl", "-sSf", "--max-time", "20", "http://127.0.0.1/api/v1/boot")
 	if err != nil {
 		return nil, raw, err
 	}
@@ -513,9 +527,32 @@ func (e *netbootEnv) checkForeignAddress(t *testing.T, n bootstage.Node, dnsmasq
 	if err != nil {
 		t.Fatalf("the head saw no address for the VM: %+v", n)
 	}
-	if b := ip.As4(); b[3] < 100 || b[3] > 150 {
-		t.Errorf("the VM fetched its files from %s, outside dnsmasq's range .100-.150", ip)
+	if ip.Less(netip.MustParseAddr(lanFirst)) || netip.MustParseAddr(lanLast).Less(ip) {
+		t.Errorf("the VM fetched its files from %s, outside dnsmasq's range %s-%s", ip, lanFirst, lanLast)
 	}
+	// The head served the LAN: its address is a lease of dnsmasq's.
+	if head := netip.MustParseAddr(e.headAddr(t)); !netip.MustParsePrefix(lanSubnet).Contains(head) || !strings.Contains(string(data), " "+head.String()+" ") {
+		t.Errorf("the head serves from %s, not from a lease of dnsmasq's on %s:\n%s", head, lanSubnet, data)
+	}
+}
+
+// headAddrRe is the head's log line naming its address on the cluster
+// network.
+var headAddrRe = regexp.MustCompile(`msg="head serving" iface=\S+ addr=(\S+) `)
+
+// headAddr returns the address the head serves from, as its log says:
+// netbootHead in server mode, a lease of the LAN's in proxy mode.
+func (e *netbootEnv) headAddr(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(e.headLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := headAddrRe.FindSubmatch(data)
+	if m == nil {
+		t.Fatalf("the head's log names no address:\n%s", data)
+	}
+	return string(m[1])
 }
 
 func hasStage(n bootstage.Node, stage, detailPart string) bool {
