@@ -117,9 +117,6 @@ func TestNetbootUEFIProxySecureBoot(t *testing.T) {
 	t.Parallel()
 	e := newNetbootEnv(t)
 	e.loader, e.secureBoot = bootstage.GRUBLoaded, true
-	// node1 at a fixed address beside the LAN's server (network.address),
-	// so that the checks find the head where they look.
-	e.headArgs = []string{"--address", netbootHead + "/24"}
 	dnsmasqLeases := e.startDnsmasq(t)
 	e.startHead(t, "proxy")
 	e.boot(t, vm.UEFI, "-global", "virtio-net-pci.romfile=")
@@ -283,8 +280,6 @@ type netbootEnv struct {
 	loader string
 	// secureBoot boots the VM (UEFI) with Secure Boot on.
 	secureBoot bool
-	// headArgs are more arguments for the head.
-	headArgs []string
 }
 
 // newNetbootEnv makes the namespace with br0 and tap0, and a boot folder
@@ -332,10 +327,10 @@ func newNetbootEnv(t *testing.T) *netbootEnv {
 func (e *netbootEnv) startHead(t *testing.T, mode string) {
 	t.Helper()
 	head := testsupport.StartProc(t, testsupport.ProcSpec{What: "the head", NS: e.ns, Log: e.headLog, MustStopCleanly: true,
-		Argv: append([]string{cdBinary, "head",
+		Argv: []string{cdBinary, "head",
 			"--interface", "br0", "--subnet", netbootSubnet, "--dhcp", mode,
 			"--boot-dir", e.bootDir, "--state-dir", e.stateDir,
-			"--kernel-cmdline-extra", "rdinit=/init"}, e.headArgs...)})
+			"--kernel-cmdline-extra", "rdinit=/init"}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	go func() {
