@@ -3,8 +3,9 @@
 // is (systemd units, motd, man pages), templates/ are rendered at build, boot
 // or install time (the login banner, the boot menu, the head's unit that
 // localnode1 installs on a Debian host), initramfs/ goes into the nodes'
-// initrds (the NFS root's and live-boot's), and hooks/ are the shell hooks
-// mmdebstrap runs while it makes the image's root.
+// initrds (the NFS root's and live-boot's), hooks/ are the shell hooks
+// mmdebstrap runs while it makes the image's root, and desktop/ goes into
+// images with a window manager (image.desktop).
 package imagefiles
 
 import (
@@ -39,6 +40,15 @@ var NodeInitramfsScript string
 //
 //go:embed initramfs/live-layers.sh
 var LiveLayersScript string
+
+// XsessionTerminal is the Xsession.d script of an image with a window
+// manager: a terminal beside it (see desktop/95clusterdebian-terminal).
+//
+//go:embed desktop/95clusterdebian-terminal
+var XsessionTerminal string
+
+// XsessionTerminalPath is where XsessionTerminal goes in the image.
+const XsessionTerminalPath = "etc/X11/Xsession.d/95clusterdebian-terminal"
 
 // Root returns the tree copied into the image root.
 func Root() fs.FS {

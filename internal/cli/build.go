@@ -89,6 +89,13 @@ user's password was generated. Write the ISO to a USB stick with:
 			p.Printf("ISO:      %s (%.0f MiB)", report.ISO, float64(report.ISOBytes)/(1<<20))
 			p.Printf("netboot:  %s", filepath.Join(filepath.Dir(report.ISO), imagebuild.NetbootDir))
 			p.Printf("stages:   %d ran, %d cached, %.0f s in all", ran, len(report.Stages)-ran, report.TotalSeconds)
+			if fw := report.Firmware; fw != nil {
+				names := make([]string, len(fw.Packages))
+				for i, pk := range fw.Packages {
+					names[i] = pk.Name
+				}
+				p.Printf("firmware: %s (%.0f MiB installed; image.firmware)", strings.Join(names, ", "), float64(fw.InstalledKiB)/1024)
+			}
 			if len(report.GeneratedPasswords) > 0 {
 				names := make([]string, 0, len(report.GeneratedPasswords))
 				for n := range report.GeneratedPasswords {

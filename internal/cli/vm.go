@@ -109,7 +109,10 @@ func newVMUpCmd() *cobra.Command {
 		Long: `up creates the cluster's private network and boots node1 from the ISO (BIOS,
 as a CD-ROM). Once node1 shows its login prompt (its head daemon serves), it
 starts the other VMs: empty disks, network boot first, so they boot from node1
-like diskless machines. It shows each VM's progress and returns once every
+like diskless machines. With --secure-boot every VM is a UEFI PC with Secure
+Boot on and Microsoft's keys, as PCs ship: node1 boots the ISO as a USB stick
+and the nodes boot with the firmware's own PXE client, all through Debian's
+signed shim, GRUB and kernel. It shows each VM's progress and returns once every
 node has joined (node1's clusterdebian status lists it up). The VMs keep
 running afterwards; vm down removes them.
 
@@ -142,6 +145,7 @@ faster where KVM works.`,
 	f.IntVar(&o.MemoryMiB, "memory", vm.DefaultHeadMemoryMiB, "node1's memory in MiB (its live root lives in RAM)")
 	f.IntVar(&o.NodeMemoryMiB, "node-memory", vm.DefaultNodeMemoryMiB, "each other VM's memory in MiB")
 	f.IntVar(&o.CPUs, "cpus", 1, "virtual CPUs per VM")
+	f.BoolVar(&o.SecureBoot, "secure-boot", false, "boot every VM with UEFI and Secure Boot on, with the keys PCs ship with (node1 from the ISO as a USB stick, the nodes with the firmware's own PXE client)")
 	f.DurationVar(&o.BootTimeout, "timeout", 20*time.Minute, "how long node1 may take to boot, and then the nodes to join")
 	return cmd
 }

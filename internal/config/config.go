@@ -67,13 +67,17 @@ type Config struct {
 
 // Image holds the [image] table.
 type Image struct {
-	Suite         string   `toml:"suite"`
-	Mirror        string   `toml:"mirror"`
-	Packages      []string `toml:"packages"`
-	Desktop       string   `toml:"desktop"`
-	Overlay       string   `toml:"overlay"`
-	BootTimeout   int      `toml:"boot_timeout"`
-	KernelCmdline string   `toml:"kernel_cmdline"`
+	Suite    string   `toml:"suite"`
+	Mirror   string   `toml:"mirror"`
+	Packages []string `toml:"packages"`
+	Desktop  string   `toml:"desktop"`
+	// Firmware puts Debian's non-free firmware for common wired network
+	// cards and the CPU microcode into the image and its initrds, from
+	// the archive component FirmwareComponent.
+	Firmware      bool   `toml:"firmware"`
+	Overlay       string `toml:"overlay"`
+	BootTimeout   int    `toml:"boot_timeout"`
+	KernelCmdline string `toml:"kernel_cmdline"`
 }
 
 // Cluster holds the [cluster] table.
@@ -226,7 +230,7 @@ func describeDecodeError(err error) error {
 
 // knownKeys lists every key, for "did you mean" suggestions.
 var knownKeys = []string{
-	"image.suite", "image.mirror", "image.packages", "image.desktop", "image.overlay",
+	"image.suite", "image.mirror", "image.packages", "image.desktop", "image.firmware", "image.overlay",
 	"image.boot_timeout", "image.kernel_cmdline",
 	"cluster.parallel",
 	"users.name", "users.password", "users.password_hash", "users.ssh_authorized_keys", "users.sudo",

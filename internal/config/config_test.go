@@ -115,6 +115,7 @@ func TestDefaults(t *testing.T) {
 		{"image.suite", c.Image.Suite, "trixie"},
 		{"image.mirror", c.Image.Mirror, ""},
 		{"image.desktop", c.Image.Desktop, ""},
+		{"image.firmware", c.Image.Firmware, true},
 		{"image.overlay", c.Image.Overlay, ""},
 		{"image.boot_timeout", c.Image.BootTimeout, 5},
 		{"image.kernel_cmdline", c.Image.KernelCmdline, ""},

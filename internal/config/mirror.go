@@ -172,6 +172,23 @@ func okMirror(aptDir, uri, suite string, components []string) bool {
 	return origin == "" || origin == "Debian"
 }
 
+// FirmwareComponent is the archive component of Debian's non-free
+// firmware and CPU microcode (since bookworm).
+const FirmwareComponent = "non-free-firmware"
+
+// Components returns the archive components the image is installed from:
+// main, and FirmwareComponent with image.firmware. Debian's mirrors carry
+// every component under one URL, so the mirror found for main (image.mirror,
+// or HostMirror, which looks at main only: a build host need not list the
+// firmware component itself) serves the firmware too; a partial mirror
+// without it fails the build naming image.mirror and image.firmware.
+func (c *Config) Components() []string {
+	if c.Image.Firmware {
+		return []string{"main", FirmwareComponent}
+	}
+	return []string{"main"}
+}
+
 // ResolvedMirror returns image.mirror, or the host's mirror when it is empty.
 func (c *Config) ResolvedMirror() string {
 	if c.Image.Mirror != "" {

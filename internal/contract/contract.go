@@ -70,23 +70,61 @@ const (
 	NetbootPath = "/netboot/"
 )
 
-// iPXE loaders the head hands to plain PXE firmware over TFTP (from
-// Debian's ipxe package). snponly.efi drives the NIC through the
-// firmware's own network driver, so it works on any UEFI machine that can
-// PXE boot at all.
+// The loaders the head hands to network boot firmware.
+//
+// BIOS PXE firmware gets iPXE over TFTP (from Debian's ipxe package).
+//
+// UEFI PXE firmware gets Debian's Secure Boot chain over TFTP, with or
+// without Secure Boot on (DHCP cannot tell which): UEFIPXEBootFile is
+// Debian's shim, signed by Microsoft's UEFI CA, which machines trust as
+// they ship; shim then loads GRUBNetFile from the same TFTP folder,
+// Debian's signed GRUB network image, which reads GRUBNetConfig from the
+// head over TFTP and then the machine's own GRUB script (GRUBScriptPath)
+// over HTTP. The image build publishes both loaders beside the kernel
+// (its netboot folder, the ISO's live/), so node1 serves the very files
+// it was built with.
+//
+// UEFI HTTP-boot firmware gets iPXE (UEFIBootFile) over HTTP. snponly.efi
+// drives the NIC through the firmware's own network driver, so it works
+// on any UEFI machine that can network boot at all, Secure Boot off.
 const (
-	BIOSBootFile = "undionly.kpxe"
-	UEFIBootFile = "snponly.efi"
+	BIOSBootFile    = "undionly.kpxe"
+	UEFIBootFile    = "snponly.efi"
+	UEFIPXEBootFile = "shimx64.efi"
+	// GRUBNetFile is the name shim looks for next to itself: its built-in
+	// default loader, \grubx64.efi.
+	GRUBNetFile = "grubx64.efi"
+	// GRUBNetConfig is the TFTP path where Debian's signed GRUB network
+	// image (grubnetx64.efi.signed) reads its configuration: its built-in
+	// prefix is /grub on the server it was loaded from, and its built-in
+	// script sources $prefix/grub.cfg (it first tests for
+	// $prefix/x86_64-efi/grub.cfg, which GRUB's test -e cannot see over
+	// TFTP). The head writes it into its TFTP root (TFTPDir).
+	GRUBNetConfig = "grub/grub.cfg"
 )
 
 // ScriptPathPrefix is the URL path under which the head serves each node's
-// iPXE script: /boot/<MAC>.ipxe (see ScriptPath).
+// boot script: /boot/<MAC>.ipxe for iPXE (see ScriptPath), /boot/<MAC>.grub
+// for GRUB (see GRUBScriptPath).
 const ScriptPathPrefix = "/boot/"
+
+// The boot script kinds, by the suffix of their URL path.
+const (
+	IPXEScriptSuffix = ".ipxe"
+	GRUBScriptSuffix = ".grub"
+)
 
 // ScriptPath is the URL path of the iPXE script of the machine with hw, which
 // the DHCP server hands to iPXE as its boot file name.
 func ScriptPath(hw net.HardwareAddr) string {
-	return ScriptPathPrefix + MACString(hw) + ".ipxe"
+	return ScriptPathPrefix + MACString(hw) + IPXEScriptSuffix
+}
+
+// GRUBScriptPath is the URL path of the GRUB script of the machine with hw,
+// which GRUBNetConfig has GRUB fetch by its own MAC ($net_default_mac,
+// written as MACString writes it).
+func GRUBScriptPath(hw net.HardwareAddr) string {
+	return ScriptPathPrefix + MACString(hw) + GRUBScriptSuffix
 }
 
 // InitrdFor returns the initrd a node boots with in a root mode.

@@ -318,3 +318,19 @@ func TestParseInterfaceChoice(t *testing.T) {
 		t.Errorf("CheckExtra lets %s into a node's extra parameters", ParamInterface)
 	}
 }
+
+// TestScriptPaths: iPXE's and GRUB's per-machine scripts sit side by side
+// under one prefix, named by the MAC as MACString writes it (GRUB's
+// $net_default_mac is lower-case hex with colons too).
+func TestScriptPaths(t *testing.T) {
+	hw, _ := net.ParseMAC("52:54:00:AB:CD:EF")
+	if got := ScriptPath(hw); got != "/boot/52:54:00:ab:cd:ef.ipxe" {
+		t.Errorf("ScriptPath = %q", got)
+	}
+	if got := GRUBScriptPath(hw); got != "/boot/52:54:00:ab:cd:ef.grub" {
+		t.Errorf("GRUBScriptPath = %q", got)
+	}
+	if !strings.HasPrefix(GRUBNetConfig, "grub/") || GRUBNetFile == UEFIPXEBootFile {
+		t.Errorf("GRUB's files: %q, %q, %q", GRUBNetConfig, GRUBNetFile, UEFIPXEBootFile)
+	}
+}

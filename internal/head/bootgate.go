@@ -126,14 +126,14 @@ func (h *Head) admit(mac net.HardwareAddr, remote netip.Addr, now time.Time) (ne
 	return want, nil
 }
 
-// script renders a node's iPXE script for httpboot, for a machine admit
-// lets in: named after the address DHCP gave it, with BOOTIF naming the
-// card it boots from, once node1's NFS server exports to it.
-func (h *Head) script(mac net.HardwareAddr, remote netip.Addr) (string, error) {
+// boot admits a machine (see admit) and prepares its boot: node1's NFS
+// server exports to it, and it gets its name, from the address DHCP gave
+// it, and its command line, with BOOTIF naming the card it boots from.
+func (h *Head) boot(mac net.HardwareAddr, remote netip.Addr) (name string, c contract.Cmdline, addr netip.Addr, err error) {
 	remote = remote.Unmap()
-	addr, err := h.admit(mac, remote, time.Now())
+	addr, err = h.admit(mac, remote, time.Now())
 	if err != nil {
-		return "", err
+		return "", c, addr, err
 	}
 	key := contract.MACString(mac)
 	if h.exports != nil {
@@ -145,13 +145,34 @@ func (h *Head) script(mac net.HardwareAddr, remote netip.Addr) (string, error) {
 			h.log.Warn("the node's NFS export is not in place yet; serving its script anyway", "mac", key, "ip", addr, "err", err)
 		}
 	}
-	name := h.naming.MustName(addr)
-	c := h.cmdline
+	c = h.cmdline
 	c.BootMAC = mac
+	return h.naming.MustName(addr), c, addr, nil
+}
+
+// script renders a node's iPXE script for httpboot, for a machine admit
+// lets in.
+func (h *Head) script(mac net.HardwareAddr, remote netip.Addr) (string, error) {
+	name, c, addr, err := h.boot(mac, remote)
+	if err != nil {
+		return "", err
+	}
 	s, err := Script(name, mac, c)
 	if err != nil {
 		return "", err
 	}
-	h.log.Info("ipxe script", "mac", key, "ip", addr, "node", name)
+	h.log.Info("ipxe script", "mac", contract.MACString(mac), "ip", addr, "node", name)
 	return s, nil
+}
+
+// grubScript renders a node's GRUB script for httpboot (a UEFI PXE client
+// that came through shim and Debian's signed GRUB), for a machine admit
+// lets in: the same gate, export and command line as the iPXE script.
+func (h *Head) grubScript(mac net.HardwareAddr, remote netip.Addr) (string, error) {
+	name, c, addr, err := h.boot(mac, remote)
+	if err != nil {
+		return "", err
+	}
+	h.log.Info("grub script", "mac", contract.MACString(mac), "ip", addr, "node", name)
+	return GRUBScript(name, mac, c), nil
 }

@@ -6,9 +6,11 @@
 //     boot information beside another DHCP server, and tells its firmware
 //     what to load: iPXE over TFTP for plain PXE firmware, or, once iPXE
 //     runs, the URL of the node's iPXE script;
-//   - TFTP (internal/netboot/tftp) serves the iPXE binaries;
-//   - HTTP (internal/netboot/httpboot) serves each node's iPXE script
-//     (rendered here), the kernel, the initrd and the squashfs layers, and
+//   - TFTP (internal/netboot/tftp) serves the iPXE binaries, and to UEFI
+//     PXE firmware Debian's signed shim and GRUB (the Secure Boot chain),
+//     with the GRUB configuration that sends GRUB to the HTTP server;
+//   - HTTP (internal/netboot/httpboot) serves each node's iPXE or GRUB
+//     script (rendered here), the kernel, the initrd and the squashfs layers, and
 //     the boot progress of every node at /api/v1/boot;
 //   - one bootstage.Tracker follows each node through these stages, so the
 //     log and the status API say where a node stalled.
@@ -30,6 +32,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -39,6 +42,7 @@ import (
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/agent"
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootfs"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
@@ -206,43 +210,65 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// missingLoaders returns the iPXE loaders that neither the state folder's
-// TFTP root nor the iPXE folder holds.
+// missingLoaders returns the boot loaders that the TFTP tree lacks:
+// iPXE's from the state folder's TFTP root or the iPXE folder, the Secure
+// Boot chain's (shim and GRUB) from the TFTP root or the boot folder.
 func missingLoaders(o Options) []string {
 	var missing []string
-	for _, f := range []string{contract.BIOSBootFile, contract.UEFIBootFile} {
+	for _, f := range []struct {
+		name string
+		dirs []string
+	}{
+		{contract.BIOSBootFile, []string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir}},
+		{contract.UEFIBootFile, []string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir}},
+		{contract.UEFIPXEBootFile, []string{filepath.Join(o.StateDir, contract.TFTPDir), o.BootDir}},
+		{contract.GRUBNetFile, []string{filepath.Join(o.StateDir, contract.TFTPDir), o.BootDir}},
+	} {
 		found := false
-		for _, dir := range []string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir} {
-			if st, err := os.Stat(filepath.Join(dir, f)); err == nil && st.Mode().IsRegular() {
+		for _, dir := range f.dirs {
+			if st, err := os.Stat(filepath.Join(dir, f.name)); err == nil && st.Mode().IsRegular() {
 				found = true
 			}
 		}
 		if !found {
-			missing = append(missing, f)
+			missing = append(missing, f.name)
 		}
 	}
 	return missing
 }
 
-// warnMissingLoaders says which machines cannot boot for lack of iPXE's
-// loaders, and how to get them; the head serves on for those that can.
+// warnMissingLoaders says which machines cannot boot for lack of a loader,
+// and how to get it; the head serves on for those that can.
 func (h *Head) warnMissingLoaders() {
 	missing := missingLoaders(h.opts)
-	if len(missing) == 0 {
-		return
-	}
-	var cannot []string
+	var ipxe, chain []string
 	for _, f := range missing {
 		switch f {
-		case contract.BIOSBootFile:
-			cannot = append(cannot, "BIOS PXE firmware (it loads "+f+" over TFTP)")
-		case contract.UEFIBootFile:
-			cannot = append(cannot, "UEFI PXE firmware and UEFI HTTP boot (they load "+f+" over TFTP or HTTP)")
+		case contract.BIOSBootFile, contract.UEFIBootFile:
+			ipxe = append(ipxe, f)
+		default:
+			chain = append(chain, f)
 		}
 	}
-	h.log.Warn("iPXE loaders missing: install Debian's ipxe package (apt-get install ipxe), which puts them in "+DefaultIPXEDir+
-		"; until then "+strings.Join(cannot, " and ")+" cannot boot from this head, while machines whose network card runs iPXE from its ROM (QEMU, many servers) boot as usual",
-		"missing", strings.Join(missing, ","), "ipxe_dir", h.opts.IPXEDir, "tftp_dir", filepath.Join(h.opts.StateDir, contract.TFTPDir))
+	if len(ipxe) > 0 {
+		var cannot []string
+		for _, f := range ipxe {
+			switch f {
+			case contract.BIOSBootFile:
+				cannot = append(cannot, "BIOS PXE firmware (it loads "+f+" over TFTP)")
+			case contract.UEFIBootFile:
+				cannot = append(cannot, "UEFI HTTP boot (it loads "+f+" over HTTP)")
+			}
+		}
+		h.log.Warn("iPXE loaders missing: install Debian's ipxe package (apt-get install ipxe), which puts them in "+DefaultIPXEDir+
+			"; until then "+strings.Join(cannot, " and ")+" cannot boot from this head, while machines whose network card runs iPXE from its ROM (QEMU, many servers) boot as usual",
+			"missing", strings.Join(ipxe, ","), "ipxe_dir", h.opts.IPXEDir, "tftp_dir", filepath.Join(h.opts.StateDir, contract.TFTPDir))
+	}
+	if len(chain) > 0 {
+		h.log.Warn("Secure Boot loaders missing from the boot folder: UEFI PXE firmware (it loads "+contract.UEFIPXEBootFile+", then "+contract.GRUBNetFile+", over TFTP) cannot boot from this head; "+
+			"`clusterdebian build` puts Debian's signed shim and GRUB beside the kernel (out/netboot, the ISO's live/): serve the netboot files of a build of this version",
+			"missing", strings.Join(chain, ","), "boot_dir", h.opts.BootDir)
+	}
 }
 
 // Head is a running head: what Run set up, for tests and the status page.
@@ -310,6 +336,15 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	h.cmdline = contract.Cmdline{Node: true, Head: h.addr, HTTPPort: uint16(o.HTTPPort), Token: h.token,
 		Root: o.Root, Extra: strings.Fields(o.ExtraCmdline)}
 	h.base = h.cmdline.HTTPBase()
+	// Debian's signed GRUB finds this over TFTP; it names this head's
+	// address, so it is written at every start.
+	grubCfg := filepath.Join(o.StateDir, contract.TFTPDir, filepath.FromSlash(contract.GRUBNetConfig))
+	if err := os.MkdirAll(filepath.Dir(grubCfg), 0o755); err != nil {
+		return nil, optionError(InputStateDir, err)
+	}
+	if err := atomicfile.Write(grubCfg, []byte(GRUBNetConfig(h.cmdline)), 0o644); err != nil {
+		return nil, optionError(InputStateDir, err)
+	}
 	if o.Root == contract.RootRAM {
 		if h.cmdline.Layers, err = Layers(o.BootDir); err != nil {
 			return nil, optionErrorf(InputBootDir, "listing the image layers: %w", err)
@@ -327,17 +362,23 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	if err != nil {
 		return nil, optionError(InputIPXEDir, err)
 	}
-	tftpFiles, err := bootfs.New([]string{filepath.Join(o.StateDir, contract.TFTPDir), o.IPXEDir}, bootLinkTargets...)
+	// TFTP: the state folder's root first (the head's GRUB configuration,
+	// and whatever an administrator puts there), then the boot folder (the
+	// Secure Boot chain's shim and GRUB, built beside the kernel; its other
+	// files are served over HTTP to anyone on the network anyway), then
+	// iPXE's.
+	tftpFiles, err := bootfs.New([]string{filepath.Join(o.StateDir, contract.TFTPDir), o.BootDir, o.IPXEDir}, bootLinkTargets...)
 	if err != nil {
 		return nil, optionError(InputStateDir, err)
 	}
 
 	h.handler, err = httpboot.NewHandler(httpboot.Config{
-		Netboot: netbootFiles,
-		IPXE:    ipxeFiles,
-		Script:  h.script,
-		Tracker: h.tracker,
-		Logger:  h.log,
+		Netboot:    netbootFiles,
+		IPXE:       ipxeFiles,
+		Script:     h.script,
+		GRUBScript: h.grubScript,
+		Tracker:    h.tracker,
+		Logger:     h.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("http boot: %w", err)
@@ -356,7 +397,7 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		DNS:       h.plan.dns,
 		LeaseFile: filepath.Join(o.StateDir, contract.LeasesFile),
 		HTTPBase:  h.base,
-		BootFiles: dhcp.BootFiles{BIOS: contract.BIOSBootFile, UEFI: contract.UEFIBootFile},
+		BootFiles: dhcp.BootFiles{BIOS: contract.BIOSBootFile, UEFI: contract.UEFIPXEBootFile, UEFIHTTP: contract.UEFIBootFile},
 		Logger:    h.log,
 		OnEvent:   h.dhcpEvent,
 		InUse:     h.inUse,
@@ -377,6 +418,7 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		Interface: h.iface,
 		Logger:    h.log,
 		OnRead:    h.tftpRead,
+		Optional:  optionalLoaderFile,
 	})
 	if err != nil {
 		return nil, err
@@ -569,18 +611,44 @@ func needsIPXEMark(hist []bootstage.Event) bool {
 
 // tftpRead records a TFTP transfer (the TFTP server logs every read
 // itself). A completed read of an iPXE boot loader means the node now runs
-// iPXE.
+// iPXE; one of GRUB's network image, that shim on a UEFI PXE client took
+// the Secure Boot chain.
 func (h *Head) tftpRead(remote netip.Addr, file string, n int64, err error) {
 	base := filepath.Base(file)
-	if err != nil || (base != contract.BIOSBootFile && base != contract.UEFIBootFile && !strings.HasPrefix(base, "ipxe")) {
+	if err != nil {
 		return
 	}
-	h.tracker.Mark(nil, remote, bootstage.IPXELoaded, "tftp "+file)
+	stage, what := "", ""
+	switch {
+	case base == contract.BIOSBootFile || base == contract.UEFIBootFile || strings.HasPrefix(base, "ipxe"):
+		stage, what = bootstage.IPXELoaded, "node loaded iPXE over TFTP"
+	case file == contract.GRUBNetFile:
+		stage, what = bootstage.GRUBLoaded, "node loaded Debian's signed GRUB through shim over TFTP"
+	default:
+		return
+	}
+	h.tracker.Mark(nil, remote, stage, "tftp "+file)
 	mac := ""
 	if hw := h.tracker.MAC(remote); hw != nil {
 		mac = hw.String()
 	}
-	h.log.Info("node loaded iPXE over TFTP", "mac", mac, "ip", remote, "file", file, "bytes", n)
+	h.log.Info(what, "mac", mac, "ip", remote, "file", file, "bytes", n)
+}
+
+// optionalLoaderFile reports whether a TFTP file is one that shim or GRUB
+// asks for in case it is there: shim's revocation lists and extra
+// certificates beside it, GRUB's module lists and translations under its
+// prefix. They are not found on every UEFI PXE boot, and that is no fault.
+func optionalLoaderFile(file string) bool {
+	base := path.Base(file)
+	switch {
+	case path.Dir(file) == "." && strings.HasSuffix(base, ".efi") &&
+		(strings.HasPrefix(base, "revocations") || strings.HasPrefix(base, "shim_certificate")):
+		return true
+	case strings.HasPrefix(file, "grub/") && file != contract.GRUBNetConfig:
+		return true
+	}
+	return false
 }
 
 // NewLogger returns the head's logger: text lines on w (standard error,

@@ -349,14 +349,16 @@ func TestScriptNamesByLeaseWithBootIF(t *testing.T) {
 	}
 }
 
-// TestMissingLoaders: without iPXE's loaders the head says which machines
-// cannot boot and which package to install; with them it says nothing.
+// TestMissingLoaders: without iPXE's loaders, or the Secure Boot chain's
+// in the boot folder, the head says which machines cannot boot and how to
+// get them; with them it says nothing.
 func TestMissingLoaders(t *testing.T) {
 	var logged bytes.Buffer
-	o := Options{StateDir: t.TempDir(), IPXEDir: filepath.Join(t.TempDir(), "missing")}
+	o := Options{StateDir: t.TempDir(), IPXEDir: filepath.Join(t.TempDir(), "missing"), BootDir: t.TempDir()}
 	h := &Head{opts: o, log: slog.New(slog.NewTextHandler(&logged, nil))}
 	h.warnMissingLoaders()
-	for _, want := range []string{"level=WARN", "apt-get install ipxe", "BIOS PXE", "UEFI HTTP boot", "from its ROM", "missing=undionly.kpxe,snponly.efi"} {
+	for _, want := range []string{"level=WARN", "apt-get install ipxe", "BIOS PXE", "UEFI HTTP boot", "from its ROM", "missing=undionly.kpxe,snponly.efi",
+		"UEFI PXE firmware", "clusterdebian build", "missing=shimx64.efi,grubx64.efi", "boot_dir=" + o.BootDir} {
 		if !strings.Contains(logged.String(), want) {
 			t.Errorf("warning lacks %q: %s", want, logged.String())
 		}
@@ -367,7 +369,14 @@ func TestMissingLoaders(t *testing.T) {
 	h.opts.IPXEDir = t.TempDir()
 	must(t, os.WriteFile(filepath.Join(h.opts.IPXEDir, contract.UEFIBootFile), nil, 0o644))
 	h.warnMissingLoaders()
+	if strings.Contains(logged.String(), "ipxe") || !strings.Contains(logged.String(), "missing=shimx64.efi,grubx64.efi") {
+		t.Errorf("with iPXE's loaders in place and no shim or GRUB, the head said: %s", logged.String())
+	}
+	logged.Reset()
+	must(t, os.WriteFile(filepath.Join(o.BootDir, contract.UEFIPXEBootFile), nil, 0o644))
+	must(t, os.WriteFile(filepath.Join(o.BootDir, contract.GRUBNetFile), nil, 0o644))
+	h.warnMissingLoaders()
 	if logged.Len() != 0 {
-		t.Errorf("warning with both loaders in place: %s", logged.String())
+		t.Errorf("warning with every loader in place: %s", logged.String())
 	}
 }

@@ -85,6 +85,8 @@ var standIns = map[string]string{
 	"boot/initrd.img":          "stand-in live initrd\n",
 	"boot/initrd-nfs.img":      "stand-in NFS initrd\n",
 	"state/tftp/undionly.kpxe": "stand-in iPXE loader for BIOS PXE\n",
+	"boot/shimx64.efi":         "stand-in shim, signed by Microsoft\n",
+	"boot/grubx64.efi":         "stand-in GRUB network image, signed by Debian\n",
 }
 
 func TestHeadInNetns(t *testing.T) {
@@ -319,6 +321,11 @@ func headChild(t *testing.T, nodeNS string) {
 			t.Errorf("PXE ROM: ip %q hostname %q boot_file %q siaddr %q; want %v %s undionly.kpxe %s",
 				vars["ip"], vars["hostname"], vars["boot_file"], vars["siaddr"], ip, name, nsHead)
 		}
+		// As UEFI PXE firmware: the Secure Boot chain's first stage, shim.
+		vars = n.dhcp(t, "-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007", "-O", "66", "-O", "67")
+		if vars["boot_file"] != "shimx64.efi" || vars["siaddr"] != nsHead {
+			t.Errorf("UEFI PXE firmware: boot_file %q siaddr %q; want shimx64.efi %s", vars["boot_file"], vars["siaddr"], nsHead)
+		}
 		vars = n.dhcp(t, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000", "-x", "0x4d:69505845")
 		if want := "http://" + nsHead + "/boot/" + nodeMAC + ".ipxe"; vars["boot_file"] != want {
 			t.Errorf("iPXE: boot_file %q, want %q", vars["boot_file"], want)
@@ -332,11 +339,32 @@ func headChild(t *testing.T, nodeNS string) {
 	}
 
 	t.Run("tftp", func(t *testing.T) {
-		got := filepath.Join(n.dir, "undionly.kpxe")
-		out, err := n.run("tftp", "-l", "-m", "binary", nsHead, "-c", "get", "undionly.kpxe", got)
-		data, rerr := os.ReadFile(got)
-		if err != nil || rerr != nil || string(data) != standIns["state/tftp/undionly.kpxe"] {
-			t.Errorf("tftp get undionly.kpxe: %q, %v, %v (%s)", data, err, rerr, out)
+		// iPXE from the state folder's TFTP root; shim and GRUB from the
+		// boot folder; GRUB's configuration, which the head wrote.
+		for name, want := range map[string]string{
+			"undionly.kpxe": standIns["state/tftp/undionly.kpxe"],
+			"shimx64.efi":   standIns["boot/shimx64.efi"],
+			"grubx64.efi":   standIns["boot/grubx64.efi"],
+			"grub/grub.cfg": GRUBNetConfig(h.Cmdline()),
+		} {
+			got := filepath.Join(n.dir, filepath.Base(name))
+			out, err := n.run("tftp", "-l", "-m", "binary", nsHead, "-c", "get", name, got)
+			data, rerr := os.ReadFile(got)
+			if err != nil || rerr != nil || string(data) != want {
+				t.Errorf("tftp get %s: %q, %v, %v (%s)", name, data, err, rerr, out)
+			}
+		}
+		if !strings.Contains(GRUBNetConfig(h.Cmdline()), "(http,"+nsHead+")/boot/${net_default_mac}.grub") {
+			t.Errorf("GRUB's configuration does not send it to this head's GRUB scripts:\n%s", GRUBNetConfig(h.Cmdline()))
+		}
+		var stages []string
+		for _, nd := range h.Tracker().Nodes() {
+			for _, e := range nd.History {
+				stages = append(stages, e.Stage+" "+e.Detail)
+			}
+		}
+		if !slices.Contains(stages, "grub-loaded tftp grubx64.efi") || !slices.Contains(stages, "ipxe-loaded tftp undionly.kpxe") {
+			t.Errorf("boot stages after the TFTP reads: %q, want iPXE and GRUB loaded", stages)
 		}
 	})
 
@@ -385,6 +413,14 @@ func headChild(t *testing.T, nodeNS string) {
 		}
 		if want := "initrd http://" + nsHead + "/netboot/initrd-nfs.img"; lines[3] != want {
 			t.Errorf("script line 4 %q, want %q", lines[3], want)
+		}
+		// The Secure Boot chain's GRUB script: the same command line.
+		grub := n.curl(t, "http://"+nsHead+"/boot/"+nodeMAC+".grub")
+		for _, want := range []string{"linux (http," + nsHead + ")/netboot/vmlinuz ", "'clusterdebian.token=" + token + "'",
+			"'BOOTIF=01-" + strings.ReplaceAll(nodeMAC, ":", "-") + "'", "initrd (http," + nsHead + ")/netboot/initrd-nfs.img\n"} {
+			if !strings.Contains(grub, want) {
+				t.Errorf("GRUB script lacks %q:\n%s", want, grub)
+			}
 		}
 		for url, want := range map[string]string{
 			"/netboot/vmlinuz":        standIns["boot/vmlinuz"],

@@ -15,17 +15,31 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/imagefiles"
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
+	"github.com/clusterdebian/clusterdebian/internal/config"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 )
 
 // bootstrapRecipe changes whenever the way the base is made changes, so that
 // old cache entries are not reused for a different recipe.
-const bootstrapRecipe = 2
+const bootstrapRecipe = 3
 
 func (b *build) bootstrapKey() string {
-	return Key("bootstrap", bootstrapRecipe, b.Config.Image.Suite, b.mirror, b.packages,
-		MmdebstrapArgs(nil, "", "", ""), hooks("SCRIPT", "LAYERS", true), imagefiles.NodeInitramfsScript, imagefiles.LiveLayersScript)
+	return Key("bootstrap", bootstrapRecipe, b.Config.Image.Suite, b.mirror, b.packages, b.Config.Components(),
+		MmdebstrapArgs(nil, nil, "", "", ""), hooks("SCRIPT", "LAYERS", true, true), imagefiles.NodeInitramfsScript, imagefiles.LiveLayersScript)
 }
+
+// Debian's signed EFI binaries, as the efi-signed.sh hook leaves them in
+// the new root's efiDir and the bootstrap keeps them in its cache entry:
+// shim, GRUB's CD image (the ISO's EFI system partition) and its network
+// image (served to UEFI PXE clients as contract.GRUBNetFile).
+const (
+	efiDir      = "boot/clusterdebian-efi"
+	shimEFI     = "shimx64.efi"
+	grubCDEFI   = "gcdx64.efi"
+	grubNetEFI  = "grubnetx64.efi"
+	efiSubdir   = "efi"
+	packagesFmt = "${Package}\t${Version}\t${Installed-Size}\n"
+)
 
 // Where the hooks upload the initramfs pieces into the new root; the hook
 // scripts of imagefiles/hooks make these folders and set these files' modes.
@@ -55,28 +69,38 @@ const (
 //
 // The customize hooks run after the packages: they make the nodes' initrd
 // for the shared root (initramfs-tools with BOOT=nfs, plus the node script),
-// and remove the SSH host keys, which are made per machine at boot.
-func hooks(script, layers string, pvm bool) []string {
+// and remove the SSH host keys, which are made per machine at boot. With
+// firmware (image.firmware) they first put every CPU's microcode into the
+// initrds. Last, they fetch Debian's signed shim and GRUB for the ISO and
+// the netboot files, outside the image's package set.
+func hooks(script, layers string, pvm, firmware bool) []string {
 	hs := []string{
 		"--essential-hook=" + imagefiles.Hook("live-initramfs-dirs.sh"),
 		"--essential-hook=upload " + layers + " " + liveLayersPath,
 		"--essential-hook=upload " + script + " " + liveNodeScriptPath,
 		"--essential-hook=" + imagefiles.Hook("live-initramfs-modes.sh"),
-		"--customize-hook=" + imagefiles.Hook("nfs-initramfs-conf.sh"),
-		"--customize-hook=upload " + script + " " + nfsNodeScriptPath,
-		"--customize-hook=" + imagefiles.Hook("nfs-initrd.sh"),
-		"--customize-hook=" + imagefiles.Hook("no-ssh-host-keys.sh"),
 	}
+	if firmware {
+		hs = append(hs, "--customize-hook="+imagefiles.Hook("microcode-initramfs.sh"))
+	}
+	hs = append(hs,
+		"--customize-hook="+imagefiles.Hook("nfs-initramfs-conf.sh"),
+		"--customize-hook=upload "+script+" "+nfsNodeScriptPath,
+		"--customize-hook="+imagefiles.Hook("nfs-initrd.sh"),
+		"--customize-hook="+imagefiles.Hook("no-ssh-host-keys.sh"),
+		"--customize-hook="+imagefiles.Hook("efi-signed.sh"),
+	)
 	if pvm {
 		hs = append(hs, "--customize-hook="+imagefiles.Hook("pvm-ssh-rsh.sh"))
 	}
 	return hs
 }
 
-// MmdebstrapArgs returns mmdebstrap's arguments for a root with packages; extra
-// options go before the positional arguments. The benchmark uses the same
-// arguments, without hooks, for its raw reference run.
-func MmdebstrapArgs(packages []string, suite, target, mirror string, extra ...string) []string {
+// MmdebstrapArgs returns mmdebstrap's arguments for a root with packages
+// from the archive components (config.Config.Components; nil: main only);
+// extra options go before the positional arguments. The benchmark uses the
+// same arguments, without hooks, for its raw reference run.
+func MmdebstrapArgs(packages, components []string, suite, target, mirror string, extra ...string) []string {
 	args := []string{
 		"--mode=root",
 		"--variant=important",
@@ -84,6 +108,9 @@ func MmdebstrapArgs(packages []string, suite, target, mirror string, extra ...st
 		// Documentation is online; copyright files stay, as Debian requires.
 		"--dpkgopt=path-exclude=/usr/share/doc/*",
 		"--dpkgopt=path-include=/usr/share/doc/*/copyright",
+	}
+	if len(components) > 0 {
+		args = append(args, "--components="+strings.Join(components, ","))
 	}
 	if len(packages) > 0 {
 		args = append(args, "--include="+strings.Join(packages, ","))
@@ -107,7 +134,12 @@ func unshareArgs(name string, args ...string) []string {
 	return append([]string{"--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--", name}, args...)
 }
 
-var unknownPackageRE = regexp.MustCompile(`E: (?:Unable to locate package ([^\s]+)|Package '([^']+)' has no installation candidate|Couldn't find any package by (?:glob|regex) '([^']+)')`)
+var (
+	unknownPackageRE = regexp.MustCompile(`E: (?:Unable to locate package ([^\s]+)|Package '([^']+)' has no installation candidate|Couldn't find any package by (?:glob|regex) '([^']+)')`)
+	// missingComponentRE is apt's warning for a mirror without a
+	// component the sources name.
+	missingComponentRE = regexp.MustCompile(`doesn't have the component '([^']+)'`)
+)
 
 func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 	if err := requireSpace(b.cache.Dir, bootstrapNeed, "the bootstrap"); err != nil {
@@ -125,21 +157,11 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 	}
 	defer os.Remove(layers)
 	r.stage.Status("mmdebstrap " + b.Config.Image.Suite + " from " + b.mirror)
-	hs := hooks(script, layers, slices.Contains(b.packages, "pvm"))
+	hs := hooks(script, layers, slices.Contains(b.packages, "pvm"), b.Config.Image.Firmware)
 	err := r.run(ctx, "unshare", unshareArgs("mmdebstrap",
-		MmdebstrapArgs(b.packages, b.Config.Image.Suite, root, b.mirror, hs...)...)...)
+		MmdebstrapArgs(b.packages, b.Config.Components(), b.Config.Image.Suite, root, b.mirror, hs...)...)...)
 	if err != nil {
-		var te *ToolError
-		if errors.As(err, &te) {
-			for _, line := range te.Tail {
-				if m := unknownPackageRE.FindStringSubmatch(line); m != nil {
-					name := m[1] + m[2] + m[3]
-					return fmt.Errorf("no package %q in Debian %s (%s): check image.packages, image.desktop and cluster.parallel\n%w",
-						name, b.Config.Image.Suite, b.mirror, err)
-				}
-			}
-		}
-		return err
+		return b.explainBootstrapError(err)
 	}
 
 	// The kernel and initrd boot from the medium, not from the squashfs.
@@ -152,6 +174,16 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 		sort.Strings(matches)
 		if err := os.Rename(matches[len(matches)-1], filepath.Join(dir, name)); err != nil {
 			return err
+		}
+	}
+	// Debian's signed EFI binaries (the efi-signed.sh hook) stay out of
+	// the squashfs.
+	if err := os.Rename(filepath.Join(root, efiDir), filepath.Join(dir, efiSubdir)); err != nil {
+		return fmt.Errorf("the bootstrap did not fetch Debian's signed shim and GRUB: %w", err)
+	}
+	for _, f := range []string{shimEFI, grubCDEFI, grubNetEFI} {
+		if _, err := os.Stat(filepath.Join(dir, efiSubdir, f)); err != nil {
+			return fmt.Errorf("the bootstrap did not fetch Debian's signed shim and GRUB: %w", err)
 		}
 	}
 	for _, m := range []string{"memtest86+x64.bin", "memtest86+x64.efi"} {
@@ -176,7 +208,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 		return err
 	}
 
-	pkgs, err := output(ctx, "dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f", "${Package}\t${Version}\n")
+	pkgs, err := output(ctx, "dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f", packagesFmt)
 	if err != nil {
 		return err
 	}
@@ -189,4 +221,34 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 		return err
 	}
 	return removeTree(root)
+}
+
+// explainBootstrapError names the config key behind a failed mmdebstrap
+// when its output shows one: a package the mirror does not have
+// (image.packages, image.desktop, cluster.parallel, or image.firmware's
+// packages), or a mirror without the firmware component.
+func (b *build) explainBootstrapError(err error) error {
+	var te *ToolError
+	if !errors.As(err, &te) {
+		return err
+	}
+	suite := b.Config.Image.Suite
+	for _, line := range te.Tail {
+		if m := missingComponentRE.FindStringSubmatch(line); m != nil && m[1] == config.FirmwareComponent {
+			return fmt.Errorf("the mirror %s has no %s component, which image.firmware needs: set image.mirror to a full Debian mirror, or image.firmware = false\n%w",
+				b.mirror, m[1], err)
+		}
+	}
+	for _, line := range te.Tail {
+		if m := unknownPackageRE.FindStringSubmatch(line); m != nil {
+			name := m[1] + m[2] + m[3]
+			if slices.Contains(FirmwarePackages(b.Config), name) {
+				return fmt.Errorf("no package %q in Debian %s's %s component at %s, which image.firmware needs: set image.mirror to a full Debian mirror, or image.firmware = false\n%w",
+					name, suite, config.FirmwareComponent, b.mirror, err)
+			}
+			return fmt.Errorf("no package %q in Debian %s (%s): check image.packages, image.desktop and cluster.parallel\n%w",
+				name, suite, b.mirror, err)
+		}
+	}
+	return err
 }

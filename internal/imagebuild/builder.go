@@ -92,15 +92,66 @@ type StageReport struct {
 
 // Report is written to the output folder as build-report.json.
 type Report struct {
-	Version      string        `json:"version"`
-	Suite        string        `json:"suite"`
-	Stages       []StageReport `json:"stages"`
-	ISO          string        `json:"iso"`
-	ISOBytes     int64         `json:"iso_bytes"`
-	LayerBytes   int64         `json:"layer_bytes"` // the image layers in netboot/
-	TotalSeconds float64       `json:"total_seconds"`
+	Version    string        `json:"version"`
+	Suite      string        `json:"suite"`
+	Stages     []StageReport `json:"stages"`
+	ISO        string        `json:"iso"`
+	ISOBytes   int64         `json:"iso_bytes"`
+	LayerBytes int64         `json:"layer_bytes"` // the image layers in netboot/
+	// Firmware lists image.firmware's packages in the image, with the
+	// space they take installed; nil without image.firmware.
+	Firmware     *FirmwareReport `json:"firmware,omitempty"`
+	TotalSeconds float64         `json:"total_seconds"`
 	// GeneratedPasswords are the passwords made in this build (printed once).
 	GeneratedPasswords map[string]string `json:"-"`
+}
+
+// FirmwareReport is what image.firmware added to the image.
+type FirmwareReport struct {
+	Packages []InstalledPackage `json:"packages"`
+	// InstalledKiB is the packages' Installed-Size together: what they
+	// take in the root, before compression (the squashfs keeps them
+	// compressed; firmware files are largely compressed already).
+	InstalledKiB int64 `json:"installed_kib"`
+}
+
+// InstalledPackage is one package of the image, from dpkg's database.
+type InstalledPackage struct {
+	Name         string `json:"name"`
+	Version      string `json:"version"`
+	InstalledKiB int64  `json:"installed_kib"`
+}
+
+// firmwareReport reads the firmware packages from the bootstrap's package
+// list (PackageList: name, version and Installed-Size in KiB, tab-separated).
+func firmwareReport(list string, names []string) (*FirmwareReport, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	data, err := os.ReadFile(list)
+	if err != nil {
+		return nil, err
+	}
+	rep := &FirmwareReport{Packages: []InstalledPackage{}}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) < 3 || !slices.Contains(names, f[0]) {
+			continue
+		}
+		kib, _ := strconv.ParseInt(f[2], 10, 64)
+		rep.Packages = append(rep.Packages, InstalledPackage{Name: f[0], Version: f[1], InstalledKiB: kib})
+		rep.InstalledKiB += kib
+	}
+	var missing []string
+	for _, n := range names {
+		if !slices.ContainsFunc(rep.Packages, func(p InstalledPackage) bool { return p.Name == n }) {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("the image lacks the firmware packages %s (%s)", strings.Join(missing, ", "), list)
+	}
+	return rep, nil
 }
 
 // build carries one build's state between stages.
@@ -219,6 +270,9 @@ func Build(ctx context.Context, opts Options, version string) (*Report, error) {
 	if err := b.publish(report); err != nil {
 		return nil, fmt.Errorf("publishing to %s: %w", opts.OutDir, err)
 	}
+	if report.Firmware, err = firmwareReport(filepath.Join(b.dirs[StageBootstrap], PackageList), FirmwarePackages(opts.Config)); err != nil {
+		return nil, fmt.Errorf("image.firmware: %w", err)
+	}
 	report.TotalSeconds = time.Since(start).Seconds()
 	data, _ := json.MarshalIndent(report, "", "  ")
 	if err := writeFileAtomic(filepath.Join(opts.OutDir, ReportName), append(data, '\n'), 0o644); err != nil {
@@ -244,6 +298,23 @@ func (b *build) runStage(ctx context.Context, name, key string, fn func(context.
 	return b.cache.Commit(name, key, tmp)
 }
 
+// netbootFiles maps the names of the files node1 serves to the nodes (the
+// output's netboot/, the ISO's live/) to where they are in the cache: the
+// kernel, the initrds, the layers, and the Secure Boot chain's loaders for
+// UEFI PXE clients.
+func (b *build) netbootFiles() map[string]string {
+	boot := b.dirs[StageBootstrap]
+	return map[string]string{
+		contract.KernelFile:      filepath.Join(boot, contract.KernelFile),
+		contract.InitrdFile:      filepath.Join(boot, contract.InitrdFile),
+		contract.NFSInitrdFile:   filepath.Join(boot, contract.NFSInitrdFile),
+		contract.BaseLayer:       filepath.Join(boot, contract.BaseLayer),
+		contract.CustomLayer:     filepath.Join(b.dirs[StageLayer], contract.CustomLayer),
+		contract.UEFIPXEBootFile: filepath.Join(boot, efiSubdir, shimEFI),
+		contract.GRUBNetFile:     filepath.Join(boot, efiSubdir, grubNetEFI),
+	}
+}
+
 // publish puts the ISO and the netboot files into the output folder.
 func (b *build) publish(report *Report) error {
 	out := b.OutDir
@@ -252,13 +323,7 @@ func (b *build) publish(report *Report) error {
 		return err
 	}
 	nb := filepath.Join(out, NetbootDir)
-	files := map[string]string{
-		contract.KernelFile:    filepath.Join(b.dirs[StageBootstrap], contract.KernelFile),
-		contract.InitrdFile:    filepath.Join(b.dirs[StageBootstrap], contract.InitrdFile),
-		contract.NFSInitrdFile: filepath.Join(b.dirs[StageBootstrap], contract.NFSInitrdFile),
-		contract.BaseLayer:     filepath.Join(b.dirs[StageBootstrap], contract.BaseLayer),
-		contract.CustomLayer:   filepath.Join(b.dirs[StageLayer], contract.CustomLayer),
-	}
+	files := b.netbootFiles()
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)

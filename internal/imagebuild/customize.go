@@ -105,6 +105,12 @@ func (b *build) customize(ctx context.Context, dir string, r *runner) error {
 		return err
 	}
 
+	if b.Config.Image.Desktop != "" {
+		if err := writeFiles(layer, map[string]string{imagefiles.XsessionTerminalPath: imagefiles.XsessionTerminal}); err != nil {
+			return err
+		}
+	}
+
 	r.stage.Status("clusterdebian binary")
 	if err := checkStatic(b.Binary); err != nil {
 		return err

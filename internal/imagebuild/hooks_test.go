@@ -15,7 +15,8 @@ import (
 
 // TestHookArguments checks the hook options given to mmdebstrap: every shell
 // hook is the text of its file in imagefiles/hooks, the uploads stand
-// between them, in that order, and PVM's hook is there only with PVM.
+// between them, in that order, PVM's hook is there only with PVM, and the
+// microcode's only with image.firmware, before the nodes' initrd is made.
 func TestHookArguments(t *testing.T) {
 	script, layers := "/build/clusterdebian-node.initramfs", "/build/clusterdebian-layers.sh"
 	want := []string{
@@ -23,17 +24,22 @@ func TestHookArguments(t *testing.T) {
 		"--essential-hook=upload " + layers + " /usr/lib/live/boot/9995-clusterdebian-layers.sh",
 		"--essential-hook=upload " + script + " /etc/initramfs-tools/scripts/live-bottom/clusterdebian-node",
 		"--essential-hook=" + imagefiles.Hook("live-initramfs-modes.sh"),
+	}
+	rest := []string{
 		"--customize-hook=" + imagefiles.Hook("nfs-initramfs-conf.sh"),
 		"--customize-hook=upload " + script + " /etc/clusterdebian/initramfs-nfs/scripts/nfs-bottom/clusterdebian-node",
 		"--customize-hook=" + imagefiles.Hook("nfs-initrd.sh"),
 		"--customize-hook=" + imagefiles.Hook("no-ssh-host-keys.sh"),
+		"--customize-hook=" + imagefiles.Hook("efi-signed.sh"),
 	}
-	if got := hooks(script, layers, false); !slices.Equal(got, want) {
-		t.Errorf("hooks without PVM:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	plain := append(slices.Clone(want), rest...)
+	if got := hooks(script, layers, false, false); !slices.Equal(got, plain) {
+		t.Errorf("hooks without PVM:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(plain, "\n"))
 	}
-	want = append(want, "--customize-hook="+imagefiles.Hook("pvm-ssh-rsh.sh"))
-	if got := hooks(script, layers, true); !slices.Equal(got, want) {
-		t.Errorf("hooks with PVM:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	want = append(append(append(want, "--customize-hook="+imagefiles.Hook("microcode-initramfs.sh")), rest...),
+		"--customize-hook="+imagefiles.Hook("pvm-ssh-rsh.sh"))
+	if got := hooks(script, layers, true, true); !slices.Equal(got, want) {
+		t.Errorf("hooks with PVM and firmware:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// mmdebstrap runs a hook with sh -c only when it is not one of its
 	// special commands and not an executable file: each file's text must
@@ -52,7 +58,9 @@ func TestHookArguments(t *testing.T) {
 // arguments, and checks what they leave: the RAM-root pieces of the live
 // initrd, executable; the nodes' initramfs-tools configuration, with its
 // node script; the command that makes contract.NFSInitrdFile; no SSH host
-// keys; and PVM's remote shell.
+// keys; PVM's remote shell; every CPU's microcode in the initrds (the
+// live one made again); and Debian's signed shim and GRUB, fetched and
+// unpacked in the root and taken out of its way into /boot.
 func TestHooksRun(t *testing.T) {
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
@@ -64,6 +72,12 @@ func TestHooksRun(t *testing.T) {
 		"etc/ssh/sshd_config":                   "# sshd\n",
 		"etc/ssh/ssh_host_ed25519_key":          "secret",
 		"etc/ssh/ssh_host_ed25519_key.pub":      "public",
+		"etc/default/intel-microcode":           "#IUCODE_TOOL_INITRAMFS=auto\n",
+		"etc/default/amd64-microcode":           "#AMD64UCODE_INITRAMFS=auto\n",
+		// What apt-get download and dpkg-deb -x leave, inside the root.
+		"tmp/clusterdebian-efi/x/usr/lib/shim/shimx64.efi.signed":                      "shim",
+		"tmp/clusterdebian-efi/x/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed":     "gcd",
+		"tmp/clusterdebian-efi/x/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed": "grubnet",
 	})
 	script, layers := filepath.Join(dir, "node-script"), filepath.Join(dir, "layers")
 	writeTree(t, dir, map[string]string{"node-script": imagefiles.NodeInitramfsScript, "layers": imagefiles.LiveLayersScript})
@@ -80,7 +94,7 @@ func TestHooksRun(t *testing.T) {
 	}
 
 	customize := false
-	for _, h := range hooks(script, layers, true) {
+	for _, h := range hooks(script, layers, true, true) {
 		phase, cmd, _ := strings.Cut(h, "=")
 		if phase == "--customize-hook" {
 			customize = true
@@ -137,10 +151,32 @@ func TestHooksRun(t *testing.T) {
 		chroots = append(chroots, strings.Split(strings.TrimSuffix(data, "\x00"), "\x00"))
 	}
 	want := [][]string{
+		{root, "update-initramfs", "-u", "-k", "all"},
 		{root, "sh", "-c", `mkinitramfs -d /etc/clusterdebian/initramfs-nfs -o /boot/` + contract.NFSInitrdFile + ` "$(ls /lib/modules | sort -V | tail -n 1)"`},
+		{root, "sh", "-c", `cd /tmp/clusterdebian-efi && apt-get -q -o APT::Sandbox::User=root download shim-signed grub-efi-amd64-signed && for deb in *.deb; do dpkg-deb -x "$deb" x; done`},
 		{root, "sh", "-c", "update-alternatives --install /usr/lib/pvm3/bin/rsh pvm-rsh /usr/bin/ssh 50 && update-alternatives --set pvm-rsh /usr/bin/ssh"},
 	}
 	if !slices.EqualFunc(chroots, want, slices.Equal) {
 		t.Errorf("chroot ran %q\nwant %q", chroots, want)
+	}
+
+	// Every CPU's microcode, early: the settings come after the
+	// packages' commented defaults, so they win when the hooks source them.
+	if got := readFile(t, filepath.Join(root, "etc/default/intel-microcode")); !strings.HasSuffix(got, "\nIUCODE_TOOL_INITRAMFS=early\nIUCODE_TOOL_SCANCPUS=no\n") {
+		t.Errorf("/etc/default/intel-microcode:\n%s", got)
+	}
+	if got := readFile(t, filepath.Join(root, "etc/default/amd64-microcode")); !strings.HasSuffix(got, "\nAMD64UCODE_INITRAMFS=early\n") {
+		t.Errorf("/etc/default/amd64-microcode:\n%s", got)
+	}
+	// The signed binaries, where the bootstrap takes them from; nothing
+	// of the download is left in the root.
+	efi := filepath.Join(root, efiDir)
+	for name, want := range map[string]string{shimEFI: "shim", grubCDEFI: "gcd", grubNetEFI: "grubnet"} {
+		if got := readFile(t, filepath.Join(efi, name)); got != want {
+			t.Errorf("%s/%s = %q, want %q", efiDir, name, got, want)
+		}
+	}
+	if exists(filepath.Join(root, "tmp/clusterdebian-efi")) {
+		t.Error("the download of shim and GRUB is left in the root's /tmp")
 	}
 }

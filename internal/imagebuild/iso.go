@@ -3,8 +3,10 @@ package imagebuild
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/template"
 
@@ -14,24 +16,23 @@ import (
 )
 
 // isoRecipe changes whenever the ISO layout changes.
-const isoRecipe = 1
+const isoRecipe = 2
 
 // VolumeID is the ISO's volume label.
 const VolumeID = "CLUSTERDEBIAN"
 
-// GRUB modules built into the boot images, so that the menu never depends on
-// modules found at run time.
-var (
-	grubCommon = []string{"iso9660", "part_msdos", "part_gpt", "normal", "configfile", "search",
-		"search_fs_file", "linux", "chain", "echo", "test", "serial", "terminal", "regexp", "ls",
-		"cat", "reboot", "halt", "sleep", "true", "all_video"}
-	grubBIOS = append([]string{"biosdisk", "linux16"}, grubCommon...)
-	grubEFI  = append([]string{"fat", "efi_gop"}, grubCommon...)
-)
+// GRUB modules built into the BIOS boot image, so that the menu never
+// depends on modules found at run time. UEFI boots Debian's signed GRUB
+// (gcdx64), whose modules are built in by Debian: the menu uses none
+// beyond them (iso9660, part_msdos, normal, configfile, search, linux,
+// echo, test, serial, terminal, sleep, reboot, all_video...), and a
+// signed GRUB could load no other.
+var grubBIOS = []string{"biosdisk", "linux16", "iso9660", "part_msdos", "part_gpt", "normal", "configfile", "search",
+	"search_fs_file", "linux", "chain", "echo", "test", "serial", "terminal", "regexp", "ls",
+	"cat", "reboot", "halt", "sleep", "true", "all_video"}
 
 const (
 	grubPCDir      = "/usr/lib/grub/i386-pc"
-	grubEFIDir     = "/usr/lib/grub/x86_64-efi"
 	consoleCmdline = "console=ttyS0,115200n8 console=tty0"
 	// node1's live root (overlayfs) can be exported over NFS only with these:
 	// index=on gives every file a stable handle across the layers.
@@ -82,7 +83,7 @@ func (b *build) iso(ctx context.Context, dir string, r *runner) error {
 	}
 	defer removeTree(work)
 
-	boot, layer := b.dirs[StageBootstrap], b.dirs[StageLayer]
+	boot := b.dirs[StageBootstrap]
 	live := filepath.Join(tree, "live")
 	grubDir := filepath.Join(tree, "boot/grub")
 	for _, d := range []string{live, grubDir, filepath.Join(tree, ".disk")} {
@@ -90,12 +91,11 @@ func (b *build) iso(ctx context.Context, dir string, r *runner) error {
 			return err
 		}
 	}
-	links := map[string]string{
-		filepath.Join(boot, contract.KernelFile):    filepath.Join(live, contract.KernelFile),
-		filepath.Join(boot, contract.InitrdFile):    filepath.Join(live, contract.InitrdFile),
-		filepath.Join(boot, contract.NFSInitrdFile): filepath.Join(live, contract.NFSInitrdFile),
-		filepath.Join(boot, contract.BaseLayer):     filepath.Join(live, contract.BaseLayer),
-		filepath.Join(layer, contract.CustomLayer):  filepath.Join(live, contract.CustomLayer),
+	// live/ holds what node1 boots and serves to the nodes (the head's
+	// boot folder is the medium's live/), and the memory test.
+	links := map[string]string{}
+	for name, src := range b.netbootFiles() {
+		links[src] = filepath.Join(live, name)
 	}
 	menu := map[string]any{"Version": b.version, "Timeout": b.Config.Image.BootTimeout, "Cmdline": b.kernelCmdline(),
 		"InterfaceParam": contract.ParamInterface, "Cards": menuCards}
@@ -140,28 +140,39 @@ func (b *build) iso(ctx context.Context, dir string, r *runner) error {
 		"-c", earlyPath, "-o", biosImg}, grubBIOS...)...); err != nil {
 		return err
 	}
-	efiBin := filepath.Join(work, "bootx64.efi")
-	if err := r.run(ctx, "grub-mkimage", append([]string{"-O", "x86_64-efi", "-d", grubEFIDir, "-p", "/boot/grub",
-		"-c", earlyPath, "-o", efiBin}, grubEFI...)...); err != nil {
-		return err
+	// The EFI system partition, for Secure Boot with the keys machines
+	// ship: \EFI\BOOT\BOOTX64.EFI is Debian's shim (signed by Microsoft),
+	// which loads grubx64.efi beside it, Debian's signed GRUB CD image
+	// (gcdx64). Its built-in script sources /boot/grub/grub.cfg of the
+	// device it was loaded from, here the partition itself: the same early
+	// configuration as the BIOS image's, which finds this build's medium
+	// and its menu. Appended to the ISO as MBR partition 2 (type 0xef) and
+	// named by the UEFI El Torito entry.
+	efiFiles := map[string]string{
+		"::/EFI/BOOT/BOOTX64.EFI": filepath.Join(boot, efiSubdir, shimEFI),
+		"::/EFI/BOOT/grubx64.efi": filepath.Join(boot, efiSubdir, grubCDEFI),
+		"::/boot/grub/grub.cfg":   earlyPath,
 	}
-	// The EFI system partition: a small FAT image with \EFI\BOOT\BOOTX64.EFI,
-	// appended to the ISO as MBR partition 2 (type 0xef) and named by the UEFI
-	// El Torito entry.
-	fi, err := os.Stat(efiBin)
-	if err != nil {
-		return err
+	var efiBytes int64
+	for _, src := range efiFiles {
+		fi, err := os.Stat(src)
+		if err != nil {
+			return err
+		}
+		efiBytes += fi.Size()
 	}
 	efiImg := filepath.Join(work, "efi.img")
-	kib := max(fi.Size()/1024+512, 2048)
+	kib := max(efiBytes/1024+1024, 2048)
 	if err := r.run(ctx, "mkfs.vfat", "-C", "-n", "CDEFI", efiImg, fmt.Sprint(kib)); err != nil {
 		return err
 	}
-	if err := r.run(ctx, "mmd", "-i", efiImg, "::/EFI", "::/EFI/BOOT"); err != nil {
+	if err := r.run(ctx, "mmd", "-i", efiImg, "::/EFI", "::/EFI/BOOT", "::/boot", "::/boot/grub"); err != nil {
 		return err
 	}
-	if err := r.run(ctx, "mcopy", "-i", efiImg, efiBin, "::/EFI/BOOT/BOOTX64.EFI"); err != nil {
-		return err
+	for _, dst := range slices.Sorted(maps.Keys(efiFiles)) {
+		if err := r.run(ctx, "mcopy", "-i", efiImg, efiFiles[dst], dst); err != nil {
+			return err
+		}
 	}
 
 	r.stage.Status("xorriso")

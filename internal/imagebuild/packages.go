@@ -17,6 +17,43 @@ var basePackages = []string{
 	"nftables",
 	// Lets `clusterdebian vm` run commands in a VM; idle on real hardware.
 	"qemu-guest-agent",
+	// `mokutil --sb-state` says whether the machine booted with Secure
+	// Boot on (the image boots through Debian's signed shim and GRUB).
+	"mokutil",
+}
+
+// firmwarePackages returns image.firmware's packages for a suite, from the
+// non-free-firmware component: the firmware that common wired network
+// cards load, and the CPU microcode. Wireless and graphics firmware is left
+// out: a cluster is wired, and nodes run no desktop.
+//
+//   - firmware-realtek: rtl_nic, Realtek's r8169 chips, on most desktop
+//     boards;
+//   - firmware-bnx2, firmware-bnx2x: Broadcom NetXtreme II (bnx2, bnx2x);
+//   - firmware-misc-nonfree: Broadcom NetXtreme (tg3's tigon), Chelsio
+//     (cxgb3, cxgb4), Marvell, Intel's e100 before trixie;
+//   - firmware-intel-misc (trixie and later): Intel's e100 and ice (E800);
+//   - intel-microcode, amd64-microcode: CPU fixes, loaded early from the
+//     initrds.
+//
+// Qualcomm Atheros wired cards (alx, atl1c) and Intel's e1000e and igb need
+// no firmware file.
+func firmwarePackages(suite string) []string {
+	pkgs := []string{"firmware-realtek", "firmware-bnx2", "firmware-bnx2x", "firmware-misc-nonfree",
+		"intel-microcode", "amd64-microcode"}
+	if suite != "bookworm" {
+		pkgs = append(pkgs, "firmware-intel-misc")
+	}
+	return pkgs
+}
+
+// FirmwarePackages returns the firmware and microcode packages the config
+// puts into the image (none without image.firmware).
+func FirmwarePackages(cfg *config.Config) []string {
+	if !cfg.Image.Firmware {
+		return nil
+	}
+	return firmwarePackages(cfg.Image.Suite)
 }
 
 // DevelopmentPackages returns the parallel stacks' packages, with the compiler
@@ -33,12 +70,17 @@ func DevelopmentPackages(cfg *config.Config) []string {
 	return append(pkgs, "build-essential")
 }
 
-// desktopPackages returns what a window manager needs for `startx`.
+// desktopPackages returns what a window manager needs for `startx` by a
+// user logged in on the console: Xorg runs as that user and gets the
+// screen and input devices from systemd-logind, which needs the system
+// bus (dbus) and the login session that libpam-systemd registers; without
+// them X exits at once ("Server terminated with error (1)"). xterm is the
+// terminal the session opens beside the window manager.
 func desktopPackages(wm string) []string {
 	if wm == "" {
 		return nil
 	}
-	return []string{"xserver-xorg", "xinit", "x11-xserver-utils", "xterm", wm}
+	return []string{"xserver-xorg", "xinit", "x11-xserver-utils", "xterm", "dbus", "libpam-systemd", wm}
 }
 
 // ImagePackages returns the sorted, de-duplicated package list of the image.
@@ -47,6 +89,7 @@ func ImagePackages(cfg *config.Config) []string {
 	pkgs = append(pkgs, basePackages...)
 	pkgs = append(pkgs, DevelopmentPackages(cfg)...)
 	pkgs = append(pkgs, desktopPackages(cfg.Image.Desktop)...)
+	pkgs = append(pkgs, FirmwarePackages(cfg)...)
 	pkgs = append(pkgs, cfg.Image.Packages...)
 	slices.Sort(pkgs)
 	return slices.Compact(pkgs)

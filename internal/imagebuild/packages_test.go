@@ -20,7 +20,8 @@ func TestImagePackages(t *testing.T) {
 	always := []string{"linux-image-amd64", "live-boot", "systemd-sysv", "openssh-server", "nfs-kernel-server", "sudo", "build-essential", "nftables"}
 	mpi := []string{"openmpi-bin", "libopenmpi-dev"}
 	pvm := []string{"pvm", "pvm-dev"}
-	desktop := []string{"xserver-xorg", "xinit", "x11-xserver-utils", "xterm"}
+	desktop := []string{"xserver-xorg", "xinit", "x11-xserver-utils", "xterm", "dbus", "libpam-systemd"}
+	firmware := []string{"firmware-realtek", "firmware-bnx2", "firmware-bnx2x", "firmware-misc-nonfree", "intel-microcode", "amd64-microcode"}
 
 	tests := []struct {
 		name      string
@@ -32,8 +33,22 @@ func TestImagePackages(t *testing.T) {
 		{
 			name:    "default",
 			text:    "",
-			want:    append(slices.Clone(always), mpi...),
+			want:    append(append(slices.Clone(always), mpi...), append(slices.Clone(firmware), "firmware-intel-misc", "mokutil")...),
 			wantNot: append(append(slices.Clone(pvm), desktop...), "icewm"),
+		},
+		{
+			name:    "no firmware",
+			text:    "[image]\nfirmware = false\n",
+			want:    append(slices.Clone(always), mpi...),
+			wantNot: append(slices.Clone(firmware), "firmware-intel-misc"),
+		},
+		{
+			// bookworm has e100's firmware in firmware-misc-nonfree and no
+			// firmware-intel-misc.
+			name:    "bookworm firmware",
+			text:    "[image]\nsuite = \"bookworm\"\n",
+			want:    firmware,
+			wantNot: []string{"firmware-intel-misc"},
 		},
 		{
 			name:    "pvm only",
@@ -56,7 +71,7 @@ func TestImagePackages(t *testing.T) {
 			name:      "extra packages, overlapping the base list",
 			text:      "[image]\npackages = [\"htop\", \"sudo\", \"htop\", \"openmpi-bin\", \"python3-numpy\"]\n",
 			want:      append(slices.Clone(always), "htop", "python3-numpy"),
-			wantCount: len(basePackages) + len(mpi) + 1 + 2, // + build-essential, htop, python3-numpy
+			wantCount: len(basePackages) + len(mpi) + 1 + 2 + len(firmware) + 1, // + build-essential, htop, python3-numpy, firmware-intel-misc
 		},
 		{
 			name: "desktop package also listed",

@@ -53,6 +53,14 @@ type UpOptions struct {
 	MemoryMiB     int    // node1's memory; default 2048
 	NodeMemoryMiB int    // each node's; default 1536
 	CPUs          int    // per VM; default 1
+	// SecureBoot boots every VM with UEFI and Secure Boot on, with the keys
+	// PCs ship with (Microsoft's, in Debian's OVMF build for it): node1
+	// from the ISO as a USB stick, through Debian's signed shim, GRUB and
+	// kernel; the nodes with the firmware's own PXE client (their network
+	// cards have no iPXE ROM, which Secure Boot would refuse), through the
+	// same chain that node1 serves. Without it every VM boots SeaBIOS:
+	// node1 from the ISO as a CD, the nodes with the cards' iPXE ROM.
+	SecureBoot bool
 	// Progress receives a line per boot milestone; nil discards them.
 	Progress io.Writer
 	// BootTimeout bounds node1's boot to its login prompt, and then the
@@ -267,6 +275,7 @@ func (c *Cluster) spec(v VMState, accel string) Spec {
 	s := Spec{
 		Name:       c.Name + "-" + v.Name,
 		Firmware:   BIOS,
+		SecureBoot: c.SecureBoot,
 		Accel:      accel,
 		MemoryMiB:  v.MemoryMiB,
 		CPUs:       v.CPUs,
@@ -277,11 +286,25 @@ func (c *Cluster) spec(v VMState, accel string) Spec {
 		Reboot:     true,
 		Detach:     !c.attached,
 	}
-	if v.Role == RoleHead {
+	if c.SecureBoot {
+		s.Firmware = UEFI
+	}
+	switch {
+	case v.Role == RoleHead && c.SecureBoot:
+		// OVMF boots the stick; the NIC only serves.
+		s.USBDisk = c.ISO
+		s.NICs = []NIC{{Tap: v.Tap, MAC: v.MAC}}
+	case v.Role == RoleHead:
 		// SeaBIOS boots the CD-ROM first; the NIC only serves.
 		s.CDROM = c.ISO
 		s.NICs = []NIC{{Tap: v.Tap, MAC: v.MAC}}
-	} else {
+	case c.SecureBoot:
+		// The NIC first, without an option ROM: OVMF's own PXE client
+		// loads shim from node1, as a PC's firmware does.
+		s.NICs = []NIC{{Tap: v.Tap, MAC: v.MAC, Boot: true}}
+		s.Disk = v.Disk
+		s.ExtraArgs = append(s.ExtraArgs, "-global", "virtio-net-pci.romfile=")
+	default:
 		// The NIC first: SeaBIOS runs its iPXE ROM, which boots from node1.
 		// The empty disk comes after, so a node never boots from it.
 		s.NICs = []NIC{{Tap: v.Tap, MAC: v.MAC, Boot: true}}
@@ -314,7 +337,7 @@ func (c *Cluster) startVM(v *VMState) (*Machine, error) {
 		}
 	}
 	spec := c.spec(*v, c.Accel)
-	if v.Role == RoleNode {
+	if v.Role == RoleNode && spec.Firmware == BIOS {
 		// With no VGA, SeaBIOS and the NIC's iPXE write to the screen only;
 		// SeaBIOS's serial console (its etc/sercon-port setting, a
 		// little-endian I/O port number) puts their messages on the serial
@@ -392,7 +415,7 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 		}
 		return nil, err
 	}
-	st := &State{Name: o.Name, NetNS: nsName, Bridge: Bridge, ISO: o.ISO, Accel: o.Accel, Created: time.Now().UTC()}
+	st := &State{Name: o.Name, NetNS: nsName, Bridge: Bridge, ISO: o.ISO, Accel: o.Accel, SecureBoot: o.SecureBoot, Created: time.Now().UTC()}
 	for i := 1; i <= o.Nodes+1; i++ {
 		v := VMState{Role: RoleNode, MAC: MAC(o.Name, i), Tap: "tap" + strconv.Itoa(i), MemoryMiB: o.NodeMemoryMiB, CPUs: o.CPUs}
 		v.Name = "vm" + strconv.Itoa(i)

@@ -311,6 +311,47 @@ func TestClusterSpecs(t *testing.T) {
 	}
 }
 
+// With Secure Boot, node1 boots the ISO as a USB stick and the nodes with
+// OVMF's own PXE client (no option ROM), all on OVMF's Secure Boot build
+// with Microsoft's keys, q35 with SMM and the flash for SMM only.
+func TestSecureBootSpecs(t *testing.T) {
+	if _, _, err := findOVMF(true); err != nil {
+		t.Skipf("no OVMF for Secure Boot here: %v", err)
+	}
+	c := testCluster(t, nil)
+	c.ISO, c.Accel, c.SecureBoot = "/x.iso", "tcg", true
+	c.VMs[1].Disk = "/d/disk.qcow2"
+	h, n := c.spec(c.VMs[0], "tcg"), c.spec(c.VMs[1], "tcg")
+	if h.Firmware != UEFI || !h.SecureBoot || h.USBDisk != "/x.iso" || h.CDROM != "" || h.NICs[0].Boot {
+		t.Errorf("Secure Boot head spec %+v", h)
+	}
+	if n.Firmware != UEFI || !n.SecureBoot || !n.NICs[0].Boot || !slices.Contains(n.ExtraArgs, "virtio-net-pci.romfile=") {
+		t.Errorf("Secure Boot node spec %+v", n)
+	}
+	n.Dir, n.Disk = t.TempDir(), ""
+	args, err := n.Args()
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Join(args, " ")
+	for _, want := range []string{"-machine q35,smm=on", "-global driver=cfi.pflash01,property=secure,value=on",
+		"file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "file=" + filepath.Join(n.Dir, "OVMF_VARS.ms.fd")} {
+		if !strings.Contains(line, want) {
+			t.Errorf("Secure Boot command line lacks %q:\n%s", want, line)
+		}
+	}
+	if vars, err := os.ReadFile(filepath.Join(n.Dir, "OVMF_VARS.ms.fd")); err != nil || len(vars) == 0 {
+		t.Errorf("the machine's own copy of the variables with Microsoft's keys: %v", err)
+	}
+	if _, err := (&Spec{Name: "b", Dir: t.TempDir(), Firmware: BIOS, SecureBoot: true}).Args(); err == nil || !strings.Contains(err.Error(), "UEFI") {
+		t.Errorf("Secure Boot on SeaBIOS: %v, want an error", err)
+	}
+	vga := Spec{Name: "v", Dir: t.TempDir(), VGA: true}
+	if args, err := vga.Args(); err != nil || !strings.Contains(strings.Join(args, " "), "-display none -vga std") {
+		t.Errorf("VGA spec: %q, %v", args, err)
+	}
+}
+
 // watchBoot reports milestones in order, once each, also those passed
 // between two looks at the log.
 func TestWatchBoot(t *testing.T) {

@@ -69,6 +69,14 @@ type Spec struct {
 	// GuestAgent adds a virtio-serial channel for the QEMU guest agent on
 	// the unix socket Dir/qga.sock (see QGAExec).
 	GuestAgent bool
+	// SecureBoot boots UEFI (Firmware UEFI) with Secure Boot on and the
+	// keys machines ship with (Microsoft's), as Debian's OVMF build for it
+	// has them: q35 with SMM, which keeps the firmware's variables out of
+	// the guest's reach.
+	SecureBoot bool
+	// VGA gives the machine a standard VGA card (no window: the display
+	// is read with Screendump) instead of none.
+	VGA bool
 	// Reboot lets a guest reboot. Without it QEMU exits when the guest
 	// reboots, which is what tests want: a boot loop ends the test early.
 	Reboot bool
@@ -108,13 +116,28 @@ var ovmfPairs = [][2]string{
 	{"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
 }
 
-func findOVMF() (code, vars string, err error) {
-	for _, p := range ovmfPairs {
+// ovmfSecureBootPairs are Debian's OVMF builds for Secure Boot (they need
+// SMM), with variables that have Microsoft's keys enrolled and Secure Boot
+// on: a PC as it ships.
+var ovmfSecureBootPairs = [][2]string{
+	{"/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"},
+	{"/usr/share/OVMF/OVMF_CODE.secboot.fd", "/usr/share/OVMF/OVMF_VARS.ms.fd"},
+}
+
+func findOVMF(secureBoot bool) (code, vars string, err error) {
+	pairs := ovmfPairs
+	if secureBoot {
+		pairs = ovmfSecureBootPairs
+	}
+	for _, p := range pairs {
 		if _, err := os.Stat(p[0]); err == nil {
 			if _, err := os.Stat(p[1]); err == nil {
 				return p[0], p[1], nil
 			}
 		}
+	}
+	if secureBoot {
+		return "", "", errors.New("no OVMF firmware with Secure Boot and Microsoft's keys found (OVMF_CODE_4M.secboot.fd, OVMF_VARS_4M.ms.fd); install the ovmf package (apt-get install ovmf)")
 	}
 	return "", "", errors.New("no OVMF firmware found; install the ovmf package (apt-get install ovmf)")
 }
@@ -162,6 +185,9 @@ func (s *Spec) Validate() error {
 	if s.Dir == "" {
 		return fmt.Errorf("vm %s: no state folder", s.Name)
 	}
+	if s.SecureBoot && s.Firmware != UEFI {
+		return fmt.Errorf("vm %s: Secure Boot needs UEFI firmware, not %s", s.Name, s.Firmware)
+	}
 	return nil
 }
 
@@ -181,13 +207,20 @@ func (s *Spec) Args() ([]string, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
+	machine, vga := "q35", "none"
+	if s.SecureBoot {
+		machine += ",smm=on"
+	}
+	if s.VGA {
+		vga = "std"
+	}
 	args := []string{
 		"-name", s.Name,
-		"-machine", "q35",
+		"-machine", machine,
 		"-accel", accelArg(s.Accel, s.CPUs),
 		"-m", strconv.Itoa(s.MemoryMiB),
 		"-smp", strconv.Itoa(s.CPUs),
-		"-display", "none", "-vga", "none",
+		"-display", "none", "-vga", vga,
 	}
 	if s.Console {
 		// wait=off: QEMU boots without anyone attached; logfile gets every
@@ -219,11 +252,21 @@ func (s *Spec) Args() ([]string, error) {
 		args = append(args, "-cpu", "host")
 	}
 	if s.Firmware == UEFI {
-		code, vars, err := findOVMF()
+		code, vars, err := findOVMF(s.SecureBoot)
 		if err != nil {
 			return nil, err
 		}
+		// Each machine has its own copy of the variables, made once; the
+		// Secure Boot one has its own name, so that a folder that held a
+		// machine without Secure Boot never boots one with it from the
+		// wrong variables.
 		myVars := filepath.Join(s.Dir, "OVMF_VARS.fd")
+		if s.SecureBoot {
+			myVars = filepath.Join(s.Dir, "OVMF_VARS.ms.fd")
+			// Only SMM may write the firmware's flash, so the guest
+			// cannot change Secure Boot's keys behind the firmware.
+			args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
+		}
 		if _, err := os.Stat(myVars); err != nil {
 			data, err := os.ReadFile(vars)
 			if err != nil {

@@ -43,13 +43,15 @@ const HeadVM = contract.HeadName
 // State is what a cluster's state.json records: enough to find, restart and
 // remove every piece of it after `vm up` has exited, or crashed.
 type State struct {
-	Name    string    `json:"name"`
-	NetNS   string    `json:"netns"`
-	Bridge  string    `json:"bridge"`
-	ISO     string    `json:"iso"`
-	Accel   string    `json:"accel"`
-	Created time.Time `json:"created"`
-	VMs     []VMState `json:"vms"`
+	Name   string `json:"name"`
+	NetNS  string `json:"netns"`
+	Bridge string `json:"bridge"`
+	ISO    string `json:"iso"`
+	Accel  string `json:"accel"`
+	// SecureBoot: every VM boots UEFI with Secure Boot on (UpOptions).
+	SecureBoot bool      `json:"secure_boot,omitempty"`
+	Created    time.Time `json:"created"`
+	VMs        []VMState `json:"vms"`
 }
 
 // VMState is one VM of a cluster.

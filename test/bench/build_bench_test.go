@@ -95,7 +95,7 @@ func TestBuildBenchmark(t *testing.T) {
 	os.MkdirAll(raw, 0o755)
 	pkgs := imagebuild.ImagePackages(cfg)
 	mm := timed(t, "raw mmdebstrap", "unshare", append([]string{"--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--", "mmdebstrap"},
-		imagebuild.MmdebstrapArgs(pkgs, cfg.Image.Suite, filepath.Join(raw, "root"), cfg.ResolvedMirror())...)...)
+		imagebuild.MmdebstrapArgs(pkgs, cfg.Components(), cfg.Image.Suite, filepath.Join(raw, "root"), cfg.ResolvedMirror())...)...)
 	sq := timed(t, "raw mksquashfs", "mksquashfs", imagebuild.MksquashfsArgs(filepath.Join(raw, "root"), filepath.Join(raw, "raw.squashfs"), "-quiet")...)
 	os.RemoveAll(filepath.Join(raw, "root"))
 

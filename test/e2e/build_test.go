@@ -132,17 +132,48 @@ func TestISOLayout(t *testing.T) {
 	if espSectors == 0 {
 		t.Fatal("no EFI system partition (type 0xef) in the MBR")
 	}
-	// The ESP is a FAT file system holding the removable-media boot path.
-	dir, err := exec.Command("mdir", "-i", fmt.Sprintf("%s@@%d", iso, int64(espStart)*512), "::/EFI/BOOT").CombinedOutput()
-	if err != nil || !strings.Contains(strings.ToUpper(string(dir)), "BOOTX64  EFI") {
-		t.Errorf("ESP lacks \\EFI\\BOOT\\BOOTX64.EFI: %v\n%s", err, dir)
+	// The ESP is a FAT file system holding the removable-media boot path:
+	// Debian's shim, signed by Microsoft, the signed GRUB CD image it
+	// loads, and the early configuration that finds the menu.
+	esp := fmt.Sprintf("%s@@%d", iso, int64(espStart)*512)
+	dir, err := exec.Command("mdir", "-i", esp, "::/EFI/BOOT").CombinedOutput()
+	if err != nil || !strings.Contains(strings.ToUpper(string(dir)), "BOOTX64  EFI") || !strings.Contains(strings.ToUpper(string(dir)), "GRUBX64  EFI") {
+		t.Errorf("ESP lacks \\EFI\\BOOT\\BOOTX64.EFI or grubx64.efi: %v\n%s", err, dir)
+	}
+	netboot := filepath.Join(out, imagebuild.NetbootDir)
+	for espFile, signed := range map[string]string{"::/EFI/BOOT/BOOTX64.EFI": contract.UEFIPXEBootFile, "::/EFI/BOOT/grubx64.efi": ""} {
+		data, err := exec.Command("mtype", "-i", esp, espFile).Output()
+		if err != nil {
+			t.Errorf("reading %s from the ESP: %v", espFile, err)
+			continue
+		}
+		// A PE file with an Authenticode signature (its certificate
+		// table, the security directory, is not empty).
+		if !signedPE(data) {
+			t.Errorf("%s in the ESP is not a signed EFI program", espFile)
+		}
+		if signed != "" {
+			if want, err := os.ReadFile(filepath.Join(netboot, signed)); err != nil || string(want) != string(data) {
+				t.Errorf("%s in the ESP is not the shim published as netboot/%s (%v)", espFile, signed, err)
+			}
+		}
+	}
+	if early, err := exec.Command("mtype", "-i", esp, "::/boot/grub/grub.cfg").Output(); err != nil || !strings.Contains(string(early), "search --no-floppy --file --set=root /.disk/clusterdebian-") {
+		t.Errorf("the ESP's /boot/grub/grub.cfg does not find this build's medium: %v\n%s", err, early)
+	}
+	for _, f := range []string{contract.UEFIPXEBootFile, contract.GRUBNetFile} {
+		data, err := os.ReadFile(filepath.Join(netboot, f))
+		if err != nil || !signedPE(data) {
+			t.Errorf("netboot/%s is not a signed EFI program: %v", f, err)
+		}
 	}
 
 	ls, err := exec.Command("xorriso", "-indev", iso, "-find", "/live", "-type", "f").CombinedOutput()
 	if err != nil {
 		t.Fatalf("xorriso -find: %v\n%s", err, ls)
 	}
-	for _, want := range []string{"vmlinuz", "initrd.img", contract.NFSInitrdFile, contract.BaseLayer, contract.CustomLayer, "memtest86+x64.bin", "memtest86+x64.efi"} {
+	for _, want := range []string{"vmlinuz", "initrd.img", contract.NFSInitrdFile, contract.BaseLayer, contract.CustomLayer, "memtest86+x64.bin", "memtest86+x64.efi",
+		contract.UEFIPXEBootFile, contract.GRUBNetFile} {
 		if !strings.Contains(string(ls), "'/live/"+want+"'") {
 			t.Errorf("ISO lacks /live/%s:\n%s", want, ls)
 		}
@@ -190,7 +221,10 @@ func checkBootMenu(t *testing.T, cfg string) {
 	for _, re := range []string{
 		// BIOS: memtest86+'s 16-bit entry; UEFI: its EFI program.
 		`(?s)"pc" \]; then\s*menuentry "Memory test[^{]*\{\s*linux16 /live/memtest86\+x64\.bin\s*\}`,
-		`(?s)"efi" \]; then\s*menuentry "Memory test[^{]*\{\s*linux /live/memtest86\+x64\.efi\s*\}`,
+		// UEFI: its EFI program, or under Secure Boot (Debian's signed GRUB
+		// sets shim_lock) an entry that says why it cannot run.
+		`(?s)"efi" \]; then.*"\$shim_lock" = "y" \]; then\s*menuentry "Memory test \(memtest86\+\): not with Secure Boot on"[^{]*\{[^}]*Secure Boot[^}]*\}` +
+			`\s*else\s*menuentry "Memory test \(memtest86\+\)"[^{]*\{\s*linux /live/memtest86\+x64\.efi\s*\}`,
 		// The first hard disk: chainloaded on BIOS, back to the
 		// firmware's next boot entry on UEFI.
 		`(?s)menuentry "Boot from the first hard disk"[^{]*\{.*exit.*chainloader \+1`,
@@ -511,4 +545,33 @@ func layerFile(img, path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s not in %s: %v %s", path, img, err, out)
 	}
 	return exec.Command("debugfs", "-R", "cat "+path, img).Output()
+}
+
+// signedPE reports whether data is a PE (EFI) program with an Authenticode
+// signature: the PE optional header's security directory (data directory
+// 4) is not empty.
+func signedPE(data []byte) bool {
+	if len(data) < 0x40 || string(data[:2]) != "MZ" {
+		return false
+	}
+	pe := int(binary.LittleEndian.Uint32(data[0x3c:]))
+	if pe+24+2 > len(data) || string(data[pe:pe+4]) != "PE\x00\x00" {
+		return false
+	}
+	opt := pe + 24
+	var dirs int
+	switch binary.LittleEndian.Uint16(data[opt:]) {
+	case 0x20b: // PE32+
+		dirs = opt + 112
+	case 0x10b: // PE32
+		dirs = opt + 96
+	default:
+		return false
+	}
+	sec := dirs + 4*8
+	if sec+8 > len(data) {
+		return false
+	}
+	addr, size := binary.LittleEndian.Uint32(data[sec:]), binary.LittleEndian.Uint32(data[sec+4:])
+	return addr != 0 && size != 0 && int(addr)+int(size) <= len(data)
 }

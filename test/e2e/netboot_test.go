@@ -82,19 +82,46 @@ func TestNetbootUEFI(t *testing.T) {
 }
 
 // TestNetbootUEFIChainload boots with OVMF's own PXE client (the NIC has no
-// iPXE ROM), as most real UEFI machines do: the firmware fetches iPXE
-// (snponly.efi) over TFTP, and iPXE then fetches its script.
+// iPXE ROM), as most real UEFI machines do, Secure Boot off: the firmware
+// fetches Debian's shim over TFTP, shim Debian's signed GRUB, GRUB its
+// configuration from the head over TFTP and then the machine's GRUB script
+// over HTTP, which boots the kernel with the iPXE script's command line.
+// (TestSecureBoot boots the same chain with Secure Boot on.)
 func TestNetbootUEFIChainload(t *testing.T) {
 	needE2E(t)
 	t.Parallel()
 	e := newNetbootEnv(t)
+	e.loader = bootstage.GRUBLoaded
 	e.startHead(t, "server")
 	e.boot(t, vm.UEFI, "-global", "virtio-net-pci.romfile=")
 	n := e.checkStages(t)
-	if !hasStage(n, bootstage.IPXELoaded, "tftp") {
-		t.Errorf("the firmware did not load iPXE over TFTP: %+v", n.History)
+	if !hasStage(n, bootstage.GRUBLoaded, "tftp "+contract.GRUBNetFile) || !hasStage(n, bootstage.ScriptFetched, "grub") {
+		t.Errorf("the firmware did not load GRUB through shim over TFTP, or GRUB fetched no script: %+v", n.History)
+	}
+	if hasStage(n, bootstage.IPXELoaded, "") {
+		t.Errorf("a UEFI PXE client was handed iPXE: %+v", n.History)
+	}
+	if !slices.Contains(strings.Fields(e.cmdline), "BOOTIF=01-"+strings.ReplaceAll(e.mac, ":", "-")) {
+		t.Errorf("GRUB's kernel command line lacks BOOTIF: %s", e.cmdline)
 	}
 	e.checkLease(t, true)
+}
+
+// TestNetbootUEFIProxySecureBoot boots a UEFI PC with Secure Boot on and
+// Microsoft's keys, with its own PXE client, on a LAN whose DHCP server is
+// dnsmasq, node1 serving proxyDHCP: shim, GRUB and the kernel must all
+// pass Secure Boot, and GRUB must find the head from the proxy's answer,
+// not the DHCP server's.
+func TestNetbootUEFIProxySecureBoot(t *testing.T) {
+	needE2E(t)
+	t.Parallel()
+	e := newNetbootEnv(t)
+	e.loader, e.secureBoot = bootstage.GRUBLoaded, true
+	dnsmasqLeases := e.startDnsmasq(t)
+	e.startHead(t, "proxy")
+	e.boot(t, vm.UEFI, "-global", "virtio-net-pci.romfile=")
+	n := e.checkStages(t)
+	e.checkForeignAddress(t, n, dnsmasqLeases)
 }
 
 func TestNetbootProxy(t *testing.T) {
@@ -248,6 +275,11 @@ type netbootEnv struct {
 	mac      string
 	tmp      string
 	cmdline  string // the VM's /proc/cmdline, once booted
+	// loader is the stage of the first network boot program the VM's
+	// firmware loads: iPXE (the default), or GRUB through shim.
+	loader string
+	// secureBoot boots the VM (UEFI) with Secure Boot on.
+	secureBoot bool
 }
 
 // newNetbootEnv makes the namespace with br0 and tap0, and a boot folder
@@ -256,15 +288,19 @@ func newNetbootEnv(t *testing.T) *netbootEnv {
 	t.Helper()
 	out, _ := defaultImage(t)
 	ctx := context.Background()
-	e := &netbootEnv{tmp: t.TempDir(), mac: randomMAC()}
+	e := &netbootEnv{tmp: t.TempDir(), mac: randomMAC(), loader: bootstage.IPXELoaded}
 	e.bootDir = filepath.Join(e.tmp, "boot")
 	e.stateDir = filepath.Join(e.tmp, "state")
 	e.headLog = filepath.Join(e.tmp, "head.log")
 	if err := os.MkdirAll(e.bootDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := atomicfile.Copy(filepath.Join(out, imagebuild.NetbootDir, contract.KernelFile), filepath.Join(e.bootDir, contract.KernelFile), atomicfile.CopyOptions{}); err != nil {
-		t.Fatal(err)
+	// The image's kernel, and Debian's signed shim and GRUB that the
+	// build publishes beside it for UEFI PXE clients.
+	for _, f := range []string{contract.KernelFile, contract.UEFIPXEBootFile, contract.GRUBNetFile} {
+		if err := atomicfile.Copy(filepath.Join(out, imagebuild.NetbootDir, f), filepath.Join(e.bootDir, f), atomicfile.CopyOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Under both names: the head serves the NFS-root initrd for the default
 	// shared root, the live one for the RAM root.
@@ -352,13 +388,14 @@ func (e *netbootEnv) boot(t *testing.T, fw vm.Firmware, qemuArgs ...string) {
 	t.Helper()
 	dir := t.TempDir()
 	m, err := vm.Start(vm.Spec{
-		Name:      "netboot-" + string(fw),
-		Firmware:  fw,
-		NICs:      []vm.NIC{{Tap: "tap0", MAC: e.mac, Boot: true}},
-		NetNS:     e.ns.Name,
-		Dir:       dir,
-		MemoryMiB: 512,
-		ExtraArgs: qemuArgs,
+		Name:       "netboot-" + string(fw),
+		Firmware:   fw,
+		SecureBoot: e.secureBoot,
+		NICs:       []vm.NIC{{Tap: "tap0", MAC: e.mac, Boot: true}},
+		NetNS:      e.ns.Name,
+		Dir:        dir,
+		MemoryMiB:  512,
+		ExtraArgs:  qemuArgs,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -397,7 +434,7 @@ func (e *netbootEnv) boot(t *testing.T, fw vm.Firmware, qemuArgs ...string) {
 // stage of a network boot, and returns its entry.
 func (e *netbootEnv) checkStages(t *testing.T) bootstage.Node {
 	t.Helper()
-	want := []string{bootstage.DHCPOffered, bootstage.IPXELoaded, bootstage.ScriptFetched, bootstage.KernelFetched, bootstage.InitrdFetched}
+	want := []string{bootstage.DHCPOffered, e.loader, bootstage.ScriptFetched, bootstage.KernelFetched, bootstage.InitrdFetched}
 	var n bootstage.Node
 	// The marker can come before the head has noted the end of the initrd
 	// transfer; allow it a moment.

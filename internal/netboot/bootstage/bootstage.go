@@ -22,7 +22,11 @@ const (
 	DHCPOffered = "dhcp-offered"
 	// IPXELoaded: the iPXE boot binary was fetched over TFTP or HTTP.
 	IPXELoaded = "ipxe-loaded"
-	// ScriptFetched: iPXE fetched its per-node boot script.
+	// GRUBLoaded: UEFI PXE firmware took the Secure Boot chain instead of
+	// iPXE: shim fetched Debian's signed GRUB over TFTP. A node passes
+	// either IPXELoaded or GRUBLoaded.
+	GRUBLoaded = "grub-loaded"
+	// ScriptFetched: iPXE or GRUB fetched its per-node boot script.
 	ScriptFetched = "script-fetched"
 	// KernelFetched: the Linux kernel was fetched.
 	KernelFetched = "kernel-fetched"
@@ -36,7 +40,7 @@ const (
 )
 
 // Stages lists the boot stages in order. Callers must not modify it.
-var Stages = []string{DHCPOffered, IPXELoaded, ScriptFetched, KernelFetched, InitrdFetched, RootFetched, Registered}
+var Stages = []string{DHCPOffered, IPXELoaded, GRUBLoaded, ScriptFetched, KernelFetched, InitrdFetched, RootFetched, Registered}
 
 // StageIndex returns the position of stage in Stages, or -1 for an unknown
 // stage. It lets callers ask "has this node got at least as far as X".

@@ -27,7 +27,7 @@ func fakeClock(tr *Tracker) {
 }
 
 func TestStageOrder(t *testing.T) {
-	want := []string{"dhcp-offered", "ipxe-loaded", "script-fetched", "kernel-fetched", "initrd-fetched", "root-fetched", "registered"}
+	want := []string{"dhcp-offered", "ipxe-loaded", "grub-loaded", "script-fetched", "kernel-fetched", "initrd-fetched", "root-fetched", "registered"}
 	if fmt.Sprint(Stages) != fmt.Sprint(want) {
 		t.Fatalf("Stages = %v, want %v", Stages, want)
 	}

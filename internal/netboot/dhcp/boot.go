@@ -116,7 +116,7 @@ func (s *Server) chooseBoot(mac net.HardwareAddr, ci clientInfo) (bc bootChoice,
 		if ci.arch != archEFIx64HT && ci.arch != archNone {
 			return bc, false, "HTTP boot for unsupported architecture " + ci.archString()
 		}
-		return bootChoice{file: s.cfg.HTTPBase + "/ipxe/" + bf.UEFI, kind: "uefi-http", vendorClass: vendorHTTP}, true, ""
+		return bootChoice{file: s.cfg.HTTPBase + "/ipxe/" + bf.UEFIHTTP, kind: "uefi-http", vendorClass: vendorHTTP}, true, ""
 	case ci.arch == archBIOS || ci.arch == archNone:
 		// Some old BIOS ROMs omit option 93; they are all x86 BIOS.
 		return bootChoice{file: bf.BIOS, kind: "bios-tftp", vendorClass: vendorPXE, tftp: true}, true, ""

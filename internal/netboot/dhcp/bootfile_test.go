@@ -74,13 +74,13 @@ func TestBootFileCString(t *testing.T) {
 	mac := mustMAC("52:54:00:00:0c:01")
 	bios := pxeMods("PXEClient:Arch:00000:UNDI:002001", iana.INTEL_X86PC)
 	uefi := pxeMods("PXEClient:Arch:00007:UNDI:003016", iana.EFI_X86_64)
-	for _, files := range []BootFiles{{}, {BIOS: "boot/x86/ipxe-custom.kpxe", UEFI: "EFI/BOOT/BOOTX64.EFI"}, {BIOS: "a", UEFI: "b.efi"}} {
+	for _, files := range []BootFiles{{}, {BIOS: "boot/x86/ipxe-custom.kpxe", UEFI: "EFI/BOOT/BOOTX64.EFI", UEFIHTTP: "x/ipxe.efi"}, {BIOS: "a", UEFI: "b.efi"}} {
 		cfg := testConfig(t, ModeServer)
 		cfg.BootFiles = files
 		srv := newTestServer(t, cfg)
 		cfg.Mode = ModeProxy
 		proxy := newTestServer(t, cfg)
-		biosFile, uefiFile := srv.cfg.BootFiles.BIOS, srv.cfg.BootFiles.UEFI
+		biosFile, uefiFile, httpFile := srv.cfg.BootFiles.BIOS, srv.cfg.BootFiles.UEFI, srv.cfg.BootFiles.UEFIHTTP
 		wire := func(s *Server, m *dhcpv4.DHCPv4, port int, peer *net.UDPAddr) []byte {
 			t.Helper()
 			r, _ := s.handlePacket(m.ToBytes(), port, peer)
@@ -97,7 +97,7 @@ func TestBootFileCString(t *testing.T) {
 		}{
 			{"bios", bios, biosFile, true},
 			{"uefi", uefi, uefiFile, true},
-			{"uefi http", pxeMods("HTTPClient:Arch:00016:UNDI:003001", iana.EFI_X86_64_HTTP), "http://10.99.0.1/ipxe/" + uefiFile, false},
+			{"uefi http", pxeMods("HTTPClient:Arch:00016:UNDI:003001", iana.EFI_X86_64_HTTP), "http://10.99.0.1/ipxe/" + httpFile, false},
 			{"ipxe", append(bios, dhcpv4.WithUserClass("iPXE", false)), "http://10.99.0.1/boot/52:54:00:00:0c:01.ipxe", false},
 		} {
 			offerBytes := wire(srv, discover(mac, c.mods...), 67, peer67)

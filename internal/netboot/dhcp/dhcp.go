@@ -139,8 +139,9 @@ const (
 	// before offering it (dnsmasq, ISC dhcpd wait up to a few seconds).
 	DefaultProbeTimeout = 5 * time.Second
 	DefaultDomain       = "cluster"
-	DefaultBIOSFile     = "undionly.kpxe"
-	DefaultUEFIFile     = "snponly.efi"
+	DefaultBIOSFile     = contract.BIOSBootFile
+	DefaultUEFIFile     = contract.UEFIPXEBootFile
+	DefaultUEFIHTTPFile = contract.UEFIBootFile
 	// DefaultOfferDelay is how long auto mode holds an OFFER back while it
 	// watches for another server's: well under the ~4 s PXE ROMs wait for
 	// offers, well over the time a server answers without a ping check.
@@ -212,14 +213,18 @@ type Config struct {
 //
 // BIOS PXE (arch 0) gets BIOS over TFTP; x86-64 UEFI PXE (arch 7, 9) gets UEFI
 // over TFTP; x86-64 UEFI HTTP boot (arch 16, vendor class "HTTPClient") gets
-// the URL HTTPBase+"/ipxe/"+UEFI. iPXE itself (user class "iPXE") gets its
+// the URL HTTPBase+"/ipxe/"+UEFIHTTP. iPXE itself (user class "iPXE") gets its
 // script URL HTTPBase+"/boot/"+<mac, lower-case colon hex>+".ipxe", so it
 // never chainloads itself forever.
 type BootFiles struct {
 	// BIOS is the TFTP file for BIOS PXE; empty means "undionly.kpxe".
 	BIOS string
-	// UEFI is the TFTP file for x86-64 UEFI PXE; empty means "snponly.efi".
+	// UEFI is the TFTP file for x86-64 UEFI PXE; empty means "shimx64.efi"
+	// (contract.UEFIPXEBootFile: the Secure Boot chain).
 	UEFI string
+	// UEFIHTTP is the file under HTTPBase+"/ipxe/" for UEFI HTTP boot;
+	// empty means "snponly.efi".
+	UEFIHTTP string
 }
 
 // Lease is one address bound to one machine.
@@ -339,6 +344,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.BootFiles.UEFI == "" {
 		cfg.BootFiles.UEFI = DefaultUEFIFile
+	}
+	if cfg.BootFiles.UEFIHTTP == "" {
+		cfg.BootFiles.UEFIHTTP = DefaultUEFIHTTPFile
 	}
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = DefaultProbeInterval
@@ -519,7 +527,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.log.Info("dhcp serving", "iface", s.cfg.Interface, "server_ip", s.cfg.ServerIP, "subnet", s.cfg.Subnet,
 		"configured_mode", s.cfg.Mode, "mode", s.Mode(), "http_base", s.cfg.HTTPBase,
-		"bios", s.cfg.BootFiles.BIOS, "uefi", s.cfg.BootFiles.UEFI)
+		"bios", s.cfg.BootFiles.BIOS, "uefi", s.cfg.BootFiles.UEFI, "uefi_http", s.cfg.BootFiles.UEFIHTTP)
 
 	var result error
 	select {

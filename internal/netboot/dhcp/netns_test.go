@@ -1068,7 +1068,7 @@ func TestNetnsProxyMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !isZero(offer.YourIPAddr) || offer.ClassIdentifier() != "PXEClient" || offer.BootFileName != "snponly.efi" ||
+	if !isZero(offer.YourIPAddr) || offer.ClassIdentifier() != "PXEClient" || offer.BootFileName != "shimx64.efi" ||
 		!offer.ServerIPAddr.Equal(testServerIP.AsSlice()) ||
 		!bytes.Equal(offer.Options.Get(dhcpv4.OptionVendorSpecificInformation), []byte{6, 1, 8, 255}) {
 		t.Errorf("UEFI proxy offer: %v", offer.Summary())
@@ -1099,7 +1099,7 @@ func checkProxyReply(t *testing.T, r *dhcpv4.DHCPv4, typ dhcpv4.MessageType, gui
 	if !r.ServerIdentifier().Equal(testServerIP.AsSlice()) || !r.ServerIPAddr.Equal(testServerIP.AsSlice()) {
 		t.Errorf("server id %v siaddr %v", r.ServerIdentifier(), r.ServerIPAddr)
 	}
-	if r.BootFileName != "undionly.kpxe" && r.BootFileName != "snponly.efi" {
+	if r.BootFileName != "undionly.kpxe" && r.BootFileName != "shimx64.efi" {
 		t.Errorf("file %q", r.BootFileName)
 	}
 	if o43 := r.Options.Get(dhcpv4.OptionVendorSpecificInformation); len(o43) < 3 || !bytes.Equal(o43[:3], []byte{6, 1, 8}) {

@@ -187,7 +187,7 @@ func TestNewValidation(t *testing.T) {
 		t.Errorf("empty mode: configured %q effective %q, want auto acting as proxy before its first probe", s.cfg.Mode, s.Mode())
 	}
 	if s.cfg.Domain != "cluster" || s.cfg.LeaseTime != 12*time.Hour || s.cfg.HTTPBase != "http://10.99.0.1" ||
-		s.cfg.BootFiles.BIOS != "undionly.kpxe" || s.cfg.BootFiles.UEFI != "snponly.efi" ||
+		s.cfg.BootFiles.BIOS != "undionly.kpxe" || s.cfg.BootFiles.UEFI != "shimx64.efi" || s.cfg.BootFiles.UEFIHTTP != "snponly.efi" ||
 		s.cfg.ProbeInterval != time.Minute || s.cfg.OfferDelay != time.Second || s.cfg.AddressCheck != 500*time.Millisecond {
 		t.Errorf("defaults not applied: %+v", s.cfg)
 	}
@@ -210,8 +210,8 @@ func TestBootSelection(t *testing.T) {
 		{"no vendor class", nil, "", ""},
 		{"bios", pxeMods("PXEClient:Arch:00000:UNDI:002001", iana.INTEL_X86PC), "undionly.kpxe", ""},
 		{"bios without option 93", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient"))}, "undionly.kpxe", ""},
-		{"uefi x64", pxeMods("PXEClient:Arch:00007:UNDI:003016", iana.EFI_X86_64), "snponly.efi", ""},
-		{"uefi bc", pxeMods("PXEClient:Arch:00009:UNDI:003016", iana.EFI_BC), "snponly.efi", ""},
+		{"uefi x64", pxeMods("PXEClient:Arch:00007:UNDI:003016", iana.EFI_X86_64), "shimx64.efi", ""},
+		{"uefi bc", pxeMods("PXEClient:Arch:00009:UNDI:003016", iana.EFI_BC), "shimx64.efi", ""},
 		{"uefi http", pxeMods("HTTPClient:Arch:00016:UNDI:003001", iana.EFI_X86_64_HTTP), "http://10.99.0.1/ipxe/snponly.efi", "HTTPClient"},
 		{"arm64 unsupported", pxeMods("PXEClient:Arch:00011:UNDI:003016", iana.EFI_ARM64), "", ""},
 		{"ipxe raw user class", append(pxeMods("PXEClient:Arch:00000:UNDI:002001", iana.INTEL_X86PC),

@@ -6,6 +6,8 @@
 // Routes (GET and HEAD only):
 //
 //	/boot/<mac>.ipxe  the node's iPXE script, rendered by Config.Script
+//	/boot/<mac>.grub  the node's GRUB script (the Secure Boot chain),
+//	                  rendered by Config.GRUBScript
 //	/netboot/<file>   boot artifacts from Config.Netboot (Range supported)
 //	/ipxe/<file>      iPXE binaries from Config.IPXE
 //	/api/v1/boot      JSON array of bootstage.Node: where each node got to
@@ -54,6 +56,10 @@ type Config struct {
 	// Return an error wrapping ErrUnknownNode to answer 404, one wrapping
 	// ErrForbidden to answer 403; any other error answers 500. Required.
 	Script func(mac net.HardwareAddr, remote netip.Addr) (string, error)
+	// GRUBScript renders the GRUB script for a node that boots through
+	// Debian's signed GRUB (UEFI PXE, contract.GRUBScriptPath), with the
+	// same errors as Script. Optional: nil answers 404 for GRUB scripts.
+	GRUBScript func(mac net.HardwareAddr, remote netip.Addr) (string, error)
 	// Tracker receives stage reports; nil means a private tracker (so
 	// /api/v1/boot shows only what this handler saw).
 	Tracker *bootstage.Tracker
@@ -184,7 +190,12 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 }
 
 func (h *handler) serveScript(w *statusWriter, r *http.Request, name string, remote netip.Addr) {
-	macStr, ok := strings.CutSuffix(name, ".ipxe")
+	render, kind := h.cfg.Script, "ipxe"
+	macStr, ok := strings.CutSuffix(name, contract.IPXEScriptSuffix)
+	if !ok && h.cfg.GRUBScript != nil {
+		render, kind = h.cfg.GRUBScript, "grub"
+		macStr, ok = strings.CutSuffix(name, contract.GRUBScriptSuffix)
+	}
 	if !ok {
 		http.NotFound(w, r)
 		return
@@ -194,9 +205,9 @@ func (h *handler) serveScript(w *statusWriter, r *http.Request, name string, rem
 		http.Error(w, "bad MAC address", http.StatusBadRequest)
 		return
 	}
-	script, err := h.cfg.Script(mac, remote)
+	script, err := render(mac, remote)
 	if err != nil {
-		h.log.Warn("script", "mac", mac.String(), "remote", remote.String(), "err", err)
+		h.log.Warn("script", "kind", kind, "mac", mac.String(), "remote", remote.String(), "err", err)
 		switch {
 		case errors.Is(err, ErrUnknownNode):
 			http.NotFound(w, r)
@@ -218,7 +229,7 @@ func (h *handler) serveScript(w *statusWriter, r *http.Request, name string, rem
 	if _, err := io.WriteString(w, script); err != nil {
 		return
 	}
-	h.tr.Mark(mac, remote, bootstage.ScriptFetched, "")
+	h.tr.Mark(mac, remote, bootstage.ScriptFetched, kind)
 }
 
 // serveFile serves the file rel (the URL path below the route's prefix,

@@ -396,6 +396,46 @@ func TestScript(t *testing.T) {
 	}
 }
 
+// TestGRUBScript: a GRUB script (the Secure Boot chain) is served by its
+// own renderer, by the same MAC rules and errors, and marks the same stage;
+// without a renderer, .grub is not found.
+func TestGRUBScript(t *testing.T) {
+	var called []string
+	e := start(t, func(c *Config) {
+		c.GRUBScript = func(mac net.HardwareAddr, remote netip.Addr) (string, error) {
+			called = append(called, mac.String())
+			if mac.String() == "52:54:00:00:00:02" {
+				return "", fmt.Errorf("no DHCP: %w", ErrForbidden)
+			}
+			return "linux (http,10.99.0.1)/netboot/vmlinuz\n", nil
+		}
+	})
+	code, got, _ := e.curl(t, "/boot/52:54:00:AB:CD:EF.grub")
+	if code != 200 || string(got) != "linux (http,10.99.0.1)/netboot/vmlinuz\n" {
+		t.Fatalf("GRUB script: %d %q", code, got)
+	}
+	if n := e.tr.Nodes(); len(n) != 1 || n[0].MAC != "52:54:00:ab:cd:ef" || n[0].Stage != bootstage.ScriptFetched || n[0].Detail != "grub" {
+		t.Errorf("stage after the GRUB script: %+v", n)
+	}
+	if code, _, _ := e.curl(t, "/boot/52:54:00:00:00:02.grub"); code != 403 {
+		t.Errorf("refused GRUB script: %d, want 403", code)
+	}
+	if code, _, _ := e.curl(t, "/boot/zz:54:00:ab:cd:ef.grub"); code != 400 {
+		t.Errorf("bad MAC in a GRUB script name: %d, want 400", code)
+	}
+	e.mu.Lock()
+	ipxeCalls := len(e.calls)
+	e.mu.Unlock()
+	if len(called) != 2 || ipxeCalls != 0 {
+		t.Errorf("GRUB renderer called for %v, iPXE renderer %d times; want the two GRUB requests only", called, ipxeCalls)
+	}
+
+	plain := start(t, nil)
+	if code, _, _ := plain.curl(t, "/boot/52:54:00:ab:cd:ef.grub"); code != 404 {
+		t.Errorf("GRUB script without a renderer: %d, want 404", code)
+	}
+}
+
 // TestStageJSON boots a pretend node through the HTTP stages with curl and
 // reads them back from the API, as the harness will.
 func TestStageJSON(t *testing.T) {

@@ -77,6 +77,11 @@ type Config struct {
 	// before every download) is not a read and is not reported. It runs on
 	// the transfer's goroutine and must not block for long.
 	OnRead func(remote netip.Addr, file string, bytes int64, err error)
+	// Optional, if set, names the files that boot loaders ask for in case
+	// they are there (shim's revocation lists, GRUB's module lists): a
+	// read of one that is not found is logged at debug level, not as a
+	// warning.
+	Optional func(file string) bool
 }
 
 // Server is a read-only TFTP server. Create it with New, run it with Serve.
@@ -298,6 +303,8 @@ func (s *Server) handleRead(name string, rf io.ReaderFrom) error {
 		return nil
 	case err != nil && seen.aborted:
 		s.log.Warn("read aborted by the client", append(attrs, "client_error_code", seen.code, "client_error", seen.msg)...)
+	case err != nil && errors.Is(err, fs.ErrNotExist) && s.cfg.Optional != nil && s.cfg.Optional(file):
+		s.log.Debug("optional file not found", attrs...)
 	case err != nil:
 		s.log.Warn("read failed", append(attrs, "err", err)...)
 	default:

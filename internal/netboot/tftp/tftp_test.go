@@ -655,6 +655,29 @@ func TestHandleReadDirect(t *testing.T) {
 	}
 }
 
+// TestOptionalNotFound: a missing file that the config calls optional is
+// logged at debug level, any other missing file as a warning; the client
+// gets "file not found" either way.
+func TestOptionalNotFound(t *testing.T) {
+	f := newFixture(t)
+	var logged bytes.Buffer
+	s, err := New(Config{Files: tree(t, []string{f.root}), Addr: "127.0.0.1:0",
+		Logger:   slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Optional: func(file string) bool { return file == "grub/x86_64-efi/fs.lst" }})
+	must(t, err)
+	defer s.conn.Close()
+	for _, name := range []string{"grub/x86_64-efi/fs.lst", "grubx64.efi"} {
+		if err := s.handleRead(name, &fakeTransfer{}); err == nil || err.Error() != "file not found" {
+			t.Errorf("%s: %v, want file not found", name, err)
+		}
+	}
+	out := logged.String()
+	if !strings.Contains(out, `level=DEBUG msg="optional file not found"`) || !strings.Contains(out, `level=WARN msg="read failed" component=tftp remote=10.99.0.5 file=grubx64.efi`) ||
+		strings.Contains(out, `level=WARN msg="read failed" component=tftp remote=10.99.0.5 file=grub/`) {
+		t.Errorf("log:\n%s", out)
+	}
+}
+
 var fuzzSeeds = []string{
 	"undionly.kpxe", "/undionly.kpxe", "alias.kpxe", "../etc/passwd", "/etc/passwd",
 	`..\..\etc\passwd`, "passwd-link", "secret-link", "outdir/secret", "etc/passwd",
