@@ -121,6 +121,10 @@ func Start(t testing.TB, c Config) *Server {
 		c.Port = l.Addr().(*net.TCPAddr).Port
 		l.Close()
 	}
+	// SetEnv SHLVL=1: Debian's bash sources ~/.bashrc for a command that
+	// sshd runs only in a top-level shell (SHLVL < 2), and the build
+	// host's root profile (pyenv, conda) then writes into the output
+	// the tests compare; the login is still root's own shell.
 	var conf strings.Builder
 	fmt.Fprintf(&conf, `Port %d
 ListenAddress %s
@@ -132,6 +136,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
+SetEnv SHLVL=1
 `, c.Port, c.Address, c.HostKey, c.AuthorizedKeys)
 	if c.HostCertificate != "" {
 		fmt.Fprintf(&conf, "HostCertificate %s\n", c.HostCertificate)
