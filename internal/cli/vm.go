@@ -146,6 +146,7 @@ faster where KVM works.`,
 	f.IntVar(&o.NodeMemoryMiB, "node-memory", vm.DefaultNodeMemoryMiB, "each other VM's memory in MiB")
 	f.IntVar(&o.CPUs, "cpus", 1, "virtual CPUs per VM")
 	f.BoolVar(&o.SecureBoot, "secure-boot", false, "boot every VM with UEFI and Secure Boot on, with the keys PCs ship with (node1 from the ISO as a USB stick, the nodes with the firmware's own PXE client)")
+	f.BoolVar(&o.Display, "display", false, "give node1 a VGA card (for image.desktop): its screen and keyboard are reached through QEMU's monitor, monitor.sock in its folder")
 	f.DurationVar(&o.BootTimeout, "timeout", 20*time.Minute, "how long node1 may take to boot, and then the nodes to join")
 	return cmd
 }

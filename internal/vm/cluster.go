@@ -61,6 +61,11 @@ type UpOptions struct {
 	// same chain that node1 serves. Without it every VM boots SeaBIOS:
 	// node1 from the ISO as a CD, the nodes with the cards' iPXE ROM.
 	SecureBoot bool
+	// Display gives node1 a VGA card, as a PC's screen: with no window,
+	// QEMU's monitor types on its keyboard and takes screendumps (see
+	// Cluster.Machine), for an image with a desktop (image.desktop). The
+	// serial console stays as it is.
+	Display bool
 	// Progress receives a line per boot milestone; nil discards them.
 	Progress io.Writer
 	// BootTimeout bounds node1's boot to its login prompt, and then the
@@ -289,6 +294,7 @@ func (c *Cluster) spec(v VMState, accel string) Spec {
 	if c.SecureBoot {
 		s.Firmware = UEFI
 	}
+	s.VGA = v.Role == RoleHead && c.Display
 	switch {
 	case v.Role == RoleHead && c.SecureBoot:
 		// OVMF boots the stick; the NIC only serves.
@@ -415,7 +421,7 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 		}
 		return nil, err
 	}
-	st := &State{Name: o.Name, NetNS: nsName, Bridge: Bridge, ISO: o.ISO, Accel: o.Accel, SecureBoot: o.SecureBoot, Created: time.Now().UTC()}
+	st := &State{Name: o.Name, NetNS: nsName, Bridge: Bridge, ISO: o.ISO, Accel: o.Accel, SecureBoot: o.SecureBoot, Display: o.Display, Created: time.Now().UTC()}
 	for i := 1; i <= o.Nodes+1; i++ {
 		v := VMState{Role: RoleNode, MAC: MAC(o.Name, i), Tap: "tap" + strconv.Itoa(i), MemoryMiB: o.NodeMemoryMiB, CPUs: o.CPUs}
 		v.Name = "vm" + strconv.Itoa(i)
@@ -729,6 +735,21 @@ func (c *Cluster) ConsoleSocket(ctx context.Context, node string) (string, *VMSt
 		return "", v, &StoppedError{VM: v.Name}
 	}
 	return filepath.Join(v.Dir, ConsoleSocket), v, nil
+}
+
+// Machine returns the running VM node (a registry name or a VM name) as a
+// Machine, for what its QEMU monitor does: Type on its keyboard,
+// Screendump of its display (UpOptions.Display), Monitor. Errors: those of
+// Resolve, or a *StoppedError.
+func (c *Cluster) Machine(ctx context.Context, node string) (*Machine, error) {
+	v, err := c.Resolve(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	if !c.running(*v) {
+		return nil, &StoppedError{VM: v.Name}
+	}
+	return &Machine{Spec: c.spec(*v, c.Accel), SerialPath: filepath.Join(v.Dir, SerialLogFile)}, nil
 }
 
 // Down stops every VM and removes the taps, the bridge, the namespace and

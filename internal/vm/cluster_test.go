@@ -304,6 +304,14 @@ func TestClusterSpecs(t *testing.T) {
 	if n.CDROM != "" || !n.NICs[0].Boot || n.Disk == "" || n.NICs[0].MAC != c.VMs[1].MAC {
 		t.Errorf("node spec %+v", n)
 	}
+	if h.VGA || n.VGA {
+		t.Errorf("VGA without Display: head %v, node %v", h.VGA, n.VGA)
+	}
+	// Display gives node1 a screen, and only node1.
+	c.Display = true
+	if h, n := c.spec(c.VMs[0], "tcg"), c.spec(c.VMs[1], "tcg"); !h.VGA || n.VGA {
+		t.Errorf("Display: head VGA %v (want true), node VGA %v (want false)", h.VGA, n.VGA)
+	}
 	// A test's cluster (UpOptions.Attached) dies with the test.
 	c.attached = true
 	if h, n := c.spec(c.VMs[0], "tcg"), c.spec(c.VMs[1], "tcg"); h.Detach || n.Detach {

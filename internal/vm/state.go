@@ -49,9 +49,11 @@ type State struct {
 	ISO    string `json:"iso"`
 	Accel  string `json:"accel"`
 	// SecureBoot: every VM boots UEFI with Secure Boot on (UpOptions).
-	SecureBoot bool      `json:"secure_boot,omitempty"`
-	Created    time.Time `json:"created"`
-	VMs        []VMState `json:"vms"`
+	SecureBoot bool `json:"secure_boot,omitempty"`
+	// Display: node1 has a VGA card (UpOptions).
+	Display bool      `json:"display,omitempty"`
+	Created time.Time `json:"created"`
+	VMs     []VMState `json:"vms"`
 }
 
 // VMState is one VM of a cluster.

@@ -13,54 +13,36 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
 
-// desktopImg is the default image with a window manager (image.desktop)
-// and a known password, typed at the console like a person would.
-var desktopImg = &image{name: "desktop", config: `[image]
-desktop = "` + desktopWM + `"
-
+// desktopUsers is what TestRAMRootPVM's image adds for the desktop step,
+// besides image.desktop = desktopWM: a known password, typed at the
+// console as a person would.
+const desktopUsers = `
 [[users]]
 name = "user"
 password = "` + desktopPassword + `"
-`}
+`
 
 const (
 	desktopWM       = "icewm"
 	desktopPassword = "startx-e2e"
 )
 
-// TestDesktop boots an image with image.desktop in QEMU with a VGA display,
-// logs in as the user on the console (tty1) by typing on the VM's
-// keyboard, types startx, and checks that X, the window manager and the
-// terminal beside it run; the screen, from QEMU's screendump, is saved as
-// a test artefact and must not be blank. Nothing starts X before the user
-// does (no display manager: nodes, which share node1's root, never do).
-func TestDesktop(t *testing.T) {
-	needE2E(t)
-	out, _ := desktopImg.get(t)
+// checkDesktop is the desktop step of a cluster whose image has
+// image.desktop and whose node1 has a VGA display (vm.UpOptions.Display):
+// on node1 (m, g) it logs in as the user on the console (tty1) by typing
+// on the VM's keyboard, types startx, and checks that X, the window
+// manager and the terminal beside it run; the screen, from QEMU's
+// screendump, is saved as a test artefact and must not be blank. Nothing
+// starts X before the user does, on node1 or on the nodes (no display
+// manager).
+func checkDesktop(t *testing.T, ctx context.Context, m *vm.Machine, g testsupport.Guest, nodes ...testsupport.Guest) {
 	dir := t.TempDir()
-	m, err := vm.Start(vm.Spec{Name: "desktop", Firmware: vm.BIOS, CDROM: filepath.Join(out, imagebuild.ISOName),
-		Dir: dir, MemoryMiB: 2048, VGA: true, GuestAgent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
-	if _, err := m.WaitFor(ctx, bootPattern); err != nil {
-		t.Fatalf("%v\nserial console tail:\n%s", err, tail(m.Serial(), 40))
-	}
-	sock := filepath.Join(dir, vm.QGASocket)
-	g := testsupport.Guest{Name: "node1", Timeout: 2 * time.Minute, Exec: func(ctx context.Context, argv ...string) (string, string, int, error) {
-		stdout, stderr, code, err := vm.QGAExec(ctx, sock, argv[0], argv[1:])
-		return string(stdout), string(stderr), code, err
-	}}
 	var state string
-	testsupport.WaitFor(t, ctx, "the guest agent and the console's login prompt (getty on tty1)", 2*time.Second, 5*time.Minute, func() bool {
+	testsupport.WaitFor(t, ctx, "the console's login prompt (getty on tty1)", 2*time.Second, 5*time.Minute, func() bool {
 		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
 		defer ccancel()
 		stdout, stderr, _, err := g.Exec(cctx, "/bin/sh", "-c", "systemctl is-active getty@tty1")
@@ -68,6 +50,11 @@ func TestDesktop(t *testing.T) {
 		return err == nil && strings.TrimSpace(stdout) == "active"
 	}, func() string { return state })
 
+	for _, n := range nodes {
+		if out := n.Sh(t, ctx, "if systemctl cat display-manager.service >/dev/null 2>&1; then echo 'a display manager'; fi; pgrep -a Xorg || true"); strings.TrimSpace(out) != "" {
+			t.Errorf("%s runs X or has a display manager:\n%s", n.Name, out)
+		}
+	}
 	// Nothing started X: no display manager, no X server.
 	if out := g.Sh(t, ctx, "if systemctl cat display-manager.service >/dev/null 2>&1; then echo 'a display manager'; fi; pgrep -a Xorg || true"); strings.TrimSpace(out) != "" {
 		t.Errorf("X or a display manager runs before anyone typed startx:\n%s", out)

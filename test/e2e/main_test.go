@@ -154,16 +154,18 @@ type image struct {
 var (
 	defaultImg = &image{name: "default"}
 	// ramImg is a bookworm image (the last suite with PVM) with MPI and
-	// PVM, whose nodes run from RAM.
+	// PVM, whose nodes run from RAM, and a desktop on node1 (one boot
+	// checks both; the nodes' own copy of the root must not start X).
 	ramImg = &image{name: "ram", config: `[image]
 suite = "bookworm"
+desktop = "` + desktopWM + `"
 
 [cluster]
 parallel = ["mpi", "pvm"]
 
 [nodes]
 root = "ram"
-`}
+` + desktopUsers}
 )
 
 // get builds the image the first time and returns its output folder and

@@ -26,7 +26,9 @@ const pvmTask = "#!/bin/sh\necho \"task on $(hostname)\"\n"
 // join, run from RAM with node1's /home over NFS (exported to the subnet
 // only), the cluster files reach them through their agents, SSH and MPI
 // work across them, and PVM adds every node and spawns a task on a remote
-// one. Then the whole cluster is shut down with `clusterdebian shutdown`.
+// one. node1 has a screen (VGA) and the image a desktop: the user logs in
+// on the console and startx brings up the window manager (checkDesktop).
+// Then the whole cluster is shut down with `clusterdebian shutdown`.
 func TestRAMRootPVM(t *testing.T) {
 	needE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
@@ -44,7 +46,7 @@ func TestRAMRootPVM(t *testing.T) {
 		out, _ := ramImg.get(st)
 		var err error
 		c, err = upCluster(t, ctx, vm.UpOptions{Name: "e2e-ram", ISO: filepath.Join(out, imagebuild.ISOName),
-			Nodes: 2, MemoryMiB: 2048, NodeMemoryMiB: 2048, CPUs: 1})
+			Nodes: 2, MemoryMiB: 2048, NodeMemoryMiB: 2048, CPUs: 1, Display: true})
 		if err != nil {
 			st.Fatalf("vm up: %v", err)
 		}
@@ -164,6 +166,16 @@ func TestRAMRootPVM(t *testing.T) {
 		if !strings.Contains(pvm, "task on "+b) {
 			t.Errorf("the PVM task spawned on %s did not report %q", b, "task on "+b)
 		}
+	})
+
+	s.Step("desktop: startx on node1's screen", boot, func(t *testing.T) {
+		// The image has image.desktop (desktopConfig) and node1 a VGA
+		// display; the nodes run their own copy of the same root.
+		m, err := c.Machine(ctx, "node1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkDesktop(t, ctx, m, c.on("node1"), c.on(a), c.on(b))
 	})
 
 	s.Step("shutdown", boot, func(t *testing.T) {
