@@ -83,6 +83,10 @@ func (h *Head) setupCluster() error {
 		return fmt.Errorf("node registry: %w", err)
 	}
 	reg.SetLogger(h.log)
+	if kept, cause := reg.Damaged(); kept != "" {
+		h.log.Error("node registry file was damaged: set aside, starting with an empty registry; running nodes register again at their next heartbeat, and keep their addresses (leases, ARP check)",
+			"file", filepath.Join(o.StateDir, contract.RegistryFile), "kept_as", kept, "err", cause)
+	}
 	c := &cluster{reg: reg, ca: ca}
 	var apiOpts []registry.APIOption
 	if root != "" {
@@ -264,6 +268,20 @@ func (h *Head) setHolders(ns []registry.Node) {
 		}
 	}
 	h.holders.Store(&m)
+}
+
+// knownAddrs is the registered nodes' MAC → address, which DHCP leases
+// again when its lease file lacks them (dhcp.Config.Known).
+func (h *Head) knownAddrs() map[string]netip.Addr {
+	m := h.holders.Load()
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]netip.Addr, len(*m))
+	for ip, mac := range *m {
+		out[mac] = ip
+	}
+	return out
 }
 
 // selfRequest is node1's own registration.

@@ -329,8 +329,13 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	if err := h.naming.Check(); err != nil {
 		return nil, fmt.Errorf("cluster network: %w", err)
 	}
-	if h.token, err = prepareState(o.StateDir); err != nil {
+	var tokenKept string
+	if h.token, tokenKept, err = prepareState(o.StateDir); err != nil {
 		return nil, optionError(InputStateDir, err)
+	}
+	if tokenKept != "" {
+		h.log.Error("cluster token file was damaged: set aside, and a new token made; nodes that booted with the old token cannot register or heartbeat: boot them again",
+			"file", filepath.Join(o.StateDir, contract.TokenFile), "kept_as", tokenKept)
 	}
 	h.warnMissingLoaders()
 	h.cmdline = contract.Cmdline{Node: true, Head: h.addr, HTTPPort: uint16(o.HTTPPort), Token: h.token,
@@ -396,6 +401,7 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		Router:    h.plan.router,
 		DNS:       h.plan.dns,
 		LeaseFile: filepath.Join(o.StateDir, contract.LeasesFile),
+		Known:     h.knownAddrs(),
 		HTTPBase:  h.base,
 		BootFiles: dhcp.BootFiles{BIOS: contract.BIOSBootFile, UEFI: contract.UEFIPXEBootFile, UEFIHTTP: contract.UEFIBootFile},
 		Logger:    h.log,
