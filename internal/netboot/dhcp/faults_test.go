@@ -241,6 +241,28 @@ func TestStateDirFull(t *testing.T) {
 			lost++
 		}
 	}
+	// A restart on a full disk, with a registered node the lease file
+	// lacks: its lease is rebuilt from the registry, which holds it on
+	// disk, so its renewal is ACKed; a new machine still gets none.
+	fill(t, dir)
+	regMAC, regIP := mustMAC("52:54:00:00:08:01"), netip.MustParseAddr("10.99.0.200")
+	cfg.Known = map[string]netip.Addr{regMAC.String(): regIP}
+	s3 := newTestServer(t, cfg)
+	ren, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(regMAC), dhcpv4.WithClientIP(regIP.AsSlice()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := roundTrip(t, s3, ren, 67, peer67); r == nil || r.MessageType() != dhcpv4.MessageTypeAck {
+		t.Errorf("renewal of a registered node on a full disk after a restart: %v", r)
+	}
+	offer, _ := roundTrip(t, s3, discover(mustMAC("52:54:00:00:08:02")), 67, peer67)
+	if offer == nil {
+		t.Fatal("no OFFER for a new machine")
+	}
+	if r, _ := roundTrip(t, s3, request(offer), 67, peer67); r != nil {
+		t.Errorf("new machine on a full disk after a restart got %v", r.MessageType())
+	}
+
 	t.Logf("full state folder: %d of %d new clients unanswered (0 ACKed), %d of %d known clients renewed; after space: %d leases acknowledged, %d lost, %d duplicated",
 		full, newClients, renewed, len(known), len(acked), lost, dup)
 	if full != newClients || renewed != len(known) || lost != 0 || dup != 0 {

@@ -174,7 +174,10 @@ func (ls *leaseStore) addKnown(known map[string]netip.Addr, d time.Duration) {
 		if ls.byMAC[mac] != nil || ls.byIP[ip] != nil || !ls.inPool(ip) {
 			continue
 		}
-		ls.take(mac, ip, now.Add(d), true)
+		// Durable already: the registry's file holds the binding, and a
+		// restart rebuilds it from there, so a renewal may be ACKed even
+		// while the lease file cannot be written.
+		ls.take(mac, ip, now.Add(d), true).durable = true
 		added = append(added, mac+"="+ip.String())
 	}
 	ls.mu.Unlock()
