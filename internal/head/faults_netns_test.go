@@ -6,7 +6,9 @@ package head
 // starts every time (no crash loop), keeps each bad file beside it as
 // <file>.corrupt-<time>, says so in its log, rebuilds what it can, and
 // hands no running node's address to another machine; nodes keep their
-// names.
+// names. On a full state folder (its tmpfs shrunk to 1 MiB and filled) it
+// says so, acknowledges no lease it cannot save, serves the machines it
+// knows, starts again, and once there is space has lost nothing.
 //
 //	cdt-fl…  br0: the segment; it also plays a running node (MAC runMAC,
 //	   │     runIP on br0, so it answers ARP for it)
@@ -25,12 +27,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -51,6 +55,47 @@ func TestHeadDamagedState(t *testing.T) {
 	must(t, lan.IP(ctx, "link", "set", "br0", "address", runMAC))
 	must(t, lan.IP(ctx, "addr", "add", runIP+"/24", "dev", "br0"))
 	runRoomChild(t, ctx, head, "TestHeadDamagedState", "faults", roomEnv+"="+client.Name+" "+lan.Name)
+}
+
+// tryDHCP runs udhcpc briefly and returns what it got, if it got a lease.
+func (n *node) tryDHCP(t *testing.T) (map[string]string, bool) {
+	t.Helper()
+	out := filepath.Join(n.dir, "udhcpc.env")
+	os.Remove(out)
+	script := filepath.Join(n.dir, "udhcpc.sh")
+	must(t, os.WriteFile(script, []byte("#!/bin/sh\ncase \"$1\" in bound) env > "+out+" ;; esac\nexit 0\n"), 0o755))
+	cmd := udhcpc()
+	n.run(cmd[0], append(cmd[1:], "-i", "eth0", "-f", "-q", "-n", "-t", "3", "-T", "1", "-s", script)...)
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return nil, false
+	}
+	vars := map[string]string{}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			vars[k] = strings.TrimSpace(v)
+		}
+	}
+	return vars, true
+}
+
+// fillUp writes to dir until its file system is full and returns the file
+// that holds the space.
+func fillUp(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	must(t, err)
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			return p
+		}
+	}
 }
 
 // faultsChild is TestHeadDamagedState inside the head's namespace.
@@ -76,7 +121,7 @@ func faultsChild(t *testing.T, env []string) {
 
 	// start starts the head and returns its stop. New must succeed
 	// whatever the state folder holds.
-	start := func(what string) (h *Head, stop func()) {
+	start := func(t *testing.T, what string) (h *Head, stop func()) {
 		t.Helper()
 		since = len(logs.String())
 		ctx, cancel := context.WithCancel(context.Background())
@@ -144,7 +189,7 @@ func faultsChild(t *testing.T, env []string) {
 
 	// A healthy start: the running node registers at runIP (it holds the
 	// address on the segment), the PXE machine gets a lease and registers.
-	h, stop := start("first start")
+	h, stop := start(t, "first start")
 	tok := token()
 	if name, err := register(h, tok, runMAC, runIP); err != nil || name != nameOf(runIP) {
 		t.Fatalf("running node registers as %q, %v", name, err)
@@ -163,7 +208,7 @@ func faultsChild(t *testing.T, env []string) {
 	t.Run("lease and token files damaged", func(t *testing.T) {
 		badLeases := damage(leases)
 		must(t, os.WriteFile(tokenFile, []byte("not a token\n"), 0o600))
-		h, stop := start("damaged lease and token files")
+		h, stop := start(t, "damaged lease and token files")
 		defer stop()
 		keptCopy(leases, badLeases)
 		keptCopy(tokenFile, []byte("not a token\n"))
@@ -199,7 +244,7 @@ func faultsChild(t *testing.T, env []string) {
 
 	t.Run("registry file damaged", func(t *testing.T) {
 		bad := damage(nodes)
-		h, stop := start("damaged registry")
+		h, stop := start(t, "damaged registry")
 		defer stop()
 		keptCopy(nodes, bad)
 		logSays("damaged registry", "node registry file was damaged")
@@ -222,10 +267,52 @@ func faultsChild(t *testing.T, env []string) {
 		}
 	})
 
+	t.Run("state folder full", func(t *testing.T) {
+		h, stop := start(t, "before the disk fills")
+		setMAC(pxeMAC)
+		ipA := machine.dhcp(t)["ip"]
+		// The state folder's tmpfs shrinks to 1 MiB, and fills up.
+		must(t, unix.Mount("", stateDir, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV, "size=1m"))
+		filler := fillUp(t, stateDir)
+		const newMAC = "02:cd:00:00:00:41"
+		setMAC(newMAC)
+		if vars, ok := machine.tryDHCP(t); ok {
+			t.Errorf("a new machine got %s with the state folder full", vars["ip"])
+		}
+		logSays("full disk", "state directory full")
+		setMAC(pxeMAC)
+		if vars, ok := machine.tryDHCP(t); !ok || vars["ip"] != ipA {
+			t.Errorf("a known machine on a full disk got %q (%v), want its lease %s", vars["ip"], ok, ipA)
+		}
+		if name, err := register(h, tok, pxeMAC, ipA); err != nil || name != nameOf(ipA) {
+			t.Errorf("a node registers on a full disk as %q, %v", name, err)
+		}
+		stop()
+
+		// A restart on the full disk: the head starts, and still serves
+		// what it knows.
+		_, stop = start(t, "on a full state folder")
+		if vars, ok := machine.tryDHCP(t); !ok || vars["ip"] != ipA {
+			t.Errorf("after a restart on a full disk the known machine got %q (%v), want %s", vars["ip"], ok, ipA)
+		}
+		// Space again: the new machine gets its lease, and it is on disk.
+		must(t, os.Remove(filler))
+		setMAC(newMAC)
+		ipNew := machine.dhcp(t)["ip"]
+		stop()
+		data, err := os.ReadFile(leases)
+		must(t, err)
+		for _, want := range []string{pxeMAC, ipA, newMAC, ipNew} {
+			if !strings.Contains(string(data), `"`+want+`"`) {
+				t.Errorf("lease file after space came back lacks %s:\n%s", want, data)
+			}
+		}
+	})
+
 	t.Run("lease and registry files lost", func(t *testing.T) {
 		must(t, os.Remove(leases))
 		must(t, os.Remove(nodes))
-		h, stop := start("no lease or registry file")
+		h, stop := start(t, "no lease or registry file")
 		defer stop()
 		// The running node still holds runIP on the segment: the ARP
 		// check keeps it from a new machine.

@@ -347,8 +347,12 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	if err := os.MkdirAll(filepath.Dir(grubCfg), 0o755); err != nil {
 		return nil, optionError(InputStateDir, err)
 	}
-	if err := atomicfile.Write(grubCfg, []byte(GRUBNetConfig(h.cmdline)), 0o644); err != nil {
-		return nil, optionError(InputStateDir, err)
+	// Unchanged, it is not rewritten: a restart on a full state folder
+	// must not fail here.
+	if cfg := []byte(GRUBNetConfig(h.cmdline)); !fileHolds(grubCfg, cfg) {
+		if err := atomicfile.Write(grubCfg, cfg, 0o644); err != nil {
+			return nil, optionError(InputStateDir, err)
+		}
 	}
 	if o.Root == contract.RootRAM {
 		if h.cmdline.Layers, err = Layers(o.BootDir); err != nil {

@@ -1,6 +1,7 @@
 package head
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -67,6 +68,12 @@ func loadToken(path string) (tok, keptAs string, err error) {
 		return "", "", fmt.Errorf("token: %w", err)
 	}
 	return tok, keptAs, nil
+}
+
+// fileHolds reports whether the file at path holds exactly data.
+func fileHolds(path string, data []byte) bool {
+	old, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(old, data)
 }
 
 func validToken(tok string) bool {
