@@ -8,6 +8,7 @@ package atomicfile
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -173,4 +174,25 @@ func replace(path string, s spec, content io.Reader) error {
 		return d.Sync()
 	}
 	return nil
+}
+
+// SetAside renames a damaged file to <path>.corrupt-<UTC time, e.g.
+// 20260130T071500Z> beside it and returns the new path, so that a daemon can
+// start afresh and the bad content stays for a person to look at. A rename
+// needs no free space, so it works on a full disk too. A second file set
+// aside in the same second gets a numeric suffix rather than replacing the
+// first.
+func SetAside(path string, now time.Time) (string, error) {
+	base := path + ".corrupt-" + now.UTC().Format("20060102T150405Z")
+	dst := base
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		dst = base + "." + strconv.Itoa(i)
+	}
+	if err := os.Rename(path, dst); err != nil {
+		return "", fmt.Errorf("setting aside damaged %s: %w", path, err)
+	}
+	return dst, nil
 }

@@ -1,6 +1,8 @@
 package atomicfile
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -194,5 +196,32 @@ func TestLinkAcrossFileSystems(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("folder holds %v, want only the copy", entries)
+	}
+}
+
+func TestSetAside(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "leases.json")
+	now := time.Date(2026, 1, 30, 7, 15, 0, 0, time.FixedZone("X", 3600))
+	var got []string
+	for _, content := range []string{"{trunc", "{again"} {
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		dst, err := SetAside(p, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(dst); err != nil || string(b) != content {
+			t.Fatalf("%s holds %q, %v; want %q", dst, b, err, content)
+		}
+		got = append(got, filepath.Base(dst))
+	}
+	want := []string{"leases.json.corrupt-20260130T061500Z", "leases.json.corrupt-20260130T061500Z.1"}
+	if got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("set aside as %v, want %v", got, want)
+	}
+	if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("original still there: %v", err)
 	}
 }

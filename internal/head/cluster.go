@@ -83,6 +83,10 @@ func (h *Head) setupCluster() error {
 		return fmt.Errorf("node registry: %w", err)
 	}
 	reg.SetLogger(h.log)
+	if kept, cause := reg.Damaged(); kept != "" {
+		h.log.Error("node registry file was damaged: set aside, starting with an empty registry; running nodes register again at their next heartbeat, and keep their addresses (leases, ARP check)",
+			"file", filepath.Join(o.StateDir, contract.RegistryFile), "kept_as", kept, "err", cause)
+	}
 	c := &cluster{reg: reg, ca: ca}
 	var apiOpts []registry.APIOption
 	if root != "" {
@@ -266,6 +270,20 @@ func (h *Head) setHolders(ns []registry.Node) {
 	h.holders.Store(&m)
 }
 
+// knownAddrs is the registered nodes' MAC → address, which DHCP leases
+// again when its lease file lacks them (dhcp.Config.Known).
+func (h *Head) knownAddrs() map[string]netip.Addr {
+	m := h.holders.Load()
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]netip.Addr, len(*m))
+	for ip, mac := range *m {
+		out[mac] = ip
+	}
+	return out
+}
+
 // selfRequest is node1's own registration.
 func (h *Head) selfRequest() registry.RegisterRequest {
 	mem, _ := agent.MemTotalKiB("/proc")
@@ -301,30 +319,86 @@ func (h *Head) runCluster(ctx context.Context) {
 	}
 }
 
-// routes puts the registry API, the status page and the metrics beside the
-// boot server. The status page is at "/" too, for a person who types the
-// head's name into a browser. The boot handler gets every other path with
-// nothing in front, because it checks raw paths itself.
-func (h *Head) routes() http.Handler {
-	if h.cluster == nil {
-		return h.handler
+// Access is who may use a route of the head's HTTP server (or a port):
+// the rules of docs/architecture.md's threat model, which the access audit
+// test checks route by route.
+type Access int
+
+const (
+	// AccessUnset is no rule; the audit test fails on it.
+	AccessUnset Access = iota
+	// AccessOpen: anyone who reaches the port, GET and HEAD only; it shows
+	// nothing secret and changes nothing.
+	AccessOpen
+	// AccessPerAPIRoute: the node API, whose routes each say whether they
+	// need the cluster token (registry.Routes): reads are open, every
+	// change needs "Authorization: Bearer <token>".
+	AccessPerAPIRoute
+	// AccessBooted: only a machine that did DHCP with this head lately,
+	// asking from the address the head gave it (bootgate.go); these
+	// answers carry the cluster token.
+	AccessBooted
+)
+
+func (a Access) String() string {
+	switch a {
+	case AccessOpen:
+		return "open, read-only"
+	case AccessPerAPIRoute:
+		return "reads open; changes need the cluster token"
+	case AccessBooted:
+		return "booted-machine gate"
 	}
-	api := h.cluster.api
-	boot := h.handler
-	page := statuspage.Page()
-	metrics := statuspage.Metrics(h.cluster.reg.Nodes, nil)
+	return "unset"
+}
+
+// route is one entry of the head's HTTP routes.
+type route struct {
+	// name says what the route serves; example is a path it matches.
+	name, example string
+	match         func(path string) bool
+	access        Access
+	handler       http.Handler
+}
+
+// routeTable is every route of the head's HTTP server, in the order they
+// are tried; the last matches every path. The registry API, the status
+// page and the metrics sit beside the boot server. The status page is at
+// "/" too, for a person who types the head's name into a browser. The boot
+// handler gets its paths with nothing in front, because it checks raw
+// paths itself.
+func (h *Head) routeTable() []route {
+	boot := []route{
+		{"boot scripts, which carry the token", contract.ScriptPathPrefix + "52:54:00:00:00:01" + contract.IPXEScriptSuffix,
+			func(p string) bool { return strings.HasPrefix(p, contract.ScriptPathPrefix) }, AccessBooted, h.handler},
+		{"boot files and progress", contract.NetbootPath + "vmlinuz", func(string) bool { return true }, AccessOpen, h.handler},
+	}
+	if h.cluster == nil {
+		return boot
+	}
+	return append([]route{
+		{"node API", registry.PathNodes,
+			func(p string) bool { return p == registry.PathNodes || strings.HasPrefix(p, registry.PathNodes+"/") },
+			AccessPerAPIRoute, h.cluster.api},
+		{"network", registry.PathNetwork, func(p string) bool { return p == registry.PathNetwork },
+			AccessOpen, http.HandlerFunc(h.serveNetwork)},
+		{"status page", statuspage.PathStatus,
+			func(p string) bool { return p == "/" || p == statuspage.PathStatus || p == statuspage.PathStatus+"/" },
+			AccessOpen, statuspage.Page()},
+		{"metrics", statuspage.PathMetrics, func(p string) bool { return p == statuspage.PathMetrics },
+			AccessOpen, statuspage.Metrics(h.cluster.reg.Nodes, nil)},
+	}, boot...)
+}
+
+// routes serves the route table.
+func (h *Head) routes() http.Handler {
+	table := h.routeTable()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch p := r.URL.Path; {
-		case p == "/api/v1/nodes" || strings.HasPrefix(p, "/api/v1/nodes/"):
-			api.ServeHTTP(w, r)
-		case p == registry.PathNetwork:
-			h.serveNetwork(w, r)
-		case p == "/" || p == statuspage.PathStatus || p == statuspage.PathStatus+"/":
-			page.ServeHTTP(w, r)
-		case p == statuspage.PathMetrics:
-			metrics.ServeHTTP(w, r)
-		default:
-			boot.ServeHTTP(w, r)
+		for _, rt := range table {
+			if rt.match(r.URL.Path) {
+				rt.handler.ServeHTTP(w, r)
+				return
+			}
 		}
 	})
 }

@@ -104,7 +104,8 @@ type exportSet struct {
 	lastText string        // what the NFS server was last given
 }
 
-// newExportSet loads the set saved at path (none yet is fine).
+// newExportSet loads the set saved at path (none yet is fine). A damaged
+// file is set aside as <path>.corrupt-<time>, and the set starts empty.
 func newExportSet(path string, root contract.RootMode, sys System, log *slog.Logger) (*exportSet, error) {
 	e := &exportSet{path: path, root: root, sys: sys, log: log, grace: DefaultExportGrace, now: time.Now,
 		nodes: map[string]bootedNode{}, done: make(chan struct{})}
@@ -120,7 +121,13 @@ func newExportSet(path string, root contract.RootMode, sys System, log *slog.Log
 	}
 	var f bootedFile
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("%s is damaged (%v); remove it: the nodes that boot next are exported again", path, err)
+		kept, serr := atomicfile.SetAside(path, time.Now())
+		if serr != nil {
+			return nil, fmt.Errorf("%s is damaged (%v), and it cannot be set aside: %w", path, err, serr)
+		}
+		log.Error("booted nodes file is damaged: set aside, starting without it; registered nodes are exported again from the registry, the others when they boot next",
+			"file", path, "kept_as", kept, "err", err)
+		return e, nil
 	}
 	for _, n := range f.Nodes {
 		mac, err := contract.NormalizeMAC(n.MAC)

@@ -329,8 +329,13 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	if err := h.naming.Check(); err != nil {
 		return nil, fmt.Errorf("cluster network: %w", err)
 	}
-	if h.token, err = prepareState(o.StateDir); err != nil {
+	var tokenKept string
+	if h.token, tokenKept, err = prepareState(o.StateDir); err != nil {
 		return nil, optionError(InputStateDir, err)
+	}
+	if tokenKept != "" {
+		h.log.Error("cluster token file was damaged: set aside, and a new token made; nodes that booted with the old token cannot register or heartbeat: boot them again",
+			"file", filepath.Join(o.StateDir, contract.TokenFile), "kept_as", tokenKept)
 	}
 	h.warnMissingLoaders()
 	h.cmdline = contract.Cmdline{Node: true, Head: h.addr, HTTPPort: uint16(o.HTTPPort), Token: h.token,
@@ -342,8 +347,12 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 	if err := os.MkdirAll(filepath.Dir(grubCfg), 0o755); err != nil {
 		return nil, optionError(InputStateDir, err)
 	}
-	if err := atomicfile.Write(grubCfg, []byte(GRUBNetConfig(h.cmdline)), 0o644); err != nil {
-		return nil, optionError(InputStateDir, err)
+	// Unchanged, it is not rewritten: a restart on a full state folder
+	// must not fail here.
+	if cfg := []byte(GRUBNetConfig(h.cmdline)); !fileHolds(grubCfg, cfg) {
+		if err := atomicfile.Write(grubCfg, cfg, 0o644); err != nil {
+			return nil, optionError(InputStateDir, err)
+		}
 	}
 	if o.Root == contract.RootRAM {
 		if h.cmdline.Layers, err = Layers(o.BootDir); err != nil {
@@ -396,6 +405,7 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		Router:    h.plan.router,
 		DNS:       h.plan.dns,
 		LeaseFile: filepath.Join(o.StateDir, contract.LeasesFile),
+		Known:     h.knownAddrs(),
 		HTTPBase:  h.base,
 		BootFiles: dhcp.BootFiles{BIOS: contract.BIOSBootFile, UEFI: contract.UEFIPXEBootFile, UEFIHTTP: contract.UEFIBootFile},
 		Logger:    h.log,

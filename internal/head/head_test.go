@@ -137,8 +137,8 @@ func TestPickAddress(t *testing.T) {
 
 func TestToken(t *testing.T) {
 	dir := t.TempDir()
-	tok, err := prepareState(dir)
-	if err != nil {
+	tok, kept, err := prepareState(dir)
+	if err != nil || kept != "" {
 		t.Fatal(err)
 	}
 	if !validToken(tok) {
@@ -151,13 +151,21 @@ func TestToken(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, contract.TFTPDir)); err != nil || !fi.IsDir() {
 		t.Errorf("tftp root: %v", err)
 	}
-	again, err := prepareState(dir)
-	if err != nil || again != tok {
-		t.Errorf("second start: token %q, %v; want the first one %q", again, err, tok)
+	again, kept, err := prepareState(dir)
+	if err != nil || again != tok || kept != "" {
+		t.Errorf("second start: token %q, %q, %v; want the first one %q", again, kept, err, tok)
 	}
-	os.WriteFile(filepath.Join(dir, contract.TokenFile), []byte("short\n"), 0o600)
-	if _, err := prepareState(dir); err == nil || !strings.Contains(err.Error(), "damaged") {
-		t.Errorf("damaged token: %v", err)
+	// A damaged token file is set aside and a new token made.
+	os.WriteFile(filepath.Join(dir, contract.TokenFile), []byte(tok[:20]), 0o600)
+	fresh, kept, err := prepareState(dir)
+	if err != nil || !validToken(fresh) || fresh == tok {
+		t.Fatalf("damaged token: new token %q, %v", fresh, err)
+	}
+	if b, err := os.ReadFile(kept); err != nil || string(b) != tok[:20] {
+		t.Errorf("damaged token kept as %q: %q, %v", kept, b, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, contract.TokenFile)); strings.TrimSpace(string(b)) != fresh {
+		t.Errorf("token file holds %q, want the new token", b)
 	}
 }
 

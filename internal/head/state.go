@@ -1,6 +1,7 @@
 package head
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 
@@ -16,10 +18,11 @@ import (
 )
 
 // prepareState creates the state folder and its TFTP root and returns the
-// cluster token.
-func prepareState(dir string) (token string, err error) {
+// cluster token, and where a damaged token file was set aside ("" if it was
+// not).
+func prepareState(dir string) (token, keptAs string, err error) {
 	if err := os.MkdirAll(filepath.Join(dir, contract.TFTPDir), 0o755); err != nil {
-		return "", fmt.Errorf("state folder: %w", err)
+		return "", "", fmt.Errorf("state folder: %w", err)
 	}
 	return loadToken(filepath.Join(dir, contract.TokenFile))
 }
@@ -28,35 +31,49 @@ func prepareState(dir string) (token string, err error) {
 // The token is a secret shared by the head and its nodes (it rides on the
 // nodes' kernel command line), so the file is readable by root only; a
 // restarted head keeps it, so nodes that booted before still match.
-func loadToken(path string) (string, error) {
+//
+// A file that holds no token (truncated, overwritten) is renamed to
+// <path>.corrupt-<UTC time> and a new token made, so the head starts rather
+// than failing at every restart; keptAs is where the old file went. The old
+// token is lost with it: nodes that booted with it must boot again.
+func loadToken(path string) (tok, keptAs string, err error) {
 	data, err := os.ReadFile(path)
 	switch {
 	case err == nil:
 		tok := strings.TrimSpace(string(data))
 		if !validToken(tok) {
-			return "", fmt.Errorf("token file %s is damaged (want 64 hex digits); delete it to make a new one", path)
+			if keptAs, err = atomicfile.SetAside(path, time.Now()); err != nil {
+				return "", "", fmt.Errorf("token file %s is damaged (want 64 hex digits), and it cannot be set aside: %w", path, err)
+			}
+			break
 		}
 		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			if err := os.Chmod(path, 0o600); err != nil {
-				return "", err
+				return "", "", err
 			}
 		}
-		return tok, nil
+		return tok, "", nil
 	case !errors.Is(err, fs.ErrNotExist):
-		return "", fmt.Errorf("token: %w", err)
+		return "", "", fmt.Errorf("token: %w", err)
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
+		return "", "", err
 	}
-	tok := hex.EncodeToString(b[:])
+	tok = hex.EncodeToString(b[:])
 	// Write it whole or not at all, and to disk: a half-written or lost
 	// token would lock out every node on the next start. The temporary file
 	// is 0600 from its creation, so the token is never readable by others.
 	if err := atomicfile.WriteSync(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("token: %w", err)
+		return "", "", fmt.Errorf("token: %w", err)
 	}
-	return tok, nil
+	return tok, keptAs, nil
+}
+
+// fileHolds reports whether the file at path holds exactly data.
+func fileHolds(path string, data []byte) bool {
+	old, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(old, data)
 }
 
 func validToken(tok string) bool {

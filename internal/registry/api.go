@@ -125,13 +125,52 @@ func NewAPI(reg *Registry, token string, trust *sshtrust.CA, logger *slog.Logger
 		o(a)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+PathNodes, a.list)
-	mux.HandleFunc("GET "+PathNodes+"/{$}", a.list)
-	mux.HandleFunc("POST "+PathRegister, a.authed(a.register))
-	mux.HandleFunc("POST "+PathHeartbeat, a.authed(a.heartbeat))
-	mux.HandleFunc("POST "+PathLeave, a.authed(a.leave))
-	mux.HandleFunc("POST "+PathPrune, a.authed(a.prune))
+	for _, rt := range Routes() {
+		h := a.handlerFor(rt)
+		if rt.NeedsToken {
+			h = a.authed(h)
+		}
+		mux.HandleFunc(rt.Method+" "+rt.Pattern, h)
+	}
 	return mux
+}
+
+// Route is one route of the node API: the method and http.ServeMux
+// pattern it is served at, and whether it needs the cluster token.
+type Route struct {
+	Method, Pattern string
+	NeedsToken      bool
+}
+
+// Routes is every route NewAPI serves, the one list that both NewAPI and
+// the head's access audit read. Every route that changes state needs the
+// token.
+func Routes() []Route {
+	return []Route{
+		{http.MethodGet, PathNodes, false},
+		{http.MethodGet, PathNodes + "/{$}", false},
+		{http.MethodPost, PathRegister, true},
+		{http.MethodPost, PathHeartbeat, true},
+		{http.MethodPost, PathLeave, true},
+		{http.MethodPost, PathPrune, true},
+	}
+}
+
+// handlerFor is the handler of a route of Routes.
+func (a *api) handlerFor(rt Route) http.HandlerFunc {
+	switch rt.Pattern {
+	case PathNodes, PathNodes + "/{$}":
+		return a.list
+	case PathRegister:
+		return a.register
+	case PathHeartbeat:
+		return a.heartbeat
+	case PathLeave:
+		return a.leave
+	case PathPrune:
+		return a.prune
+	}
+	panic("registry: no handler for route " + rt.Pattern)
 }
 
 // authed wraps a handler with the token check.

@@ -123,6 +123,10 @@ type Registry struct {
 	saving  bool
 	saveErr error
 	idle    *sync.Cond // signalled when the saver stops; uses mu
+
+	// keptAs and damage say where Open set a damaged file aside, and why.
+	keptAs string
+	damage error
 }
 
 // Open loads the registry saved at path (none yet is fine) for the cluster
@@ -131,6 +135,11 @@ type Registry struct {
 // state, so that changes in quick succession may be reported once. It may
 // call the registry. Open itself does not call it: the caller has Nodes().
 // Call Flush before exiting, to have the last change saved.
+//
+// A file that does not parse is renamed to <path>.corrupt-<UTC time> and
+// the registry starts empty (Damaged says so): the nodes register again
+// when the head answers their next heartbeat with 404. Only a file that
+// cannot be read or set aside is an error.
 func Open(path string, naming contract.Naming, interval time.Duration, onChange func([]Node)) (*Registry, error) {
 	if interval <= 0 {
 		return nil, fmt.Errorf("heartbeat interval %v must be positive", interval)
@@ -153,7 +162,12 @@ func Open(path string, naming contract.Naming, interval time.Duration, onChange 
 	}
 	var f fileFormat
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("node registry %s is damaged (%v); delete it: nodes register again within a heartbeat", path, err)
+		kept, serr := atomicfile.SetAside(path, time.Now())
+		if serr != nil {
+			return nil, fmt.Errorf("node registry %s is damaged (%v), and it cannot be set aside: %w", path, err, serr)
+		}
+		r.keptAs, r.damage = kept, err
+		return r, nil
 	}
 	for _, n := range f.Nodes {
 		mac, err := normalizeMAC(n.MAC)
@@ -182,6 +196,12 @@ func Open(path string, naming contract.Naming, interval time.Duration, onChange 
 		r.nodes[mac] = &n
 	}
 	return r, nil
+}
+
+// Damaged reports whether Open found the file damaged: the path the bad
+// file was renamed to, and the parse error; "" and nil if it did not.
+func (r *Registry) Damaged() (keptAs string, cause error) {
+	return r.keptAs, r.damage
 }
 
 // SetClock replaces the registry's clock (time.Now), for tests. Call it

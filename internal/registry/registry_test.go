@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -298,20 +300,35 @@ func TestPersistence(t *testing.T) {
 
 func TestDamagedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nodes.json")
-	os.WriteFile(path, []byte("{not json"), 0o644)
-	if _, err := Open(path, testNaming, time.Second, nil); err == nil {
-		t.Fatal("a damaged registry file was accepted")
+	os.WriteFile(path, []byte(`{"version":1,"nodes":[{"name":"x","mac":"52:54:00:0`), 0o644)
+	r, err := Open(path, testNaming, time.Second, nil)
+	if err != nil {
+		t.Fatalf("a truncated registry file stops Open: %v", err)
 	}
+	kept, cause := r.Damaged()
+	if kept == "" || cause == nil || len(r.Nodes()) != 0 {
+		t.Fatalf("truncated file: Damaged() = %q, %v; nodes %v", kept, cause, r.Nodes())
+	}
+	if b, err := os.ReadFile(kept); err != nil || !strings.HasPrefix(string(b), `{"version":1,"nodes":[{"name":"x"`) {
+		t.Errorf("damaged file kept as %s: %q, %v", kept, b, err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("damaged file still at %s: %v", path, err)
+	}
+	r.Flush()
 	// Duplicate addresses in a hand-edited file: the latest registration wins.
 	os.WriteFile(path, []byte(`{"version":1,"nodes":[
 		{"name":"x","mac":"52:54:00:00:00:01","ip":"10.99.0.5","state":"up","registered":"2026-01-01T00:00:00Z"},
 		{"name":"y","mac":"52:54:00:00:00:02","ip":"10.99.0.5","state":"up","registered":"2026-01-02T00:00:00Z"},
 		{"name":"z","mac":"bad","ip":"10.99.0.6","state":"up"}]}`), 0o644)
-	r, err := Open(path, testNaming, time.Second, nil)
+	r, err = Open(path, testNaming, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Flush() })
+	if kept, _ := r.Damaged(); kept != "" {
+		t.Errorf("a readable file was set aside as %s", kept)
+	}
 	ns := r.Nodes()
 	if len(ns) != 1 || ns[0].MAC != "52:54:00:00:00:02" || ns[0].Name != "node5" {
 		t.Errorf("loaded %+v", ns)

@@ -172,6 +172,11 @@ type Config struct {
 	// LeaseFile is the JSON file where leases persist (written atomically:
 	// temp file + rename). Empty keeps leases in memory only.
 	LeaseFile string
+	// Known maps the MACs (contract.MACString) of machines the head knows
+	// to run (its registry of nodes) to their addresses. At start, those
+	// the lease file lacks (it was lost or damaged) get their address
+	// leased again, so that they keep it, and their name.
+	Known map[string]netip.Addr
 	// LeaseTime is the lease duration; zero means 12h.
 	LeaseTime time.Duration
 	// HTTPBase is the head's HTTP boot server, e.g. "http://10.99.0.1";
@@ -371,7 +376,7 @@ func New(cfg Config) (*Server, error) {
 		exclude[d] = true
 	}
 	s.naming = contract.Naming{Subnet: cfg.Subnet, Head: cfg.ServerIP}
-	pool, err := newLeaseStore(s.naming, exclude, cfg.LeaseFile, s.log)
+	pool, err := newLeaseStore(s.naming, exclude, cfg.LeaseFile, cfg.Known, cfg.LeaseTime, s.log)
 	if err != nil {
 		return nil, err
 	}

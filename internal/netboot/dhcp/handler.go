@@ -144,7 +144,22 @@ func (s *Server) respondServer(m *dhcpv4.DHCPv4, mac string, mt dhcpv4.MessageTy
 				}
 			}
 		}
-		if !s.pool.confirm(mac, ip, s.cfg.LeaseTime, allowNew) {
+		verdict, err := s.pool.confirm(mac, ip, s.cfg.LeaseTime, allowNew)
+		switch {
+		case verdict == unsaved:
+			// The lease cannot be saved (persist logged why). No ACK: it
+			// would promise an address that a restart forgets. No NAK
+			// either: RFC 2131 3.1 asks for one when the address is not
+			// the client's, which it is; a NAK would send it back to
+			// DISCOVER at once, a storm, while silence has it retransmit
+			// the REQUEST with backoff (RFC 2131 4.1), and a retry after
+			// space is freed gets its ACK.
+			s.log.Warn("dhcp: REQUEST not answered: lease cannot be saved", "mac", mac, "ip", ip, "err", err)
+			return nil, nil
+		case verdict == ack && err != nil:
+			s.log.Warn("dhcp: renewal acknowledged, lease file keeps its earlier expiry", "mac", mac, "ip", ip, "err", err)
+		}
+		if verdict == nak {
 			want, _ := s.pool.lookup(mac)
 			s.log.Warn("dhcp: NAK", "mac", mac, "requested_ip", ip, "our_record", ipOrNone(want.AsSlice()))
 			r := s.newReply(m, dhcpv4.MessageTypeNak)

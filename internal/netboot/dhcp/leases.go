@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
@@ -36,6 +37,9 @@ type entry struct {
 	// checked is when the address was last found free on the segment for
 	// this machine (ARP check); zero if never.
 	checked time.Time
+	// durable is set once the lease file holds this MAC's binding to ip
+	// (its expiry may be older than expires).
+	durable bool
 }
 
 // leaseStore allocates addresses from the pool and persists bound leases.
@@ -70,7 +74,14 @@ type leaseFile struct {
 	Leases  []Lease `json:"leases"`
 }
 
-func newLeaseStore(naming contract.Naming, exclude map[netip.Addr]bool, file string, log *slog.Logger) (*leaseStore, error) {
+// newLeaseStore loads the lease file (none is fine). A file that does not
+// parse is set aside as <file>.corrupt-<time> and the store starts without
+// it: a damaged file must not keep the head from starting (under systemd, a
+// crash loop that no node can boot through). known (MAC → address, from the
+// head's registry of nodes) fills in the machines the file lacks, bound for
+// leaseTime, so that running nodes keep their addresses, and so their names,
+// when the lease file was lost or damaged.
+func newLeaseStore(naming contract.Naming, exclude map[netip.Addr]bool, file string, known map[string]netip.Addr, leaseTime time.Duration, log *slog.Logger) (*leaseStore, error) {
 	subnet := naming.Subnet
 	ls := &leaseStore{
 		subnet:   subnet,
@@ -88,16 +99,32 @@ func newLeaseStore(naming contract.Naming, exclude map[netip.Addr]bool, file str
 	if file == "" {
 		return ls, nil
 	}
+	if err := ls.load(); err != nil {
+		return nil, err
+	}
+	ls.addKnown(known, leaseTime)
+	return ls, nil
+}
+
+// load reads the lease file into the store.
+func (ls *leaseStore) load() error {
+	file, log := ls.file, ls.log
 	data, err := os.ReadFile(file)
 	if errors.Is(err, os.ErrNotExist) {
-		return ls, nil
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("dhcp: read lease file: %w", err)
+		return fmt.Errorf("dhcp: read lease file: %w", err)
 	}
 	var lf leaseFile
 	if err := json.Unmarshal(data, &lf); err != nil {
-		return nil, fmt.Errorf("dhcp: lease file %s is corrupt (fix or remove it): %w", file, err)
+		kept, serr := atomicfile.SetAside(file, ls.now())
+		if serr != nil {
+			return fmt.Errorf("dhcp: lease file %s is corrupt (%v), and it cannot be set aside: %w", file, err, serr)
+		}
+		log.Error("lease file is corrupt: set aside, starting without it; leases are rebuilt from the node registry, and other machines' addresses are checked (registry, ARP) before they are offered",
+			"file", file, "kept_as", kept, "err", err)
+		return nil
 	}
 	for _, l := range lf.Leases {
 		hw, err := net.ParseMAC(l.MAC)
@@ -107,7 +134,7 @@ func newLeaseStore(naming contract.Naming, exclude map[netip.Addr]bool, file str
 		}
 		if !ls.inPool(l.IP) {
 			// The subnet changed since the lease was written.
-			log.Warn("lease file: skipping lease outside the pool", "mac", l.MAC, "ip", l.IP, "subnet", subnet)
+			log.Warn("lease file: skipping lease outside the pool", "mac", l.MAC, "ip", l.IP, "subnet", ls.subnet)
 			continue
 		}
 		mac := contract.MACString(hw)
@@ -123,12 +150,42 @@ func newLeaseStore(naming contract.Naming, exclude map[netip.Addr]bool, file str
 			}
 			delete(ls.byIP, old.ip)
 		}
-		e := &entry{mac: mac, ip: l.IP, expires: l.Expires, bound: true}
+		e := &entry{mac: mac, ip: l.IP, expires: l.Expires, bound: true, durable: true}
 		ls.byMAC[mac] = e
 		ls.byIP[l.IP] = e
 	}
 	log.Info("leases loaded", "file", file, "count", len(ls.byMAC))
-	return ls, nil
+	return nil
+}
+
+// addKnown binds each known machine the store has no entry for to its
+// address, unless another machine holds that address, and saves the result.
+func (ls *leaseStore) addKnown(known map[string]netip.Addr, d time.Duration) {
+	macs := make([]string, 0, len(known))
+	for mac := range known {
+		macs = append(macs, mac)
+	}
+	sort.Strings(macs)
+	var added []string
+	ls.mu.Lock()
+	now := ls.now()
+	for _, mac := range macs {
+		ip := known[mac]
+		if ls.byMAC[mac] != nil || ls.byIP[ip] != nil || !ls.inPool(ip) {
+			continue
+		}
+		// Durable already: the registry's file holds the binding, and a
+		// restart rebuilds it from there, so a renewal may be ACKed even
+		// while the lease file cannot be written.
+		ls.take(mac, ip, now.Add(d), true).durable = true
+		added = append(added, mac+"="+ip.String())
+	}
+	ls.mu.Unlock()
+	if len(added) == 0 {
+		return
+	}
+	ls.log.Warn("lease file lacked registered nodes: leases rebuilt from the node registry", "file", ls.file, "count", len(added), "leases", added)
+	_ = ls.persist() // logged; the leases are held in memory meanwhile
 }
 
 // inPool reports whether ip may be handed out.
@@ -210,27 +267,64 @@ func (ls *leaseStore) offer(mac string, requested netip.Addr) (netip.Addr, error
 	return ls.take(mac, victim.ip, now.Add(offerHold), false).ip, nil
 }
 
+// confirmation is confirm's verdict on a REQUEST.
+type confirmation int
+
+const (
+	// nak: the address is not the client's to have.
+	nak confirmation = iota
+	// ack: the lease is on disk (or, for a renewal whose binding the file
+	// already holds, only the later expiry is not).
+	ack
+	// unsaved: the lease could be the client's but cannot be written (a
+	// full state folder); the store is as before the REQUEST.
+	unsaved
+)
+
 // confirm binds ip to mac for d (the REQUEST/ACK step). A client we hold an
 // entry for must ask for that entry's address. A client we know nothing
 // about may have ip if allowNew and ip is free: the lease file may have been
-// lost, and we are the segment's only server. It reports whether to ACK.
-func (ls *leaseStore) confirm(mac string, ip netip.Addr, d time.Duration, allowNew bool) bool {
+// lost, and we are the segment's only server.
+//
+// An ACK is a promise that outlives a restart of the head, so a lease is
+// acknowledged only once the lease file holds it. When the file cannot be
+// written, a client whose binding the file already holds (a renewal) still
+// gets its ACK: after a restart it keeps its address, with the expiry last
+// saved, and it renews again. Any other client gets unsaved, and the store
+// is left as it was, its offer still held for it.
+func (ls *leaseStore) confirm(mac string, ip netip.Addr, d time.Duration, allowNew bool) (confirmation, error) {
 	ls.mu.Lock()
 	now := ls.now()
 	e := ls.byMAC[mac]
+	var undo func()
 	switch {
 	case e != nil && e.ip == ip:
+		wasBound, wasExpires := e.bound, e.expires
 		e.bound = true
 		e.expires = now.Add(d)
+		undo = func() { e.bound, e.expires = wasBound, wasExpires }
 	case e == nil && allowNew && ls.available(ip, mac, now):
-		ls.take(mac, ip, now.Add(d), true)
+		e = ls.take(mac, ip, now.Add(d), true)
+		// Back to a held offer, so that the client's retry gets the address.
+		undo = func() { e.bound, e.expires = false, now.Add(offerHold) }
 	default:
 		ls.mu.Unlock()
-		return false
+		return nak, nil
 	}
 	ls.mu.Unlock()
-	ls.persist()
-	return true
+	err := ls.persist()
+	if err == nil {
+		return ack, nil
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if e.durable {
+		return ack, err
+	}
+	if ls.byMAC[mac] == e {
+		undo()
+	}
+	return unsaved, err
 }
 
 // forgetOffer drops an unbound offer for mac: the client took another
@@ -261,7 +355,7 @@ func (ls *leaseStore) release(mac string, ip netip.Addr) bool {
 	}
 	e.expires = ls.now()
 	ls.mu.Unlock()
-	ls.persist()
+	_ = ls.persist() // logged; the lease file still has the lease running, which only keeps the address reserved longer
 	return true
 }
 
@@ -280,7 +374,7 @@ func (ls *leaseStore) decline(mac string, ip netip.Addr) bool {
 	wasBound := e.bound
 	ls.mu.Unlock()
 	if wasBound {
-		ls.persist()
+		_ = ls.persist() // logged; the next change rewrites the file
 	}
 	return true
 }
@@ -313,17 +407,17 @@ func (ls *leaseStore) listLocked() []Lease {
 	return out
 }
 
-// persist writes the bound leases to the lease file atomically. A failure is
-// logged, not returned: the lease stays valid in memory and the next change
-// retries the write.
+// persist writes the bound leases to the lease file atomically and marks
+// them durable. A failure is logged and returned: the change stays in memory
+// and the next change retries the write.
 //
 // It returns only once the file holds this change, so an ACK is sent after
 // its lease is on disk. Handlers run concurrently, and one write (one fsync)
 // serves every change made before it started: under a burst, callers that
 // queued behind a write find their change already flushed (group commit).
-func (ls *leaseStore) persist() {
+func (ls *leaseStore) persist() error {
 	if ls.file == "" {
-		return
+		return nil
 	}
 	ls.mu.Lock()
 	ls.changes++
@@ -333,11 +427,17 @@ func (ls *leaseStore) persist() {
 	ls.persistMu.Lock()
 	defer ls.persistMu.Unlock()
 	if ls.flushed >= mine {
-		return
+		return nil
 	}
 	ls.mu.Lock()
 	upto := ls.changes
 	leases := ls.listLocked()
+	var saved []*entry
+	for _, e := range ls.byMAC {
+		if e.bound {
+			saved = append(saved, e)
+		}
+	}
 	ls.mu.Unlock()
 	data, err := json.MarshalIndent(leaseFile{Version: 1, Leases: leases}, "", "  ")
 	if err == nil {
@@ -345,8 +445,21 @@ func (ls *leaseStore) persist() {
 		err = atomicfile.WriteDurable(ls.file, append(data, '\n'), 0o644)
 	}
 	if err != nil {
-		ls.log.Error("cannot write lease file", "file", ls.file, "err", err)
-		return
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			ls.log.Error("state directory full: cannot write lease file; new leases are not acknowledged until there is space, known clients keep theirs",
+				"file", ls.file, "err", err)
+		} else {
+			ls.log.Error("cannot write lease file; new leases are not acknowledged until it can be written", "file", ls.file, "err", err)
+		}
+		return err
 	}
+	ls.mu.Lock()
+	for _, e := range saved {
+		// An entry changed since the snapshot keeps its binding: confirm
+		// and release change only bound and expires in place.
+		e.durable = true
+	}
+	ls.mu.Unlock()
 	ls.flushed = upto
+	return nil
 }

@@ -113,7 +113,7 @@ func (ls *leaseStore) setAside(mac string, ip netip.Addr, d time.Duration) {
 	ls.declined[ip] = ls.now().Add(d)
 	ls.mu.Unlock()
 	if wasBound {
-		ls.persist()
+		_ = ls.persist() // logged; the next change rewrites the file
 	}
 }
 

@@ -1,0 +1,293 @@
+package head
+
+// TestHeadAccessAudit starts a whole head in a network namespace (as
+// TestHeadOnLAN does) and checks the access rule of every port it opens and
+// of every route of its HTTP server, by requests without and with the
+// cluster token. The ports are read from the namespace's socket tables
+// (/proc/net), the routes from the head's own route table (routeTable) and
+// the node API's (registry.Routes): a port or route without a rule fails
+// the test. docs/architecture.md's threat model has the same table.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
+	"github.com/clusterdebian/clusterdebian/internal/registry"
+)
+
+// headPorts is the access rule of each socket the head listens on as a
+// DHCP server, as "proto address:port" (the head at nsHead). In proxy mode
+// it also opens UDP 4011 (the PXE boot server), open by protocol like 67.
+var headPorts = map[string]string{
+	"udp 0.0.0.0:67":        "DHCP: open by protocol; leases addresses and names boot files, nothing secret",
+	"udp " + nsHead + ":69": "TFTP: open, read-only (boot loaders, GRUB's configuration; no token)",
+	"tcp " + nsHead + ":80": "HTTP: per route (routeTable)",
+	"tcp 127.0.0.1:80":      "HTTP on loopback: the same routes, for the status page on node1",
+}
+
+func TestHeadAccessAudit(t *testing.T) {
+	if os.Getenv(roomChildEnv) == "audit" {
+		auditChild(t, strings.Fields(os.Getenv(roomEnv)))
+		return
+	}
+	needTools(t, "udhcpc", "curl")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*guard)
+	defer cancel()
+	_, head, client := lanRoom(t, ctx, "al", "ah", "ac")
+	runRoomChild(t, ctx, head, "TestHeadAccessAudit", "audit", roomEnv+"="+client.Name)
+}
+
+// listening returns the namespace's listening TCP and bound UDP sockets
+// (IPv4 and IPv6) as "proto address:port".
+func listening(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, f := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		data, err := os.ReadFile("/proc/self/net/" + f)
+		if os.IsNotExist(err) {
+			continue
+		}
+		must(t, err)
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		sc.Scan() // header
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 4 || (strings.HasPrefix(f, "tcp") && fields[3] != "0A") {
+				continue // TCP: listeners only
+			}
+			hexAddr, hexPort, _ := strings.Cut(fields[1], ":")
+			raw, err := hex.DecodeString(hexAddr)
+			must(t, err)
+			// /proc/net prints each 32-bit word in host order.
+			for i := 0; i+4 <= len(raw); i += 4 {
+				binary.BigEndian.PutUint32(raw[i:], binary.LittleEndian.Uint32(raw[i:]))
+			}
+			addr, _ := netip.AddrFromSlice(raw)
+			var port uint16
+			fmt.Sscanf(hexPort, "%X", &port)
+			out = append(out, strings.TrimSuffix(f, "6")+" "+netip.AddrPortFrom(addr.Unmap(), port).String())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// auditChild is TestHeadAccessAudit inside the head's namespace.
+func auditChild(t *testing.T, env []string) {
+	clientNS := env[0]
+	h, _, root, _ := startRoomHead(t, func(o *Options) {
+		o.DHCP = dhcp.ModeServer
+		o.Logger = slog.New(slog.NewTextHandler(&testLog{t: t}, nil))
+	})
+	token := h.token
+	base := "http://" + h.Addr().String()
+
+	t.Run("ports", func(t *testing.T) {
+		seen := map[string]bool{}
+		for _, s := range listening(t) {
+			seen[s] = true
+			rule, ok := headPorts[s]
+			if !ok {
+				t.Errorf("the head listens on %s, which has no access rule (headPorts, docs/architecture.md)", s)
+				continue
+			}
+			t.Logf("%-22s %s", s, rule)
+		}
+		for s := range headPorts {
+			if !seen[s] {
+				t.Errorf("headPorts has %s, which the head does not open: remove it", s)
+			}
+		}
+	})
+
+	// do sends a request to the head; tok "" sends no Authorization.
+	do := func(method, path, tok string, body any) (int, string) {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, err := json.Marshal(body)
+			must(t, err)
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequest(method, base+path, rd)
+		must(t, err)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	nodes := func() string {
+		ns := h.cluster.reg.Nodes()
+		var s []string
+		for _, n := range ns {
+			s = append(s, n.MAC+"="+n.IP+"/"+string(n.State))
+		}
+		return strings.Join(s, " ")
+	}
+	// A registered node, so that leave and prune without the token have
+	// something to change.
+	if c, b := do(http.MethodPost, registry.PathRegister, token, registry.RegisterRequest{MAC: "02:cd:00:00:00:50", IP: "10.99.0.50", Cores: 1}); c != http.StatusOK {
+		t.Fatalf("register with the token: %d %s", c, b)
+	}
+	bodies := map[string]any{
+		registry.PathRegister:  registry.RegisterRequest{MAC: "02:cd:00:00:00:51", IP: "10.99.0.51", Cores: 1},
+		registry.PathHeartbeat: registry.HeartbeatRequest{MAC: "02:cd:00:00:00:50"},
+		registry.PathLeave:     registry.LeaveRequest{MAC: "02:cd:00:00:00:50"},
+		registry.PathPrune:     nil,
+	}
+
+	// A machine on the segment that did DHCP with the head, with the
+	// address it got.
+	m := &node{ns: clientNS, dir: t.TempDir()}
+	ip := m.dhcp(t)["ip"]
+	if _, err := m.run("ip", "addr", "add", ip+"/24", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("tftp is read-only", func(t *testing.T) {
+		local := filepath.Join(m.dir, "audit-write")
+		must(t, os.WriteFile(local, []byte("written by the audit\n"), 0o644))
+		out, _ := m.run("tftp", nsHead, "-c", "put", local, "audit-write")
+		t.Logf("tftp put: %s", out)
+		if !strings.Contains(string(out), "Error") {
+			t.Errorf("TFTP write: %q, want an error", out)
+		}
+		found := ""
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Name() == "audit-write" {
+				found = p
+			}
+			return nil
+		})
+		if found != "" {
+			t.Errorf("a TFTP write reached %s", found)
+		}
+	})
+
+	for _, rt := range h.routeTable() {
+		t.Run(rt.name, func(t *testing.T) {
+			t.Logf("%s (e.g. %s): %s", rt.name, rt.example, rt.access)
+			if !rt.match(rt.example) {
+				t.Fatalf("the route's example %s does not match it", rt.example)
+			}
+			switch rt.access {
+			case AccessOpen:
+				if c, b := do(http.MethodGet, rt.example, "", nil); c == http.StatusUnauthorized || c == http.StatusForbidden || c >= 500 {
+					t.Errorf("GET %s without the token: %d %.200s; want it served", rt.example, c, b)
+				}
+				before := nodes()
+				for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
+					if c, _ := do(m, rt.example, token, nil); c != http.StatusMethodNotAllowed {
+						t.Errorf("%s %s: %d, want 405 (read-only)", m, rt.example, c)
+					}
+				}
+				if after := nodes(); after != before {
+					t.Errorf("writes to a read-only route changed the registry: %s -> %s", before, after)
+				}
+			case AccessPerAPIRoute:
+				for _, ar := range registry.Routes() {
+					path := strings.TrimSuffix(ar.Pattern, "{$}")
+					if !rt.match(path) {
+						t.Errorf("API route %s is not under %s", ar.Pattern, rt.example)
+					}
+					if !ar.NeedsToken {
+						if ar.Method != http.MethodGet {
+							t.Errorf("%s %s needs no token but may change state", ar.Method, ar.Pattern)
+						}
+						if c, b := do(ar.Method, path, "", nil); c != http.StatusOK {
+							t.Errorf("%s %s without the token: %d %.200s; want 200", ar.Method, path, c, b)
+						}
+						continue
+					}
+					body, ok := bodies[ar.Pattern]
+					if !ok {
+						t.Errorf("%s %s: the audit has no request body for it; add one", ar.Method, ar.Pattern)
+						continue
+					}
+					before := nodes()
+					for _, tok := range []string{"", strings.Repeat("0", 64), token[:63] + "x"} {
+						if c, _ := do(ar.Method, path, tok, body); c != http.StatusUnauthorized {
+							t.Errorf("%s %s with token %q: %d, want 401", ar.Method, path, tok, c)
+						}
+					}
+					if after := nodes(); after != before {
+						t.Errorf("%s %s without the token changed the registry: %s -> %s", ar.Method, path, before, after)
+					}
+					if c, b := do(ar.Method, path, token, body); c == http.StatusUnauthorized || c >= 500 {
+						t.Errorf("%s %s with the token: %d %.200s", ar.Method, path, c, b)
+					}
+				}
+			case AccessBooted:
+				// This process is node1, which did no DHCP for that MAC;
+				// a token does not open the gate either.
+				for _, tok := range []string{"", token} {
+					if c, b := do(http.MethodGet, rt.example, tok, nil); c != http.StatusForbidden || strings.Contains(b, token) {
+						t.Errorf("GET %s by a machine that did not boot here (token %v): %d %.200s; want 403, no token", rt.example, tok != "", c, b)
+					}
+				}
+				// A machine that did DHCP with the head gets its script, from
+				// its address only.
+				script := contract.ScriptPathPrefix + pxeMAC + contract.IPXEScriptSuffix
+				if b := m.curl(t, base+script); !strings.Contains(b, token) {
+					t.Errorf("the booted machine's script lacks the token:\n%s", b)
+				}
+				if c, b := do(http.MethodGet, script, "", nil); c != http.StatusForbidden || strings.Contains(b, token) {
+					t.Errorf("GET %s from another address: %d, want 403", script, c)
+				}
+			default:
+				t.Errorf("route %q has no access rule", rt.name)
+			}
+		})
+	}
+}
+
+// TestAgentOpensNoPort holds the agent to being a client only: none of its
+// code listens or serves, so it needs no row in the access table.
+func TestAgentOpensNoPort(t *testing.T) {
+	files, err := filepath.Glob("../agent/*.go")
+	must(t, err)
+	checked := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(token.NewFileSet(), f, nil, 0)
+		must(t, err)
+		checked++
+		ast.Inspect(file, func(n ast.Node) bool {
+			if sel, ok := n.(*ast.SelectorExpr); ok {
+				switch name := sel.Sel.Name; {
+				case strings.HasPrefix(name, "Listen"), name == "Serve", name == "ListenAndServe", name == "HandleFunc", name == "Handle":
+					t.Errorf("%s calls %s: a port or route in the agent needs a row in the access table", f, name)
+				}
+			}
+			return true
+		})
+	}
+	if checked == 0 {
+		t.Fatal("no agent source found")
+	}
+}
