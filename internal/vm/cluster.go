@@ -836,7 +836,7 @@ func down(name, dir string, st *State) error {
 	bridge := Bridge
 	// The rooms first, while the cluster's namespace still holds their
 	// veths' ends; by their names alone when the state is lost.
-	rooms := map[string]string{roomNetNS(name, RoomLAN): "vlan", roomNetNS(name, RoomUplink): "vup"}
+	rooms := map[string]string{roomNetNS(name, RoomLAN): roomPort(RoomLAN), roomNetNS(name, RoomUplink): roomPort(RoomUplink)}
 	if st != nil {
 		for _, r := range []*RoomState{st.LAN, st.Uplink} {
 			if r != nil {

@@ -186,11 +186,20 @@ func newRoom(name, dir, kind string, subnet netip.Prefix) *RoomState {
 		Router: subnet.Addr().Next().String(), Dir: filepath.Join(dir, kind)}
 	switch kind {
 	case RoomLAN:
-		r.Iface, r.Port, r.Bridge, r.Lease = "lan0", "vlan", Bridge, LANLease
+		r.Iface, r.Port, r.Bridge, r.Lease = "lan0", roomPort(kind), Bridge, LANLease
 	default:
-		r.Iface, r.Port, r.Bridge, r.Lease = "up0", "vup", UplinkBridge, UplinkLease
+		r.Iface, r.Port, r.Bridge, r.Lease = "up0", roomPort(kind), UplinkBridge, UplinkLease
 	}
 	return r
+}
+
+// roomPort is the name of the room's veth end in the cluster's namespace,
+// on the room's bridge: Down finds it by this name when the state is lost.
+func roomPort(kind string) string {
+	if kind == RoomLAN {
+		return "vlan"
+	}
+	return "vup"
 }
 
 // dhcpRange is the room's dnsmasq range: first, last, mask.
