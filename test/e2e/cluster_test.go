@@ -35,8 +35,16 @@ type vcluster struct {
 // run left is removed first. Its progress goes to t's log: t outlives the
 // step that calls this, and vm.Up's watchers may still write as it returns.
 func upCluster(t *testing.T, ctx context.Context, o vm.UpOptions) (vcluster, error) {
+	// A cluster of that name left by a run that died goes first; so does
+	// one whose state this checkout cannot read (damaged, or written by
+	// another version): vm.Down removes it by its name.
 	if old, err := vm.LoadCluster(o.Name); err == nil {
 		old.Down()
+	} else if !errors.Is(err, vm.ErrNoCluster) {
+		t.Logf("removing the leftover cluster %s, whose state cannot be read: %v", o.Name, err)
+		if err := vm.Down(o.Name); err != nil {
+			return vcluster{}, fmt.Errorf("removing the leftover cluster %s: %w", o.Name, err)
+		}
 	}
 	o.Accel, o.Attached, o.Progress = "tcg", true, testsupport.LogWriter(t)
 	c, err := vm.Up(ctx, o)
