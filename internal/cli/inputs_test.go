@@ -75,6 +75,9 @@ func TestVMErrorsNameFlags(t *testing.T) {
 	err := run(t, "vm", "up", "--name", "a/b", "--memory", "100", "--nodes", "300", "--accel", "hvf", "--cpus", "0", "--node-memory", "1")
 	wantAll(t, err, "--iso: give the ClusterDebian ISO", `--name "a/b": use 1 to 32`, "--memory 100: node1 needs at least",
 		"--nodes 300: give 0 to", `--accel "hvf": use tcg or kvm`, "--node-memory 1: a node needs")
+	// --lan takes its subnet after "=", and alone the default.
+	wantAll(t, run(t, "vm", "up", "--lan=192.168.50.0/25"), "--lan 192.168.50.0/25: give a /24 or wider")
+	wantAll(t, run(t, "vm", "up", "--lan", "--uplink"), "--lan "+vm.DefaultLAN+": give the LAN or the uplink, not both")
 
 	old := vm.StateRoot
 	vm.StateRoot = t.TempDir()

@@ -59,6 +59,7 @@ var vmInputs = inputs{
 	vm.InputMemory:     {flag: "--memory"},
 	vm.InputNodeMemory: {flag: "--node-memory"},
 	vm.InputCPUs:       {flag: "--cpus"},
+	vm.InputLAN:        {flag: "--lan"},
 }
 
 // vmHint adds to an error about a virtual cluster's state the command that
@@ -117,7 +118,29 @@ node has joined (node1's clusterdebian status lists it up). The VMs keep
 running afterwards; vm down removes them.
 
 Under TCG (the default) a VM boots in a few minutes; --accel kvm is much
-faster where KVM works.`,
+faster where KVM works.
+
+Two options put the cluster in the rooms real clusters are often in:
+
+--lan puts it on a lab's or office's LAN: the cluster's network gets its own
+router, DHCP and DNS server (dnsmasq, leases of ` + vm.LANLease.String() + `), by default
+on ` + vm.DefaultLAN + ` with the router at .1; --lan=CIDR picks another subnet,
+/24 or wider. node1 takes an address there by DHCP and serves proxyDHCP: the
+nodes get their addresses from the LAN's server, and node1's status says so.
+
+--uplink gives node1 a second NIC, on ` + vm.UplinkSubnet + ` with its own router,
+DHCP and DNS server: the way out. node1 keeps the first NIC for the cluster
+and forwards the nodes out of the second with NAT.
+
+Behind each room's router is "the outside": ` + vm.OutsideName + ` (` + vm.OutsideAddr + `), a
+web server whose ` + vm.WhoamiPath + ` says which address asked. Each room is a
+network namespace, cdvm-<name>.lan or cdvm-<name>.uplink, to look into with
+ip netns exec; its logs and leases are in ` + vm.StateRoot + `/<name>/lan (or uplink).`,
+		Example: `  sudo clusterdebian vm up --iso out/clusterdebian.iso --nodes 2
+  sudo clusterdebian vm up --name lab --iso out/clusterdebian.iso --nodes 2 --lan
+  sudo clusterdebian vm up --name lab --iso out/clusterdebian.iso --lan=10.20.0.0/22
+  sudo clusterdebian vm up --name out --iso out/clusterdebian.iso --nodes 1 --uplink
+  sudo clusterdebian vm exec --name out vm2 -- getent hosts ` + vm.OutsideName + ``,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = cmd.OutOrStdout()
@@ -132,8 +155,13 @@ faster where KVM works.`,
 			case err != nil:
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s is up after %s: %d VMs. Try:\n  clusterdebian vm list --name %[1]s\n  clusterdebian vm exec --name %[1]s node1 -- clusterdebian status\n  clusterdebian vm console --name %[1]s node1\n  clusterdebian vm down --name %[1]s\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s is up after %s: %d VMs. Try:\n  clusterdebian vm list --name %[1]s\n  clusterdebian vm exec --name %[1]s node1 -- clusterdebian status\n  clusterdebian vm console --name %[1]s node1\n",
 				c.Name, time.Since(start).Round(time.Second), len(c.VMs))
+			if (c.LAN != nil || c.Uplink != nil) && len(c.VMs) > 1 {
+				fmt.Fprintf(cmd.OutOrStdout(), "  clusterdebian vm exec --name %s %s -- bash -c 'exec 3<>/dev/tcp/%s/80; printf \"GET %s HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3'\n",
+					c.Name, c.VMs[1].Name, vm.OutsideName, vm.WhoamiPath)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "  clusterdebian vm down --name %s\n", c.Name)
 			return nil
 		},
 	}
@@ -148,6 +176,9 @@ faster where KVM works.`,
 	f.BoolVar(&o.SecureBoot, "secure-boot", false, "boot every VM with UEFI and Secure Boot on, with the keys PCs ship with (node1 from the ISO as a USB stick, the nodes with the firmware's own PXE client)")
 	f.BoolVar(&o.Display, "display", false, "give node1 a VGA card (for image.desktop): its screen and keyboard are reached through QEMU's monitor, monitor.sock in its folder")
 	f.DurationVar(&o.BootTimeout, "timeout", 20*time.Minute, "how long node1 may take to boot, and then the nodes to join")
+	f.StringVar(&o.LAN, "lan", "", "put the cluster on a LAN with its own router, DHCP and DNS server; --lan=CIDR for a subnet other than "+vm.DefaultLAN)
+	f.Lookup("lan").NoOptDefVal = vm.DefaultLAN
+	f.BoolVar(&o.Uplink, "uplink", false, "give node1 a second NIC on an uplink (router, DHCP, DNS) through which the nodes reach "+vm.OutsideName)
 	return cmd
 }
 
@@ -170,7 +201,15 @@ whether its QEMU runs.`,
 			for _, i := range c.List(cmd.Context()) {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", i.VM, i.MAC, i.Node, i.State())
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, r := range []*vm.RoomState{c.LAN, c.Uplink} {
+				if r != nil {
+					fmt.Fprintln(cmd.OutOrStdout(), r.Describe())
+				}
+			}
+			return nil
 		},
 	}
 	nameFlag(cmd, &name)

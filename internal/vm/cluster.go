@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clusterdebian/clusterdebian/internal/hosttools"
 	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
 )
@@ -75,8 +77,19 @@ type UpOptions struct {
 	// instead of outliving it: for tests, whose timeout kills the test
 	// binary without running its cleanup. The returned Cluster keeps
 	// starting its VMs attached (Start); a Cluster loaded by another
-	// process does not.
+	// process does not. The rooms' servers (LAN, Uplink) die with it too.
 	Attached bool
+	// LAN, a subnet such as DefaultLAN (IPv4, /8 to /24), puts the cluster
+	// on a LAN that has its own router, DHCP and DNS server (see room.go);
+	// empty: a private switch where node1 is alone.
+	LAN string
+	// Uplink gives node1 a second NIC, on an uplink network with its own
+	// router, DHCP and DNS server: the nodes' way out (see room.go).
+	Uplink bool
+	// OnNetwork, when set, runs once the cluster's network and its rooms
+	// exist and before any VM starts, for tests that watch the wire from
+	// the first packet. Its error stops Up, which then removes the cluster.
+	OnNetwork func(*Cluster) error
 }
 
 // The inputs of Up and LoadCluster, as their errors name them (each such
@@ -89,6 +102,7 @@ const (
 	InputMemory     = "node1 memory" // UpOptions.MemoryMiB
 	InputNodeMemory = "node memory"  // UpOptions.NodeMemoryMiB
 	InputCPUs       = "CPUs"         // UpOptions.CPUs
+	InputLAN        = "LAN subnet"   // UpOptions.LAN
 )
 
 // Errors about a cluster's state, which the CLI explains with the command
@@ -186,6 +200,17 @@ func (o *UpOptions) validate() error {
 	}
 	if o.CPUs < 1 || o.CPUs > 64 {
 		errs = append(errs, inputerr.Errorf(InputCPUs, strconv.Itoa(o.CPUs), "give 1 to 64"))
+	}
+	switch {
+	case o.LAN != "" && o.Uplink:
+		// Another DHCP server on both of node1's NICs: the head cannot tell
+		// the cluster's card (it asks to choose at boot), and the nodes
+		// would never join.
+		errs = append(errs, inputerr.Errorf(InputLAN, o.LAN, "give the LAN or the uplink, not both: with a DHCP server on both of node1's NICs the head asks at boot which card is the cluster's"))
+	case o.LAN != "":
+		if _, err := checkLAN(o.LAN); err != nil {
+			errs = append(errs, inputerr.New(InputLAN, o.LAN, err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -296,14 +321,20 @@ func (c *Cluster) spec(v VMState, accel string) Spec {
 	}
 	s.VGA = v.Role == RoleHead && c.Display
 	switch {
-	case v.Role == RoleHead && c.SecureBoot:
-		// OVMF boots the stick; the NIC only serves.
-		s.USBDisk = c.ISO
-		s.NICs = []NIC{{Tap: v.Tap, MAC: v.MAC}}
 	case v.Role == RoleHead:
-		// SeaBIOS boots the CD-ROM first; the NIC only serves.
-		s.CDROM = c.ISO
+		// The ISO boots (SeaBIOS: as a CD-ROM; OVMF with Secure Boot: as a
+		// USB stick); the NIC only serves. The uplink's NIC comes second,
+		// so that the cluster's is the first wired card (the boot menu's
+		// choice of card counts from it).
+		if c.SecureBoot {
+			s.USBDisk = c.ISO
+		} else {
+			s.CDROM = c.ISO
+		}
 		s.NICs = []NIC{{Tap: v.Tap, MAC: v.MAC}}
+		if v.UplinkTap != "" {
+			s.NICs = append(s.NICs, NIC{Tap: v.UplinkTap, MAC: v.UplinkMAC})
+		}
 	case c.SecureBoot:
 		// The NIC first, without an option ROM: OVMF's own PXE client
 		// loads shim from node1, as a PC's firmware does.
@@ -383,68 +414,18 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		return nil, errors.New("vm up: qemu-system-x86_64 not found; install qemu-system-x86 (clusterdebian doctor lists what the tests and VMs need)")
 	}
+	if o.LAN != "" || o.Uplink {
+		if err := hosttools.Require(roomTools()); err != nil {
+			return nil, fmt.Errorf("vm up: the LAN's and the uplink's servers: %w", err)
+		}
+	}
 	progress := o.Progress
 	if progress == nil {
 		progress = io.Discard
 	}
-	dir := ClusterDir(o.Name)
-	nsName := NetNSPrefix + o.Name
-	if old, err := ReadState(dir); err == nil {
-		running := 0
-		for _, v := range old.VMs {
-			if v.Running() {
-				running++
-			}
-		}
-		if running > 0 {
-			return nil, fmt.Errorf("vm up: cluster %q: %w (%d of its %d VMs run)", o.Name, ErrAlreadyUp, running, len(old.VMs))
-		}
-		// Left over from a crash or a host reboot: nothing runs, so clear it.
-		fmt.Fprintf(progress, "cluster %s: removing the remains of an earlier run (no VM of it runs)\n", o.Name)
-		if err := newCluster(dir, old).Down(); err != nil {
-			return nil, err
-		}
-	} else if !notFound(err) {
-		return nil, fmt.Errorf("vm up: cluster %q: %w: a damaged state (%v)", o.Name, ErrLeftover, err)
-	} else if netns.Exists(nsName) {
-		return nil, fmt.Errorf("vm up: cluster %q: %w: the network namespace %s exists but the cluster has no state", o.Name, ErrLeftover, nsName)
-	}
-
-	if err := os.MkdirAll(StateRoot, 0o755); err != nil {
+	c, err := setUp(ctx, o, progress)
+	if err != nil {
 		return nil, err
-	}
-	// Mkdir, not MkdirAll: two `vm up` of the same name race here, and only
-	// one wins.
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		if os.IsExist(err) {
-			return nil, fmt.Errorf("vm up: cluster %q: %w: %s exists: another Up of the cluster is running, or a crash left it", o.Name, ErrLeftover, dir)
-		}
-		return nil, err
-	}
-	st := &State{Name: o.Name, NetNS: nsName, Bridge: Bridge, ISO: o.ISO, Accel: o.Accel, SecureBoot: o.SecureBoot, Display: o.Display, Created: time.Now().UTC()}
-	for i := 1; i <= o.Nodes+1; i++ {
-		v := VMState{Role: RoleNode, MAC: MAC(o.Name, i), Tap: "tap" + strconv.Itoa(i), MemoryMiB: o.NodeMemoryMiB, CPUs: o.CPUs}
-		v.Name = "vm" + strconv.Itoa(i)
-		if i == 1 {
-			v.Name, v.Role, v.MemoryMiB = HeadVM, RoleHead, o.MemoryMiB
-		}
-		v.Dir = filepath.Join(dir, v.Name)
-		if v.Role == RoleNode {
-			v.Disk = filepath.Join(v.Dir, "disk.qcow2")
-		}
-		st.VMs = append(st.VMs, v)
-	}
-	c := newCluster(dir, st)
-	c.attached = o.Attached
-	// The state is written before anything else is made, so that Down finds
-	// everything after a crash at any later point.
-	if err := c.save(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	if err := c.create(ctx); err != nil {
-		c.Down()
-		return nil, fmt.Errorf("vm up: %w", err)
 	}
 	if avail := memAvailableMiB(); avail > 0 {
 		if want := o.MemoryMiB + o.Nodes*o.NodeMemoryMiB; want > avail {
@@ -453,7 +434,7 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 	}
 
 	headVM := c.vm(HeadVM)
-	fmt.Fprintf(progress, "cluster %s: network namespace %s, node1 and %d node VM(s), accel %s; state in %s\n", o.Name, nsName, o.Nodes, o.Accel, dir)
+	fmt.Fprintf(progress, "cluster %s: network namespace %s, node1 and %d node VM(s), accel %s; state in %s\n", o.Name, c.NetNS, o.Nodes, o.Accel, c.Dir)
 	head, err := c.startVM(headVM)
 	if err != nil {
 		c.Down()
@@ -497,14 +478,103 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 	return c, nil
 }
 
+// setUp makes the cluster's state, folders, disks and network, its rooms
+// running, after it removed what an earlier run of the name left: all but
+// the VMs. On error it removes what it made.
+func setUp(ctx context.Context, o UpOptions, progress io.Writer) (*Cluster, error) {
+	dir := ClusterDir(o.Name)
+	nsName := NetNSPrefix + o.Name
+	if old, err := ReadState(dir); err == nil {
+		running := 0
+		for _, v := range old.VMs {
+			if v.Running() {
+				running++
+			}
+		}
+		if running > 0 {
+			return nil, fmt.Errorf("vm up: cluster %q: %w (%d of its %d VMs run)", o.Name, ErrAlreadyUp, running, len(old.VMs))
+		}
+		// Left over from a crash or a host reboot: nothing runs, so clear it.
+		fmt.Fprintf(progress, "cluster %s: removing the remains of an earlier run (no VM of it runs)\n", o.Name)
+		if err := newCluster(dir, old).Down(); err != nil {
+			return nil, err
+		}
+	} else if !notFound(err) {
+		return nil, fmt.Errorf("vm up: cluster %q: %w: a damaged state (%v)", o.Name, ErrLeftover, err)
+	} else {
+		for _, ns := range []string{nsName, roomNetNS(o.Name, RoomLAN), roomNetNS(o.Name, RoomUplink)} {
+			if netns.Exists(ns) {
+				return nil, fmt.Errorf("vm up: cluster %q: %w: the network namespace %s exists but the cluster has no state", o.Name, ErrLeftover, ns)
+			}
+		}
+	}
+
+	if err := os.MkdirAll(StateRoot, 0o755); err != nil {
+		return nil, err
+	}
+	// Mkdir, not MkdirAll: two `vm up` of the same name race here, and only
+	// one wins.
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		if os.IsExist(err) {
+			return nil, fmt.Errorf("vm up: cluster %q: %w: %s exists: another Up of the cluster is running, or a crash left it", o.Name, ErrLeftover, dir)
+		}
+		return nil, err
+	}
+	st := &State{Name: o.Name, NetNS: nsName, Bridge: Bridge, ISO: o.ISO, Accel: o.Accel, SecureBoot: o.SecureBoot, Display: o.Display, Created: time.Now().UTC()}
+	for i := 1; i <= o.Nodes+1; i++ {
+		v := VMState{Role: RoleNode, MAC: MAC(o.Name, i), Tap: "tap" + strconv.Itoa(i), MemoryMiB: o.NodeMemoryMiB, CPUs: o.CPUs}
+		v.Name = "vm" + strconv.Itoa(i)
+		if i == 1 {
+			v.Name, v.Role, v.MemoryMiB = HeadVM, RoleHead, o.MemoryMiB
+			if o.Uplink {
+				v.UplinkTap, v.UplinkMAC = UplinkTap, MAC(o.Name, uplinkNIC)
+			}
+		}
+		v.Dir = filepath.Join(dir, v.Name)
+		if v.Role == RoleNode {
+			v.Disk = filepath.Join(v.Dir, "disk.qcow2")
+		}
+		st.VMs = append(st.VMs, v)
+	}
+	if o.LAN != "" {
+		lan, _ := checkLAN(o.LAN) // validated
+		st.LAN = newRoom(o.Name, dir, RoomLAN, lan)
+	}
+	if o.Uplink {
+		st.Uplink = newRoom(o.Name, dir, RoomUplink, netip.MustParsePrefix(UplinkSubnet))
+	}
+	c := newCluster(dir, st)
+	c.attached = o.Attached
+	// The state is written before anything else is made, so that Down finds
+	// everything after a crash at any later point.
+	if err := c.save(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := c.create(ctx); err != nil {
+		c.Down()
+		return nil, fmt.Errorf("vm up: %w", err)
+	}
+	for _, r := range c.rooms() {
+		fmt.Fprintf(progress, "%s\n", r.Describe())
+	}
+	if o.OnNetwork != nil {
+		if err := o.OnNetwork(c); err != nil {
+			c.Down()
+			return nil, fmt.Errorf("vm up: %w", err)
+		}
+	}
+	return c, nil
+}
+
 // upFailed explains a failure once the cluster's VMs are running (Up then
 // returns the cluster too).
 func (c *Cluster) upFailed(err error) error {
 	return fmt.Errorf("vm up: %w\nThe cluster is still up, to look at; its serial logs are in %s/*/%s", err, c.Dir, SerialLogFile)
 }
 
-// create makes the VM folders, the nodes' disks, and the namespace with its
-// bridge and taps.
+// create makes the VM folders, the nodes' disks, the namespace with its
+// bridges and taps, and the rooms with their servers running.
 func (c *Cluster) create(ctx context.Context) error {
 	for _, v := range c.VMs {
 		if err := os.MkdirAll(v.Dir, 0o755); err != nil {
@@ -529,8 +599,35 @@ func (c *Cluster) create(ctx context.Context) error {
 		if err := ns.AddTap(ctx, v.Tap, c.Bridge); err != nil {
 			return err
 		}
+		if v.UplinkTap != "" {
+			if err := ns.AddBridge(ctx, UplinkBridge); err != nil {
+				return err
+			}
+			if err := ns.AddTap(ctx, v.UplinkTap, UplinkBridge); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range c.rooms() {
+		if err := c.createRoom(ctx, r); err != nil {
+			return fmt.Errorf("the %s: %w", r.Kind, err)
+		}
+		if err := c.startRoom(ctx, r); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// rooms are the cluster's LAN and uplink, those it has.
+func (c *Cluster) rooms() []*RoomState {
+	var rs []*RoomState
+	for _, r := range []*RoomState{c.LAN, c.Uplink} {
+		if r != nil {
+			rs = append(rs, r)
+		}
+	}
+	return rs
 }
 
 // makeDisk creates an empty sparse disk image.
@@ -782,10 +879,25 @@ func down(name, dir string, st *State) error {
 	nsName := NetNSPrefix + name
 	var taps []string
 	bridge := Bridge
+	// The rooms first, while the cluster's namespace still holds their
+	// veths' ends; by their names alone when the state is lost.
+	rooms := map[string]string{roomNetNS(name, RoomLAN): roomPort(RoomLAN), roomNetNS(name, RoomUplink): roomPort(RoomUplink)}
 	if st != nil {
-		if st.NetNS != "" {
-			nsName = st.NetNS
+		for _, r := range []*RoomState{st.LAN, st.Uplink} {
+			if r != nil {
+				rooms[r.NetNS] = r.Port
+			}
 		}
+	}
+	if st != nil && st.NetNS != "" {
+		nsName = st.NetNS
+	}
+	for ns, port := range rooms {
+		if err := downRoom(ctx, nsName, ns, port); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if st != nil {
 		if st.Bridge != "" {
 			bridge = st.Bridge
 		}
@@ -794,6 +906,9 @@ func down(name, dir string, st *State) error {
 				errs = append(errs, fmt.Errorf("%s: %w", v.Name, err))
 			}
 			taps = append(taps, v.Tap)
+			if v.UplinkTap != "" {
+				taps = append(taps, v.UplinkTap)
+			}
 		}
 	}
 	// QEMUs that a crash kept from the state file (started, pid not yet
@@ -815,6 +930,7 @@ func down(name, dir string, st *State) error {
 			ns.IP(ctx, "link", "del", t)
 		}
 		ns.IP(ctx, "link", "del", bridge)
+		ns.IP(ctx, "link", "del", UplinkBridge)
 		if err := ns.Delete(ctx); err != nil && netns.Exists(nsName) {
 			errs = append(errs, err)
 		}

@@ -50,6 +50,11 @@ func TestUpOptionsValidate(t *testing.T) {
 		{"name", func(o *UpOptions) { o.Name = "a/b" }, InputName, `^cluster name "a/b": use`},
 		{"long name", func(o *UpOptions) { o.Name = strings.Repeat("x", 33) }, InputName, `^cluster name`},
 		{"cpus", func(o *UpOptions) { o.CPUs = -2 }, InputCPUs, `^CPUs -2`},
+		{"LAN", func(o *UpOptions) { o.LAN = DefaultLAN }, "", ""},
+		{"uplink", func(o *UpOptions) { o.Uplink = true }, "", ""},
+		{"narrow LAN", func(o *UpOptions) { o.LAN = "192.168.50.0/25" }, InputLAN, `^LAN subnet 192\.168\.50\.0/25: give a /24 or wider`},
+		{"LAN not a subnet", func(o *UpOptions) { o.LAN = "office" }, InputLAN, `^LAN subnet office: not a subnet`},
+		{"LAN and uplink", func(o *UpOptions) { o.LAN, o.Uplink = DefaultLAN, true }, InputLAN, `not both`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -311,6 +316,12 @@ func TestClusterSpecs(t *testing.T) {
 	c.Display = true
 	if h, n := c.spec(c.VMs[0], "tcg"), c.spec(c.VMs[1], "tcg"); !h.VGA || n.VGA {
 		t.Errorf("Display: head VGA %v (want true), node VGA %v (want false)", h.VGA, n.VGA)
+	}
+	// node1's second NIC, on the uplink, comes after the cluster's and
+	// boots nothing.
+	c.VMs[0].UplinkTap, c.VMs[0].UplinkMAC = UplinkTap, MAC("t", uplinkNIC)
+	if h := c.spec(c.VMs[0], "tcg"); len(h.NICs) != 2 || h.NICs[0].Tap != c.VMs[0].Tap || h.NICs[1].Tap != UplinkTap || h.NICs[1].Boot || h.NICs[1].MAC != "52:54:00:cd:"+MAC("t", 1)[12:14]+":fe" {
+		t.Errorf("head spec with an uplink: NICs %+v", h.NICs)
 	}
 	// A test's cluster (UpOptions.Attached) dies with the test.
 	c.attached = true

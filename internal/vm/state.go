@@ -54,6 +54,10 @@ type State struct {
 	Display bool      `json:"display,omitempty"`
 	Created time.Time `json:"created"`
 	VMs     []VMState `json:"vms"`
+	// LAN, when set, is the LAN the cluster's bridge is (UpOptions.LAN);
+	// Uplink the network of node1's second NIC (UpOptions.Uplink).
+	LAN    *RoomState `json:"lan,omitempty"`
+	Uplink *RoomState `json:"uplink,omitempty"`
 }
 
 // VMState is one VM of a cluster.
@@ -67,6 +71,10 @@ type VMState struct {
 	MemoryMiB int    `json:"memory_mib"`
 	CPUs      int    `json:"cpus"`
 	PID       int    `json:"pid"` // QEMU's; 0 when not started
+	// UplinkTap and UplinkMAC are node1's second NIC's, on the uplink
+	// (UpOptions.Uplink); empty without one.
+	UplinkTap string `json:"uplink_tap,omitempty"`
+	UplinkMAC string `json:"uplink_mac,omitempty"`
 }
 
 // ClusterDir is the state folder of the cluster name.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -35,8 +36,16 @@ type vcluster struct {
 // run left is removed first. Its progress goes to t's log: t outlives the
 // step that calls this, and vm.Up's watchers may still write as it returns.
 func upCluster(t *testing.T, ctx context.Context, o vm.UpOptions) (vcluster, error) {
+	// A cluster of that name left by a run that died goes first; so does
+	// one whose state this checkout cannot read (damaged, or written by
+	// another version): vm.Down removes it by its name.
 	if old, err := vm.LoadCluster(o.Name); err == nil {
 		old.Down()
+	} else if !errors.Is(err, vm.ErrNoCluster) {
+		t.Logf("removing the leftover cluster %s, whose state cannot be read: %v", o.Name, err)
+		if err := vm.Down(o.Name); err != nil {
+			return vcluster{}, fmt.Errorf("removing the leftover cluster %s: %w", o.Name, err)
+		}
 	}
 	o.Accel, o.Attached, o.Progress = "tcg", true, testsupport.LogWriter(t)
 	c, err := vm.Up(ctx, o)
@@ -176,6 +185,11 @@ func compileMPI(t *testing.T, ctx context.Context, g testsupport.Guest) {
 // the cluster: a node failing, a head restart, prune, and finally a real
 // shutdown of the whole cluster.
 //
+// node1 has an uplink too (`vm up --uplink`): a second NIC on a network
+// with its own DHCP server and router. The head must pick the cluster's
+// card on its own, serve the private switch, and forward the nodes out of
+// the uplink with NAT; MPI must not stray onto the uplink or a docker0.
+//
 // New checks that leave the cluster as they found it go before "node down".
 func TestVirtualCluster(t *testing.T) {
 	needE2E(t)
@@ -193,7 +207,7 @@ func TestVirtualCluster(t *testing.T) {
 		out, _ := defaultImage(st)
 		var err error
 		c, err = upCluster(t, ctx, vm.UpOptions{Name: "e2e", ISO: filepath.Join(out, imagebuild.ISOName),
-			Nodes: 2, MemoryMiB: 2048, NodeMemoryMiB: 1536, CPUs: 2})
+			Nodes: 2, MemoryMiB: 2048, NodeMemoryMiB: 1536, CPUs: 2, Uplink: true})
 		if err != nil {
 			st.Fatalf("vm up: %v", err)
 		}
@@ -284,7 +298,8 @@ cat <&3`)
 			}
 		}
 		checkExports(t, c.on("node1").Sh(t, ctx, "exportfs -s"), "/", booted...)
-		mountFromOutside(t, ctx, c.on("node1"), c.on(b), "/")
+		mountFromOutsideAt(t, ctx, c.on("node1"), c.on(b), clusterHead, "/", []string{"3", "4"},
+			bystander{addr: netip.MustParsePrefix(outsiderAddr + "/24")}, bystander{addr: netip.MustParsePrefix(insiderAddr + "/24")})
 	})
 
 	s.Step("shared root", boot, func(t *testing.T) {
@@ -321,23 +336,59 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y $d/cdtest-hello.deb`)
 	})
 
 	s.Step("mpi", boot, func(t *testing.T) {
-		// Compile on node1, run with -np 6 and no hostfile argument.
+		// Compile on node1, run with -np 6 and no hostfile argument, with
+		// node1's uplink up.
 		compileMPI(t, ctx, c.on("node1"))
-		mpi := c.on("node1").Sh(t, ctx, "cd /home/user && runuser -u user -- mpirun -np 6 ./allreduce")
-		t.Logf("mpirun:\n%s", mpi)
-		ranks := regexp.MustCompile(`rank (\d+) of 6 on (\S+) sum (\d+)`).FindAllStringSubmatch(mpi, -1)
-		if len(ranks) != 6 {
-			t.Fatalf("want 6 ranks, got %d:\n%s", len(ranks), mpi)
+		runMPI(t, ctx, c.on("node1"), 6, 3)
+	})
+
+	s.Step("mpi beside docker0", []string{"mpi"}, func(t *testing.T) {
+		// A docker0 bridge with an address, up, on node1 and a node, as
+		// Docker leaves it, and libvirt's virbr0 on node1: MPI keeps to
+		// the cluster network all the same.
+		for _, br := range []struct{ node, name, addr string }{
+			{"node1", "docker0", "172.17.0.1/16"}, {a, "docker0", "172.17.0.1/16"}, {"node1", "virbr0", "192.168.122.1/24"},
+		} {
+			g := c.on(br.node)
+			g.Sh(t, ctx, fmt.Sprintf("ip link add %[1]s type bridge && ip addr add %[2]s dev %[1]s && ip link set %[1]s up", br.name, br.addr))
+			t.Cleanup(func() { g.Try(t, context.Background(), "ip link del "+br.name) })
 		}
-		hostsSeen := map[string]bool{}
-		for _, r := range ranks {
-			hostsSeen[r[2]] = true
-			if r[3] != "15" { // 0+1+...+5
-				t.Errorf("rank %s: Allreduce sum %s, want 15", r[1], r[3])
+		runMPI(t, ctx, c.on("node1"), 6, 3)
+	})
+
+	s.Step("uplink: node1 picks the cluster card and forwards", boot, func(t *testing.T) {
+		// Two connected cards; the head took the one with no other DHCP
+		// server and no default route, which is the cluster's (its MAC),
+		// serves it, and loaded its NAT table.
+		g := c.on("node1")
+		n := headNetwork(t, ctx, g)
+		if mac := strings.TrimSpace(g.Sh(t, ctx, "cat /sys/class/net/"+n.Interface+"/address")); mac != c.VMs[0].MAC {
+			t.Errorf("the head took %s (%s), not the cluster's card %s", n.Interface, mac, c.VMs[0].MAC)
+		}
+		if !strings.Contains(n.InterfaceWhy, "no other DHCP server and no default route") || n.Mode != "server" || n.Address != clusterHead || n.NAT == nil {
+			t.Errorf("GET /api/v1/network: %+v", n)
+		}
+		nft := g.Sh(t, ctx, "nft list table ip clusterdebian")
+		if !strings.Contains(nft, "masquerade") || !strings.Contains(nft, clusterSubnet) {
+			t.Errorf("nft list table ip clusterdebian:\n%s", nft)
+		}
+	})
+
+	s.Step("uplink: nodes reach the outside through node1", boot, func(t *testing.T) {
+		// The node's DHCP gave node1 as router and node1's upstream DNS
+		// server (the uplink's); the outside sees node1's uplink address.
+		conf := c.on(a).Sh(t, ctx, "cat /run/net-*.conf")
+		for _, want := range []string{"IPV4GATEWAY='" + clusterHead + "'", "IPV4DNS0='" + c.Uplink.Router + "'"} {
+			if !strings.Contains(conf, want) {
+				t.Errorf("%s's DHCP configuration lacks %s:\n%s", a, want, conf)
 			}
 		}
-		if len(hostsSeen) != 3 {
-			t.Errorf("ranks ran on %d hosts (%v), want 3", len(hostsSeen), hostsSeen)
+		up, ok := roomLease(t, c.Uplink, c.VMs[0].UplinkMAC)
+		if !ok {
+			t.Fatalf("node1's second NIC (%s) has no lease on the uplink", c.VMs[0].UplinkMAC)
+		}
+		if got := whoami(t, ctx, c.on(a)); got != up.IP.String() {
+			t.Errorf("the outside sees %s as %q, want node1's uplink address %s (NAT)", a, got, up.IP)
 		}
 	})
 
@@ -427,6 +478,16 @@ head -n 1 <&3`, len(reg), reg))
 		if n, ok := byName(after, b); ok && n.State != registry.StateDown {
 			t.Errorf("the stopped %s is %s after the head restart, want %s", b, n.State, registry.StateDown)
 		}
+		// The running node is still exported to, and still reaches out.
+		if n, ok := byName(after, a); ok {
+			exports, err := parseExports(c.on("node1").Sh(t, ctx, "exportfs -s"))
+			if err != nil || !slices.ContainsFunc(exports, func(e export) bool { return e.client == n.IP }) {
+				t.Errorf("after the head restart %s (%s) is not exported to: %+v %v", a, n.IP, exports, err)
+			}
+		}
+		if up, ok := roomLease(t, c.Uplink, c.VMs[0].UplinkMAC); !ok || whoami(t, ctx, c.on(a)) != up.IP.String() {
+			t.Errorf("after the head restart %s does not reach the outside through node1's %+v", a, up)
+		}
 	})
 
 	s.Step("prune", []string{"node down"}, func(t *testing.T) {
@@ -438,6 +499,8 @@ head -n 1 <&3`, len(reg), reg))
 		if hosts := c.on("node1").Sh(t, ctx, "cat /etc/hosts /etc/cluster/mpi.hosts"); regexp.MustCompile(`\b` + b + `\b`).MatchString(hosts) {
 			t.Errorf("%s is still in the cluster files after prune:\n%s", b, hosts)
 		}
+		// Its export went with it; the running node's stays.
+		checkExports(t, c.on("node1").Sh(t, ctx, "exportfs -s"), "/", nodeIP(t, nodes, a))
 	})
 
 	s.Step("shutdown", boot, func(t *testing.T) {
@@ -495,4 +558,83 @@ func TestVMBadInput(t *testing.T) {
 	if _, err := vm.LoadCluster("e2ebad"); !errors.Is(err, vm.ErrNoCluster) {
 		t.Errorf("a failed vm up left a cluster behind (LoadCluster: %v)", err)
 	}
+}
+
+// runMPI runs the allreduce program (compileMPI) on g with np ranks, no
+// hostfile and no MCA flags, and checks that every rank reports the sum
+// and that they ran on hosts hosts.
+func runMPI(t *testing.T, ctx context.Context, g testsupport.Guest, np, hosts int) {
+	t.Helper()
+	mpi := g.Sh(t, ctx, fmt.Sprintf("cd /home/user && runuser -u user -- timeout 300 mpirun -np %d ./allreduce", np))
+	t.Logf("mpirun:\n%s", mpi)
+	ranks := regexp.MustCompile(fmt.Sprintf(`rank (\d+) of %d on (\S+) sum (\d+)`, np)).FindAllStringSubmatch(mpi, -1)
+	if len(ranks) != np {
+		t.Fatalf("want %d ranks, got %d:\n%s", np, len(ranks), mpi)
+	}
+	hostsSeen := map[string]bool{}
+	want := fmt.Sprint(np * (np - 1) / 2)
+	for _, r := range ranks {
+		hostsSeen[r[2]] = true
+		if r[3] != want {
+			t.Errorf("rank %s: Allreduce sum %s, want %s", r[1], r[3], want)
+		}
+	}
+	if len(hostsSeen) != hosts {
+		t.Errorf("ranks ran on %d hosts (%v), want %d", len(hostsSeen), hostsSeen, hosts)
+	}
+}
+
+// headNetwork reads node1's GET /api/v1/network on g (node1).
+func headNetwork(t *testing.T, ctx context.Context, g testsupport.Guest) registry.Network {
+	t.Helper()
+	raw := g.Sh(t, ctx, `exec 3<>/dev/tcp/127.0.0.1/80
+printf 'GET /api/v1/network HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+cat <&3`)
+	var n registry.Network
+	if _, body, ok := strings.Cut(raw, "\r\n\r\n"); !ok || json.Unmarshal([]byte(body), &n) != nil || n.Summary == "" {
+		t.Fatalf("/api/v1/network: cannot read %q", raw)
+	}
+	return n
+}
+
+// whoami asks the outside's web server, by name, who g is, as the
+// outside sees it: its answer's address.
+func whoami(t *testing.T, ctx context.Context, g testsupport.Guest) string {
+	t.Helper()
+	out := g.Sh(t, ctx, fmt.Sprintf(`getent hosts %[1]s
+exec 3<>/dev/tcp/%[1]s/80
+printf 'GET %[2]s HTTP/1.0\r\nHost: %[1]s\r\n\r\n' >&3
+timeout 60 cat <&3`, vm.OutsideName, vm.WhoamiPath))
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(vm.OutsideAddr) + `\s+` + regexp.QuoteMeta(vm.OutsideName) + `$`).MatchString(out) {
+		t.Errorf("%s does not resolve %s to %s:\n%s", g.Name, vm.OutsideName, vm.OutsideAddr, out)
+	}
+	m := regexp.MustCompile(`(?m)^you are (\S+)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("%s: the outside's %s did not answer:\n%s", g.Name, vm.WhoamiPath, out)
+	}
+	return m[1]
+}
+
+// roomLease finds mac's lease in the room's lease file.
+func roomLease(t *testing.T, r *vm.RoomState, mac string) (vm.RoomLease, bool) {
+	t.Helper()
+	ls, err := r.Leases()
+	if err != nil {
+		t.Fatalf("the %s's leases: %v", r.Kind, err)
+	}
+	for _, l := range ls {
+		if l.MAC == mac {
+			return l, true
+		}
+	}
+	return vm.RoomLease{}, false
+}
+
+func nodeIP(t *testing.T, nodes []registry.Node, name string) string {
+	t.Helper()
+	n, ok := byName(nodes, name)
+	if !ok {
+		t.Fatalf("no %s in %+v", name, nodes)
+	}
+	return n.IP
 }
