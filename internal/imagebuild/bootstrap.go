@@ -24,7 +24,8 @@ const bootstrapRecipe = 2
 
 func (b *build) bootstrapKey() string {
 	return Key("bootstrap", bootstrapRecipe, b.Config.Image.Suite, b.mirror, b.packages,
-		MmdebstrapArgs(nil, "", "", ""), hooks("SCRIPT", "LAYERS", true), imagefiles.NodeInitramfsScript, imagefiles.LiveLayersScript)
+		MmdebstrapArgs(nil, "", "", ""), hooks("SCRIPT", "LAYERS", true), imagefiles.NodeInitramfsScript, imagefiles.LiveLayersScript,
+		packageHooks(b.packages))
 }
 
 // Where the hooks upload the initramfs pieces into the new root; the hook
@@ -69,6 +70,16 @@ func hooks(script, layers string, pvm bool) []string {
 	}
 	if pvm {
 		hs = append(hs, "--customize-hook="+imagefiles.Hook("pvm-ssh-rsh.sh"))
+	}
+	return hs
+}
+
+// packageHooks returns the customize hooks that some packages need: with
+// munge, removing the key its installation made.
+func packageHooks(pkgs []string) []string {
+	var hs []string
+	if slices.Contains(pkgs, "munge") {
+		hs = append(hs, "--customize-hook="+imagefiles.Hook("no-munge-key.sh"))
 	}
 	return hs
 }
@@ -125,7 +136,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 	}
 	defer os.Remove(layers)
 	r.stage.Status("mmdebstrap " + b.Config.Image.Suite + " from " + b.mirror)
-	hs := hooks(script, layers, slices.Contains(b.packages, "pvm"))
+	hs := append(hooks(script, layers, slices.Contains(b.packages, "pvm")), packageHooks(b.packages)...)
 	err := r.run(ctx, "unshare", unshareArgs("mmdebstrap",
 		MmdebstrapArgs(b.packages, b.Config.Image.Suite, root, b.mirror, hs...)...)...)
 	if err != nil {

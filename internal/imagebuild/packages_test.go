@@ -21,6 +21,7 @@ func TestImagePackages(t *testing.T) {
 	mpi := []string{"openmpi-bin", "libopenmpi-dev"}
 	pvm := []string{"pvm", "pvm-dev"}
 	desktop := []string{"xserver-xorg", "xinit", "x11-xserver-utils", "xterm"}
+	slurm := []string{"slurmctld", "slurmd", "slurm-client", "munge"}
 
 	tests := []struct {
 		name      string
@@ -32,7 +33,7 @@ func TestImagePackages(t *testing.T) {
 		{
 			name:    "default",
 			text:    "",
-			want:    append(slices.Clone(always), mpi...),
+			want:    append(append(slices.Clone(always), mpi...), slurm...),
 			wantNot: append(append(slices.Clone(pvm), desktop...), "icewm"),
 		},
 		{
@@ -56,7 +57,13 @@ func TestImagePackages(t *testing.T) {
 			name:      "extra packages, overlapping the base list",
 			text:      "[image]\npackages = [\"htop\", \"sudo\", \"htop\", \"openmpi-bin\", \"python3-numpy\"]\n",
 			want:      append(slices.Clone(always), "htop", "python3-numpy"),
-			wantCount: len(basePackages) + len(mpi) + 1 + 2, // + build-essential, htop, python3-numpy
+			wantCount: len(basePackages) + len(mpi) + len(slurm) + 1 + 2, // + build-essential, htop, python3-numpy
+		},
+		{
+			name:    "no scheduler",
+			text:    "[cluster]\nscheduler = \"none\"\n",
+			want:    append(slices.Clone(always), mpi...),
+			wantNot: slurm,
 		},
 		{
 			name: "desktop package also listed",
