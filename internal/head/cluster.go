@@ -20,6 +20,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/slurm"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 	"github.com/clusterdebian/clusterdebian/internal/statuspage"
 )
@@ -99,13 +100,21 @@ func (h *Head) setupCluster() error {
 			}
 		}
 	}
-	if h.exports != nil {
-		apiOpts = append(apiOpts, registry.OnPrune(func(gone []registry.Node) {
+	if o.Slurm != nil && root != "" {
+		key, err := h.setupSlurm(root)
+		if err != nil {
+			return fmt.Errorf("setting up Slurm: %w", err)
+		}
+		apiOpts = append(apiOpts, registry.Slurm(key, h.addr.String()))
+	}
+	apiOpts = append(apiOpts, registry.OnPrune(func(gone []registry.Node) {
+		if h.exports != nil {
 			for _, ip := range h.exports.prune(gone, reg.Nodes()) {
 				h.log.Info("NFS: export withdrawn", "ip", ip)
 			}
-		}))
-	}
+		}
+		h.slurmPruned(gone)
+	}))
 	c.api = registry.NewAPI(reg, h.token, ca, h.log, apiOpts...)
 	if hw, err := h.sys.HardwareAddr(h.iface); err == nil {
 		c.mac = contract.MACString(hw)
@@ -317,6 +326,8 @@ func (h *Head) routes() http.Handler {
 		switch p := r.URL.Path; {
 		case p == "/api/v1/nodes" || strings.HasPrefix(p, "/api/v1/nodes/"):
 			api.ServeHTTP(w, r)
+		case p == slurm.PathStatus:
+			h.serveSlurm(w, r)
 		case p == registry.PathNetwork:
 			h.serveNetwork(w, r)
 		case p == "/" || p == statuspage.PathStatus || p == statuspage.PathStatus+"/":

@@ -17,8 +17,10 @@
 package slurm
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -85,11 +87,6 @@ type Conf struct {
 	// Subnet is the cluster network: MaxNodeCount leaves room for each of
 	// its hosts (up to the package's MaxNodeCount).
 	Subnet netip.Prefix
-	// MPI sets MpiDefault=pmix, so that srun starts Open MPI programs
-	// (Debian's Open MPI 4 and 5 and Slurm share PMIx, not PMI-2: Open MPI
-	// 5 has no PMI-2 at all). Without Open MPI, none: Slurm's PMIx plugin
-	// needs the PMIx library Open MPI brings.
-	MPI bool
 	// Version is the installed Slurm's: 22.05 wants TreeWidth=65533 with
 	// dynamic nodes; 24.11 wants its pid file where its unit lets the
 	// slurm user write, and its cgroup plugin off.
@@ -137,11 +134,11 @@ func (c Conf) Files() map[string]string {
 	// both releases.
 	line("ProctrackType=proctrack/linuxproc")
 	line("TaskProlog=%s", TaskProlog)
-	if c.MPI {
-		line("MpiDefault=pmix")
-	} else {
-		line("MpiDefault=none")
-	}
+	// No MPI plugin by default: a step that is no MPI program (srun
+	// hostname) then needs no PMIx server, and mpirun inside an
+	// allocation starts its daemons itself. srun --mpi=pmix starts an
+	// Open MPI program directly (Debian's Slurm has the plugin).
+	line("MpiDefault=none")
 	// A node marked DOWN (the head does, when it stops heartbeating)
 	// comes back when its slurmd registers again.
 	line("ReturnToService=2")
@@ -155,4 +152,14 @@ func (c Conf) Files() map[string]string {
 			"CgroupPlugin=disabled\n"
 	}
 	return files
+}
+
+// InstalledVersion returns the version of the slurmctld on this machine
+// (`slurmctld -V`); an error when there is none.
+func InstalledVersion(ctx context.Context) (Version, error) {
+	out, err := exec.CommandContext(ctx, "slurmctld", "-V").CombinedOutput()
+	if err != nil {
+		return Version{}, fmt.Errorf("slurmctld -V: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return ParseVersion(string(out))
 }

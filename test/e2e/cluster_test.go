@@ -371,6 +371,8 @@ head -n 1 <&3`, len(reg), reg))
 		}
 	})
 
+	s.Step("slurm", boot, func(t *testing.T) { checkSlurm(t, ctx, c, nodes) })
+
 	// From here on, steps change the cluster.
 
 	s.Step("node down", boot, func(t *testing.T) {
@@ -386,6 +388,8 @@ head -n 1 <&3`, len(reg), reg))
 			return ok && n.State == registry.StateDown
 		})
 		t.Logf("%s marked down %.0f s after power-off", b, time.Since(stopped).Seconds())
+		c.waitSlurmDown(t, ctx, b)
+		t.Logf("%s down in Slurm %.0f s after power-off", b, time.Since(stopped).Seconds())
 		if mh := c.on("node1").Sh(t, ctx, "cat /etc/cluster/mpi.hosts"); strings.Contains(mh, b+" ") {
 			t.Errorf("mpi.hosts still lists %s after it went down:\n%s", b, mh)
 		}
@@ -438,6 +442,7 @@ head -n 1 <&3`, len(reg), reg))
 		if hosts := c.on("node1").Sh(t, ctx, "cat /etc/hosts /etc/cluster/mpi.hosts"); regexp.MustCompile(`\b` + b + `\b`).MatchString(hosts) {
 			t.Errorf("%s is still in the cluster files after prune:\n%s", b, hosts)
 		}
+		c.checkSlurmGone(t, ctx, b)
 	})
 
 	s.Step("shutdown", boot, func(t *testing.T) {
