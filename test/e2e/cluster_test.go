@@ -453,6 +453,7 @@ head -n 1 <&3`, len(reg), reg))
 		if !strings.Contains(plan, a) || !strings.Contains(plan, "then power off node1") {
 			t.Errorf("shutdown --dry-run does not plan %s first and node1 last:\n%s", a, plan)
 		}
+		checkSlurmShutdownPlan(t, plan, a)
 		confirmed := len(upNodes(c.nodes(t, ctx))) - 1
 		c.on("node1").Sh(t, ctx, "systemd-run --unit=e2e-shutdown --no-block sh -c 'clusterdebian shutdown > /dev/ttyS0 2>&1'")
 		waitAllStopped(ctx, t, c.Cluster, 10*time.Minute)
@@ -460,6 +461,7 @@ head -n 1 <&3`, len(reg), reg))
 			!strings.Contains(serial, "power off this machine (node1)") {
 			t.Errorf("node1's console does not show %d node(s) confirmed before node1 went:\n%s", confirmed, tail(serial, 40))
 		}
+		checkSlurmShutdownDone(t, c.Machines()[0].Serial(), a)
 	})
 }
 

@@ -176,3 +176,22 @@ func (c vcluster) checkSlurmGone(t *testing.T, ctx context.Context, node string)
 		t.Errorf("sinfo still lists %s (%s) after prune", node, n.state)
 	}
 }
+
+// checkSlurmShutdownPlan: shutdown --dry-run says it drains node1 and
+// node (the nodes left) in Slurm first, and that no job runs.
+func checkSlurmShutdownPlan(t *testing.T, plan, node string) {
+	t.Helper()
+	if !regexp.MustCompile(`Slurm: drain node\S*` + strings.TrimPrefix(node, "node")).MatchString(plan) ||
+		!strings.Contains(plan, "Slurm: no job is running") {
+		t.Errorf("shutdown --dry-run does not plan to drain node1 and %s in Slurm, with no job running:\n%s", node, plan)
+	}
+}
+
+// checkSlurmShutdownDone: the real shutdown drained them, on node1's
+// console.
+func checkSlurmShutdownDone(t *testing.T, serial, node string) {
+	t.Helper()
+	if !regexp.MustCompile(`Slurm: drained node\S*` + strings.TrimPrefix(node, "node")).MatchString(serial) {
+		t.Errorf("node1's console does not show node1 and %s drained in Slurm:\n%s", node, tail(serial, 40))
+	}
+}
