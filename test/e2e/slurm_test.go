@@ -158,6 +158,24 @@ func checkSlurm(t *testing.T, ctx context.Context, c vcluster, nodes []registry.
 	if !strings.HasSuffix(strings.TrimSpace(res), "\nuser") {
 		t.Errorf("the job's output is not the user's:\n%s", res)
 	}
+
+	// status shows each node's Slurm state (the head reads it every
+	// head.SlurmSyncInterval).
+	var status string
+	testsupport.WaitFor(t, ctx, "status to show every node idle in Slurm", 3*time.Second, 2*time.Minute, func() bool {
+		status = g.Sh(t, ctx, "clusterdebian status")
+		i := strings.Index(status, "\nSlurm: ")
+		if i < 0 {
+			return false
+		}
+		line, _, _ := strings.Cut(status[i+1:], "\n")
+		for _, n := range nodes {
+			if !regexp.MustCompile(`\b` + n.Name + ` idle\b`).MatchString(line) {
+				return false
+			}
+		}
+		return true
+	}, func() string { return status })
 }
 
 // waitSlurmDown waits until Slurm has node down.
