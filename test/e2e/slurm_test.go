@@ -199,7 +199,7 @@ func (c vcluster) checkSlurmGone(t *testing.T, ctx context.Context, node string)
 // node (the nodes left) in Slurm first, and that no job runs.
 func checkSlurmShutdownPlan(t *testing.T, plan, node string) {
 	t.Helper()
-	if !regexp.MustCompile(`Slurm: drain node\S*` + strings.TrimPrefix(node, "node")).MatchString(plan) ||
+	if !regexp.MustCompile(`Slurm: drain node\S*`+strings.TrimPrefix(node, "node")).MatchString(plan) ||
 		!strings.Contains(plan, "Slurm: no job is running") {
 		t.Errorf("shutdown --dry-run does not plan to drain node1 and %s in Slurm, with no job running:\n%s", node, plan)
 	}
