@@ -79,6 +79,11 @@ func MachineFiles(root string, key []byte, opts *SlurmdOptions) (changed bool, e
 		return false, err
 	}
 	dir := filepath.Join(root, contract.MungeRunDir)
+	// munged must get through the folders above its own: made here
+	// first, they would be 0700.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return false, err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, err
 	}

@@ -230,6 +230,9 @@ func TestMachineFilesNoSlurmd(t *testing.T) {
 	if changed, err := MachineFiles(root, key, &SlurmdOptions{Name: "node1", Controller: "10.99.0.1", CPUs: 2}); err != nil || !changed {
 		t.Fatalf("first write: %v, %v", changed, err)
 	}
+	if fi, err := os.Stat(filepath.Join(root, contract.RunDir)); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("%s: %v, %v; want mode 0755, for munged to get through", contract.RunDir, fi, err)
+	}
 	if changed, err := MachineFiles(root, key, &SlurmdOptions{Name: "node1", Controller: "10.99.0.1", CPUs: 2}); err != nil || changed {
 		t.Errorf("same files again: changed %v, %v", changed, err)
 	}
