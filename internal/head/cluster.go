@@ -334,6 +334,9 @@ func (h *Head) routes() http.Handler {
 			page.ServeHTTP(w, r)
 		case p == statuspage.PathMetrics:
 			metrics.ServeHTTP(w, r)
+			if r.Method == http.MethodGet && h.slurm != nil {
+				slurm.WriteMetrics(w, h.SlurmStatus())
+			}
 		default:
 			boot.ServeHTTP(w, r)
 		}

@@ -126,4 +126,14 @@ func TestSlurmFollowsRegistry(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || !got.Enabled || len(got.Nodes) != 3 {
 		t.Errorf("GET %s: %d %s (%v)", slurm.PathStatus, rec.Code, rec.Body, err)
 	}
+
+	// /metrics carries Slurm's figures after the nodes'.
+	h.handler = http.NotFoundHandler()
+	rec = httptest.NewRecorder()
+	h.routes().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{"clusterdebian_slurm_up 1\n", `clusterdebian_slurm_node_state{node="node3",state="idle"} 1` + "\n", `clusterdebian_slurm_jobs{state="running"} 1` + "\n"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, rec.Body)
+		}
+	}
 }
