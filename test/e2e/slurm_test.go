@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/slurm"
 	"github.com/clusterdebian/clusterdebian/internal/testsupport"
@@ -211,5 +214,35 @@ func checkSlurmShutdownDone(t *testing.T, serial, node string) {
 	t.Helper()
 	if !regexp.MustCompile(`Slurm: drained node\S*` + strings.TrimPrefix(node, "node")).MatchString(serial) {
 		t.Errorf("node1's console does not show node1 and %s drained in Slurm:\n%s", node, tail(serial, 40))
+	}
+}
+
+// checkSlurmInImage: the default image has Slurm and munge, the units'
+// drop-ins and the task prolog, and no munge key: each cluster makes its
+// own at node1's first start.
+func checkSlurmInImage(t *testing.T, out string) {
+	t.Helper()
+	list, err := exec.Command("unsquashfs", "-l", filepath.Join(out, "netboot", contract.BaseLayer)).Output()
+	if err != nil {
+		t.Fatalf("unsquashfs -l: %v", err)
+	}
+	files := map[string]bool{}
+	for l := range strings.SplitSeq(string(list), "\n") {
+		files[strings.TrimPrefix(l, "squashfs-root")] = true
+	}
+	for _, want := range []string{"/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/srun", "/usr/bin/sbatch", "/usr/sbin/munged"} {
+		if !files[want] {
+			t.Errorf("base layer lacks %s", want)
+		}
+	}
+	if files["/etc/munge/munge.key"] {
+		t.Error("base layer holds a munge key: every cluster of this image would share it")
+	}
+	custom := filepath.Join(out, "netboot", contract.CustomLayer)
+	for _, want := range []string{"/etc/systemd/system/munge.service.d/clusterdebian.conf", "/etc/systemd/system/slurmctld.service.d/clusterdebian.conf",
+		"/etc/systemd/system/slurmd.service.d/clusterdebian.conf", slurm.TaskProlog} {
+		if _, err := layerFile(custom, want); err != nil {
+			t.Errorf("custom layer lacks %s: %v", want, err)
+		}
 	}
 }
