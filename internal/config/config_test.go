@@ -714,4 +714,12 @@ func TestSlurmKeys(t *testing.T) {
 	if c.Slurm.RunsJobs() || c.HasScheduler(SchedulerSlurm) || !c.HasScheduler(SchedulerNone) {
 		t.Errorf("node1 runs jobs: %v; scheduler %q", c.Slurm.RunsJobs(), c.Cluster.Scheduler)
 	}
+	// The image's copy, which node1's head reads, keeps them.
+	img, err := Parse(c.ForImage(), "image.toml", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Slurm.RunsJobs() || img.Cluster.Scheduler != SchedulerNone {
+		t.Errorf("the image's config lost them:\n%s", c.ForImage())
+	}
 }
