@@ -101,11 +101,13 @@ func (h *Head) setupCluster() error {
 		}
 	}
 	if o.Slurm != nil && root != "" {
-		key, err := h.setupSlurm(root)
-		if err != nil {
-			return fmt.Errorf("setting up Slurm: %w", err)
+		// Without Slurm the cluster still boots and runs MPI: a Slurm
+		// that cannot be set up is logged, not fatal.
+		if key, err := h.setupSlurm(root); err != nil {
+			h.log.Error("Slurm: not started", "err", err)
+		} else {
+			apiOpts = append(apiOpts, registry.Slurm(key, h.addr.String()))
 		}
-		apiOpts = append(apiOpts, registry.Slurm(key, h.addr.String()))
 	}
 	apiOpts = append(apiOpts, registry.OnPrune(func(gone []registry.Node) {
 		if h.exports != nil {

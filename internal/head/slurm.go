@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,7 +63,16 @@ func (h *Head) setupSlurm(root string) ([]byte, error) {
 	}
 	conf := slurm.Conf{Controller: contract.HeadName, ControllerAddr: h.addr, Subnet: h.naming.Subnet,
 		Version: so.Version}
-	for p, text := range conf.Files() {
+	files := conf.Files()
+	// A Slurm configuration the head did not write (a permanent node1 that
+	// runs its own Slurm) is kept, and the head runs none.
+	for p := range files {
+		old, err := os.ReadFile(filepath.Join(root, p))
+		if err == nil && !strings.HasPrefix(string(old), slurm.ConfHeader) {
+			return nil, fmt.Errorf("%s was not written by clusterdebian: it is kept, and the cluster gets no Slurm of its own", filepath.Join(root, p))
+		}
+	}
+	for p, text := range files {
 		if err := atomicfile.Write(filepath.Join(root, p), []byte(text), 0o644); err != nil {
 			return nil, err
 		}

@@ -137,3 +137,24 @@ func TestSlurmFollowsRegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestSetupSlurmKeepsForeignConf: a slurm.conf the head did not write (a
+// permanent node1 with a Slurm of its own) is kept, and the head runs no
+// Slurm; its own from an earlier start is rewritten.
+func TestSetupSlurmKeepsForeignConf(t *testing.T) {
+	h, _, root := slurmHead(t, true)
+	conf := filepath.Join(root, slurm.ConfPath)
+	h.slurm = nil
+	if _, err := h.setupSlurm(root); err != nil || h.slurm == nil {
+		t.Fatalf("its own slurm.conf again: %v", err)
+	}
+	mine := "ClusterName=lab\nSlurmctldHost=server\n"
+	must(t, os.WriteFile(conf, []byte(mine), 0o644))
+	h.slurm = nil
+	if _, err := h.setupSlurm(root); err == nil || !strings.Contains(err.Error(), conf) || h.slurm != nil {
+		t.Errorf("foreign slurm.conf: %v, Slurm part %v; want an error naming %s", err, h.slurm, conf)
+	}
+	if got, _ := os.ReadFile(conf); string(got) != mine {
+		t.Errorf("the foreign slurm.conf was changed:\n%s", got)
+	}
+}

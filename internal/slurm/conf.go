@@ -77,6 +77,10 @@ func ParseVersion(s string) (Version, error) {
 	return Version{major, minor}, nil
 }
 
+// ConfHeader starts every file Conf.Files makes: the head overwrites
+// only files that start with it.
+const ConfHeader = "# Written by the clusterdebian head daemon"
+
 // Conf says what the head's slurm.conf holds.
 type Conf struct {
 	// Controller is node1's name and ControllerAddr its cluster address:
@@ -107,7 +111,8 @@ func (c Conf) maxNodes() int {
 func (c Conf) Files() map[string]string {
 	var b strings.Builder
 	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	line("# Written by the clusterdebian head daemon at its start; changes are lost.")
+	b.WriteString(ConfHeader)
+	line(" at its start; changes are lost.")
 	line("# Configless: every slurmd fetches this file from slurmctld on %s. The nodes", c.Controller)
 	line("# are dynamic: each registers itself (slurmd -Z) under its node name, with")
 	line("# its cores and memory, and the partition %q holds every one of them.", Partition)
@@ -147,7 +152,7 @@ func (c Conf) Files() map[string]string {
 	line("PartitionName=%s Nodes=ALL Default=YES MaxTime=INFINITE State=UP", Partition)
 	files := map[string]string{ConfPath: b.String()}
 	if !c.Version.Less(Version{23, 11}) {
-		files[CgroupConfPath] = "# Written by the clusterdebian head daemon; changes are lost.\n" +
+		files[CgroupConfPath] = ConfHeader + "; changes are lost.\n" +
 			"# No cgroups: processes are tracked without them (proctrack/linuxproc).\n" +
 			"CgroupPlugin=disabled\n"
 	}
