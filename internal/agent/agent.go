@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/slurm"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 )
 
@@ -81,6 +83,18 @@ type Options struct {
 	// Subnet is the cluster subnet, for the cluster files; by default the
 	// network of the interface that reaches the head.
 	Subnet netip.Prefix
+
+	// SlurmRoot, when not empty, has the agent write the machine's Slurm
+	// files under it ("/" on a node) when the head sends the cluster's
+	// munge key: the key for munged, and the options slurmd registers
+	// with (slurm.MachineFiles). The agent registers from a privileged
+	// port, so that the head knows the request is root's.
+	SlurmRoot string
+	// SlurmChanged, if set, is called after those files changed while the
+	// agent ran (the head's key or address changed): munged and slurmd,
+	// which read them at start, must restart. The command sets it to
+	// restart the running ones.
+	SlurmChanged func(ctx context.Context)
 }
 
 // OptionsFromCmdline reads the head's address and the cluster token from a
@@ -105,6 +119,7 @@ func OptionsFromCmdline(cmdline string) (Options, error) {
 			strings.Join(missing, " and no "))
 	}
 	o.HeadURL, o.Token = c.HTTPBase(), c.Token
+	o.SlurmRoot = "/"
 	if c.Root == contract.RootRAM {
 		o.ClusterFilesRoot = "/"
 	}
@@ -157,7 +172,8 @@ func Run(ctx context.Context, o Options) error {
 		MAC: mac, IP: ip, Cores: runtime.NumCPU(), MemTotalKiB: memTotal,
 		SSHHostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey))),
 	}
-	a := &agent{o: o, log: log, c: c, req: req, certPath: filepath.Join(sshDir, sshtrust.HostCertFile)}
+	a := &agent{o: o, log: log, c: c, req: req, certPath: filepath.Join(sshDir, sshtrust.HostCertFile),
+		rc: registry.NewClient(o.HeadURL, o.Token, &http.Client{Timeout: registry.DefaultClientTimeout, Transport: rootTransport()})}
 	a.lastCA = certCA(a.certPath)
 
 	resp, err := a.register(ctx)
@@ -200,6 +216,10 @@ type agent struct {
 	ca       string // the head's SSH CA public key, for the known hosts
 	rootKeys string // node1's root's public keys
 	synced   uint64 // the registry generation the cluster files were written for
+	// rc registers, from a privileged port (rootTransport).
+	rc *registry.Client
+	// slurmFiles: the Slurm files were written by this agent.
+	slurmFiles bool
 }
 
 // syncClusterFiles writes the cluster files under Options.ClusterFilesRoot
@@ -265,7 +285,7 @@ func waitEndpoint(ctx context.Context, headURL string, log *slog.Logger) (Endpoi
 func (a *agent) register(ctx context.Context) (registry.RegisterResponse, error) {
 	delay := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		resp, err := a.c.Register(ctx, a.req)
+		resp, err := a.rc.Register(ctx, a.req)
 		if err == nil {
 			a.name = resp.Name
 			a.ca = resp.SSHCAPublicKey
@@ -273,6 +293,7 @@ func (a *agent) register(ctx context.Context) (registry.RegisterResponse, error)
 			a.log.Info("registered with the head", "node", resp.Name, "head", a.o.HeadURL,
 				"heartbeat_s", resp.HeartbeatSeconds, "attempt", attempt)
 			a.installCert(ctx, resp)
+			a.installSlurm(ctx, resp)
 			return resp, nil
 		}
 		if ctx.Err() != nil {
@@ -304,6 +325,40 @@ func (a *agent) installCert(ctx context.Context, resp registry.RegisterResponse)
 		a.o.CAChanged(ctx)
 	}
 	a.lastCA = ca
+}
+
+// installSlurm writes the machine's Slurm files (slurm.MachineFiles) when
+// the head sent the munge key, and has the daemons restarted when the
+// files changed under them.
+func (a *agent) installSlurm(ctx context.Context, resp registry.RegisterResponse) {
+	root := a.o.SlurmRoot
+	if root == "" {
+		return
+	}
+	if len(resp.MungeKey) == 0 {
+		if !a.slurmFiles {
+			a.log.Info("the head sent no munge key: no Slurm on this node (the cluster has none, or this agent could not register from a privileged port)")
+		}
+		return
+	}
+	changed, err := slurm.MachineFiles(root, resp.MungeKey, &slurm.SlurmdOptions{Name: resp.Name, Controller: resp.SlurmController, CPUs: a.req.Cores})
+	switch {
+	case errors.Is(err, slurm.ErrNoMunge):
+		a.log.Warn("the head runs Slurm, but this machine has no munge", "err", err)
+		return
+	case err != nil:
+		a.log.Error("writing the munge key and slurmd's options", "err", err)
+		return
+	}
+	if !a.slurmFiles {
+		a.log.Info("munge key and slurmd's options written", "controller", resp.SlurmController)
+	} else if changed {
+		a.log.Info("the head's munge key or address changed: restarting munge and slurmd")
+	}
+	if changed && a.o.SlurmChanged != nil {
+		a.o.SlurmChanged(ctx)
+	}
+	a.slurmFiles = true
 }
 
 // certCA returns the signing key of the certificate at path ("" if none).

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -488,5 +489,102 @@ func TestSimNode(t *testing.T) {
 	}
 	if _, ip := SimNode(254); ip != "10.200.1.0" {
 		t.Errorf("SimNode(254) = %s", ip)
+	}
+}
+
+// TestRunInstallsSlurm: a head that runs Slurm sends its munge key to the
+// registration of root on the node (the test head takes every request for
+// one from the node's address and a privileged port); the agent writes
+// the key for munged, owned by the munge user of the root's passwd file,
+// mode 0400, and slurmd's options. When the head's key changes, the agent
+// writes it again and has the daemons restarted.
+func TestRunInstallsSlurm(t *testing.T) {
+	root := t.TempDir()
+	passwd := fmt.Sprintf("root:x:0:0::/root:/bin/sh\nmunge:x:%d:%d::/nonexistent:/usr/sbin/nologin\n", os.Getuid(), os.Getgid())
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/passwd"), []byte(passwd), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key1, key2 := []byte(strings.Repeat("1", 64)), []byte(strings.Repeat("2", 64))
+	h := newHead(t, 100*time.Millisecond, registry.Slurm(key1, "10.99.0.1"))
+	asRoot := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.RemoteAddr = "10.99.0.45:700"
+			next.ServeHTTP(w, r)
+		})
+	}
+	api := asRoot(registry.NewAPI(h.reg, token, h.ca, quiet(), registry.Slurm(key1, "10.99.0.1")))
+	h.handler.Store(&api)
+	var restarts atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			HeadURL: h.srv.URL, Token: token, Interval: 100 * time.Millisecond, RunDir: t.TempDir(),
+			Logger: quiet(), MAC: "52:54:00:ab:cd:2d", IP: "10.99.0.45", SlurmRoot: root,
+			SlurmChanged: func(context.Context) { restarts.Add(1) },
+		})
+	}()
+	keyPath := filepath.Join(root, contract.MungeRunKey)
+	read := func(p string) string { b, _ := os.ReadFile(p); return string(b) }
+	waitFor(t, "the munge key", func() bool { return read(keyPath) == string(key1) })
+	fi, err := os.Stat(keyPath)
+	if err != nil || fi.Mode().Perm() != 0o400 {
+		t.Errorf("munge key: %v, %v; want mode 0400", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Dir(keyPath)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("munge key folder: %v, %v; want mode 0700", fi, err)
+	}
+	env := read(filepath.Join(root, contract.SlurmdEnvFile))
+	for _, want := range []string{"SLURMD_NODENAME=node45\n", "SLURMD_CONF_SERVER=10.99.0.1\n", fmt.Sprintf("SLURMD_CONF=\"Feature=clusterdebian CPUs=%d\"\n", runtime.NumCPU())} {
+		if !strings.Contains(env, want) {
+			t.Errorf("slurmd's options lack %q:\n%s", want, env)
+		}
+	}
+	first := restarts.Load()
+
+	// The head's key changes (its state was lost); it forgets the node,
+	// which registers again and gets the new key.
+	api = asRoot(registry.NewAPI(h.reg, token, h.ca, quiet(), registry.Slurm(key2, "10.99.0.1")))
+	h.handler.Store(&api)
+	if err := h.reg.Leave("52:54:00:ab:cd:2d"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new munge key", func() bool { return read(keyPath) == string(key2) })
+	waitFor(t, "munge and slurmd restarted", func() bool { return restarts.Load() > first })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+// TestDialRootPort: as root, the connection comes from a privileged port;
+// otherwise from an ordinary one, and it still connects.
+func TestDialRootPort(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	conn, err := dialRootPort(context.Background(), "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	port := conn.LocalAddr().(*net.TCPAddr).Port
+	if root := os.Geteuid() == 0; root != (port >= rootPortLow && port < rootPortHigh) {
+		t.Errorf("running as root: %v; the connection came from port %d", root, port)
 	}
 }

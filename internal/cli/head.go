@@ -16,6 +16,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/head"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/role"
+	"github.com/clusterdebian/clusterdebian/internal/slurm"
 	"github.com/clusterdebian/clusterdebian/internal/uplink"
 	"github.com/clusterdebian/clusterdebian/internal/version"
 )
@@ -118,6 +119,15 @@ at http://<head>/api/v1/boot.`,
 			}
 			opts.Logger = head.NewLogger(os.Stderr, level)
 			opts.Logger.Info("clusterdebian head starting", "version", version.String(), "config", cfg.Source)
+			// Slurm runs where the head keeps this machine's root and the
+			// image has it (cluster.scheduler).
+			if cfg.HasScheduler(config.SchedulerSlurm) && opts.ClusterRoot == "/" {
+				if v, err := slurm.InstalledVersion(cmd.Context()); err != nil {
+					opts.Logger.Warn("cluster.scheduler is slurm, but Slurm is not installed here: no job queue", "err", err)
+				} else {
+					opts.Slurm = &head.SlurmOptions{Version: v, Node1Jobs: cfg.Slurm.RunsJobs()}
+				}
+			}
 			return head.Run(cmd.Context(), opts)
 		},
 	}, headInputs)

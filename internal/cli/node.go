@@ -84,6 +84,17 @@ The flags override them, to run the agent by hand.`,
 					}
 				}
 			}
+			// munged and slurmd read the munge key and slurmd's options at
+			// start: restart the running ones when the head's changed. Not
+			// waited for: slurmd is ordered after this agent.
+			if os.Getenv("INVOCATION_ID") != "" {
+				o.SlurmChanged = func(ctx context.Context) {
+					out, err := exec.CommandContext(ctx, "systemctl", "--no-block", "try-restart", "munge.service", "slurmd.service").CombinedOutput()
+					if err != nil {
+						o.Logger.Warn("restarting munge and slurmd", "err", err, "output", string(out))
+					}
+				}
+			}
 			o.Logger.Info("clusterdebian node agent starting", "version", version.String(), "head", o.HeadURL)
 			return agent.Run(cmd.Context(), o)
 		},

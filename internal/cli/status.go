@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"text/tabwriter"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/role"
+	"github.com/clusterdebian/clusterdebian/internal/slurm"
 	"github.com/clusterdebian/clusterdebian/internal/terminal"
 )
 
@@ -27,7 +29,8 @@ func newStatusCmd() *cobra.Command {
 		Long: `status asks the head for its node registry and prints one line per node:
 its name and address, whether it is up (heartbeating) or down, its cores,
 1-minute load, memory in use, uptime and when the head last heard from it,
-and a summary line under the table. Above the table it says which network
+and a summary line under the table; with Slurm, each node's Slurm state
+and the jobs under it (the head's GET /api/v1/slurm). Above the table it says which network
 node1 serves, in which DHCP mode and why (the head's GET /api/v1/network).
 
 With --watch it asks again every --interval and redraws the table (on a
@@ -76,7 +79,21 @@ the head is this machine.`,
 				_, err = out.Write(append(data, '\n'))
 				return err
 			}
-			return printStatus(out, nodes, time.Now())
+			if err := printStatus(out, nodes, time.Now()); err != nil {
+				return err
+			}
+			// Each node's Slurm state and the jobs; a head without Slurm
+			// (or from before it) has nothing to say.
+			var st slurm.Status
+			if err := c.Call(cmd.Context(), http.MethodGet, slurm.PathStatus, nil, &st); err == nil {
+				if lines := slurmLines(st, nodes); len(lines) > 0 {
+					fmt.Fprintln(out)
+					for _, l := range lines {
+						fmt.Fprintln(out, l)
+					}
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&headURL, "head", "", "the head's address or URL (default: clusterdebian.head= on a node, else http://127.0.0.1)")

@@ -56,6 +56,7 @@ type Config struct {
 	Users   []User  `toml:"users"`
 	Network Network `toml:"network"`
 	Head    Head    `toml:"head"`
+	Slurm   Slurm   `toml:"slurm"`
 	Nodes   Nodes   `toml:"nodes"`
 
 	// Dir is the folder relative paths are resolved against: the folder of the
@@ -82,8 +83,27 @@ type Image struct {
 
 // Cluster holds the [cluster] table.
 type Cluster struct {
-	Parallel []string `toml:"parallel"`
+	Parallel  []string `toml:"parallel"`
+	Scheduler string   `toml:"scheduler"`
 }
+
+// Schedulers are the values of cluster.scheduler, the default first.
+var Schedulers = []string{SchedulerSlurm, SchedulerNone}
+
+// The job schedulers an image can have.
+const (
+	SchedulerSlurm = "slurm"
+	SchedulerNone  = "none"
+)
+
+// Slurm holds the [slurm] table.
+type Slurm struct {
+	// Node1Jobs puts node1 into the partition; nil means true.
+	Node1Jobs *bool `toml:"node1_jobs"`
+}
+
+// RunsJobs reports whether node1 runs jobs (slurm.node1_jobs, default true).
+func (s Slurm) RunsJobs() bool { return s.Node1Jobs == nil || *s.Node1Jobs }
 
 // User is one [[users]] entry.
 type User struct {
@@ -232,7 +252,8 @@ func describeDecodeError(err error) error {
 var knownKeys = []string{
 	"image.suite", "image.mirror", "image.packages", "image.desktop", "image.firmware", "image.overlay",
 	"image.boot_timeout", "image.kernel_cmdline",
-	"cluster.parallel",
+	"cluster.parallel", "cluster.scheduler",
+	"slurm.node1_jobs",
 	"users.name", "users.password", "users.password_hash", "users.ssh_authorized_keys", "users.sudo",
 	"network.interface", "network.subnet", "network.address", "network.dhcp", "network.nat", "network.dns", "network.gateway",
 	"head.boot_dir", "head.state_dir",
@@ -346,6 +367,9 @@ func (c *Config) Validate() error {
 		seen[p] = true
 	}
 
+	if !slices.Contains(Schedulers, c.Cluster.Scheduler) {
+		bad("cluster.scheduler", "%q is not a scheduler; use %s", c.Cluster.Scheduler, quoteList(Schedulers))
+	}
 	errs = append(errs, c.validateUsers()...)
 	errs = append(errs, c.validateNetwork()...)
 	errs = append(errs, c.validateHead()...)
@@ -376,6 +400,10 @@ func (e *ValidationError) Error() string {
 }
 
 func (e *ValidationError) Unwrap() []error { return e.Errs }
+
+// HasScheduler reports whether the image gets the job scheduler name
+// (cluster.scheduler).
+func (c *Config) HasScheduler(name string) bool { return c.Cluster.Scheduler == name }
 
 func (c *Config) validateUsers() []error {
 	var errs []error

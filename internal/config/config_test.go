@@ -121,6 +121,8 @@ func TestDefaults(t *testing.T) {
 		{"image.kernel_cmdline", c.Image.KernelCmdline, ""},
 		{"image.packages count", len(c.Image.Packages), 0},
 		{"cluster.parallel", strings.Join(c.Cluster.Parallel, ","), "mpi"},
+		{"cluster.scheduler", c.Cluster.Scheduler, "slurm"},
+		{"slurm.node1_jobs", c.Slurm.RunsJobs(), true},
 		{"network.subnet", c.Network.Subnet, "10.99.0.0/24"},
 		{"network.dhcp", c.Network.DHCP, "auto"},
 		{"network.nat", c.Network.NAT, "auto"},
@@ -293,6 +295,7 @@ func TestValidationErrorsNameTheirKey(t *testing.T) {
 		{"parallel empty", `cluster.parallel = []`, []string{"cluster.parallel"}},
 		{"parallel unknown", `cluster.parallel = ["openmp"]`, []string{"cluster.parallel", `"openmp"`}},
 		{"parallel twice", `cluster.parallel = ["mpi", "mpi"]`, []string{"cluster.parallel", "twice"}},
+		{"scheduler unknown", `cluster.scheduler = "pbs"`, []string{"cluster.scheduler", `"pbs"`, `"slurm"`, `"none"`}},
 		{"pvm on trixie", `cluster.parallel = ["mpi", "pvm"]`, []string{"cluster.parallel", `"pvm"`, "bookworm", "trixie"}},
 		{"subnet not cidr", `network.subnet = "10.99.0.0"`, []string{"network.subnet", `"10.99.0.0"`}},
 		{"subnet garbage", `network.subnet = "cluster"`, []string{"network.subnet"}},
@@ -699,5 +702,25 @@ func TestAddress(t *testing.T) {
 	}
 	if got := Default().Address(); got.IsValid() {
 		t.Errorf("default Address() = %v, want none", got)
+	}
+}
+
+// TestSlurmKeys: slurm.node1_jobs = false keeps node1 out of the
+// partition; cluster.scheduler = "none" leaves Slurm out.
+func TestSlurmKeys(t *testing.T) {
+	c, err := Parse("[cluster]\nscheduler = \"none\"\n\n[slurm]\nnode1_jobs = false\n", "test.toml", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Slurm.RunsJobs() || c.HasScheduler(SchedulerSlurm) || !c.HasScheduler(SchedulerNone) {
+		t.Errorf("node1 runs jobs: %v; scheduler %q", c.Slurm.RunsJobs(), c.Cluster.Scheduler)
+	}
+	// The image's copy, which node1's head reads, keeps them.
+	img, err := Parse(c.ForImage(), "image.toml", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Slurm.RunsJobs() || img.Cluster.Scheduler != SchedulerNone {
+		t.Errorf("the image's config lost them:\n%s", c.ForImage())
 	}
 }

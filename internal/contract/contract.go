@@ -180,6 +180,26 @@ const (
 	// CAKeyFile is the cluster's SSH CA private key (mode 0600);
 	// CAKeyFile+".pub" is its public half.
 	CAKeyFile = "ssh_ca_ed25519_key"
+	// MungeKeyFile is the cluster's munge key (mode 0600), made at the
+	// head's first start like the SSH CA, never in the image.
+	MungeKeyFile = "munge.key"
+)
+
+// Slurm's per-machine files, under RunDir: written by the head on node1
+// and by the agent on a node, read by munged and slurmd through the units'
+// drop-ins in imagefiles (root/etc/systemd/system/munge.service.d,
+// slurmd.service.d). /run is every machine's own, so the key never sits in
+// a file system that node1 exports.
+const (
+	// MungeRunKey is where munged reads the cluster's munge key (owned by
+	// munge, mode 0400), in a folder of munge's own (MungeRunDir, 0700)
+	// that also holds munged's random seed.
+	MungeRunDir = RunDir + "/munge"
+	MungeRunKey = MungeRunDir + "/munge.key"
+	// SlurmdEnvFile holds the options this machine's slurmd registers
+	// with (its name, the controller, its cores and memory) as systemd
+	// environment assignments; slurmd.service starts only where it exists.
+	SlurmdEnvFile = RunDir + "/slurmd.env"
 )
 
 // Domain is the cluster's private DNS suffix: node3.cluster.

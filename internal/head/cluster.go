@@ -20,6 +20,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/slurm"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 	"github.com/clusterdebian/clusterdebian/internal/statuspage"
 )
@@ -103,13 +104,23 @@ func (h *Head) setupCluster() error {
 			}
 		}
 	}
-	if h.exports != nil {
-		apiOpts = append(apiOpts, registry.OnPrune(func(gone []registry.Node) {
+	if o.Slurm != nil && root != "" {
+		// Without Slurm the cluster still boots and runs MPI: a Slurm
+		// that cannot be set up is logged, not fatal.
+		if key, err := h.setupSlurm(root); err != nil {
+			h.log.Error("Slurm: not started", "err", err)
+		} else {
+			apiOpts = append(apiOpts, registry.Slurm(key, h.addr.String()))
+		}
+	}
+	apiOpts = append(apiOpts, registry.OnPrune(func(gone []registry.Node) {
+		if h.exports != nil {
 			for _, ip := range h.exports.prune(gone, reg.Nodes()) {
 				h.log.Info("NFS: export withdrawn", "ip", ip)
 			}
-		}))
-	}
+		}
+		h.slurmPruned(gone)
+	}))
 	c.api = registry.NewAPI(reg, h.token, ca, h.log, apiOpts...)
 	if hw, err := h.sys.HardwareAddr(h.iface); err == nil {
 		c.mac = contract.MACString(hw)
@@ -385,9 +396,23 @@ func (h *Head) routeTable() []route {
 		{"status page", statuspage.PathStatus,
 			func(p string) bool { return p == "/" || p == statuspage.PathStatus || p == statuspage.PathStatus+"/" },
 			AccessOpen, statuspage.Page()},
+		{"Slurm's state", slurm.PathStatus, func(p string) bool { return p == slurm.PathStatus },
+			AccessOpen, http.HandlerFunc(h.serveSlurm)},
 		{"metrics", statuspage.PathMetrics, func(p string) bool { return p == statuspage.PathMetrics },
-			AccessOpen, statuspage.Metrics(h.cluster.reg.Nodes, nil)},
+			AccessOpen, h.metrics()},
 	}, boot...)
+}
+
+// metrics serves the registry's figures, and Slurm's when the head runs
+// it.
+func (h *Head) metrics() http.Handler {
+	nodes := statuspage.Metrics(h.cluster.reg.Nodes, nil)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nodes.ServeHTTP(w, r)
+		if r.Method == http.MethodGet && h.slurm != nil {
+			slurm.WriteMetrics(w, h.SlurmStatus())
+		}
+	})
 }
 
 // routes serves the route table.

@@ -128,6 +128,9 @@ type Options struct {
 	ClusterRoot string
 	// Logger gets the log; default slog.Default().
 	Logger *slog.Logger
+	// Slurm, when not nil and the head keeps ClusterRoot, has the head
+	// run the cluster's Slurm (slurm.go).
+	Slurm *SlurmOptions
 	// System is the machine the head configures (its interfaces, NFS
 	// server, sshd); default HostSystem(). Tests pass a fake.
 	System System
@@ -298,6 +301,8 @@ type Head struct {
 	tftp    *tftp.Server
 	handler http.Handler
 	cluster *cluster
+	// slurm is the head's Slurm part (Options.Slurm); nil without it.
+	slurm *slurmPart
 	// seen is the head's last DHCP exchange with each machine, which a
 	// script request is held to (admit).
 	seen dhcpSeen
@@ -529,6 +534,7 @@ func (h *Head) Serve(ctx context.Context) error {
 	wg.Go(func() { fail("tftp", h.tftp.Serve(ctx)) })
 	wg.Go(func() { fail("dhcp", h.dhcp.Serve(ctx)) })
 	wg.Go(func() { h.runCluster(ctx) })
+	wg.Go(func() { h.runSlurm(ctx) })
 	wg.Go(func() { fail("network", h.runNetwork(ctx, h.evidence)) })
 	// Ready: node1's host certificate is in place for sshd, and nodes can
 	// boot and register.

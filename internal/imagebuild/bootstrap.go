@@ -25,7 +25,8 @@ const bootstrapRecipe = 3
 
 func (b *build) bootstrapKey() string {
 	return Key("bootstrap", bootstrapRecipe, b.Config.Image.Suite, b.mirror, b.packages, b.Config.Components(),
-		MmdebstrapArgs(nil, nil, "", "", ""), hooks("SCRIPT", "LAYERS", true, true), imagefiles.NodeInitramfsScript, imagefiles.LiveLayersScript)
+		MmdebstrapArgs(nil, nil, "", "", ""), hooks("SCRIPT", "LAYERS", true, true), imagefiles.NodeInitramfsScript, imagefiles.LiveLayersScript,
+		packageHooks(b.packages))
 }
 
 // Debian's signed EFI binaries, as the efi-signed.sh hook leaves them in
@@ -96,6 +97,16 @@ func hooks(script, layers string, pvm, firmware bool) []string {
 	return hs
 }
 
+// packageHooks returns the customize hooks that some packages need: with
+// munge, removing the key its installation made.
+func packageHooks(pkgs []string) []string {
+	var hs []string
+	if slices.Contains(pkgs, "munge") {
+		hs = append(hs, "--customize-hook="+imagefiles.Hook("no-munge-key.sh"))
+	}
+	return hs
+}
+
 // MmdebstrapArgs returns mmdebstrap's arguments for a root with packages
 // from the archive components (config.Config.Components; nil: main only);
 // extra options go before the positional arguments. The benchmark uses the
@@ -157,7 +168,7 @@ func (b *build) bootstrap(ctx context.Context, dir string, r *runner) error {
 	}
 	defer os.Remove(layers)
 	r.stage.Status("mmdebstrap " + b.Config.Image.Suite + " from " + b.mirror)
-	hs := hooks(script, layers, slices.Contains(b.packages, "pvm"), b.Config.Image.Firmware)
+	hs := append(hooks(script, layers, slices.Contains(b.packages, "pvm"), b.Config.Image.Firmware), packageHooks(b.packages)...)
 	err := r.run(ctx, "unshare", unshareArgs("mmdebstrap",
 		MmdebstrapArgs(b.packages, b.Config.Components(), b.Config.Image.Suite, root, b.mirror, hs...)...)...)
 	if err != nil {

@@ -180,3 +180,30 @@ func TestHooksRun(t *testing.T) {
 		t.Error("the download of shim and GRUB is left in the root's /tmp")
 	}
 }
+
+// TestPackageHooksRun runs the hooks that packages bring on a stand-in
+// root, as TestHooksRun does: with munge, the key its installation made is
+// gone, and munge's other files stay. Without munge there is no such hook.
+func TestPackageHooksRun(t *testing.T) {
+	if hs := packageHooks([]string{"openssh-server", "openmpi-bin"}); len(hs) != 0 {
+		t.Errorf("hooks without munge: %q", hs)
+	}
+	root := filepath.Join(t.TempDir(), "root")
+	writeTree(t, root, map[string]string{"etc/munge/munge.key": "secret", "etc/munge/other": "x"})
+	hs := packageHooks([]string{"munge", "slurmd"})
+	if len(hs) != 1 {
+		t.Fatalf("hooks with munge: %q, want one", hs)
+	}
+	for _, h := range hs {
+		phase, cmd, _ := strings.Cut(h, "=")
+		if phase != "--customize-hook" {
+			t.Errorf("%s: want customize hooks only", phase)
+		}
+		if out, err := exec.Command("sh", "-c", cmd, "exec", root).CombinedOutput(); err != nil {
+			t.Fatalf("%.60q...: %v\n%s", cmd, err, out)
+		}
+	}
+	if got := dirNames(t, filepath.Join(root, "etc/munge")); !slices.Equal(got, []string{"other"}) {
+		t.Errorf("/etc/munge holds %v, want no key", got)
+	}
+}

@@ -70,6 +70,18 @@ func DevelopmentPackages(cfg *config.Config) []string {
 	return append(pkgs, "build-essential")
 }
 
+// schedulerPackages returns the job queue's packages (cluster.scheduler):
+// Slurm's controller, node daemon and commands, and munge, which
+// authenticates them. Its PMIx plugin, for srun of Open MPI programs, is
+// in slurm-wlm-basic-plugins; on bookworm it loads libpmix.so, which
+// libpmix-dev has (libopenmpi-dev pulls it in with MPI).
+func schedulerPackages(cfg *config.Config) []string {
+	if !cfg.HasScheduler(config.SchedulerSlurm) {
+		return nil
+	}
+	return []string{"slurmctld", "slurmd", "slurm-client", "munge"}
+}
+
 // desktopPackages returns what a window manager needs for `startx` by a
 // user logged in on the console: Xorg runs as that user and gets the
 // screen and input devices from systemd-logind, which needs the system
@@ -88,6 +100,7 @@ func ImagePackages(cfg *config.Config) []string {
 	var pkgs []string
 	pkgs = append(pkgs, basePackages...)
 	pkgs = append(pkgs, DevelopmentPackages(cfg)...)
+	pkgs = append(pkgs, schedulerPackages(cfg)...)
 	pkgs = append(pkgs, desktopPackages(cfg.Image.Desktop)...)
 	pkgs = append(pkgs, FirmwarePackages(cfg)...)
 	pkgs = append(pkgs, cfg.Image.Packages...)

@@ -22,6 +22,7 @@ func TestImagePackages(t *testing.T) {
 	pvm := []string{"pvm", "pvm-dev"}
 	desktop := []string{"xserver-xorg", "xinit", "x11-xserver-utils", "xterm", "dbus", "libpam-systemd"}
 	firmware := []string{"firmware-realtek", "firmware-bnx2", "firmware-bnx2x", "firmware-misc-nonfree", "intel-microcode", "amd64-microcode"}
+	slurm := []string{"slurmctld", "slurmd", "slurm-client", "munge"}
 
 	tests := []struct {
 		name      string
@@ -33,7 +34,7 @@ func TestImagePackages(t *testing.T) {
 		{
 			name:    "default",
 			text:    "",
-			want:    append(append(slices.Clone(always), mpi...), append(slices.Clone(firmware), "firmware-intel-misc", "mokutil")...),
+			want:    append(append(append(slices.Clone(always), mpi...), slurm...), append(slices.Clone(firmware), "firmware-intel-misc", "mokutil")...),
 			wantNot: append(append(slices.Clone(pvm), desktop...), "icewm"),
 		},
 		{
@@ -71,7 +72,13 @@ func TestImagePackages(t *testing.T) {
 			name:      "extra packages, overlapping the base list",
 			text:      "[image]\npackages = [\"htop\", \"sudo\", \"htop\", \"openmpi-bin\", \"python3-numpy\"]\n",
 			want:      append(slices.Clone(always), "htop", "python3-numpy"),
-			wantCount: len(basePackages) + len(mpi) + 1 + 2 + len(firmware) + 1, // + build-essential, htop, python3-numpy, firmware-intel-misc
+			wantCount: len(basePackages) + len(mpi) + len(slurm) + 1 + 2 + len(firmware) + 1, // + build-essential, htop, python3-numpy, firmware-intel-misc
+		},
+		{
+			name:    "no scheduler",
+			text:    "[cluster]\nscheduler = \"none\"\n",
+			want:    append(slices.Clone(always), mpi...),
+			wantNot: slurm,
 		},
 		{
 			name: "desktop package also listed",

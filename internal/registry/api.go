@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -54,6 +55,17 @@ type RegisterResponse struct {
 	// root on node1, which a node with its own root authorizes so that
 	// node1 can run exec and shutdown on it.
 	RootAuthorizedKeys string `json:"root_authorized_keys,omitempty"`
+	// MungeKey is the cluster's munge key (Slurm's authentication, see
+	// internal/slurm), for the node's munged. Only root on the node may
+	// have it, and the cluster token is on every node's kernel command
+	// line, which any user there can read: so the head sends the key only
+	// to a registration that comes from the address it registers and from
+	// a privileged port (below 1024), which only root there can bind (as
+	// NFS's "secure" exports trust it).
+	MungeKey []byte `json:"munge_key,omitempty"`
+	// SlurmController is node1's address, where the node's slurmd fetches
+	// Slurm's configuration; set with MungeKey.
+	SlurmController string `json:"slurm_controller,omitempty"`
 }
 
 // HeartbeatRequest is a node's periodic sign of life.
@@ -89,14 +101,24 @@ func OnPrune(fn func(gone []Node)) APIOption {
 	return func(a *api) { a.onPrune = fn }
 }
 
+// Slurm has registrations from root on the node answered with the
+// cluster's munge key and the Slurm controller's address
+// (RegisterResponse.MungeKey, SlurmController).
+func Slurm(mungeKey []byte, controller string) APIOption {
+	return func(a *api) { a.mungeKey, a.slurmController = mungeKey, controller }
+}
+
 type api struct {
 	onPrune  func([]Node)
-	rootKeys string
-	reg      *Registry
-	token    [sha256.Size]byte
-	hasTok   bool
-	trust    *sshtrust.CA
-	log      *slog.Logger
+	mungeKey []byte
+	// slurmController is node1's address, for slurmd.
+	slurmController string
+	rootKeys        string
+	reg             *Registry
+	token           [sha256.Size]byte
+	hasTok          bool
+	trust           *sshtrust.CA
+	log             *slog.Logger
 }
 
 // NewAPI returns the HTTP handler of the node API:
@@ -222,6 +244,14 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		HeartbeatSeconds:   int(math.Ceil(a.reg.Interval().Seconds())),
 		RootAuthorizedKeys: a.rootKeys,
 	}
+	if len(a.mungeKey) > 0 {
+		if fromRoot(r, node.IP) {
+			resp.MungeKey, resp.SlurmController = a.mungeKey, a.slurmController
+		} else {
+			a.log.Warn("node API: no munge key for a registration that is not root's (from an unprivileged port, or another address); Slurm will not run there",
+				"node", node.Name, "remote", r.RemoteAddr)
+		}
+	}
 	if a.trust != nil && hostKey != nil {
 		cert, err := a.trust.SignHost(hostKey, sshtrust.HostPrincipals(node.Name, node.IP), HostCertValidity)
 		if err != nil {
@@ -235,6 +265,13 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 	a.log.Info("node registered", "node", node.Name, "mac", node.MAC, "ip", node.IP, "cores", node.Cores,
 		"mem_kib", node.MemTotalKiB, "host_cert", resp.SSHHostCertificate != "")
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// fromRoot reports whether a request comes from root on the machine at ip:
+// from that address, and from a privileged port, which only root binds.
+func fromRoot(r *http.Request, ip string) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().String() == ip && ap.Port() > 0 && ap.Port() < 1024
 }
 
 func (a *api) heartbeat(w http.ResponseWriter, r *http.Request) {

@@ -271,3 +271,45 @@ func TestAPIBadInput(t *testing.T) {
 		t.Errorf("role from JSON honoured: %d %+v", status, ns)
 	}
 }
+
+// TestAPIMungeKeyForRootOnly: the munge key goes only to a registration
+// from the registered address and a privileged port, root's on that
+// machine; the token alone (any user on a node can read it) gets a name
+// and a certificate, but no key.
+func TestAPIMungeKeyForRootOnly(t *testing.T) {
+	reg, err := Open(filepath.Join(t.TempDir(), "nodes.json"), testNaming, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Flush() })
+	key := []byte(strings.Repeat("k", 64))
+	h := NewAPI(reg, testToken, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), Slurm(key, "10.99.0.1"))
+	for _, c := range []struct {
+		remote string
+		want   bool
+	}{
+		{"10.99.0.7:1023", true},
+		{"10.99.0.7:600", true},
+		{"[::ffff:10.99.0.7]:700", true},
+		{"10.99.0.7:1024", false},
+		{"10.99.0.7:40000", false},
+		{"10.99.0.8:600", false}, // another machine's root
+	} {
+		body, _ := json.Marshal(registerBody(t, "52:54:00:00:00:07", "10.99.0.7", nil))
+		r := httptest.NewRequest(http.MethodPost, PathRegister, bytes.NewReader(body))
+		r.RemoteAddr = c.remote
+		r.Header.Set("Authorization", "Bearer "+testToken)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		var resp RegisterResponse
+		if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &resp) != nil {
+			t.Fatalf("from %s: %d %s", c.remote, w.Code, w.Body)
+		}
+		if got := bytes.Equal(resp.MungeKey, key) && resp.SlurmController == "10.99.0.1"; got != c.want {
+			t.Errorf("from %s: munge key and controller given: %v, want %v (%+v)", c.remote, got, c.want, resp)
+		}
+		if !c.want && (len(resp.MungeKey) > 0 || resp.SlurmController != "") {
+			t.Errorf("from %s: a part of the Slurm answer: %+v", c.remote, resp)
+		}
+	}
+}

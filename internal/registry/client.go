@@ -177,6 +177,24 @@ func (c *Client) Prune(ctx context.Context) ([]Node, error) {
 	return gone, nil
 }
 
+// Call sends a request to another of the head's APIs (the Slurm status,
+// verify's results) at path: in, when not nil, as JSON, with the client's
+// token; the answer, when out is not nil, is decoded into it. Errors are
+// as for the other calls: a *StatusError for an answer other than 2xx.
+func (c *Client) Call(ctx context.Context, method, path string, in, out any) error {
+	_, data, err := c.do(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("head's answer to %s: %w", path, err)
+	}
+	return nil
+}
+
 // DecodeNodes reads a node list as the API and `clusterdebian status
 // --json` write it. Anything else, JSON null included, is an error: a
 // caller must never take a failure for a cluster without nodes.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/pexec"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/slurm"
 )
 
 // PollEvery is how often Run asks the registry whether a node left, and
@@ -40,6 +41,9 @@ type Options struct {
 	// Settle is how long the nodes may take to go off the network after
 	// confirming; at least one round of pings.
 	Settle time.Duration
+	// JobWait is how long running Slurm jobs may take to end once the
+	// nodes are drained (System.Slurm); Force cancels them instead.
+	JobWait time.Duration
 }
 
 // System is what a shutdown acts on: the head's registry, the nodes, the
@@ -56,6 +60,9 @@ type System struct {
 	// Local runs `systemctl action` (poweroff or reboot) on this machine,
 	// node1.
 	Local func(ctx context.Context, action string) error
+	// Slurm, when not nil, is the cluster's Slurm: the nodes are drained
+	// and their jobs waited for (or cancelled) before they go.
+	Slurm slurm.Controller
 	// Sleep waits d, or returns ctx's error when ctx ends first.
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Out gets the plan and the progress; Err what --force goes past.
@@ -115,8 +122,10 @@ type HeadKeptError struct {
 func (e *HeadKeptError) Error() string { return e.msg }
 
 // Run shuts the cluster down in the one safe order. It lists the nodes
-// (sys.Nodes) and prints the plan (Plan.Describe); with DryRun that is
-// all. Otherwise it runs `systemctl poweroff` (or reboot) on every other
+// (sys.Nodes) and prints the plan (Plan.Describe); with sys.Slurm it
+// drains the nodes in Slurm and waits for their jobs, or cancels them
+// with Force (drainSlurm: jobs still running after JobWait stop the
+// shutdown with a *JobsRunningError); with DryRun it only says so. Otherwise it runs `systemctl poweroff` (or reboot) on every other
 // node that is up, at once (sys.Exec), and confirms each (Confirmer: the
 // command's answer, or the node leaving the registry within Grace). Then
 // it waits until every one of them is off the network (WaitGone, pinging
@@ -139,6 +148,11 @@ func Run(ctx context.Context, sys *System, o Options) error {
 	plan := MakePlan(nodes)
 	plan.KeepHead = o.PermanentHead && !o.IncludeHead
 	fmt.Fprint(sys.Out, plan.Describe(verb))
+	if sys.Slurm != nil {
+		if err := drainSlurm(ctx, sys, o, plan); err != nil {
+			return err
+		}
+	}
 	if o.DryRun {
 		return nil
 	}

@@ -75,6 +75,7 @@ func TestDefaultImageBuilds(t *testing.T) {
 	if !strings.Contains(string(pkgs), "usr/bin/mpicc") {
 		t.Error("base layer has no mpicc (Open MPI dev files)")
 	}
+	checkSlurmInImage(t, out)
 }
 
 // TestISOLayout checks that one image boots from CD and USB stick, on BIOS

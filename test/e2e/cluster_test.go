@@ -422,6 +422,8 @@ head -n 1 <&3`, len(reg), reg))
 		}
 	})
 
+	s.Step("slurm", boot, func(t *testing.T) { checkSlurm(t, ctx, c, nodes) })
+
 	// From here on, steps change the cluster.
 
 	s.Step("node down", boot, func(t *testing.T) {
@@ -437,6 +439,8 @@ head -n 1 <&3`, len(reg), reg))
 			return ok && n.State == registry.StateDown
 		})
 		t.Logf("%s marked down %.0f s after power-off", b, time.Since(stopped).Seconds())
+		c.waitSlurmDown(t, ctx, b)
+		t.Logf("%s down in Slurm %.0f s after power-off", b, time.Since(stopped).Seconds())
 		if mh := c.on("node1").Sh(t, ctx, "cat /etc/cluster/mpi.hosts"); strings.Contains(mh, b+" ") {
 			t.Errorf("mpi.hosts still lists %s after it went down:\n%s", b, mh)
 		}
@@ -501,6 +505,7 @@ head -n 1 <&3`, len(reg), reg))
 		}
 		// Its export went with it; the running node's stays.
 		checkExports(t, c.on("node1").Sh(t, ctx, "exportfs -s"), "/", nodeIP(t, nodes, a))
+		c.checkSlurmGone(t, ctx, b)
 	})
 
 	s.Step("shutdown", boot, func(t *testing.T) {
@@ -511,6 +516,7 @@ head -n 1 <&3`, len(reg), reg))
 		if !strings.Contains(plan, a) || !strings.Contains(plan, "then power off node1") {
 			t.Errorf("shutdown --dry-run does not plan %s first and node1 last:\n%s", a, plan)
 		}
+		checkSlurmShutdownPlan(t, plan, a)
 		confirmed := len(upNodes(c.nodes(t, ctx))) - 1
 		c.on("node1").Sh(t, ctx, "systemd-run --unit=e2e-shutdown --no-block sh -c 'clusterdebian shutdown > /dev/ttyS0 2>&1'")
 		waitAllStopped(ctx, t, c.Cluster, 10*time.Minute)
@@ -518,6 +524,7 @@ head -n 1 <&3`, len(reg), reg))
 			!strings.Contains(serial, "power off this machine (node1)") {
 			t.Errorf("node1's console does not show %d node(s) confirmed before node1 went:\n%s", confirmed, tail(serial, 40))
 		}
+		checkSlurmShutdownDone(t, c.Machines()[0].Serial(), a)
 	})
 }
 
