@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"slices"
@@ -94,11 +95,35 @@ type RegisterRequest struct {
 	Role string `json:"-"`
 }
 
-// Stats is what a heartbeat carries.
+// Stats is what a heartbeat carries. Heartbeat refuses figures no machine
+// reports (see Stats.check): they come from a broken or hostile sender.
 type Stats struct {
 	Load1      float64 `json:"load1"`
 	MemUsedKiB uint64  `json:"mem_used_kib"`
 	UptimeSec  int64   `json:"uptime_sec"`
+}
+
+// Bounds of the figures a heartbeat may carry. They are far beyond any
+// machine's (a load of a million, a PiB in use, a century up), so they
+// refuse only what no kernel reports, and stay wide enough for hot-added
+// memory, which a bound of the registered MemTotalKiB would refuse.
+const (
+	maxLoad1      = 1e6
+	maxMemUsedKiB = 1 << 40
+	maxUptimeSec  = 100 * 366 * 24 * 3600
+)
+
+// check returns an ErrInvalid error naming the first figure out of bounds.
+func (s Stats) check() error {
+	switch {
+	case math.IsNaN(s.Load1) || s.Load1 < 0 || s.Load1 > maxLoad1:
+		return fmt.Errorf("%w: load1 %v is not between 0 and %v", ErrInvalid, s.Load1, float64(maxLoad1))
+	case s.MemUsedKiB > maxMemUsedKiB:
+		return fmt.Errorf("%w: mem_used_kib %d is more than %d", ErrInvalid, s.MemUsedKiB, uint64(maxMemUsedKiB))
+	case s.UptimeSec < 0 || s.UptimeSec > maxUptimeSec:
+		return fmt.Errorf("%w: uptime_sec %d is not between 0 and %d", ErrInvalid, s.UptimeSec, maxUptimeSec)
+	}
+	return nil
 }
 
 // fileFormat is the saved registry.
@@ -357,13 +382,18 @@ func (r *Registry) Register(req RegisterRequest) (Node, error) {
 }
 
 // Heartbeat records that the node with mac is alive, with its load. It
-// returns ErrUnknownNode for a MAC that is not registered. A heartbeat only
+// returns ErrUnknownNode for a MAC that is not registered (it never adds a
+// node: a pruned node must register again), and an ErrInvalid error, having
+// changed nothing, for a bad MAC or figures out of bounds. A heartbeat only
 // updates memory, unless it brings a down node back up: saving 40 times a
 // second for 200 nodes, or rewriting the hostfiles, would buy nothing,
 // because stats are stale seconds later anyway.
 func (r *Registry) Heartbeat(mac string, s Stats) error {
 	m, err := normalizeMAC(mac)
 	if err != nil {
+		return err
+	}
+	if err := s.check(); err != nil {
 		return err
 	}
 	r.mu.Lock()
