@@ -136,3 +136,42 @@ func TestHeartbeatFigureBounds(t *testing.T) {
 		t.Errorf("figures in bounds not kept: %+v", n)
 	}
 }
+
+// TestHeartbeatWithAnotherNodesMAC: the cluster token is the only
+// credential, so a holder of it can heartbeat with another node's MAC. What
+// that can do is bounded: it touches only that node's figures and
+// liveness. It marks no node down, changes no other node, and moves no
+// generation while the node is up.
+func TestHeartbeatWithAnotherNodesMAC(t *testing.T) {
+	c := newClock()
+	r, _ := open(t, t.TempDir()+"/nodes.json", c)
+	for _, rq := range []RegisterRequest{req("52:54:00:00:00:02", "10.99.0.2"), req("52:54:00:00:00:03", "10.99.0.3"), req("52:54:00:00:00:04", "10.99.0.4")} {
+		if _, err := r.Register(rq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, gen := r.Nodes(), r.Generation()
+	const sent = 100
+	for i := range sent {
+		c.add(time.Millisecond)
+		if err := r.Heartbeat("52:54:00:00:00:03", Stats{Load1: float64(i), MemUsedKiB: 1}); err != nil {
+			t.Fatal(err)
+		}
+		r.Sweep(c.now())
+	}
+	after := r.Nodes()
+	for i, n := range after {
+		if n.State != StateUp {
+			t.Errorf("%s marked %s", n.Name, n.State)
+		}
+		if n.Name != "node3" && !reflect.DeepEqual(n, before[i]) {
+			t.Errorf("a heartbeat with node3's MAC changed %s:\n  before %+v\n  after  %+v", n.Name, before[i], n)
+		}
+	}
+	if after[1].Load1 != sent-1 {
+		t.Errorf("node3's load %v, want the last heartbeat's %d", after[1].Load1, sent-1)
+	}
+	if g := r.Generation(); g != gen {
+		t.Errorf("generation moved from %d to %d", gen, g)
+	}
+}
