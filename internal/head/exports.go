@@ -202,9 +202,10 @@ func (e *exportSet) sync(ns []registry.Node, subnet netip.Prefix) {
 	}
 }
 
-// prune takes out the nodes a prune removed from the registry, and the
-// machines that are not registered (now) and booted more than the grace
-// time ago: they left, or never came up. It returns the addresses that lost
+// prune takes out the nodes a prune removed from the registry, unless
+// they are registered again (now), and the machines that are not
+// registered and booted more than the grace time ago: they left, or never
+// came up. It returns the addresses that lost
 // their export.
 func (e *exportSet) prune(gone, registered []registry.Node) []netip.Addr {
 	e.mu.Lock()
@@ -220,7 +221,10 @@ func (e *exportSet) prune(gone, registered []registry.Node) []netip.Addr {
 	limit := e.now().Add(-e.grace)
 	var removed []netip.Addr
 	for mac, n := range e.nodes {
-		if drop[mac] || (!keep[mac] && n.Since.Before(limit)) {
+		// A pruned node registered again since (its heartbeat came back
+		// between the prune and this call) is alive: it keeps the export
+		// its mounted root depends on.
+		if !keep[mac] && (drop[mac] || n.Since.Before(limit)) {
 			delete(e.nodes, mac)
 			removed = append(removed, n.IP)
 		}

@@ -132,6 +132,12 @@ func TestExportSet(t *testing.T) {
 	if removed := e.prune(nil, nil); len(removed) != 0 {
 		t.Errorf("a prune removed %v, which booted just now", removed)
 	}
+	// A pruned node that registered again before the head withdrew its
+	// export (prune during a registration storm) keeps it.
+	back := registry.Node{MAC: "52:54:00:00:03:00", IP: "10.99.0.200", Role: registry.RoleNode}
+	if removed := e.prune([]registry.Node{back}, []registry.Node{back}); len(removed) != 0 {
+		t.Errorf("a prune removed %v, registered again", removed)
+	}
 }
 
 // TestExportSetRegistryAndFailure: registered nodes get an export (a head

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -337,10 +338,18 @@ func (a *api) regError(w http.ResponseWriter, err error, what, mac string) bool 
 }
 
 // decode reads one JSON value of at most maxBody bytes into v, answering
-// 413 or 400 itself when it cannot.
+// 413 or 400 itself when it cannot. Anything after the value but white
+// space is refused too: a body that is not exactly one request was not
+// written by a Client.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	if err := dec.Decode(v); err != nil {
+	err := dec.Decode(v)
+	if err == nil {
+		if dec.Decode(&json.RawMessage{}) != io.EOF {
+			err = errors.New("more than one JSON value in the body")
+		}
+	}
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody))

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"slices"
@@ -72,6 +73,12 @@ type Node struct {
 	State       string    `json:"state"` // StateUp or StateDown
 	Registered  time.Time `json:"registered"`
 	LastSeen    time.Time `json:"last_seen"`
+
+	// seen is when the head last heard from the node, on the registry's
+	// monotonic clock (Registry.mono). Liveness is judged on it alone:
+	// LastSeen is wall time, which steps when node1's clock is set, and
+	// loses its monotonic reading in the registry file.
+	seen time.Duration
 }
 
 // RegisterRequest is what a node tells the head when it joins.
@@ -88,11 +95,35 @@ type RegisterRequest struct {
 	Role string `json:"-"`
 }
 
-// Stats is what a heartbeat carries.
+// Stats is what a heartbeat carries. Heartbeat refuses figures no machine
+// reports (see Stats.check): they come from a broken or hostile sender.
 type Stats struct {
 	Load1      float64 `json:"load1"`
 	MemUsedKiB uint64  `json:"mem_used_kib"`
 	UptimeSec  int64   `json:"uptime_sec"`
+}
+
+// Bounds of the figures a heartbeat may carry. They are far beyond any
+// machine's (a load of a million, a PiB in use, a century up), so they
+// refuse only what no kernel reports, and stay wide enough for hot-added
+// memory, which a bound of the registered MemTotalKiB would refuse.
+const (
+	maxLoad1      = 1e6
+	maxMemUsedKiB = 1 << 40
+	maxUptimeSec  = 100 * 366 * 24 * 3600
+)
+
+// check returns an ErrInvalid error naming the first figure out of bounds.
+func (s Stats) check() error {
+	switch {
+	case math.IsNaN(s.Load1) || s.Load1 < 0 || s.Load1 > maxLoad1:
+		return fmt.Errorf("%w: load1 %v is not between 0 and %v", ErrInvalid, s.Load1, float64(maxLoad1))
+	case s.MemUsedKiB > maxMemUsedKiB:
+		return fmt.Errorf("%w: mem_used_kib %d is more than %d", ErrInvalid, s.MemUsedKiB, uint64(maxMemUsedKiB))
+	case s.UptimeSec < 0 || s.UptimeSec > maxUptimeSec:
+		return fmt.Errorf("%w: uptime_sec %d is not between 0 and %d", ErrInvalid, s.UptimeSec, maxUptimeSec)
+	}
+	return nil
 }
 
 // fileFormat is the saved registry.
@@ -109,11 +140,11 @@ type Registry struct {
 	onChange func([]Node)
 	gen      uint64 // see Generation
 
-	mu     sync.Mutex
-	nodes  map[string]*Node // by MAC
-	now    func() time.Time
-	opened time.Time // heartbeats are not expected from before this
-	log    *slog.Logger
+	mu    sync.Mutex
+	nodes map[string]*Node     // by MAC
+	now   func() time.Time     // wall clock: Registered, LastSeen
+	mono  func() time.Duration // monotonic clock: liveness (Node.seen)
+	log   *slog.Logger
 
 	// Saving and onChange run in one background goroutine at a time,
 	// with the latest state: a burst of changes (a room of machines
@@ -148,11 +179,15 @@ func Open(path string, naming contract.Naming, interval time.Duration, onChange 
 		return nil, err
 	}
 	r := &Registry{path: path, naming: naming, interval: interval, onChange: onChange, nodes: map[string]*Node{}, now: time.Now, log: slog.Default()}
+	// time.Since reads the monotonic clock that time.Now carries, so
+	// setting node1's clock (NTP, by hand, an RTC in local time) moves no
+	// node's liveness.
+	start := time.Now()
+	r.mono = func() time.Duration { return time.Since(start) }
 	// Starting from the clock keeps generations of a restarted head from
 	// repeating the ones its nodes saw before.
 	r.gen = uint64(time.Now().UnixNano())
 	r.idle = sync.NewCond(&r.mu)
-	r.opened = r.now()
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -185,6 +220,11 @@ func Open(path string, naming contract.Naming, interval time.Duration, onChange 
 			continue
 		}
 		n.MAC, n.IP, n.Name = mac, ip.String(), name
+		// Nodes loaded from the file count as heard from at Open: a
+		// restarted head gives them MissedHeartbeats intervals instead of
+		// dropping them all at once, whatever LastSeen the file says (a
+		// wall time, possibly from a clock set since).
+		n.seen = r.mono()
 		// A hand-edited file could hold one address twice; the latest
 		// registration wins, as it would have live.
 		if old := r.byIP(n.IP); old != nil {
@@ -204,13 +244,25 @@ func (r *Registry) Damaged() (keptAs string, cause error) {
 	return r.keptAs, r.damage
 }
 
-// SetClock replaces the registry's clock (time.Now), for tests. Call it
-// before anything else.
+// SetClock replaces the registry's clock (time.Now), for tests, with one
+// that only goes forward: the monotonic clock is now's distance from its
+// first reading. Call it before anything else.
 func (r *Registry) SetClock(now func() time.Time) {
+	start := now()
+	r.SetClocks(now, func() time.Duration { return now().Sub(start) })
+}
+
+// SetClocks replaces the registry's wall clock (time.Now, shown and saved
+// as Registered and LastSeen) and its monotonic clock (time since Open,
+// which alone decides liveness), for tests of clocks that jump. Call it
+// before anything else: nodes loaded by Open count as heard from now.
+func (r *Registry) SetClocks(wall func() time.Time, mono func() time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.now = now
-	r.opened = now()
+	r.now, r.mono = wall, mono
+	for _, n := range r.nodes {
+		n.seen = mono()
+	}
 }
 
 // SetLogger sets where failures to save the registry are logged
@@ -324,18 +376,24 @@ func (r *Registry) Register(req RegisterRequest) (Node, error) {
 	n.MemTotalKiB = req.MemTotalKiB
 	n.State = StateUp
 	n.LastSeen = now
+	n.seen = r.mono()
 	r.changed()
 	return *n, nil
 }
 
 // Heartbeat records that the node with mac is alive, with its load. It
-// returns ErrUnknownNode for a MAC that is not registered. A heartbeat only
+// returns ErrUnknownNode for a MAC that is not registered (it never adds a
+// node: a pruned node must register again), and an ErrInvalid error, having
+// changed nothing, for a bad MAC or figures out of bounds. A heartbeat only
 // updates memory, unless it brings a down node back up: saving 40 times a
 // second for 200 nodes, or rewriting the hostfiles, would buy nothing,
 // because stats are stale seconds later anyway.
 func (r *Registry) Heartbeat(mac string, s Stats) error {
 	m, err := normalizeMAC(mac)
 	if err != nil {
+		return err
+	}
+	if err := s.check(); err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -346,6 +404,7 @@ func (r *Registry) Heartbeat(mac string, s Stats) error {
 	}
 	n.Load1, n.MemUsedKiB, n.UptimeSec = s.Load1, s.MemUsedKiB, s.UptimeSec
 	n.LastSeen = r.now()
+	n.seen = r.mono()
 	if n.State != StateUp {
 		n.State = StateUp
 		r.changed()
@@ -370,22 +429,26 @@ func (r *Registry) Leave(mac string) error {
 	return nil
 }
 
-// Sweep marks down every node whose last heartbeat is more than
-// MissedHeartbeats intervals before now. The head itself is never swept:
-// it is the process running this. Nodes loaded from the file get that
-// long after Open, so a restarted head does not drop them all at once.
-// The head runs SweepEvery; tests call Sweep with their own now.
+// Sweep marks down every node last heard from more than MissedHeartbeats
+// intervals before now. The head itself is never swept: it is the process
+// running this. Nodes loaded from the file get that long after Open, so a
+// restarted head does not drop them all at once.
+//
+// Only the head's monotonic clock counts: now is taken as an offset from
+// the registry's own present (now minus its wall clock's reading), which
+// for a now from time.Now or a ticker is a monotonic difference too. So a
+// step of node1's clock, forward or back, neither drops live nodes nor
+// keeps dead ones up, and nothing a node sends (its uptime, its clock)
+// enters. The head runs SweepEvery with the ticker's now; tests pass a
+// later now to see the nodes as they will be.
 func (r *Registry) Sweep(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	limit := now.Add(-MissedHeartbeats * r.interval)
+	at := r.mono() + now.Sub(r.now())
+	limit := MissedHeartbeats * r.interval
 	changed := false
 	for _, n := range r.nodes {
-		seen := n.LastSeen
-		if r.opened.After(seen) {
-			seen = r.opened
-		}
-		if n.Role != RoleHead && n.State == StateUp && seen.Before(limit) {
+		if n.Role != RoleHead && n.State == StateUp && at-n.seen > limit {
 			n.State = StateDown
 			changed = true
 		}
