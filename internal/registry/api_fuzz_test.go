@@ -85,3 +85,31 @@ func FuzzAPI(f *testing.F) {
 		t.Fatalf("register %q answered %q, but the registry has no %s", body, resp.Name, strings.ToLower(sent.MAC))
 	})
 }
+
+// FuzzDecodeNodes reads fuzzed node lists, as `clusterdebian status` and
+// the agents read the head's answer. A list it accepts is never nil (nil
+// would pass for a cluster without nodes), and writes back as JSON that
+// decodes to the same list.
+func FuzzDecodeNodes(f *testing.F) {
+	f.Add([]byte(`[{"name":"node2","mac":"52:54:00:00:00:02","ip":"10.99.0.2"}]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ns, err := DecodeNodes(data)
+		if err != nil {
+			return
+		}
+		if ns == nil {
+			t.Fatalf("DecodeNodes(%q): nil list without error", data)
+		}
+		once, err := json.Marshal(ns)
+		if err != nil {
+			t.Fatalf("DecodeNodes(%q) gave nodes that do not encode: %v", data, err)
+		}
+		again, err := DecodeNodes(once)
+		if err != nil {
+			t.Fatalf("DecodeNodes(%q) (re-encoded %q): %v", once, data, err)
+		}
+		if twice, _ := json.Marshal(again); string(twice) != string(once) {
+			t.Fatalf("round trip of %q:\n once  %s\n twice %s", data, once, twice)
+		}
+	})
+}
