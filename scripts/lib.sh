@@ -267,3 +267,37 @@ build_binary() {
 	echo "==> building bin/clusterdebian"
 	CGO_ENABLED=0 go build -trimpath -o bin/clusterdebian ./cmd/clusterdebian
 }
+
+# fuzz_targets prints every fuzz target of the module's packages, one
+# "./internal/pkg FuzzName" a line: every `func Fuzz...` at the start of a
+# line of a _test.go file under internal/. scripts/test and scripts/bench
+# both run what it lists.
+fuzz_targets() {
+	grep -rl --include='*_test.go' '^func Fuzz' internal | sort | while read -r f; do
+		for fn in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //'); do
+			echo "./$(dirname "$f") $fn"
+		done
+	done
+}
+
+# fuzz_figures reads the output of one `go test -fuzz` run from standard
+# input and prints "EXECS NEW CRASHER": the executions and new corpus
+# entries of its last "fuzz: elapsed: ..., execs: N (...), new interesting:
+# M (total: ...)" line (0 when it has none), and the file of the input that
+# failed, relative to the package ("-" when none failed; "seed:NAME" when a
+# seed corpus entry failed, before fuzzing began).
+fuzz_figures() {
+	awk '
+		/^fuzz: elapsed: .*execs: [0-9]+/ {
+			for (i = 1; i < NF; i++) {
+				if ($i == "execs:") execs = $(i + 1)
+				if ($i == "interesting:") fresh = $(i + 1)
+			}
+		}
+		/Failing input written to / { crasher = $NF }
+		/failure while testing seed corpus entry: / && crasher == "" { crasher = "seed:" $NF }
+		END {
+			if (crasher == "") crasher = "-"
+			printf "%d %d %s\n", execs + 0, fresh + 0, crasher
+		}'
+}

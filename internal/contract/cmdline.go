@@ -101,16 +101,24 @@ func (c Cmdline) Format() string {
 	if c.Token != "" {
 		p = append(p, ParamToken+"="+c.Token)
 	}
+	// Without a head there is nothing to fetch or mount: netip.Addr{}
+	// would write "invalid IP", a space and all, into fetch= or nfsroot=.
 	switch c.Root {
 	case RootRAM:
-		p = append(p, ParamRoot+"="+string(RootRAM), "boot=live",
-			"fetch="+c.HTTPBase()+NetbootPath+BaseLayer, "ip=dhcp")
+		p = append(p, ParamRoot+"="+string(RootRAM), "boot=live")
+		if c.Head.IsValid() {
+			p = append(p, "fetch="+c.HTTPBase()+NetbootPath+BaseLayer)
+		}
+		p = append(p, "ip=dhcp")
 		if len(c.Layers) > 0 {
 			p = append(p, ParamLayers+"="+strings.Join(c.Layers, ","))
 		}
 	default:
-		p = append(p, ParamRoot+"="+string(RootShared), "root=/dev/nfs",
-			"nfsroot="+c.Head.String()+":/,vers=3,tcp", "ip=dhcp", "rw")
+		p = append(p, ParamRoot+"="+string(RootShared), "root=/dev/nfs")
+		if c.Head.IsValid() {
+			p = append(p, "nfsroot="+c.Head.String()+":/,vers=3,tcp")
+		}
+		p = append(p, "ip=dhcp", "rw")
 	}
 	if bootif := FormatBootIF(c.BootMAC); bootif != "" {
 		p = append(p, ParamBootIF+"="+bootif)

@@ -148,3 +148,38 @@ func FuzzExpand(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCompress starts from names: every whitespace-separated word that
+// Expand reads as that one name. Compress writes them as a hostlist that
+// Expand reads back to the same set, and that Compress writes again
+// unchanged. (It is not always shorter: "[00-01]" is longer than "00,01".)
+func FuzzCompress(f *testing.F) {
+	f.Add("node1 node2 node3 node7")
+	f.Fuzz(func(t *testing.T, words string) {
+		var names []string
+		for _, w := range strings.Fields(words) {
+			if got, err := Expand(w, nil); err == nil && len(got) == 1 && got[0] == w {
+				names = append(names, w)
+			}
+		}
+		if len(names) == 0 {
+			return
+		}
+		c := Compress(names)
+		back, err := Expand(c, nil)
+		if err != nil {
+			t.Fatalf("Expand(Compress(%q)) = %v (compressed %q)", names, err, c)
+		}
+		want := slices.Clone(names)
+		slices.Sort(want)
+		want = slices.Compact(want)
+		got := slices.Clone(back)
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Fatalf("round trip of %q: %q -> %q", names, c, back)
+		}
+		if again := Compress(back); again != c {
+			t.Fatalf("Compress not stable: %q -> %q -> %q", names, c, again)
+		}
+	})
+}

@@ -137,11 +137,15 @@ func fromACK(ack *dhcpv4.DHCPv4, start time.Time) (Lease, error) {
 	if l.Duration < minLease {
 		return Lease{}, fmt.Errorf("the lease of %v runs only %v", ip, l.Duration)
 	}
+	// Seven eighths as Duration/8*7: Duration*7 overflows for leases
+	// longer than 41 years (up to 0xfffffffe seconds, 136 years), which
+	// made T1 and T2 negative and the head renew without pause.
+	rebindAt := l.Duration / 8 * 7
 	l.T1 = ack.IPAddressRenewalTime(l.Duration / 2)
-	l.T2 = ack.IPAddressRebindingTime(l.Duration * 7 / 8)
+	l.T2 = ack.IPAddressRebindingTime(rebindAt)
 	// A server's odd T1/T2 must not stop renewals: keep T1 < T2 < lease.
 	if l.T2 <= 0 || l.T2 >= l.Duration {
-		l.T2 = l.Duration * 7 / 8
+		l.T2 = rebindAt
 	}
 	if l.T1 <= 0 || l.T1 >= l.T2 {
 		l.T1 = min(l.Duration/2, l.T2/2)
