@@ -159,6 +159,21 @@ func (e *netnsEnv) ip(args ...string) {
 
 // inNetns runs fn on a fresh OS thread moved into namespace ns. Sockets fn
 // opens belong to ns for their whole life, whichever thread uses them later.
+// withNClient runs fn in namespace ns with a DHCP client on its eth0
+// (two-second reads, three tries) and a context bounded by cmdTimeout.
+func withNClient(ns string, fn func(ctx context.Context, c *nclient4.Client) error) error {
+	return inNetns(ns, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return fn(ctx, c)
+	})
+}
+
 func inNetns(ns string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
@@ -610,14 +625,7 @@ func TestNetnsForeignServer(t *testing.T) {
 	}
 	var proxyOffer *dhcpv4.DHCPv4
 	var dnsmasqLease *nclient4.Lease
-	err = inNetns(e.client, func() error {
-		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-		defer cancel()
+	err = withNClient(e.client, func(ctx context.Context, c *nclient4.Client) error {
 		disc, err := dhcpv4.NewDiscovery(mac, pxe...)
 		if err != nil {
 			return err
@@ -741,14 +749,7 @@ func TestNetnsKnownOnlyServer(t *testing.T) {
 	s := e.startAutoAsServer(events)
 
 	var ack *dhcpv4.DHCPv4
-	err := inNetns(known, func() error {
-		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-		defer cancel()
+	err := withNClient(known, func(ctx context.Context, c *nclient4.Client) error {
 		lease, err := c.Request(ctx, dhcpv4.WithBroadcast(true))
 		if err != nil {
 			return err
@@ -884,14 +885,7 @@ func TestNetnsDecline(t *testing.T) {
 	s, _ := e.startServer(cfg)
 	mac := mustMAC(clientMAC)
 	var first, second *dhcpv4.DHCPv4
-	err := inNetns(e.client, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-		defer cancel()
-		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
+	err := withNClient(e.client, func(ctx context.Context, c *nclient4.Client) error {
 		lease, err := c.Request(ctx, dhcpv4.WithBroadcast(true))
 		if err != nil {
 			return err
@@ -922,14 +916,7 @@ func TestNetnsDecline(t *testing.T) {
 	}
 	declined := toAddr(first.YourIPAddr)
 	waitFor(t, "the DECLINE", func() bool { return len(s.Leases()) == 0 })
-	err = inNetns(e.client, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-		defer cancel()
-		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
+	err = withNClient(e.client, func(ctx context.Context, c *nclient4.Client) error {
 		lease, err := c.Request(ctx, dhcpv4.WithBroadcast(true))
 		if err == nil {
 			second = lease.ACK
@@ -1057,14 +1044,7 @@ func TestNetnsProxyMode(t *testing.T) {
 	}
 	mac := mustMAC(clientMAC)
 	var offer *dhcpv4.DHCPv4
-	err := inNetns(e.client, func() error {
-		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-		defer cancel()
+	err := withNClient(e.client, func(ctx context.Context, c *nclient4.Client) (err error) {
 		offer, err = c.DiscoverOffer(ctx, dhcpv4.WithBroadcast(true),
 			dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003016")),
 			dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64)))
