@@ -63,6 +63,9 @@ func (h *Head) setupSlurm(root string) ([]byte, error) {
 	}
 	conf := slurm.Conf{Controller: contract.HeadName, ControllerAddr: h.addr, Subnet: h.naming.Subnet,
 		Version: so.Version}
+	if slurm.PMIxPlugin(root) {
+		conf.MPI = slurm.MPIPMIx
+	}
 	files := conf.Files()
 	// A Slurm configuration the head did not write (a permanent node1 that
 	// runs its own Slurm) is kept, and the head runs none.
@@ -90,7 +93,7 @@ func (h *Head) setupSlurm(root string) ([]byte, error) {
 	}
 	h.slurm = &slurmPart{ctl: ctl, st: slurm.Status{Enabled: true}}
 	h.log.Info("Slurm: configuration written; munge, slurmctld and slurmd start after the head",
-		"version", so.Version.String(), "node1_jobs", so.Node1Jobs)
+		"version", so.Version.String(), "node1_jobs", so.Node1Jobs, "mpi", conf.MPI)
 	return key, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -95,6 +96,28 @@ type Conf struct {
 	// dynamic nodes; 24.11 wants its pid file where its unit lets the
 	// slurm user write, and its cgroup plugin off.
 	Version Version
+	// MPI is the MPI plugin srun uses when not told (MpiDefault): MPIPMIx
+	// when the machine has it (PMIxPlugin), else "none".
+	MPI string
+}
+
+// MPIPMIx is Slurm's PMIx plugin: srun starts each task of an Open MPI
+// program (Open MPI 4.1 in bookworm, 5 in trixie, both built on PMIx) as
+// a rank, with no mpirun.
+const MPIPMIx = "pmix"
+
+// PMIxPlugin reports whether the machine under root can run MpiDefault=pmix:
+// Slurm's PMIx plugin (mpi_pmix.so, in slurm-wlm-basic-plugins, which slurmd
+// depends on) and the PMIx library it loads at run time from PMIx's own
+// folder (pmix2/lib/libpmix.so, in libpmix-dev, which libopenmpi-dev pulls
+// in: an image with MPI has it, one without does not). A plugin that
+// cannot load would fail every srun, hostname too.
+func PMIxPlugin(root string) bool {
+	has := func(pattern string) bool {
+		m, _ := filepath.Glob(filepath.Join(root, pattern))
+		return len(m) > 0
+	}
+	return has("usr/lib/*/slurm-wlm/mpi_pmix.so") && has("usr/lib/*/pmix2/lib/libpmix.so")
 }
 
 // maxNodes is the room for dynamic nodes.
@@ -139,11 +162,15 @@ func (c Conf) Files() map[string]string {
 	// both releases.
 	line("ProctrackType=proctrack/linuxproc")
 	line("TaskProlog=%s", TaskProlog)
-	// No MPI plugin by default: a step that is no MPI program (srun
-	// hostname) then needs no PMIx server, and mpirun inside an
-	// allocation starts its daemons itself. srun --mpi=pmix starts an
-	// Open MPI program directly (Debian's Slurm has the plugin).
-	line("MpiDefault=none")
+	// PMIx when the image has it: plain `srun ./prog` starts an Open
+	// MPI program, and a step that is none (srun hostname) only gets a
+	// PMIx server it does not use. mpirun inside an allocation starts
+	// its daemons with srun --mpi=none, so it is not affected.
+	mpi := c.MPI
+	if mpi == "" {
+		mpi = "none"
+	}
+	line("MpiDefault=%s", mpi)
 	// A node marked DOWN (the head does, when it stops heartbeating)
 	// comes back when its slurmd registers again.
 	line("ReturnToService=2")

@@ -76,6 +76,48 @@ func TestConfFiles(t *testing.T) {
 	}
 }
 
+// TestConfMPI: MpiDefault is the plugin the head found, none without.
+func TestConfMPI(t *testing.T) {
+	c := Conf{Controller: "node1", ControllerAddr: netip.MustParseAddr("10.99.0.1"), Version: Version{24, 11}}
+	if conf := c.Files()[ConfPath]; !strings.Contains(conf, "\nMpiDefault=none\n") {
+		t.Errorf("no MPI plugin: slurm.conf lacks MpiDefault=none:\n%s", conf)
+	}
+	c.MPI = MPIPMIx
+	if conf := c.Files()[ConfPath]; !strings.Contains(conf, "\nMpiDefault=pmix\n") || strings.Contains(conf, "MpiDefault=none") {
+		t.Errorf("PMIx: slurm.conf lacks MpiDefault=pmix:\n%s", conf)
+	}
+}
+
+// TestPMIxPlugin: PMIx is there only with both Slurm's plugin and the
+// library it loads, in the multiarch folders of the image.
+func TestPMIxPlugin(t *testing.T) {
+	plugin := "usr/lib/x86_64-linux-gnu/slurm-wlm/mpi_pmix.so"
+	lib := "usr/lib/x86_64-linux-gnu/pmix2/lib/libpmix.so"
+	for _, tc := range []struct {
+		name  string
+		files []string
+		want  bool
+	}{
+		{"nothing", nil, false},
+		{"plugin only (no MPI in the image)", []string{plugin}, false},
+		{"library only (no Slurm)", []string{lib}, false},
+		{"both", []string{plugin, lib}, true},
+	} {
+		root := t.TempDir()
+		for _, f := range tc.files {
+			if err := os.MkdirAll(filepath.Join(root, filepath.Dir(f)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(root, f), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := PMIxPlugin(root); got != tc.want {
+			t.Errorf("%s: PMIxPlugin = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 func mapKeys(m map[string]string) func(func(string) bool) {
 	return func(yield func(string) bool) {
 		for k := range m {

@@ -168,6 +168,17 @@ func TestRAMRootPVM(t *testing.T) {
 		}
 	})
 
+	s.Step("slurm", boot, func(t *testing.T) {
+		// Bookworm's Slurm 22.05 on RAM roots: every node registers
+		// itself, srun runs on all three, and starts an Open MPI 4.1
+		// program through PMIx.
+		c.waitSlurmIdle(t, ctx, nodes)
+		g := c.on("node1")
+		checkSrunHostname(t, ctx, g, nodes)
+		compileMPI(t, ctx, g)
+		checkSrunMPI(t, ctx, g, nodes)
+	})
+
 	s.Step("desktop: startx on node1's screen", boot, func(t *testing.T) {
 		// The image has image.desktop (desktopConfig) and node1 a VGA
 		// display; the nodes run their own copy of the same root.

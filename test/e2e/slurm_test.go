@@ -84,16 +84,7 @@ mpirun ./allreduce
 // writes its output to the user's home.
 func checkSlurm(t *testing.T, ctx context.Context, c vcluster, nodes []registry.Node) {
 	g := c.on("node1")
-	all := func(ns []sinfoNode) bool {
-		for _, n := range nodes {
-			s, ok := sinfoByName(ns, n.Name)
-			if !ok || s.state != "idle" {
-				return false
-			}
-		}
-		return true
-	}
-	ns := c.waitSinfo(t, ctx, "every node idle in Slurm", all)
+	ns := c.waitSlurmIdle(t, ctx, nodes)
 	for _, n := range nodes {
 		s, _ := sinfoByName(ns, n.Name)
 		if s.partition != slurm.Partition+"*" {
@@ -113,18 +104,7 @@ func checkSlurm(t *testing.T, ctx context.Context, c vcluster, nodes []registry.
 		t.Errorf("Slurm has %d nodes, the registry %d: %+v", len(ns), len(nodes), ns)
 	}
 
-	// srun as the user, one task on each node.
-	out := g.Sh(t, ctx, "cd /home/user && runuser -u user -- srun -N 3 --ntasks-per-node=1 hostname")
-	got := strings.Fields(out)
-	slices.Sort(got)
-	var want []string
-	for _, n := range nodes {
-		want = append(want, n.Name)
-	}
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("srun -N 3 hostname names %v, want %v", got, want)
-	}
+	checkSrunHostname(t, ctx, g, nodes)
 
 	// sbatch of an MPI job: mpirun takes its hosts from the allocation.
 	compileMPI(t, ctx, g)
@@ -139,6 +119,14 @@ func checkSlurm(t *testing.T, ctx context.Context, c vcluster, nodes []registry.
 		queue = g.Sh(t, ctx, "squeue --noheader --format '%i %u %T %D %j'")
 		return regexp.MustCompile(`(?m)^\s*` + id + ` user RUNNING 3 e2e-mpi$`).MatchString(queue)
 	}, func() string { return "squeue: " + queue })
+	// status lists the running job: id, user, name, state, nodes (the
+	// head reads the queue every head.SlurmSyncInterval).
+	var status string
+	jobLine := regexp.MustCompile(`(?m)^\s+` + id + ` user e2e-mpi RUNNING \S+ \S+$`)
+	testsupport.WaitFor(t, ctx, "status to list the running job", 2*time.Second, 2*time.Minute, func() bool {
+		status = g.Sh(t, ctx, "clusterdebian status")
+		return jobLine.MatchString(status)
+	}, func() string { return status })
 	g.Sh(t, ctx, "runuser -u user -- touch /home/user/slurm-mpi.go")
 	var state string
 	testsupport.WaitFor(t, ctx, "the job to end", 3*time.Second, 10*time.Minute, func() bool {
@@ -150,21 +138,16 @@ func checkSlurm(t *testing.T, ctx context.Context, c vcluster, nodes []registry.
 	}
 	res := g.Sh(t, ctx, "cat /home/user/slurm-mpi-"+id+".out; stat -c %U /home/user/slurm-mpi-"+id+".out")
 	t.Logf("sbatch output:\n%s", res)
-	ranks := regexp.MustCompile(`rank (\d+) of 3 on (\S+) sum 3`).FindAllStringSubmatch(res, -1)
-	hosts := map[string]bool{}
-	for _, r := range ranks {
-		hosts[r[2]] = true
-	}
-	if len(ranks) != 3 || len(hosts) != 3 {
-		t.Errorf("the MPI job's output has %d ranks on %d hosts, want 3 on 3:\n%s", len(ranks), len(hosts), res)
-	}
+	checkRanks(t, "the sbatch MPI job", res, nodes)
 	if !strings.HasSuffix(strings.TrimSpace(res), "\nuser") {
 		t.Errorf("the job's output is not the user's:\n%s", res)
 	}
 
+	// srun starts the MPI program itself, no mpirun (MpiDefault=pmix).
+	checkSrunMPI(t, ctx, g, nodes)
+
 	// status shows each node's Slurm state (the head reads it every
 	// head.SlurmSyncInterval).
-	var status string
 	testsupport.WaitFor(t, ctx, "status to show every node idle in Slurm", 3*time.Second, 2*time.Minute, func() bool {
 		status = g.Sh(t, ctx, "clusterdebian status")
 		i := strings.Index(status, "\nSlurm: ")
@@ -179,6 +162,73 @@ func checkSlurm(t *testing.T, ctx context.Context, c vcluster, nodes []registry.
 		}
 		return true
 	}, func() string { return status })
+}
+
+// waitSlurmIdle waits until every one of nodes is idle in Slurm, and
+// returns sinfo's nodes.
+func (c vcluster) waitSlurmIdle(t *testing.T, ctx context.Context, nodes []registry.Node) []sinfoNode {
+	t.Helper()
+	return c.waitSinfo(t, ctx, "every node idle in Slurm", func(ns []sinfoNode) bool {
+		for _, n := range nodes {
+			s, ok := sinfoByName(ns, n.Name)
+			if !ok || s.state != "idle" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// checkSrunHostname: srun as the user, one task on each node, names
+// every node once.
+func checkSrunHostname(t *testing.T, ctx context.Context, g testsupport.Guest, nodes []registry.Node) {
+	t.Helper()
+	out := g.Sh(t, ctx, fmt.Sprintf("cd /home/user && runuser -u user -- srun -N %d --ntasks-per-node=1 hostname", len(nodes)))
+	got := strings.Fields(out)
+	slices.Sort(got)
+	var want []string
+	for _, n := range nodes {
+		want = append(want, n.Name)
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("srun -N %d hostname names %v, want %v", len(nodes), got, want)
+	}
+}
+
+// checkSrunMPI: plain srun, as the user, starts the allreduce program
+// (compileMPI) as one rank on each node: srun's MPI plugin (MpiDefault,
+// PMIx) wires the ranks up with no mpirun and no hostfile.
+func checkSrunMPI(t *testing.T, ctx context.Context, g testsupport.Guest, nodes []registry.Node) {
+	t.Helper()
+	g.Sh(t, ctx, "grep -x MpiDefault=pmix /etc/slurm/slurm.conf")
+	out, code := g.Try(t, ctx, fmt.Sprintf("cd /home/user && runuser -u user -- srun -N %d --ntasks-per-node=1 ./allreduce 2>&1", len(nodes)))
+	t.Logf("srun ./allreduce (exit %d):\n%s", code, out)
+	if code != 0 {
+		t.Errorf("srun ./allreduce exited %d", code)
+	}
+	checkRanks(t, "srun ./allreduce", out, nodes)
+}
+
+// checkRanks: the allreduce program's output (mpiProgram) has one rank
+// on each of nodes, each with the sum of all ranks.
+func checkRanks(t *testing.T, what, out string, nodes []registry.Node) {
+	t.Helper()
+	n := len(nodes)
+	sum := n * (n - 1) / 2
+	ranks := regexp.MustCompile(fmt.Sprintf(`rank (\d+) of %d on (\S+) sum %d\b`, n, sum)).FindAllStringSubmatch(out, -1)
+	hosts := map[string]bool{}
+	for _, r := range ranks {
+		hosts[r[2]] = true
+	}
+	for _, nd := range nodes {
+		if !hosts[nd.Name] {
+			t.Errorf("%s: no rank on %s", what, nd.Name)
+		}
+	}
+	if len(ranks) != n || len(hosts) != n {
+		t.Errorf("%s: %d ranks on %d hosts, want %d on %d, each with sum %d:\n%s", what, len(ranks), len(hosts), n, n, sum, out)
+	}
 }
 
 // waitSlurmDown waits until Slurm has node down.
