@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -37,6 +38,26 @@ type SlurmOptions struct {
 	Node1Jobs bool
 	// Controller talks to slurmctld; default slurm.Host(). Tests fake it.
 	Controller slurm.Controller
+	// Restart restarts those of the units that run, without waiting;
+	// default restartUnits (systemctl --no-block try-restart). Tests fake
+	// it.
+	Restart func(ctx context.Context, units ...string) error
+}
+
+// slurmUnits are node1's Slurm daemons, restarted when the head rewrites
+// their configuration while they run: slurmctld reads SlurmctldHost only at
+// its start (scontrol reconfigure does not move it), and slurmd its options.
+var slurmUnits = []string{"slurmctld.service", "slurmd.service"}
+
+// restartUnits restarts those of units that run (systemctl try-restart).
+// --no-block: at node1's start they wait for the head (After=), so a
+// blocking call from the head would wait for itself.
+func restartUnits(ctx context.Context, units ...string) error {
+	args := append([]string{"--no-block", "try-restart"}, units...)
+	if out, err := exec.CommandContext(ctx, "systemctl", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("systemctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // SlurmSyncInterval is how often the head reads Slurm's state and brings
@@ -68,12 +89,16 @@ func (h *Head) setupSlurm(root string) ([]byte, error) {
 	}
 	files := conf.Files()
 	// A Slurm configuration the head did not write (a permanent node1 that
-	// runs its own Slurm) is kept, and the head runs none.
-	for p := range files {
+	// runs its own Slurm) is kept, and the head runs none. One an earlier
+	// start wrote that says something else now (node1's address moved
+	// with its lease on a LAN) is rewritten, and the daemons restarted.
+	changed := false
+	for p, text := range files {
 		old, err := os.ReadFile(filepath.Join(root, p))
 		if err == nil && !strings.HasPrefix(string(old), slurm.ConfHeader) {
 			return nil, fmt.Errorf("%s was not written by clusterdebian: it is kept, and the cluster gets no Slurm of its own", filepath.Join(root, p))
 		}
+		changed = changed || (err == nil && string(old) != text)
 	}
 	for p, text := range files {
 		if err := atomicfile.Write(filepath.Join(root, p), []byte(text), 0o644); err != nil {
@@ -84,8 +109,25 @@ func (h *Head) setupSlurm(root string) ([]byte, error) {
 	if so.Node1Jobs {
 		opts = &slurm.SlurmdOptions{Name: contract.HeadName, Controller: h.addr.String(), CPUs: runtime.NumCPU()}
 	}
+	envPath := filepath.Join(root, contract.SlurmdEnvFile)
+	oldEnv, envErr := os.ReadFile(envPath)
 	if _, err := slurm.MachineFiles(root, key, opts); err != nil {
 		return nil, err
+	}
+	// slurmd's options from an earlier start that changed (or went).
+	changed = changed || (envErr == nil && (opts == nil || string(oldEnv) != opts.Env()))
+	if changed {
+		restart := so.Restart
+		if restart == nil {
+			restart = restartUnits
+		}
+		h.log.Info("Slurm: the configuration changed since the head's last start; restarting node1's Slurm daemons that run", "units", slurmUnits)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := restart(ctx, slurmUnits...)
+		cancel()
+		if err != nil {
+			h.log.Warn("Slurm: restart them by hand (systemctl restart slurmctld slurmd)", "err", err)
+		}
 	}
 	ctl := so.Controller
 	if ctl == nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,6 +42,10 @@ func (f *fakeSlurm) Delete(_ context.Context, nodes []string) error {
 	f.nodes = slices.DeleteFunc(f.nodes, func(n slurm.NodeState) bool { return slices.Contains(nodes, n.Name) })
 	return nil
 }
+func (f *fakeSlurm) restart(_ context.Context, units ...string) error {
+	f.calls = append(f.calls, "restart "+strings.Join(units, ","))
+	return nil
+}
 func (f *fakeSlurm) Cancel(context.Context, []string) error { return nil }
 func (f *fakeSlurm) Reconfigure(context.Context) error      { return nil }
 
@@ -56,7 +61,7 @@ func slurmHead(t *testing.T, node1Jobs bool) (*Head, *fakeSlurm, string) {
 	t.Cleanup(func() { reg.Flush() })
 	f := &fakeSlurm{}
 	h := &Head{opts: Options{StateDir: state, ClusterRoot: root,
-		Slurm: &SlurmOptions{Version: slurm.Version{Major: 24, Minor: 11}, Node1Jobs: node1Jobs, Controller: f}},
+		Slurm: &SlurmOptions{Version: slurm.Version{Major: 24, Minor: 11}, Node1Jobs: node1Jobs, Controller: f, Restart: f.restart}},
 		addr: testNaming.Head, naming: testNaming, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		cluster: &cluster{reg: reg}}
 	if _, err := h.setupSlurm(root); err != nil {
@@ -135,6 +140,40 @@ func TestSlurmFollowsRegistry(t *testing.T) {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, rec.Body)
 		}
+	}
+}
+
+// TestSetupSlurmAddressMoved: a head started again with the same address
+// leaves Slurm's daemons alone; one started at another address (node1's
+// lease moved on a LAN) rewrites slurm.conf and node1's slurmd options
+// and restarts the daemons, which read them only at their start.
+func TestSetupSlurmAddressMoved(t *testing.T) {
+	h, f, root := slurmHead(t, true)
+	read := func(p string) string { b, _ := os.ReadFile(filepath.Join(root, p)); return string(b) }
+	if len(f.calls) != 0 {
+		t.Errorf("first start: %q, want no restart (nothing ran before)", f.calls)
+	}
+	h.slurm = nil
+	if _, err := h.setupSlurm(root); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.calls) != 0 {
+		t.Errorf("started again at the same address: %q, want no restart", f.calls)
+	}
+
+	h.addr = netip.MustParseAddr("10.99.0.77")
+	h.slurm = nil
+	if _, err := h.setupSlurm(root); err != nil {
+		t.Fatal(err)
+	}
+	if conf := read(slurm.ConfPath); !strings.Contains(conf, "SlurmctldHost=node1(10.99.0.77)\n") {
+		t.Errorf("slurm.conf not rewritten for the new address:\n%s", conf)
+	}
+	if env := read(contract.SlurmdEnvFile); !strings.Contains(env, "SLURMD_CONF_SERVER=10.99.0.77\n") {
+		t.Errorf("node1's slurmd options not rewritten:\n%s", env)
+	}
+	if want := []string{"restart slurmctld.service,slurmd.service"}; !slices.Equal(f.calls, want) {
+		t.Errorf("at a new address: %q, want %q", f.calls, want)
 	}
 }
 

@@ -31,7 +31,10 @@ func TestPage(t *testing.T) {
 		"<th>Cores</th>", "<th>Load</th>", "<th>Memory</th>", "<th>Uptime</th>", "<th>Last seen</th>", "<th>Boot stage</th>",
 		`"/api/v1/nodes"`, `"/api/v1/boot"`, "setInterval(refresh, every)", "const every = 2000",
 		// "last seen" on the head's clock (test/e2e TestStatusPage runs it).
-		`r.headers.get("Date")`} {
+		`r.headers.get("Date")`,
+		// Slurm's column and queue (test/e2e TestStatusPageSlurm runs it).
+		"<th>Slurm</th>", `"/api/v1/slurm"`, `<table id="jobs">`, `<tbody id="jobrows">`, "<th>Job</th>", "<th>User</th>",
+		"<th>Name</th>", "<th>Nodes</th>", "<th>Time</th>"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)
 		}
