@@ -73,8 +73,11 @@ func DevelopmentPackages(cfg *config.Config) []string {
 // schedulerPackages returns the job queue's packages (cluster.scheduler):
 // Slurm's controller, node daemon and commands, and munge, which
 // authenticates them. Its PMIx plugin, for srun of Open MPI programs, is
-// in slurm-wlm-basic-plugins; on bookworm it loads libpmix.so, which
-// libpmix-dev has (libopenmpi-dev pulls it in with MPI).
+// in slurm-wlm-basic-plugins (slurmd depends on it: mpi_pmix_v4 in
+// bookworm, mpi_pmix_v5 in trixie); on both it loads
+// pmix2/lib/libpmix.so, which libpmix-dev has (libopenmpi-dev pulls it in
+// with MPI). The head sets MpiDefault=pmix when both are there
+// (slurm.PMIxPlugin), so no package is added here for it.
 func schedulerPackages(cfg *config.Config) []string {
 	if !cfg.HasScheduler(config.SchedulerSlurm) {
 		return nil
