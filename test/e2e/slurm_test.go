@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -283,6 +284,14 @@ func checkSlurmInImage(t *testing.T, out string) {
 	for _, want := range []string{"/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/srun", "/usr/bin/sbatch", "/usr/sbin/munged"} {
 		if !files[want] {
 			t.Errorf("base layer lacks %s", want)
+		}
+	}
+	// What the head's MpiDefault=pmix needs (slurm.PMIxPlugin): Slurm's
+	// PMIx plugin and the library it loads.
+	for _, want := range []string{`^/usr/lib/[^/]+/slurm-wlm/mpi_pmix\.so$`, `^/usr/lib/[^/]+/pmix2/lib/libpmix\.so$`} {
+		re := regexp.MustCompile(want)
+		if !slices.ContainsFunc(slices.Collect(maps.Keys(files)), re.MatchString) {
+			t.Errorf("base layer has no file matching %s: srun cannot start MPI programs", want)
 		}
 	}
 	if files["/etc/munge/munge.key"] {
