@@ -13,6 +13,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/inputerr"
+	"github.com/clusterdebian/clusterdebian/internal/registry"
 )
 
 // useStateRoot points StateRoot at a fresh folder for one test.
@@ -396,6 +397,37 @@ func TestWatchBoot(t *testing.T) {
 	_, err = watchBoot(ctx, m, headMilestones, func(string, time.Duration) {})
 	if !errors.Is(err, ErrExited) || !strings.Contains(err.Error(), "could not open tap") {
 		t.Errorf("watchBoot after exit: %v", err)
+	}
+}
+
+// A node whose serial getty never shows a prompt counts as joined once it
+// has been up in node1's status for promptGrace; with no status to go by
+// (fallback), it does not, and the wait ends with ctx.
+func TestWatchNodeWithoutPrompt(t *testing.T) {
+	oldGrace, oldPoll := promptGrace, statusPoll
+	promptGrace, statusPoll = 300*time.Millisecond, 20*time.Millisecond
+	t.Cleanup(func() { promptGrace, statusPoll = oldGrace, oldPoll })
+	dir := t.TempDir()
+	m := &Machine{Spec: Spec{Name: "n", Dir: dir}, SerialPath: filepath.Join(dir, SerialLogFile), done: make(chan struct{})}
+	os.WriteFile(m.SerialPath, []byte("iPXE 1.21\r\n[    0.000000] Linux version 6.12\r\n[FAILED] Failed to start serial-getty@ttyS0.service\r\n"), 0o644)
+	const mac = "52:54:00:cd:01:02"
+	report := func(string, time.Duration) {}
+
+	s := newStatusWatch(nil, nil, func(string, ...any) {})
+	s.update(false, map[string]registry.Node{mac: {Name: "node12", MAC: mac, State: registry.StateUp}}, "", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	login, name, err := s.watchNode(ctx, m, mac, report)
+	if err != nil || name != "node12" || login != "" {
+		t.Errorf("up without a prompt: watchNode = %q, %q, %v; want joined as node12", login, name, err)
+	}
+
+	fb := newStatusWatch(nil, nil, func(string, ...any) {})
+	fb.update(true, nil, "", nil)
+	short, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	if login, name, err := fb.watchNode(short, m, mac, report); err == nil || name != "" {
+		t.Errorf("fallback without a prompt: watchNode = %q, %q, %v; want the context's error", login, name, err)
 	}
 }
 

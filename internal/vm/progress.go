@@ -119,10 +119,15 @@ func (c *Cluster) waitHead(ctx context.Context, m *Machine, w io.Writer) error {
 // appear as up in node1's status before Up gives up on it; agentWait, how
 // long node1's guest agent may take to answer after node1's login prompt;
 // statusPoll, how often node1's status is asked for.
+// promptGrace is how long a node may be up in node1's status without its
+// serial login prompt before it counts as joined anyway: under a loaded
+// TCG host, a node's serial getty can fail ("Dependency failed" when udev
+// announces ttyS0 late) while the node itself runs fine.
 var (
 	joinTimeout = 5 * time.Minute
 	agentWait   = 3 * time.Minute
 	statusPoll  = 5 * time.Second
+	promptGrace = 3 * time.Minute
 )
 
 // waitNodes shows the nodes' boots, a line per milestone, and returns when
@@ -151,7 +156,7 @@ func (c *Cluster) waitNodes(ctx context.Context, machines []*Machine, w io.Write
 					say("%s: %s %s", label, name, secs(d))
 				}
 			}
-			login, err := watchBoot(ctx, m, nodeMilestones, milestone)
+			login, upName, err := st.watchNode(ctx, m, v.MAC, milestone)
 			if errors.Is(err, ErrPanicked) {
 				// As for node1 in Up: one more power-on.
 				say("%s: %v; powering it on once more", label, err)
@@ -161,8 +166,12 @@ func (c *Cluster) waitNodes(ctx context.Context, machines []*Machine, w io.Write
 				restartMu.Unlock()
 				if err = serr; err == nil {
 					start = time.Now()
-					login, err = watchBoot(ctx, m2, nodeMilestones, milestone)
+					login, upName, err = st.watchNode(ctx, m2, v.MAC, milestone)
 				}
+			}
+			if err == nil && upName != "" {
+				say("%s: joined as %s after %s, with no login prompt on its serial console for %s (see %s)", label, upName, secs(time.Since(start)), promptGrace, m.SerialPath)
+				return
 			}
 			if err != nil {
 				errs[i] = fmt.Errorf("%s: %w", label, err)
@@ -308,6 +317,65 @@ func nodesByMAC(out []byte) (map[string]registry.Node, error) {
 		nodes[mac] = n
 	}
 	return nodes, nil
+}
+
+// watchNode is watchBoot of a node's milestones, except that a node up in
+// node1's status (not in fallback mode) for promptGrace without a login
+// prompt counts as joined: then it returns the node's registry name as
+// upName. login is the prompt's match otherwise.
+func (s *statusWatch) watchNode(ctx context.Context, m *Machine, mac string, report func(string, time.Duration)) (login, upName string, err error) {
+	bootCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	early := make(chan string, 1)
+	go func() {
+		name, ok := s.upFor(bootCtx, mac, promptGrace)
+		if ok {
+			early <- name
+			stop()
+		}
+	}()
+	login, err = watchBoot(bootCtx, m, nodeMilestones, report)
+	if err != nil && ctx.Err() == nil {
+		select {
+		case name := <-early:
+			return "", name, nil
+		default:
+		}
+	}
+	return login, "", err
+}
+
+// upFor reports the node's name once it has been up in node1's status for
+// d, polling as the status is updated; false when ctx ends first or the
+// watch is in fallback mode.
+func (s *statusWatch) upFor(ctx context.Context, mac string, d time.Duration) (string, bool) {
+	mac, err := contract.NormalizeMAC(mac)
+	if err != nil {
+		return "", false
+	}
+	var since time.Time
+	for {
+		s.mu.Lock()
+		decided, fallback, n, changed := s.decided, s.fallback, s.nodes[mac], s.changed
+		s.mu.Unlock()
+		if decided && fallback {
+			return "", false
+		}
+		switch {
+		case n.State != registry.StateUp:
+			since = time.Time{}
+		case since.IsZero():
+			since = time.Now()
+		case time.Since(since) >= d:
+			return n.Name, true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return "", false
+		case <-time.After(statusPoll):
+		}
+	}
 }
 
 // waitJoined waits until the node with mac is up in node1's status and
