@@ -263,14 +263,14 @@ func TestParsers(t *testing.T) {
 	}
 	// 10.99.0.1:80 listening, 0.0.0.0:22 established (skipped).
 	tcp := "  sl  local_address rem_address   st\n   0: 0100630A:0050 00000000:0000 0A 0\n   1: 00000000:0016 0200630A:D431 01 0\n"
-	ls, err := ParseProcNet("tcp", []byte(tcp))
+	ls, err := head.ParseProcNet("tcp", []byte(tcp))
 	if err != nil || len(ls) != 1 || ls[0].String() != "tcp 10.99.0.1:80" {
-		t.Errorf("ParseProcNet(tcp) = %v, %v", ls, err)
+		t.Errorf("head.ParseProcNet(tcp) = %v, %v", ls, err)
 	}
 	udp := "  sl  local_address rem_address   st\n   0: 00000000:0043 00000000:0000 07 0\n"
-	ls, err = ParseProcNet("udp", []byte(udp))
+	ls, err = head.ParseProcNet("udp", []byte(udp))
 	if err != nil || len(ls) != 1 || ls[0].String() != "udp 0.0.0.0:67" {
-		t.Errorf("ParseProcNet(udp) = %v, %v", ls, err)
+		t.Errorf("head.ParseProcNet(udp) = %v, %v", ls, err)
 	}
 }
 

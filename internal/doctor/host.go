@@ -1,15 +1,10 @@
 package doctor
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,54 +43,7 @@ func (hostSystem) Network() (registry.Network, error) {
 	return n, nil
 }
 
-func (hostSystem) Listening() ([]head.Listener, error) {
-	var out []head.Listener
-	for _, f := range []string{"tcp", "tcp6", "udp", "udp6"} {
-		data, err := os.ReadFile("/proc/net/" + f)
-		if os.IsNotExist(err) {
-			continue // no IPv6
-		}
-		if err != nil {
-			return nil, err
-		}
-		ls, err := ParseProcNet(strings.TrimSuffix(f, "6"), data)
-		if err != nil {
-			return nil, fmt.Errorf("/proc/net/%s: %w", f, err)
-		}
-		out = append(out, ls...)
-	}
-	return out, nil
-}
-
-// ParseProcNet parses a /proc/net/{tcp,udp}[6] table: TCP sockets that
-// listen and every UDP socket, as Listeners of proto.
-func ParseProcNet(proto string, data []byte) ([]head.Listener, error) {
-	var out []head.Listener
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Scan() // header
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 4 || (proto == "tcp" && fields[3] != "0A") {
-			continue // TCP: listeners only
-		}
-		hexAddr, hexPort, _ := strings.Cut(fields[1], ":")
-		raw, err := hex.DecodeString(hexAddr)
-		if err != nil || (len(raw) != 4 && len(raw) != 16) {
-			return nil, fmt.Errorf("bad local address %q", fields[1])
-		}
-		// /proc/net prints each 32-bit word in host (little-endian) order.
-		for i := 0; i+4 <= len(raw); i += 4 {
-			binary.BigEndian.PutUint32(raw[i:], binary.LittleEndian.Uint32(raw[i:]))
-		}
-		addr, _ := netip.AddrFromSlice(raw)
-		port, err := strconv.ParseUint(hexPort, 16, 16)
-		if err != nil {
-			return nil, fmt.Errorf("bad local port %q", fields[1])
-		}
-		out = append(out, head.Listener{Proto: proto, Addr: netip.AddrPortFrom(addr.Unmap(), uint16(port))})
-	}
-	return out, sc.Err()
-}
+func (hostSystem) Listening() ([]head.Listener, error) { return head.Listening() }
 
 func (hostSystem) Exports(ctx context.Context) ([]Export, error) {
 	out, err := exec.CommandContext(ctx, "exportfs", "-s").Output()

@@ -1,7 +1,15 @@
 package head
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 )
@@ -45,4 +53,57 @@ func Listeners(mode dhcp.Mode, addr netip.Addr, httpPort int) []Listener {
 		Listener{Proto: "tcp", Addr: netip.AddrPortFrom(addr, uint16(httpPort)), What: "HTTP"},
 		Listener{Proto: "tcp", Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(httpPort)),
 			What: "HTTP on loopback (status page on node1)", Optional: true})
+}
+
+// Listening lists the listening TCP and bound UDP sockets (IPv4 and IPv6)
+// of the calling thread's network namespace, from /proc/self/net. What
+// Listeners names is compared against it (doctor, TestHeadAccessAudit).
+func Listening() ([]Listener, error) {
+	var out []Listener
+	for _, f := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		data, err := os.ReadFile("/proc/self/net/" + f)
+		if os.IsNotExist(err) {
+			continue // no IPv6
+		}
+		if err != nil {
+			return nil, err
+		}
+		ls, err := ParseProcNet(strings.TrimSuffix(f, "6"), data)
+		if err != nil {
+			return nil, fmt.Errorf("/proc/self/net/%s: %w", f, err)
+		}
+		out = append(out, ls...)
+	}
+	return out, nil
+}
+
+// ParseProcNet parses a /proc/net/{tcp,udp}[6] table: the TCP sockets that
+// listen and every UDP socket, as Listeners of proto ("tcp" or "udp"),
+// IPv4-mapped addresses unmapped.
+func ParseProcNet(proto string, data []byte) ([]Listener, error) {
+	var out []Listener
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Scan() // header
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 4 || (proto == "tcp" && fields[3] != "0A") {
+			continue // TCP: listeners only
+		}
+		hexAddr, hexPort, _ := strings.Cut(fields[1], ":")
+		raw, err := hex.DecodeString(hexAddr)
+		if err != nil || (len(raw) != 4 && len(raw) != 16) {
+			return nil, fmt.Errorf("bad local address %q", fields[1])
+		}
+		// /proc/net prints each 32-bit word in host (little-endian) order.
+		for i := 0; i+4 <= len(raw); i += 4 {
+			binary.BigEndian.PutUint32(raw[i:], binary.LittleEndian.Uint32(raw[i:]))
+		}
+		addr, _ := netip.AddrFromSlice(raw)
+		port, err := strconv.ParseUint(hexPort, 16, 16)
+		if err != nil {
+			return nil, fmt.Errorf("bad local port %q", fields[1])
+		}
+		out = append(out, Listener{Proto: proto, Addr: netip.AddrPortFrom(addr.Unmap(), uint16(port))})
+	}
+	return out, sc.Err()
 }
