@@ -41,7 +41,8 @@ the cluster and prints one line per check, OK, WARN or FAIL with its cause:
               expiry (WARN within 7 days)
   heartbeats  the nodes the head marked down for missed heartbeats (WARN)
 
-It exits 1 if any check FAILs.
+It exits 1 if any check FAILs. Run it as root: the head's state folder is
+root's.
 
 Elsewhere (or with --tools) it checks this machine for the Debian tools that
 each part of clusterdebian needs: "build" (clusterdebian build), "vm"
@@ -155,6 +156,11 @@ func doctorCluster(cmd *cobra.Command, configPath string) error {
 		// The head exports to the nodes where it keeps this machine's
 		// root: on a ClusterDebian system (see newHeadCmd).
 		Exports: system,
+	}
+	if os.Geteuid() != 0 {
+		// The state folder and the CA's key are root's: say why a check
+		// may fail, rather than refuse the others.
+		fmt.Fprintln(cmd.ErrOrStderr(), "not root: the checks that read the head's state folder may fail for lack of permission (sudo clusterdebian doctor)")
 	}
 	rs := doctor.Run(cmd.Context(), doctor.HostSystem(o.HTTPPort), opts)
 	printResults(cmd.OutOrStdout(), rs)
