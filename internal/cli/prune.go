@@ -72,9 +72,22 @@ func readToken(stateDir string) (string, error) {
 }
 
 // prune has the head forget its down nodes and says which it forgot.
+// Interrupted (ctx ends), it says which of the nodes that were down the
+// head has forgotten and which it still lists (a *exitError, code 130).
 func prune(ctx context.Context, out io.Writer, c *registry.Client) error {
+	// The list before, so that an interrupted prune can say what it did.
+	before, _, err := c.Nodes(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return &exitError{code: 130, msg: "prune interrupted before it asked the head: nothing was pruned"}
+		}
+		return askError(err)
+	}
 	gone, err := c.Prune(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return pruneInterrupted(ctx, c, before)
+		}
 		return askError(err)
 	}
 	if len(gone) == 0 {
@@ -87,4 +100,50 @@ func prune(ctx context.Context, out io.Writer, c *registry.Client) error {
 		}
 	}
 	return nil
+}
+
+// pruneAfterTimeout bounds the look at the registry after an interrupted
+// prune.
+const pruneAfterTimeout = 10 * time.Second
+
+// pruneInterrupted says what an interrupted prune left. The head prunes in
+// one step (registry.Registry.Prune, under its lock) and finishes a prune
+// it got even when the client goes away, so the registry holds either
+// every down node or none of those it pruned: one more look tells which.
+func pruneInterrupted(ctx context.Context, c *registry.Client, before []registry.Node) error {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pruneAfterTimeout)
+	defer cancel()
+	after, _, err := c.Nodes(lctx)
+	if err != nil {
+		return &exitError{code: 130, msg: fmt.Sprintf("prune interrupted, and the head did not answer afterwards (%v): whether it pruned is unknown; clusterdebian nodes shows it, and prune may be run again", err)}
+	}
+	listed := map[string]registry.Node{}
+	for _, n := range after {
+		listed[n.MAC] = n
+	}
+	var removed, still []string
+	for _, n := range before {
+		if n.State != registry.StateDown {
+			continue
+		}
+		if a, ok := listed[n.MAC]; !ok {
+			removed = append(removed, fmt.Sprintf("%s (%s)", n.Name, n.IP))
+		} else if a.State == registry.StateDown {
+			still = append(still, fmt.Sprintf("%s (%s)", n.Name, n.IP))
+		}
+	}
+	var b strings.Builder
+	b.WriteString("prune interrupted")
+	switch {
+	case len(removed) > 0:
+		fmt.Fprintf(&b, " after the head had pruned: it removed %s", strings.Join(removed, ", "))
+	case len(still) > 0:
+		b.WriteString(" before the head pruned: nothing was removed")
+	default:
+		b.WriteString(": no node was down, nothing was removed")
+	}
+	if len(still) > 0 {
+		fmt.Fprintf(&b, "\nstill listed as down: %s; run clusterdebian prune again", strings.Join(still, ", "))
+	}
+	return &exitError{code: 130, msg: b.String()}
 }

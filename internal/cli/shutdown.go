@@ -46,7 +46,13 @@ still run, it powers nothing off and the nodes take jobs again. --force
 cancels the running jobs instead of waiting.
 
 A permanent node1 set up with localnode1 (an installed machine) stays on
-after the nodes unless --include-head is given.`,
+after the nodes unless --include-head is given.
+
+Interrupted (Ctrl-C), shutdown stops where it is and never powers node1
+off. It says which nodes are powering off, which were told but did not
+confirm, and which were never told; in Slurm it leaves the nodes that go
+drained and resumes the others (node1 among them). Running it again
+finishes the job. It exits 130.`,
 		Example: `  sudo clusterdebian shutdown --dry-run
   sudo clusterdebian shutdown --reboot`,
 		Args: cobra.NoArgs,
@@ -80,6 +86,10 @@ after the nodes unless --include-head is given.`,
 			var jobs *shutdown.JobsRunningError
 			if errors.As(err, &jobs) {
 				return &exitError{code: 1, msg: jobs.Error()}
+			}
+			var stopped *shutdown.InterruptedError
+			if errors.As(err, &stopped) {
+				return &exitError{code: 130, msg: stopped.Error()}
 			}
 			return err
 		},

@@ -9,20 +9,15 @@ package head
 // the test. docs/architecture.md's threat model has the same table.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -57,35 +52,15 @@ func TestHeadAccessAudit(t *testing.T) {
 }
 
 // listening returns the namespace's listening TCP and bound UDP sockets
-// (IPv4 and IPv6) as "proto address:port".
+// (IPv4 and IPv6) as "proto address:port", read as doctor reads them
+// (Listening).
 func listening(t *testing.T) []string {
 	t.Helper()
+	ls, err := Listening()
+	must(t, err)
 	var out []string
-	for _, f := range []string{"tcp", "tcp6", "udp", "udp6"} {
-		data, err := os.ReadFile("/proc/self/net/" + f)
-		if os.IsNotExist(err) {
-			continue
-		}
-		must(t, err)
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		sc.Scan() // header
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 4 || (strings.HasPrefix(f, "tcp") && fields[3] != "0A") {
-				continue // TCP: listeners only
-			}
-			hexAddr, hexPort, _ := strings.Cut(fields[1], ":")
-			raw, err := hex.DecodeString(hexAddr)
-			must(t, err)
-			// /proc/net prints each 32-bit word in host order.
-			for i := 0; i+4 <= len(raw); i += 4 {
-				binary.BigEndian.PutUint32(raw[i:], binary.LittleEndian.Uint32(raw[i:]))
-			}
-			addr, _ := netip.AddrFromSlice(raw)
-			var port uint16
-			fmt.Sscanf(hexPort, "%X", &port)
-			out = append(out, strings.TrimSuffix(f, "6")+" "+netip.AddrPortFrom(addr.Unmap(), port).String())
-		}
+	for _, l := range ls {
+		out = append(out, l.String())
 	}
 	sort.Strings(out)
 	return out

@@ -37,6 +37,10 @@ const (
 // sshError is the exit status OpenSSH uses for its own failures.
 const sshError = 255
 
+// NotStarted is the Detail of an Error result whose command never started
+// on its node: the context ended while it waited for its turn (Fanout).
+const NotStarted = "cancelled before it started"
+
 // Status is a node's verdict.
 type Status int
 
@@ -173,7 +177,7 @@ func Run(ctx context.Context, targets []Target, argv []string, o Options) []Resu
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
-				results[i] = Result{Node: t.Name, Status: Error, ExitCode: -1, Detail: "cancelled before it started"}
+				results[i] = Result{Node: t.Name, Status: Error, ExitCode: -1, Detail: NotStarted}
 				return
 			}
 			defer func() { <-sem }()

@@ -136,9 +136,17 @@ func (e *HeadKeptError) Error() string { return e.msg }
 // node1 up and returns a *HeadKeptError naming it; with Force it says so
 // on sys.Err and goes on. Other errors are the registry's at planning and
 // sys.Local's.
+//
+// When ctx ends on the way (Ctrl-C), Run stops where it is, never powers
+// node1 off, undoes the Slurm drains of the nodes that stay up, and
+// returns an *InterruptedError saying which nodes went, which may be
+// going, which were never told, and which drains it undid or left.
 func Run(ctx context.Context, sys *System, o Options) error {
 	nodes, err := sys.Nodes(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return interrupted(ctx, sys, Plan{}, "listing the nodes", nil, nil, nil, nil)
+		}
 		return err
 	}
 	verb, action := "power off", "poweroff"
@@ -148,8 +156,13 @@ func Run(ctx context.Context, sys *System, o Options) error {
 	plan := MakePlan(nodes)
 	plan.KeepHead = o.PermanentHead && !o.IncludeHead
 	fmt.Fprint(sys.Out, plan.Describe(verb))
+	var drained []string
 	if sys.Slurm != nil {
-		if err := drainSlurm(ctx, sys, o, plan); err != nil {
+		drained, err = drainSlurm(ctx, sys, o, plan)
+		if ctx.Err() != nil && !o.DryRun {
+			return interrupted(ctx, sys, plan, "draining Slurm", drained, nil, nil, plan.Nodes)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -157,7 +170,7 @@ func Run(ctx context.Context, sys *System, o Options) error {
 		return nil
 	}
 	if len(plan.Nodes) > 0 {
-		if err := nodesOff(ctx, sys, o, plan, action); err != nil {
+		if err := nodesOff(ctx, sys, o, plan, action, drained); err != nil {
 			return err
 		}
 	}
@@ -165,17 +178,38 @@ func Run(ctx context.Context, sys *System, o Options) error {
 		fmt.Fprintln(sys.Out, "node1 stays on: it is a permanent node1 (localnode1); --include-head powers it off too")
 		return nil
 	}
+	// The last moment to stop: after this, node1 is gone.
+	if ctx.Err() != nil {
+		return interrupted(ctx, sys, plan, "about to power off node1", drained, plan.Nodes, nil, nil)
+	}
 	fmt.Fprintf(sys.Out, "%s this machine (node1)\n", verb)
 	return sys.Local(ctx, action)
 }
 
 // nodesOff tells plan's nodes to go, confirms them and waits until they
-// are off the network; an error means node1 must stay up.
-func nodesOff(ctx context.Context, sys *System, o Options, plan Plan, action string) error {
+// are off the network; an error means node1 must stay up. When ctx ends
+// on the way, the error is an *InterruptedError; drained are the nodes
+// drainSlurm drained, for it to undo where they stay up.
+func nodesOff(ctx context.Context, sys *System, o Options, plan Plan, action string, drained []string) error {
 	wait := func(ctx context.Context) error { return sys.Sleep(ctx, PollEvery) }
 	res := sys.Exec(ctx, plan.Nodes, []string{"systemctl", action}, o.Timeout)
+	if ctx.Err() != nil {
+		off, unsure, up := toldOrNot(res)
+		return interrupted(ctx, sys, plan, "telling the nodes to go", drained, off, unsure, up)
+	}
 	c := Confirmer{Nodes: sys.Nodes, Polls: polls(o.Grace), Wait: wait}
 	vs := c.Confirm(ctx, res)
+	if ctx.Err() != nil {
+		var off, unsure []string
+		for _, v := range vs {
+			if v.Confirmed {
+				off = append(off, v.Node)
+			} else {
+				unsure = append(unsure, v.Node)
+			}
+		}
+		return interrupted(ctx, sys, plan, "confirming the nodes", drained, off, unsure, nil)
+	}
 	if rep := Report(vs); rep != "" {
 		if !o.Force {
 			var names []string
@@ -193,7 +227,21 @@ func nodesOff(ctx context.Context, sys *System, o Options, plan Plan, action str
 	// longer in /etc/hosts, and its name would not resolve.
 	fmt.Fprintf(sys.Out, "waiting for the nodes to go off the network (up to %s)\n", o.Settle)
 	alive := func(ctx context.Context, name string) bool { return sys.Alive(ctx, plan.Addr(name)) }
-	if still := WaitGone(ctx, plan.Nodes, polls(o.Settle), wait, alive); len(still) > 0 {
+	still := WaitGone(ctx, plan.Nodes, polls(o.Settle), wait, alive)
+	if ctx.Err() != nil {
+		var off, unsure []string
+		for _, v := range vs {
+			if v.Confirmed {
+				off = append(off, v.Node)
+			} else {
+				unsure = append(unsure, v.Node) // --force went past them
+			}
+		}
+		e := interrupted(ctx, sys, plan, "waiting for the nodes to go off the network", drained, off, unsure, nil)
+		e.StillAnswering = still
+		return e
+	}
+	if len(still) > 0 {
 		msg := fmt.Sprintf("still answering after %s: %s", o.Settle, strings.Join(still, ", "))
 		if !o.Force {
 			return &HeadKeptError{Nodes: still, msg: msg + "\nnode1 stays up; run again with --force to power it off anyway"}

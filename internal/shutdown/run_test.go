@@ -457,7 +457,8 @@ func TestRunErrors(t *testing.T) {
 	}
 }
 
-// Cancelled while waiting for a node to confirm: node1 stays up.
+// Cancelled while waiting for a node to confirm: node1 stays up, and the
+// answer says node2 may be going down.
 func TestRunCancelled(t *testing.T) {
 	f := newFake(t, &fakeNode{name: "node2", ssh: pexec.Unreachable, detail: "ssh failed (exit 255)", leave: never, silent: never, off: never})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -468,8 +469,11 @@ func TestRunCancelled(t *testing.T) {
 		return sleep(ctx, d)
 	}
 	err := Run(ctx, sys, defaults)
-	var kept *HeadKeptError
-	if !errors.As(err, &kept) || len(f.local) != 0 || f.sleeps != 1 {
-		t.Errorf("Run cancelled: %v; node1 got %q after %d sleeps", err, f.local, f.sleeps)
+	var ie *InterruptedError
+	if !errors.As(err, &ie) || !errors.Is(err, context.Canceled) || len(f.local) != 0 || f.sleeps != 1 {
+		t.Fatalf("Run cancelled: %v; node1 got %q after %d sleeps", err, f.local, f.sleeps)
+	}
+	if ie.Phase != "confirming the nodes" || !slices.Equal(ie.Unsure, []string{"node2"}) || len(ie.Off)+len(ie.Up) != 0 {
+		t.Errorf("Run cancelled while confirming: %+v", ie)
 	}
 }

@@ -65,8 +65,11 @@ func pending(jobs []slurm.Job) []string {
 //
 // A controller that does not answer does not stop a shutdown: Run says so
 // on sys.Err and goes on. Jobs still running after JobWait do: the nodes
-// are resumed, and the answer is a *JobsRunningError.
-func drainSlurm(ctx context.Context, sys *System, o Options, plan Plan) error {
+// are resumed, and the answer is a *JobsRunningError. It returns the nodes
+// it drained and still leaves drained (for Run to undo where they stay up
+// when it is interrupted); when ctx ends while it waits, it returns them
+// with ctx's error.
+func drainSlurm(ctx context.Context, sys *System, o Options, plan Plan) ([]string, error) {
 	ctl := sys.Slurm
 	known, err := ctl.Nodes(ctx)
 	var jobs []slurm.Job
@@ -75,7 +78,7 @@ func drainSlurm(ctx context.Context, sys *System, o Options, plan Plan) error {
 	}
 	if err != nil {
 		fmt.Fprintf(sys.Err, "Slurm: the controller did not answer (%v): no drain, running jobs end with their nodes\n", err)
-		return nil
+		return nil, nil
 	}
 	names := slurmNodes(plan, known)
 	run := running(jobs)
@@ -91,12 +94,18 @@ func drainSlurm(ctx context.Context, sys *System, o Options, plan Plan) error {
 		default:
 			fmt.Fprintf(sys.Out, "Slurm: wait up to %s for the %d running job(s): %s (--force cancels them)\n", o.JobWait, len(run), strings.Join(run, " "))
 		}
-		return nil
+		return nil, nil
 	}
+	var drained []string
 	if len(names) > 0 {
 		if err := ctl.Update(ctx, names, "drain", DrainReason); err != nil {
 			fmt.Fprintf(sys.Err, "Slurm: draining %s: %v\n", hostlist.Compress(names), err)
+			if ctx.Err() != nil {
+				// Cut short: the drain may have reached the controller.
+				return names, ctx.Err()
+			}
 		} else {
+			drained = names
 			fmt.Fprintf(sys.Out, "Slurm: drained %s: no new job starts there\n", hostlist.Compress(names))
 		}
 	}
@@ -105,7 +114,7 @@ func drainSlurm(ctx context.Context, sys *System, o Options, plan Plan) error {
 	}
 	if len(run) == 0 {
 		fmt.Fprintln(sys.Out, "Slurm: no job is running")
-		return nil
+		return drained, nil
 	}
 	if o.Force {
 		if err := ctl.Cancel(ctx, run); err != nil {
@@ -113,12 +122,12 @@ func drainSlurm(ctx context.Context, sys *System, o Options, plan Plan) error {
 		} else {
 			fmt.Fprintf(sys.Out, "Slurm: cancelled the %d running job(s) (--force): %s\n", len(run), strings.Join(run, " "))
 		}
-		return nil
+		return drained, nil
 	}
 	fmt.Fprintf(sys.Out, "Slurm: waiting up to %s for the %d running job(s) to end: %s\n", o.JobWait, len(run), strings.Join(run, " "))
 	for range polls(o.JobWait) {
 		if err := sys.Sleep(ctx, PollEvery); err != nil {
-			return err
+			return drained, err
 		}
 		jobs, err := ctl.Jobs(ctx)
 		if err != nil {
@@ -126,18 +135,18 @@ func drainSlurm(ctx context.Context, sys *System, o Options, plan Plan) error {
 		}
 		if run = running(jobs); len(run) == 0 {
 			fmt.Fprintln(sys.Out, "Slurm: every job ended")
-			return nil
+			return drained, nil
 		}
 	}
 	msg := fmt.Sprintf("Slurm: %d job(s) still running after %s: %s\nnothing was powered off", len(run), o.JobWait, strings.Join(run, " "))
-	if len(names) > 0 {
-		if err := ctl.Update(ctx, names, "resume", ""); err != nil {
+	if len(drained) > 0 {
+		if err := ctl.Update(ctx, drained, "resume", ""); err != nil {
 			msg += fmt.Sprintf("; the nodes stay drained (resuming them: %v)", err)
 		} else {
 			msg += "; the nodes take jobs again"
 		}
 	}
-	return &JobsRunningError{Jobs: run, msg: msg + "\nwait for the jobs, or run again with --force to cancel them"}
+	return nil, &JobsRunningError{Jobs: run, msg: msg + "\nwait for the jobs, or run again with --force to cancel them"}
 }
 
 // DefaultJobWait is how long shutdown waits for running jobs by default.

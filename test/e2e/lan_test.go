@@ -284,6 +284,49 @@ func TestLANCluster(t *testing.T) {
 			t.Errorf("the LAN's DHCP log shows no ACK of %s to node1", head)
 		}
 	})
+
+	s.Step("doctor", boot, func(t *testing.T) {
+		// On node1, doctor checks the running cluster by default: every
+		// check passes, for proxyDHCP (67 and 4011) and the shared root
+		// (/ exported to both nodes).
+		out, code := c.on("node1").Try(t, ctx, "clusterdebian doctor")
+		t.Logf("clusterdebian doctor on node1 (exit %d):\n%s", code, out)
+		if code != 0 {
+			t.Errorf("doctor exited %d on a healthy cluster", code)
+		}
+		checks := doctorLines(out)
+		for _, name := range []string{"ports", "exports", "state", "memory", "certs", "heartbeats"} {
+			if st, ok := checks[name]; !ok || !strings.HasPrefix(st, "OK") {
+				t.Errorf("doctor's %s check: %q, want OK", name, st)
+			}
+		}
+		if !strings.Contains(checks["ports"], "udp 0.0.0.0:4011") || !strings.Contains(checks["ports"], "tcp "+head+":80") {
+			t.Errorf("doctor's ports check does not name proxyDHCP's 4011 and HTTP on %s: %q", head, checks["ports"])
+		}
+		if !strings.Contains(checks["exports"], "/ exported to all 2 registered nodes") {
+			t.Errorf("doctor's exports check: %q, want / exported to both nodes", checks["exports"])
+		}
+	})
+
+	// From here on, steps change the cluster.
+
+	s.Step("doctor names a node that missed heartbeats", boot, func(t *testing.T) {
+		// b powered off hard: once the head marks it down, doctor warns
+		// and names it (a WARN: the cluster runs on, doctor exits 0).
+		if err := c.Stop(b); err != nil {
+			t.Fatal(err)
+		}
+		c.waitNodes(t, ctx, b+" down", func(ns []registry.Node) bool {
+			n, ok := byName(ns, b)
+			return ok && n.State == registry.StateDown
+		})
+		out, code := c.on("node1").Try(t, ctx, "clusterdebian doctor")
+		t.Logf("clusterdebian doctor on node1 with %s off (exit %d):\n%s", b, code, out)
+		hb := doctorLines(out)["heartbeats"]
+		if code != 0 || !strings.HasPrefix(hb, "WARN") || !strings.Contains(hb, b+" (") || strings.Contains(hb, a+" (") {
+			t.Errorf("doctor with %s off: exit %d, heartbeats %q; want exit 0 and a WARN naming %s alone", b, code, hb, b)
+		}
+	})
 }
 
 func nodeMAC(t *testing.T, nodes []registry.Node, name string) string {
@@ -506,4 +549,16 @@ func (by *lanBystander) leave(t *testing.T, ctx context.Context) {
 	if err := (&netns.NS{Name: by.vc.NetNS}).IP(ctx, "link", "del", by.port); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// doctorLines maps each check of `clusterdebian doctor`'s output ("OK    ports  ...")
+// to its line.
+func doctorLines(out string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && (f[0] == "OK" || f[0] == "WARN" || f[0] == "FAIL") {
+			m[f[1]] = line
+		}
+	}
+	return m
 }
