@@ -4,6 +4,9 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -11,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
+	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
@@ -189,6 +195,40 @@ func TestRAMRootPVM(t *testing.T) {
 		checkDesktop(t, ctx, m, c.on("node1"), c.on(a), c.on(b))
 	})
 
+	s.Step("lease file lost", boot, func(t *testing.T) {
+		// Issue 15: the head restarts with an empty lease file while the
+		// RAM-root nodes run on. New machines (fresh MACs, from this
+		// machine's side of the cluster's switch) get no running node's
+		// address, and every node keeps its address and name.
+		before := c.nodes(t, ctx)
+		g := c.on("node1")
+		// The head comes back whatever happens below: later steps need it.
+		defer g.Try(t, ctx, "systemctl start clusterdebian-head")
+		g.Sh(t, ctx, "systemctl stop clusterdebian-head && : > /var/lib/clusterdebian/leases.json && systemctl start clusterdebian-head")
+		c.waitNodes(t, ctx, "the restarted head to list the nodes", func(ns []registry.Node) bool { return len(ns) == len(before) })
+		if log := g.Sh(t, ctx, "journalctl -u clusterdebian-head -b --no-pager -o cat | grep -F 'leases rebuilt from the node registry' || true"); strings.TrimSpace(log) == "" {
+			t.Errorf("the restarted head does not say it rebuilt the leases from the registry")
+		}
+		held := map[string]string{} // address -> node
+		for _, n := range before {
+			held[n.IP] = n.Name
+		}
+		for i := range 3 {
+			got := probeLease(t, ctx, c.Cluster)
+			if name, ok := held[got.String()]; ok {
+				t.Errorf("new machine %d got %s, the address of the running %s", i, got, name)
+			}
+			held[got.String()] = fmt.Sprintf("new machine %d", i)
+		}
+		after := c.waitNodes(t, ctx, "every node up after the restart", func(ns []registry.Node) bool { return len(upNodes(ns)) == len(before) })
+		for _, old := range before {
+			n, ok := byName(after, old.Name)
+			if !ok || n.MAC != old.MAC || n.IP != old.IP {
+				t.Errorf("%s (%s at %s) after the restart: %+v", old.Name, old.MAC, old.IP, n)
+			}
+		}
+	})
+
 	s.Step("shutdown", boot, func(t *testing.T) {
 		// Every node powers off, node1 last, and the VMs stop. It runs
 		// detached, as node1 powers itself off under it; its report goes
@@ -200,4 +240,43 @@ func TestRAMRootPVM(t *testing.T) {
 			t.Errorf("node1's console does not show both nodes confirmed before node1 went:\n%s", tail(serial, 40))
 		}
 	})
+}
+
+// probeLease puts a new machine (a namespace of this machine, fresh MAC) on
+// the cluster's switch, has the head lease it an address, and takes it off
+// again.
+func probeLease(t *testing.T, ctx context.Context, vc *vm.Cluster) netip.Addr {
+	t.Helper()
+	probe, mac := newNS(t), randomMAC()
+	cluster := &netns.NS{Name: vc.NetNS}
+	const port = "vprobe"
+	if err := netns.AddVeth(ctx, cluster, port, probe, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.IP(context.Background(), "link", "del", port)
+	if err := cluster.SetMaster(ctx, port, vc.Bridge); err != nil {
+		t.Fatal(err)
+	}
+	if err := probe.IP(ctx, "link", "set", "eth0", "address", mac); err != nil {
+		t.Fatal(err)
+	}
+	hw, _ := net.ParseMAC(mac)
+	var lease *nclient4.Lease
+	err := probe.Do(func() error {
+		cl, err := nclient4.New("eth0", nclient4.WithHWAddr(hw), nclient4.WithTimeout(5*time.Second), nclient4.WithRetry(5))
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		lease, err = cl.Request(lctx)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("DHCP from a new machine %s: %v", mac, err)
+	}
+	ip, _ := netip.AddrFromSlice(lease.ACK.YourIPAddr.To4())
+	t.Logf("new machine %s leased %s", mac, ip)
+	return ip
 }
