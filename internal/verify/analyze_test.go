@@ -188,3 +188,21 @@ func TestBarSet(t *testing.T) {
 		t.Errorf("the default bar: %v", err)
 	}
 }
+
+func TestWriteTable(t *testing.T) {
+	r := cluster(3)
+	slowDown(r, "node3", "", 19)
+	r.MPI = &MPIResult{Ranks: 3, OK: true, PingPongMicros: 80, AllreduceMicros: 150}
+	Analyze(r)
+	var b strings.Builder
+	if err := WriteTable(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"node1  ", "1000/full", "400/300µs", "19/300µs",
+		"MPI: 3 ranks, ping-pong 80 µs", "BELOW THE BAR: node3: ", "slow with every partner", "FAIL (1 below the bar): 3 nodes, 3 pairs"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the table lacks %q:\n%s", want, out)
+		}
+	}
+}
