@@ -46,6 +46,16 @@ func DefaultBar() Bar {
 var BarKeys = []string{"min_bandwidth_ratio", "max_latency_ratio", "min_bandwidth_mbit", "min_link_mbit",
 	"min_memory_ratio", "max_clock_offset_s", "mpi"}
 
+// KeyError is a bad value of one bar key; config names the key
+// "verify.<Key>".
+type KeyError struct{ Key, Msg string }
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Msg }
+
+func keyErr(key, format string, args ...any) error {
+	return &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
 // Set sets one key of the bar from its text ("min_bandwidth_ratio",
 // "0.3"). The error names the key and what it takes.
 func (b *Bar) Set(key, value string) error {
@@ -53,7 +63,7 @@ func (b *Bar) Set(key, value string) error {
 	float := func(dst *float64) error {
 		v, err := strconv.ParseFloat(value, 64)
 		if err != nil {
-			return fmt.Errorf("%s: %q is not a number", key, value)
+			return keyErr(key, "%q is not a number", value)
 		}
 		*dst = v
 		return nil
@@ -73,13 +83,13 @@ func (b *Bar) Set(key, value string) error {
 	case "min_link_mbit":
 		v, perr := strconv.Atoi(value)
 		if perr != nil {
-			return fmt.Errorf("%s: %q is not a whole number of Mbit/s", key, value)
+			return keyErr(key, "%q is not a whole number of Mbit/s", value)
 		}
 		b.MinLinkMbit = v
 	case "mpi":
 		v, perr := strconv.ParseBool(value)
 		if perr != nil {
-			return fmt.Errorf("%s: %q is not true or false", key, value)
+			return keyErr(key, "%q is not true or false", value)
 		}
 		b.MPI = v
 	default:
@@ -121,11 +131,11 @@ func (b Bar) Validate() error {
 		{"max_clock_offset_s", b.MaxClockOffsetSec, 0, 1e6},
 	} {
 		if !(r.v >= r.lo && r.v <= r.hi) { // also catches NaN
-			return fmt.Errorf("%s: %v is outside %v..%v", r.key, r.v, r.lo, r.hi)
+			return keyErr(r.key, "%v is outside %v..%v", r.v, r.lo, r.hi)
 		}
 	}
 	if b.MaxClockOffsetSec == 0 {
-		return fmt.Errorf("max_clock_offset_s: 0 would fail every node; give a positive number of seconds")
+		return keyErr("max_clock_offset_s", "0 would fail every node; give a positive number of seconds")
 	}
 	return nil
 }
