@@ -36,8 +36,10 @@ func Analyze(r *Report) {
 	}
 	medMem := median(mems)
 	linkHint := map[string]string{} // node -> what is wrong with its card
+	unmeasured := map[string]bool{}
 	for _, n := range r.Nodes {
 		if !ok(n) {
+			unmeasured[n.Name] = true
 			add(n.Name, "", "not measured", n.Error)
 			continue
 		}
@@ -108,6 +110,9 @@ func Analyze(r *Report) {
 	partners, slowWith := map[string]int{}, map[string][]string{}
 	bad := map[Link]string{}
 	for _, l := range r.Links {
+		if unmeasured[l.A] || unmeasured[l.B] {
+			continue // reported as the node's finding
+		}
 		partners[l.A]++
 		partners[l.B]++
 		if why := slow(l); why != "" {

@@ -344,9 +344,11 @@ func mbit(bytes int64, d time.Duration) float64 {
 	return float64(bytes) * 8 / d.Seconds() / 1e6
 }
 
-// Node is a node to verify: its name and its probe's address.
+// Node is a node to verify: its name and its probe's address, or why its
+// probe could not be started.
 type Node struct {
 	Name, Addr string
+	Error      string
 }
 
 // Options tune Run.
@@ -430,6 +432,10 @@ func index(nodes []Node, name string) int {
 func nodeResult(ctx context.Context, n Node, token string, samples int) NodeResult {
 	res := NodeResult{Facts: Facts{Name: n.Name}}
 	res.IP, _, _ = net.SplitHostPort(n.Addr)
+	if n.Error != "" {
+		res.Error = n.Error
+		return res
+	}
 	pc, err := DialProbe(ctx, n.Addr, token)
 	if err != nil {
 		res.Error = err.Error()
@@ -453,6 +459,11 @@ func nodeResult(ctx context.Context, n Node, token string, samples int) NodeResu
 
 // measure has a's probe measure its link to b.
 func measure(ctx context.Context, a, b Node, token string, d time.Duration) (Link, error) {
+	for _, n := range []Node{a, b} {
+		if n.Error != "" {
+			return Link{}, fmt.Errorf("%s not measured", n.Name)
+		}
+	}
 	pc, err := DialProbe(ctx, a.Addr, token)
 	if err != nil {
 		return Link{}, err
