@@ -31,7 +31,9 @@ func TestPage(t *testing.T) {
 		"<th>Cores</th>", "<th>Load</th>", "<th>Memory</th>", "<th>Uptime</th>", "<th>Last seen</th>", "<th>Boot stage</th>",
 		`"/api/v1/nodes"`, `"/api/v1/boot"`, "setInterval(refresh, every)", "const every = 2000",
 		// "last seen" on the head's clock (test/e2e TestStatusPage runs it).
-		`r.headers.get("Date")`} {
+		`r.headers.get("Date")`,
+		// The last verify's pair matrix (internal/verify's report).
+		`"/api/v1/verify"`, `<table id="matrix">`, `<ul id="findings">`, "setInterval(refreshVerify"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)
 		}
