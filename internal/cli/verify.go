@@ -281,9 +281,13 @@ func runVerify(ctx context.Context, nodes []registry.Node, bar verify.Bar, d tim
 	return rep, nil
 }
 
-// runCombined is verify.Runner on this machine.
+// runCombined is verify.Runner on this machine. Open MPI 5's launcher
+// (prterun) wants root's consent in its environment besides
+// --allow-run-as-root; other programs ignore it.
 func runCombined(ctx context.Context, name string, args ...string) ([]byte, error) {
-	return exec.CommandContext(ctx, name, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+	return cmd.CombinedOutput()
 }
 
 func lastLine(b []byte) string {
