@@ -78,45 +78,15 @@ func Analyze(r *Report) {
 		}
 	}
 
-	// Links: the usual values are the median over nodes of each node's
-	// best pair, which one bad node cannot drag down.
-	best, fastest := map[string]float64{}, map[string]float64{}
-	for _, l := range r.Links {
-		if l.Error != "" {
-			continue
-		}
-		for _, n := range []string{l.A, l.B} {
-			best[n] = max(best[n], l.Mbit())
-			if v, seen := fastest[n]; !seen || l.RTTMicros < v {
-				fastest[n] = l.RTTMicros
-			}
-		}
-	}
-	usualMbit := median(slices.Collect(maps.Values(best)))
-	usualRTT := median(slices.Collect(maps.Values(fastest)))
-	slow := func(l Link) string {
-		switch {
-		case l.Error != "":
-			return "failed: " + l.Error
-		case l.Mbit() < b.MinBandwidthRatio*usualMbit:
-			return fmt.Sprintf("%.0f Mbit/s, %.0f%% of the usual %.0f", l.Mbit(), 100*l.Mbit()/usualMbit, usualMbit)
-		case b.MinBandwidthMbit > 0 && l.Mbit() < b.MinBandwidthMbit:
-			return fmt.Sprintf("%.0f Mbit/s, below the bar of %.0f", l.Mbit(), b.MinBandwidthMbit)
-		case usualRTT > 0 && l.RTTMicros > b.MaxLatencyRatio*usualRTT:
-			return fmt.Sprintf("round trip %.0f µs, %.1f times the usual %.0f", l.RTTMicros, l.RTTMicros/usualRTT, usualRTT)
-		}
-		return ""
-	}
 	partners, slowWith := map[string]int{}, map[string][]string{}
-	bad := map[Link]string{}
+	bad := slowLinks(r)
 	for _, l := range r.Links {
 		if unmeasured[l.A] || unmeasured[l.B] {
 			continue // reported as the node's finding
 		}
 		partners[l.A]++
 		partners[l.B]++
-		if why := slow(l); why != "" {
-			bad[l] = why
+		if _, isBad := bad[l]; isBad {
 			slowWith[l.A] = append(slowWith[l.A], l.B)
 			slowWith[l.B] = append(slowWith[l.B], l.A)
 		}
@@ -156,6 +126,55 @@ func Analyze(r *Report) {
 		add("", "", "MPI ping-pong and allreduce failed", m.Error)
 	}
 	r.Findings, r.Pass = f, len(f) == 0
+}
+
+// slowLinks are r's links below the bar, each with the reason in words,
+// leaving out those of nodes that could not be measured at all. The usual
+// values are the median over nodes of each node's best pair, which one bad
+// node cannot drag down.
+func slowLinks(r *Report) map[Link]string {
+	b := r.Bar
+	unmeasured := map[string]bool{}
+	for _, n := range r.Nodes {
+		unmeasured[n.Name] = n.Error != ""
+	}
+	best, fastest := map[string]float64{}, map[string]float64{}
+	for _, l := range r.Links {
+		if l.Error != "" {
+			continue
+		}
+		for _, n := range []string{l.A, l.B} {
+			best[n] = max(best[n], l.Mbit())
+			if v, seen := fastest[n]; !seen || l.RTTMicros < v {
+				fastest[n] = l.RTTMicros
+			}
+		}
+	}
+	usualMbit := median(slices.Collect(maps.Values(best)))
+	usualRTT := median(slices.Collect(maps.Values(fastest)))
+	slow := func(l Link) string {
+		switch {
+		case l.Error != "":
+			return "failed: " + l.Error
+		case l.Mbit() < b.MinBandwidthRatio*usualMbit:
+			return fmt.Sprintf("%.0f Mbit/s, %.0f%% of the usual %.0f", l.Mbit(), 100*l.Mbit()/usualMbit, usualMbit)
+		case b.MinBandwidthMbit > 0 && l.Mbit() < b.MinBandwidthMbit:
+			return fmt.Sprintf("%.0f Mbit/s, below the bar of %.0f", l.Mbit(), b.MinBandwidthMbit)
+		case usualRTT > 0 && l.RTTMicros > b.MaxLatencyRatio*usualRTT:
+			return fmt.Sprintf("round trip %.0f µs, %.1f times the usual %.0f", l.RTTMicros, l.RTTMicros/usualRTT, usualRTT)
+		}
+		return ""
+	}
+	bad := map[Link]string{}
+	for _, l := range r.Links {
+		if unmeasured[l.A] || unmeasured[l.B] {
+			continue
+		}
+		if why := slow(l); why != "" {
+			bad[l] = why
+		}
+	}
+	return bad
 }
 
 // other is l's node that is not n.

@@ -53,6 +53,8 @@ type Probe struct {
 	// Pings is how many round trips a link measurement takes the median
 	// of (default 20).
 	Pings int
+	// Dial opens the probe's own connections to its peers (nil: plain TCP).
+	Dial Dialer
 }
 
 // Serve answers connections on ln until ctx ends, a quit request comes, or
@@ -139,7 +141,7 @@ func (p *Probe) conn(ctx context.Context, c net.Conn, active, quit func()) {
 			source(c, time.Duration(req.NS))
 			return
 		case "measure":
-			l, err := MeasureLink(ctx, req.Peer, p.Token, time.Duration(req.NS), p.Pings)
+			l, err := p.Dial.measureLink(ctx, req.Peer, p.Token, time.Duration(req.NS), p.Pings)
 			if err != nil {
 				l.Error = err.Error()
 			}
@@ -176,10 +178,25 @@ type ProbeClient struct {
 	r           *bufio.Reader
 }
 
+// Dialer opens a TCP connection to addr (host:port). Tests dial from
+// inside a network namespace with it; nil is net.Dialer's.
+type Dialer func(ctx context.Context, addr string) (net.Conn, error)
+
+func (d Dialer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if d != nil {
+		return d(ctx, addr)
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", addr)
+}
+
 // DialProbe connects to the probe at addr (host:port).
 func DialProbe(ctx context.Context, addr, token string) (*ProbeClient, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	return Dialer(nil).probe(ctx, addr, token)
+}
+
+func (d Dialer) probe(ctx context.Context, addr, token string) (*ProbeClient, error) {
+	c, err := d.dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -263,12 +280,12 @@ func (pc *ProbeClient) Quit() error {
 	return err
 }
 
-// MeasureLink measures this machine's link to the probe at addr: the
+// measureLink measures this machine's link to the probe at addr: the
 // median of pings round trips, then the TCP throughput each way for d.
 // MbitAB is from here to addr.
-func MeasureLink(ctx context.Context, addr, token string, d time.Duration, pings int) (Link, error) {
+func (dl Dialer) measureLink(ctx context.Context, addr, token string, d time.Duration, pings int) (Link, error) {
 	var l Link
-	pc, err := DialProbe(ctx, addr, token)
+	pc, err := dl.probe(ctx, addr, token)
 	if err != nil {
 		return l, err
 	}
@@ -285,18 +302,18 @@ func MeasureLink(ctx context.Context, addr, token string, d time.Duration, pings
 		rtts = append(rtts, float64(time.Since(t0).Nanoseconds())/1e3)
 	}
 	l.RTTMicros = median(rtts)
-	if l.MbitAB, err = send(ctx, addr, token, d); err != nil {
+	if l.MbitAB, err = dl.send(ctx, addr, token, d); err != nil {
 		return l, err
 	}
-	l.MbitBA, err = receive(ctx, addr, token, d)
+	l.MbitBA, err = dl.receive(ctx, addr, token, d)
 	return l, err
 }
 
 // send streams to the probe at addr for d and returns the rate the probe
 // received, in Mbit/s, timed up to its count of the bytes: what was still
 // in flight is counted in time as in bytes.
-func send(ctx context.Context, addr, token string, d time.Duration) (float64, error) {
-	pc, err := DialProbe(ctx, addr, token)
+func (dl Dialer) send(ctx context.Context, addr, token string, d time.Duration) (float64, error) {
+	pc, err := dl.probe(ctx, addr, token)
 	if err != nil {
 		return 0, err
 	}
@@ -319,8 +336,8 @@ func send(ctx context.Context, addr, token string, d time.Duration) (float64, er
 
 // receive has the probe at addr stream for d and returns the rate, in
 // Mbit/s.
-func receive(ctx context.Context, addr, token string, d time.Duration) (float64, error) {
-	pc, err := DialProbe(ctx, addr, token)
+func (dl Dialer) receive(ctx context.Context, addr, token string, d time.Duration) (float64, error) {
+	pc, err := dl.probe(ctx, addr, token)
 	if err != nil {
 		return 0, err
 	}
@@ -363,6 +380,8 @@ type Options struct {
 	MPI func(ctx context.Context) *MPIResult
 	// Progress, if not nil, gets a line per stage.
 	Progress func(format string, args ...any)
+	// Dial opens the connections to the probes (nil: plain TCP).
+	Dial Dialer
 }
 
 // Run measures nodes, whose probes are serving with token, and returns the
@@ -388,7 +407,7 @@ func Run(ctx context.Context, nodes []Node, token string, bar Bar, o Options) *R
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.Nodes[i] = nodeResult(ctx, n, token, o.ClockSamples)
+			r.Nodes[i] = o.Dial.nodeResult(ctx, n, token, o.ClockSamples)
 		}()
 	}
 	wg.Wait()
@@ -402,7 +421,7 @@ func Run(ctx context.Context, nodes []Node, token string, bar Bar, o Options) *R
 			go func() {
 				defer wg.Done()
 				a, b := nodes[p.A], nodes[p.B]
-				l, err := measure(ctx, a, b, token, o.Duration)
+				l, err := o.Dial.measure(ctx, a, b, token, o.Duration)
 				l.A, l.B = a.Name, b.Name
 				if err != nil {
 					l.Error = err.Error()
@@ -412,6 +431,32 @@ func Run(ctx context.Context, nodes []Node, token string, bar Bar, o Options) *R
 		}
 		wg.Wait()
 		r.Links = append(r.Links, links...)
+	}
+	// A pair below the bar is measured once more, on its own, and the
+	// better of its two measurements counts: one short measurement can be
+	// unlucky (a busy CPU, a lost segment), while a slow node or path stays
+	// slow.
+	if slow := slowLinks(r); len(slow) > 0 {
+		say("measuring %d pairs below the bar again", len(slow))
+		for i, l := range r.Links {
+			if _, again := slow[l]; !again {
+				continue
+			}
+			a, b := nodes[index(nodes, l.A)], nodes[index(nodes, l.B)]
+			l2, err := o.Dial.measure(ctx, a, b, token, o.Duration)
+			if err != nil {
+				continue
+			}
+			l2.A, l2.B = a.Name, b.Name
+			better := l2
+			if l.Error == "" {
+				if l.Mbit() >= l2.Mbit() {
+					better = l
+				}
+				better.RTTMicros = min(l.RTTMicros, l2.RTTMicros)
+			}
+			r.Links[i] = better
+		}
 	}
 	slices.SortFunc(r.Links, func(x, y Link) int {
 		return slices.Compare([]int{index(nodes, x.A), index(nodes, x.B)}, []int{index(nodes, y.A), index(nodes, y.B)})
@@ -429,14 +474,14 @@ func index(nodes []Node, name string) int {
 	return slices.IndexFunc(nodes, func(n Node) bool { return n.Name == name })
 }
 
-func nodeResult(ctx context.Context, n Node, token string, samples int) NodeResult {
+func (dl Dialer) nodeResult(ctx context.Context, n Node, token string, samples int) NodeResult {
 	res := NodeResult{Facts: Facts{Name: n.Name}}
 	res.IP, _, _ = net.SplitHostPort(n.Addr)
 	if n.Error != "" {
 		res.Error = n.Error
 		return res
 	}
-	pc, err := DialProbe(ctx, n.Addr, token)
+	pc, err := dl.probe(ctx, n.Addr, token)
 	if err != nil {
 		res.Error = err.Error()
 		return res
@@ -458,13 +503,13 @@ func nodeResult(ctx context.Context, n Node, token string, samples int) NodeResu
 }
 
 // measure has a's probe measure its link to b.
-func measure(ctx context.Context, a, b Node, token string, d time.Duration) (Link, error) {
+func (dl Dialer) measure(ctx context.Context, a, b Node, token string, d time.Duration) (Link, error) {
 	for _, n := range []Node{a, b} {
 		if n.Error != "" {
 			return Link{}, fmt.Errorf("%s not measured", n.Name)
 		}
 	}
-	pc, err := DialProbe(ctx, a.Addr, token)
+	pc, err := dl.probe(ctx, a.Addr, token)
 	if err != nil {
 		return Link{}, err
 	}
