@@ -132,10 +132,10 @@ func TestOutlierCauses(t *testing.T) {
 	// A card that does not report its speed (virtio) is no finding, nor is
 	// a clock within the bar.
 	r := cluster(3)
-	r.Nodes[1].SpeedMbit, r.Nodes[1].Duplex, r.Nodes[2].ClockOffsetMS = 0, "", 900
+	r.Nodes[1].SpeedMbit, r.Nodes[1].Duplex, r.Nodes[2].ClockOffsetMS = 0, "", 1900
 	Analyze(r)
 	if !r.Pass {
-		t.Errorf("unknown speed, clock 0.9 s off:\n%s", findings(r))
+		t.Errorf("unknown speed, clock 1.9 s off:\n%s", findings(r))
 	}
 	// A bad node's slow card is named in its cause.
 	r = cluster(3)
