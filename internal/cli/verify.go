@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -287,6 +288,13 @@ func runVerify(ctx context.Context, nodes []registry.Node, bar verify.Bar, d tim
 func runCombined(ctx context.Context, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+	// Started by a service or a guest agent, there may be no HOME, which
+	// Open MPI's launcher wants for its session folder and ssh.
+	if os.Getenv("HOME") == "" {
+		if u, err := user.Current(); err == nil {
+			cmd.Env = append(cmd.Env, "HOME="+u.HomeDir)
+		}
+	}
 	return cmd.CombinedOutput()
 }
 
