@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMPI(t *testing.T) {
@@ -48,4 +50,26 @@ func TestMPI(t *testing.T) {
 	if r := MPI(context.Background(), failing, dir, []string{"a"}, false); r.OK || !strings.Contains(r.Error, "mpicc: exit status 1: x.c:1: error") {
 		t.Errorf("mpicc failing: %+v", r)
 	}
+}
+
+// TestMPIOnThisMachine compiles and runs the program with this machine's
+// Open MPI, two ranks on localhost.
+func TestMPIOnThisMachine(t *testing.T) {
+	for _, tool := range []string{"mpicc", "mpirun"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs Open MPI (%s): %v", tool, err)
+		}
+	}
+	run := func(ctx context.Context, name string, args ...string) ([]byte, error) {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Env = append(os.Environ(), "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMPI_MCA_rmaps_base_oversubscribe=1")
+		return cmd.CombinedOutput()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := MPI(ctx, run, t.TempDir(), []string{"localhost", "localhost"}, os.Geteuid() == 0)
+	if !r.OK || r.Ranks != 2 || r.PingPongMicros <= 0 || r.AllreduceMicros <= 0 {
+		t.Errorf("MPI on localhost: %+v", r)
+	}
+	t.Logf("%+v", r)
 }
