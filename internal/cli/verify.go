@@ -61,6 +61,9 @@ in /metrics.`,
   clusterdebian verify --bar min_bandwidth_ratio=0.3 --bar mpi=false`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if seconds < 100*time.Millisecond || seconds > time.Minute {
+				return fmt.Errorf("--duration: %v is outside 100ms..1m", seconds)
+			}
 			cfg, err := loadSystemConfig(configPath)
 			if err != nil {
 				return err

@@ -20,6 +20,7 @@ import (
 func TestVerifyBadBar(t *testing.T) {
 	wantAll(t, run(t, "verify", "--bar", "speed=1"), "--bar", `unknown key "speed"`, "min_bandwidth_ratio")
 	wantAll(t, run(t, "verify", "--bar", "min_memory_ratio=2"), "--bar", "min_memory_ratio: 2 is outside 0..1")
+	wantAll(t, run(t, "verify", "--duration", "2h"), "--duration: 2h0m0s is outside 100ms..1m")
 	cfg := filepath.Join(t.TempDir(), "cluster.toml")
 	if err := os.WriteFile(cfg, []byte("[verify]\nmax_latency_ratio = 0.5\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -135,9 +135,11 @@ func (p *Probe) conn(ctx context.Context, c net.Conn, active, quit func()) {
 			resp.TimeNS = time.Now().UnixNano()
 		case "echo":
 		case "sink":
+			c.SetDeadline(time.Now().Add(ProbeTimeout + time.Duration(req.NS)))
 			n, _ := io.Copy(io.Discard, r)
 			resp.Bytes = n
 		case "source":
+			c.SetDeadline(time.Now().Add(ProbeTimeout + time.Duration(req.NS)))
 			source(c, time.Duration(req.NS))
 			return
 		case "measure":
@@ -153,6 +155,7 @@ func (p *Probe) conn(ctx context.Context, c net.Conn, active, quit func()) {
 		default:
 			resp.Error = fmt.Sprintf("unknown op %q", req.Op)
 		}
+		c.SetDeadline(time.Now().Add(ProbeTimeout))
 		if err := enc.Encode(resp); err != nil {
 			return
 		}
@@ -320,7 +323,7 @@ func (dl Dialer) send(ctx context.Context, addr, token string, d time.Duration) 
 	defer pc.Close()
 	pc.c.SetDeadline(time.Now().Add(ProbeTimeout + d))
 	start := time.Now()
-	if err := json.NewEncoder(pc.c).Encode(request{Token: token, Op: "sink"}); err != nil {
+	if err := json.NewEncoder(pc.c).Encode(request{Token: token, Op: "sink", NS: int64(d)}); err != nil {
 		return 0, err
 	}
 	source(pc.c, d)
