@@ -31,6 +31,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/uplink"
+	"github.com/clusterdebian/clusterdebian/internal/verify"
 )
 
 //go:embed default.toml
@@ -58,6 +59,8 @@ type Config struct {
 	Head    Head    `toml:"head"`
 	Slurm   Slurm   `toml:"slurm"`
 	Nodes   Nodes   `toml:"nodes"`
+	// Verify is the bar `clusterdebian verify` judges the cluster by.
+	Verify verify.Bar `toml:"verify"`
 
 	// Dir is the folder relative paths are resolved against: the folder of the
 	// file, or the working directory for the embedded default.
@@ -258,6 +261,8 @@ var knownKeys = []string{
 	"network.interface", "network.subnet", "network.address", "network.dhcp", "network.nat", "network.dns", "network.gateway",
 	"head.boot_dir", "head.state_dir",
 	"nodes.root",
+	"verify.min_bandwidth_ratio", "verify.max_latency_ratio", "verify.min_bandwidth_mbit", "verify.min_link_mbit",
+	"verify.min_memory_ratio", "verify.max_clock_offset_s", "verify.mpi",
 }
 
 func suggest(key string) string {
@@ -376,6 +381,14 @@ func (c *Config) Validate() error {
 
 	if _, err := contract.ParseRootMode(string(c.Nodes.Root)); err != nil {
 		bad("nodes.root", "%v", err)
+	}
+	if err := c.Verify.Validate(); err != nil {
+		var ke *verify.KeyError
+		if errors.As(err, &ke) {
+			bad("verify."+ke.Key, "%s", ke.Msg)
+		} else {
+			bad("verify", "%v", err)
+		}
 	}
 	if len(errs) == 0 {
 		return nil

@@ -18,6 +18,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/inputerr"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
+	"github.com/clusterdebian/clusterdebian/internal/verify"
 )
 
 // parseOK parses text as a config file and fails the test on any error.
@@ -321,6 +322,8 @@ func TestValidationErrorsNameTheirKey(t *testing.T) {
 		{"interface index 0", `network.interface = "0"`, []string{"network.interface", "1 to"}},
 		{"interface multicast MAC", `network.interface = "01:00:5e:00:00:01"`, []string{"network.interface", "multicast"}},
 		{"nodes.root", `nodes.root = "nfs"`, []string{"nodes.root", `"nfs"`, `"shared"`, `"ram"`}},
+		{"verify ratio", `verify.min_bandwidth_ratio = 1.5`, []string{"verify.min_bandwidth_ratio", "1.5 is outside 0..1"}},
+		{"verify clock", `verify.max_clock_offset_s = 0.0`, []string{"verify.max_clock_offset_s", "positive"}},
 		{"kernel_cmdline ours", `image.kernel_cmdline = "quiet clusterdebian.role=node"`, []string{"image.kernel_cmdline", "set by the head"}},
 		{"kernel_cmdline chain", `image.kernel_cmdline = "quiet || shell"`, []string{"image.kernel_cmdline"}},
 	}
@@ -722,5 +725,20 @@ func TestSlurmKeys(t *testing.T) {
 	}
 	if img.Slurm.RunsJobs() || img.Cluster.Scheduler != SchedulerNone {
 		t.Errorf("the image's config lost them:\n%s", c.ForImage())
+	}
+}
+
+func TestVerifyBar(t *testing.T) {
+	c, err := Parse("[verify]\nmin_bandwidth_mbit = 100\nmax_clock_offset_s = 2\nmpi = false\n", "test.toml", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := verify.DefaultBar()
+	want.MinBandwidthMbit, want.MaxClockOffsetSec, want.MPI = 100, 2, false
+	if c.Verify != want {
+		t.Errorf("[verify]: %+v, want %+v", c.Verify, want)
+	}
+	if Default().Verify != verify.DefaultBar() {
+		t.Errorf("default.toml's [verify] %+v differs from verify.DefaultBar() %+v", Default().Verify, verify.DefaultBar())
 	}
 }

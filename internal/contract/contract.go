@@ -183,6 +183,9 @@ const (
 	// MungeKeyFile is the cluster's munge key (mode 0600), made at the
 	// head's first start like the SSH CA, never in the image.
 	MungeKeyFile = "munge.key"
+	// VerifyFile holds the last `clusterdebian verify` report (JSON,
+	// verify.Report), which the status page and /metrics show.
+	VerifyFile = "verify.json"
 )
 
 // Slurm's per-machine files, under RunDir: written by the head on node1

@@ -23,6 +23,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/slurm"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 	"github.com/clusterdebian/clusterdebian/internal/statuspage"
+	"github.com/clusterdebian/clusterdebian/internal/verify"
 )
 
 // The head's cluster part: the node registry and its API, the cluster files
@@ -400,6 +401,8 @@ func (h *Head) routeTable() []route {
 			AccessOpen, http.HandlerFunc(h.serveSlurm)},
 		{"metrics", statuspage.PathMetrics, func(p string) bool { return p == statuspage.PathMetrics },
 			AccessOpen, h.metrics()},
+		{"the last verify report", verify.PathReport, func(p string) bool { return p == verify.PathReport },
+			AccessOpen, verify.Handler(h.verifyFile())},
 	}, boot...)
 }
 
@@ -412,8 +415,16 @@ func (h *Head) metrics() http.Handler {
 		if r.Method == http.MethodGet && h.slurm != nil {
 			slurm.WriteMetrics(w, h.SlurmStatus())
 		}
+		if r.Method == http.MethodGet {
+			if rep, err := verify.ReadReport(h.verifyFile()); err == nil {
+				verify.WriteMetrics(w, rep)
+			}
+		}
 	})
 }
+
+// verifyFile is where clusterdebian verify keeps its last report.
+func (h *Head) verifyFile() string { return filepath.Join(h.opts.StateDir, contract.VerifyFile) }
 
 // routes serves the route table.
 func (h *Head) routes() http.Handler {

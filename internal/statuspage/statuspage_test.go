@@ -34,7 +34,9 @@ func TestPage(t *testing.T) {
 		`r.headers.get("Date")`,
 		// Slurm's column and queue (test/e2e TestStatusPageSlurm runs it).
 		"<th>Slurm</th>", `"/api/v1/slurm"`, `<table id="jobs">`, `<tbody id="jobrows">`, "<th>Job</th>", "<th>User</th>",
-		"<th>Name</th>", "<th>Nodes</th>", "<th>Time</th>"} {
+		"<th>Name</th>", "<th>Nodes</th>", "<th>Time</th>",
+		// The last verify's pair matrix (internal/verify's report).
+		`"/api/v1/verify"`, `<table id="matrix">`, `<ul id="findings">`, "setInterval(refreshVerify"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)
 		}

@@ -422,6 +422,8 @@ head -n 1 <&3`, len(reg), reg))
 		}
 	})
 
+	s.Step("verify", boot, func(t *testing.T) { checkVerify(t, ctx, c, nodes, b) })
+
 	s.Step("slurm", boot, func(t *testing.T) { checkSlurm(t, ctx, c, nodes) })
 
 	// From here on, steps change the cluster.
