@@ -34,6 +34,16 @@ const (
 	ParamBootIF = "BOOTIF"
 )
 
+// NFSRootOptions are the mount options of a shared-root node's root:
+// NFSv3 over TCP (the initramfs mounter, klibc's nfsmount, speaks only
+// v2/v3), with the timeouts of nfs(5) for TCP: 60 s before a request is
+// sent again (timeo, in tenths of a second), 2 tries before "server not
+// responding". nfsmount's own defaults are 0.7 s and 3, meant for UDP: a
+// server busy with a room of booting machines answers later than that,
+// and every node then sends its requests again, which loads it more. The
+// root stays a hard mount: it waits for the server rather than fail.
+const NFSRootOptions = "vers=3,tcp,timeo=600,retrans=2"
+
 // RoleNode is ParamRole's value on nodes.
 const RoleNode = "node"
 
@@ -84,7 +94,7 @@ func (c Cmdline) headParam() string {
 // /dev/console is, and a person at a node looks at the screen.
 //
 // For the shared root, nfsroot names the export of node1's whole live root
-// (NFSv3 over TCP: the initramfs mounter speaks only v2/v3) and ip=dhcp has
+// (with NFSRootOptions) and ip=dhcp has
 // the initramfs configure the boot NIC (Debian's kernel does no IP
 // autoconfiguration itself). For the RAM root, live-boot fetches the base
 // layer over HTTP (fetch=), and the other layers through ParamLayers. With
@@ -116,7 +126,7 @@ func (c Cmdline) Format() string {
 	default:
 		p = append(p, ParamRoot+"="+string(RootShared), "root=/dev/nfs")
 		if c.Head.IsValid() {
-			p = append(p, "nfsroot="+c.Head.String()+":/,vers=3,tcp")
+			p = append(p, "nfsroot="+c.Head.String()+":/,"+NFSRootOptions)
 		}
 		p = append(p, "ip=dhcp", "rw")
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -102,13 +103,17 @@ type exportSet struct {
 	running  bool
 	done     chan struct{} // closed, and replaced, whenever applied moves
 	lastText string        // what the NFS server was last given
+	// cores is node1's CPU count, and lastThreads the nfsd thread count
+	// last asked for (NFSDThreads).
+	cores       int
+	lastThreads int
 }
 
 // newExportSet loads the set saved at path (none yet is fine). A damaged
 // file is set aside as <path>.corrupt-<time>, and the set starts empty.
 func newExportSet(path string, root contract.RootMode, sys System, log *slog.Logger) (*exportSet, error) {
 	e := &exportSet{path: path, root: root, sys: sys, log: log, grace: DefaultExportGrace, now: time.Now,
-		nodes: map[string]bootedNode{}, done: make(chan struct{})}
+		nodes: map[string]bootedNode{}, done: make(chan struct{}), cores: runtime.NumCPU()}
 	if path == "" {
 		return e, nil
 	}
@@ -273,12 +278,39 @@ func (e *exportSet) run() {
 		} else if !unchanged {
 			e.lastText = text
 			e.log.Info("NFS: exported "+ExportPath(e.root)+" to the nodes that booted from this head", "nodes", len(e.nodes), "file", ExportsFile)
+			e.threads(len(e.nodes))
 		}
 		e.applied = gen
 		close(e.done)
 		e.done = make(chan struct{})
 	}
 	e.running = false
+}
+
+// threads has the NFS server run NFSDThreads for nodes exported nodes, and
+// logs a change. A server that is not running, or a kernel without nfsd,
+// is logged at debug level once per change of the wanted count (exports
+// work once it runs, with its own count until the next change); other
+// failures are warnings. e.mu must
+// be held; the write is a single small sysfs-like write, not worth
+// dropping the lock for.
+func (e *exportSet) threads(nodes int) {
+	want := NFSDThreads(e.cores, nodes)
+	if want == e.lastThreads {
+		return
+	}
+	e.lastThreads = want
+	ctx, cancel := context.WithTimeout(context.Background(), exportApplyTimeout)
+	defer cancel()
+	was, err := e.sys.SetNFSDThreads(ctx, want)
+	switch {
+	case errors.Is(err, errNFSDNotRunning) || errors.Is(err, fs.ErrNotExist):
+		e.log.Debug("NFS: nfsd thread count left as it is", "want", want, "err", err)
+	case err != nil:
+		e.log.Warn("NFS: cannot set the nfsd thread count for the cluster's size; a boot storm may queue on the server's own", "want", want, "err", err)
+	case was != want:
+		e.log.Info("NFS: nfsd threads set for the cluster's size", "threads", want, "was", was, "nodes", nodes, "cores", e.cores)
+	}
 }
 
 // snapshot is the set in file form. e.mu must be held.

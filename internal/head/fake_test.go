@@ -240,6 +240,11 @@ func (f *fakeSystem) Export(_ context.Context, exports string) error {
 	return err
 }
 
+func (f *fakeSystem) SetNFSDThreads(_ context.Context, n int) (int, error) {
+	f.record("nfsd threads %d", n)
+	return NFSDMinThreads, nil
+}
+
 // exportCalls returns the exports the head asked for, in order.
 func (f *fakeSystem) exportCalls() []string {
 	var out []string

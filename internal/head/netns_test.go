@@ -405,7 +405,7 @@ func headChild(t *testing.T, nodeNS string) {
 		}
 		kernel := strings.Fields(lines[2])
 		for _, want := range []string{"http://" + nsHead + "/netboot/vmlinuz", "initrd=initrd-nfs.img", "clusterdebian.role=node",
-			"clusterdebian.head=" + nsHead, "clusterdebian.token=" + token, "clusterdebian.root=shared", "nfsroot=" + nsHead + ":/,vers=3,tcp",
+			"clusterdebian.head=" + nsHead, "clusterdebian.token=" + token, "clusterdebian.root=shared", "nfsroot=" + nsHead + ":/,vers=3,tcp,timeo=600,retrans=2",
 			"BOOTIF=01-" + strings.ReplaceAll(nodeMAC, ":", "-")} {
 			if !slices.Contains(kernel, want) {
 				t.Errorf("kernel line %q lacks %q", lines[2], want)

@@ -94,6 +94,10 @@ type System interface {
 	// Export makes exports (exports(5) lines) the NFS server's entry for
 	// the cluster, in ExportsFile, and has the server read it again.
 	Export(ctx context.Context, exports string) error
+	// SetNFSDThreads sets the kernel NFS server's thread count to n when
+	// the server runs, and returns the count it had; an error when it
+	// does not run or the count cannot be set.
+	SetNFSDThreads(ctx context.Context, n int) (was int, err error)
 	// FileSystemID identifies the file system that path is on (stat's
 	// st_dev): two paths with the same ID are on one file system, which one
 	// NFS export reaches all of.
