@@ -96,7 +96,7 @@ func TestScriptParameters(t *testing.T) {
 	// The swarm's names: node1's report route, the no-redirect form of a
 	// layer's URL, the list of verified layers the agent serves.
 	for _, want := range []string{contract.SwarmReportPath, "?" + contract.SwarmDirectQuery,
-		contract.RunDir + "/" + contract.VerifiedLayersFile, "result=$2",
+		`CD_RUN="${CLUSTERDEBIAN_RUN:-` + contract.RunDir + `}"`, `"${CD_RUN}/` + contract.VerifiedLayersFile + `"`, "result=$2",
 		"clusterdebian_param " + contract.ParamLayerSums, "clusterdebian_param " + contract.ParamToken} {
 		if !strings.Contains(LiveLayersScript, want) {
 			t.Errorf("live-layers.sh lacks %q", want)

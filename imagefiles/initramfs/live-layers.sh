@@ -22,9 +22,14 @@
 # /run/clusterdebian/swarm-verified (sha256sum's format), which the agent
 # reads to serve them in turn.
 
+# Where live-boot's scripts are and where the per-boot state goes; a test
+# (imagefiles) runs this script against its own.
+CD_LIVE_BOOT="${CLUSTERDEBIAN_LIVE_BOOT:-/lib/live/boot}"
+CD_RUN="${CLUSTERDEBIAN_RUN:-/run/clusterdebian}"
+
 # live-boot's own function, under another name: POSIX sh cannot copy a
 # function, so its definition is read again and renamed.
-eval "$(sed -e 's/^do_httpmount ()/clusterdebian_live_httpmount ()/' /lib/live/boot/9990-mount-http.sh)"
+eval "$(sed -e 's/^do_httpmount ()/clusterdebian_live_httpmount ()/' "${CD_LIVE_BOOT}/9990-mount-http.sh")"
 
 # clusterdebian_param NAME: the value of kernel parameter NAME=.
 clusterdebian_param ()
@@ -53,8 +58,8 @@ clusterdebian_check ()
 		echo "clusterdebian: $1 has SHA-256 ${got}, node1's manifest says ${want}: refused" >&2
 		return 1
 	fi
-	mkdir -p /run/clusterdebian
-	echo "${got}  $1" >>/run/clusterdebian/swarm-verified
+	mkdir -p "${CD_RUN}"
+	echo "${got}  $1" >>"${CD_RUN}/swarm-verified"
 }
 
 # clusterdebian_report LAYER RESULT: tell node1 how the fetch ended (ok,
