@@ -369,9 +369,7 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		if h.cmdline.Layers, err = Layers(o.BootDir); err != nil {
 			return nil, optionErrorf(InputBootDir, "listing the image layers: %w", err)
 		}
-		if err := h.setupSwarm(); err != nil {
-			return nil, err
-		}
+		h.setupSwarm()
 	}
 
 	// The boot-file trees. One policy for TFTP and HTTP: links may point

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
@@ -25,38 +26,53 @@ import (
 type swarmPart struct {
 	manifest *swarm.Manifest
 	broker   *swarm.Broker
-	// on: redirect to peers (Options.NoSwarm unset). Without it the sums
-	// are still on the command line, and every layer comes from node1.
-	on bool
+	// on: redirect to peers (Options.NoSwarm unset, and the layers are
+	// hashed). Without it every layer comes from node1.
+	on atomic.Bool
+	// hashed is closed once the first hashing ended; sums holds its
+	// result (nil when it failed).
+	hashed chan struct{}
+	sums   map[string]string
 }
 
-// setupSwarm hashes the layers for the RAM root's command line. The sums
-// are node1's word on what each layer is: a node checks every copy against
-// them, from node1 or from a peer.
-func (h *Head) setupSwarm() error {
-	if h.opts.Root != contract.RootRAM {
-		return nil
-	}
-	h.swarm = &swarmPart{manifest: swarm.NewManifest(h.opts.BootDir), broker: &swarm.Broker{}, on: !h.opts.NoSwarm}
-	start := time.Now()
-	sums, total, err := h.swarm.manifest.Sums(append([]string{contract.BaseLayer}, h.cmdline.Layers...))
-	if err != nil {
-		return optionErrorf(InputBootDir, "hashing the image layers: %w", err)
-	}
-	h.cmdline.LayerSums, h.cmdline.Swarm = sums, h.swarm.on
-	h.log.Info("image layers hashed for the nodes' checks", "layers", len(sums), "bytes", total,
-		"duration", time.Since(start).Round(time.Millisecond), "swarm", h.swarm.on)
-	return nil
+// setupSwarm starts hashing the layers for the RAM root's command line, in
+// the background: a layer read from a slow medium must not hold up the
+// head's start, only the first node's script. The sums are node1's word on
+// what each layer is: a node checks every copy against them, from node1 or
+// from a peer.
+func (h *Head) setupSwarm() {
+	sp := &swarmPart{manifest: swarm.NewManifest(h.opts.BootDir), broker: &swarm.Broker{}, hashed: make(chan struct{})}
+	h.swarm = sp
+	layers := append([]string{contract.BaseLayer}, h.cmdline.Layers...)
+	go func() {
+		defer close(sp.hashed)
+		start := time.Now()
+		sums, total, err := sp.manifest.Sums(layers)
+		if err != nil {
+			h.log.Error("cannot hash the image layers: nodes get no sums to check them against, and node1 serves every copy itself", "boot_dir", h.opts.BootDir, "err", err)
+			return
+		}
+		sp.sums = sums
+		sp.on.Store(!h.opts.NoSwarm)
+		h.log.Info("image layers hashed for the nodes' checks", "layers", len(sums), "bytes", total,
+			"duration", time.Since(start).Round(time.Millisecond), "swarm", !h.opts.NoSwarm)
+	}()
 }
 
 // nodeCmdline is the command line a node gets now: for the RAM root the
 // layers and their sums as the boot folder holds them at this moment (a
-// layer replaced since the start is hashed again, once).
+// layer replaced since the start is hashed again, once). The first node
+// waits for the hashing at start.
 func (h *Head) nodeCmdline() contract.Cmdline {
 	c := h.cmdline
 	if h.swarm == nil {
 		return c
 	}
+	<-h.swarm.hashed
+	if h.swarm.sums == nil {
+		return c
+	}
+	c.LayerSums, c.Swarm = h.swarm.sums, h.swarm.on.Load()
 	layers, err := Layers(h.opts.BootDir)
 	if err == nil {
 		var sums map[string]string
@@ -91,7 +107,7 @@ func isLayerPath(p string) bool {
 func (h *Head) serveLayer(w http.ResponseWriter, r *http.Request) {
 	layer := strings.TrimPrefix(r.URL.Path, contract.NetbootPath)
 	remote := remoteAddr(r)
-	if h.swarm.on && r.Method == http.MethodGet && r.Header.Get("Range") == "" &&
+	if h.swarm.on.Load() && r.Method == http.MethodGet && r.Header.Get("Range") == "" &&
 		r.URL.RawQuery != contract.SwarmDirectQuery && remote.IsValid() && !remote.IsLoopback() {
 		if p, ok := h.swarm.broker.Choose(remote, layer, h.peerState); ok {
 			url := swarm.LayerURL(p.String(), layer)
@@ -161,7 +177,7 @@ func (h *Head) serveSwarm(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(struct {
 		On bool `json:"on"`
 		swarm.Stats
-	}{h.swarm != nil && h.swarm.on, st})
+	}{h.swarm != nil && h.swarm.on.Load(), st})
 }
 
 func (h *Head) swarmReport(w http.ResponseWriter, r *http.Request) {

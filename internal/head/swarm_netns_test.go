@@ -10,6 +10,8 @@ package head
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -51,6 +53,11 @@ func TestSwarmRedirect(t *testing.T) {
 	runRoomChild(t, ctx, head, "TestSwarmRedirect", "swarm")
 }
 
+func sum256(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
 func swarmChild(t *testing.T) {
 	base := []byte(strings.Repeat("the base layer\n", 1000))
 	h, _, _, _ := startRoomHead(t, func(o *Options) {
@@ -60,8 +67,8 @@ func swarmChild(t *testing.T) {
 		o.Logger = slog.New(slog.NewTextHandler(&testLog{t: t}, nil))
 	})
 	headURL := "http://" + h.Addr().String()
-	if !h.cmdline.Swarm || !contract.IsSHA256(h.cmdline.LayerSums[contract.BaseLayer]) {
-		t.Fatalf("the RAM root's command line has no swarm or no sum of the base layer: %s", h.cmdline.String())
+	if c := h.nodeCmdline(); !c.Swarm || c.LayerSums[contract.BaseLayer] != sum256(base) {
+		t.Fatalf("the RAM root's command line has no swarm or not the base layer's sum: %s", c.String())
 	}
 
 	// client returns an HTTP client whose requests come from addr; follow
