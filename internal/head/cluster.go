@@ -120,6 +120,13 @@ func (h *Head) setupCluster() error {
 			}
 		}
 		h.slurmPruned(gone)
+		if h.swarm != nil {
+			for _, n := range gone {
+				if ip, err := netip.ParseAddr(n.IP); err == nil {
+					h.swarm.broker.Forget(ip)
+				}
+			}
+		}
 	}))
 	c.api = registry.NewAPI(reg, h.token, ca, h.log, apiOpts...)
 	if hw, err := h.sys.HardwareAddr(h.iface); err == nil {
