@@ -304,7 +304,9 @@ sha256sum "$f"`, layer))
 		}
 	}
 	// The new node runs from its verified RAM copy, and serves it in turn.
-	g := c.on(third)
+	// It is reached by its VM's name: the guest agents' names of a VM
+	// started after Up may not be known yet.
+	g := c.on(laterVM)
 	out := g.Sh(t, ctx, "cat /proc/cmdline; cat "+contract.RunDir+"/"+contract.VerifiedLayersFile+"; sha256sum "+layer+"; journalctl -b -u clusterdebian-node --no-pager | grep -i swarm || true")
 	t.Logf("%s:\n%s", third, out)
 	cl, err := contract.ParseCmdline(strings.SplitN(out, "\n", 2)[0])
