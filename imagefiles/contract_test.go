@@ -68,8 +68,8 @@ func netmask(p netip.Prefix) string {
 // TestScriptParameters checks that the scripts read exactly the kernel
 // parameters the contract defines, with the values the head writes.
 func TestScriptParameters(t *testing.T) {
-	known := []string{contract.ParamRole, contract.ParamHead, contract.ParamToken, contract.ParamRoot, contract.ParamLayers}
-	param := regexp.MustCompile(`clusterdebian\.[a-z_]+`)
+	known := []string{contract.ParamRole, contract.ParamHead, contract.ParamToken, contract.ParamRoot, contract.ParamLayers, contract.ParamLayerSums}
+	param := regexp.MustCompile(`clusterdebian\.[a-z_0-9]+`)
 	for name, script := range map[string]string{"clusterdebian-node": NodeInitramfsScript, "live-layers.sh": LiveLayersScript} {
 		used := param.FindAllString(script, -1)
 		if len(used) == 0 {
@@ -92,6 +92,20 @@ func TestScriptParameters(t *testing.T) {
 	}
 	if !strings.Contains(LiveLayersScript, contract.ParamLayers+"=") {
 		t.Errorf("live-layers.sh does not read %s=", contract.ParamLayers)
+	}
+	// The swarm's names: node1's report route, the no-redirect form of a
+	// layer's URL, the list of verified layers the agent serves.
+	for _, want := range []string{contract.SwarmReportPath, "?" + contract.SwarmDirectQuery,
+		`CD_RUN="${CLUSTERDEBIAN_RUN:-` + contract.RunDir + `}"`, `"${CD_RUN}/` + contract.VerifiedLayersFile + `"`, "result=$2",
+		"clusterdebian_param " + contract.ParamLayerSums, "clusterdebian_param " + contract.ParamToken} {
+		if !strings.Contains(LiveLayersScript, want) {
+			t.Errorf("live-layers.sh lacks %q", want)
+		}
+	}
+	for _, r := range []string{contract.SwarmOK, contract.SwarmBad, contract.SwarmFail} {
+		if !strings.Contains(LiveLayersScript, "\" "+r+"\n") {
+			t.Errorf("live-layers.sh never reports %q", r)
+		}
 	}
 	// What the head writes, the scripts find: a shared-root and a RAM-root
 	// command line carry the strings the scripts match on.

@@ -84,6 +84,13 @@ type Options struct {
 	// network of the interface that reaches the head.
 	Subnet netip.Prefix
 
+	// SwarmSums, when set, are node1's layer sums (contract.ParamLayerSums,
+	// with the swarm on): the agent serves the layers its initrd verified
+	// against them to other nodes (swarm.go), from SwarmDir (default
+	// contract.LiveMediaDir).
+	SwarmSums map[string]string
+	SwarmDir  string
+
 	// SlurmRoot, when not empty, has the agent write the machine's Slurm
 	// files under it ("/" on a node) when the head sends the cluster's
 	// munge key: the key for munged, and the options slurmd registers
@@ -122,6 +129,9 @@ func OptionsFromCmdline(cmdline string) (Options, error) {
 	o.SlurmRoot = "/"
 	if c.Root == contract.RootRAM {
 		o.ClusterFilesRoot = "/"
+		if c.Swarm {
+			o.SwarmSums = c.LayerSums
+		}
 	}
 	return o, nil
 }
@@ -158,6 +168,9 @@ func Run(ctx context.Context, o Options) error {
 			o.Subnet = ep.Subnet
 		}
 		log.Info("cluster interface", "iface", ep.Interface, "ip", ip, "mac", mac)
+	}
+	if len(o.SwarmSums) > 0 {
+		serveLayers(ctx, o, log)
 	}
 	memTotal, err := MemTotalKiB(o.ProcDir)
 	if err != nil {

@@ -588,3 +588,21 @@ func TestDialRootPort(t *testing.T) {
 		t.Errorf("running as root: %v; the connection came from port %d", root, port)
 	}
 }
+
+func TestOptionsFromCmdlineSwarm(t *testing.T) {
+	sums := map[string]string{contract.BaseLayer: strings.Repeat("0a", 32)}
+	c := contract.Cmdline{Node: true, Head: netip.MustParseAddr("10.99.0.1"), Token: "t", Root: contract.RootRAM, LayerSums: sums, Swarm: true}
+	o, err := OptionsFromCmdline(c.Format())
+	if err != nil || o.SwarmSums[contract.BaseLayer] != sums[contract.BaseLayer] {
+		t.Fatalf("swarm on: %+v, %v; want node1's sums to serve by", o.SwarmSums, err)
+	}
+	// Swarm off, or the shared root: the agent serves nothing.
+	c.Swarm = false
+	if o, _ := OptionsFromCmdline(c.Format()); o.SwarmSums != nil {
+		t.Errorf("swarm off: the agent would serve %v", o.SwarmSums)
+	}
+	c.Swarm, c.Root = true, contract.RootShared
+	if o, _ := OptionsFromCmdline(c.Format()); o.SwarmSums != nil {
+		t.Errorf("shared root: the agent would serve %v", o.SwarmSums)
+	}
+}

@@ -204,6 +204,7 @@ func headOptions(cfg *config.Config) (head.Options, error) {
 	o.BootDir = cfg.Head.BootDir
 	o.StateDir = cfg.Head.StateDir
 	o.Root = contract.RootMode(cfg.Nodes.Root)
+	o.NoSwarm = !cfg.Nodes.SwarmOn()
 	return o, nil
 }
 

@@ -140,7 +140,14 @@ type Head struct {
 // Nodes holds the [nodes] table.
 type Nodes struct {
 	Root contract.RootMode `toml:"root"`
+	// Swarm: RAM-root nodes that hold the image serve it to the nodes that
+	// boot after them, node1 redirecting to them (internal/swarm). Unset
+	// means on; the shared root has no use for it.
+	Swarm *bool `toml:"swarm"`
 }
+
+// SwarmOn reports whether the swarm boot is on (nodes.swarm, default true).
+func (n Nodes) SwarmOn() bool { return n.Swarm == nil || *n.Swarm }
 
 // Default returns the embedded default configuration.
 func Default() *Config {
@@ -260,7 +267,7 @@ var knownKeys = []string{
 	"users.name", "users.password", "users.password_hash", "users.ssh_authorized_keys", "users.sudo",
 	"network.interface", "network.subnet", "network.address", "network.dhcp", "network.nat", "network.dns", "network.gateway",
 	"head.boot_dir", "head.state_dir",
-	"nodes.root",
+	"nodes.root", "nodes.swarm",
 	"verify.min_bandwidth_ratio", "verify.max_latency_ratio", "verify.min_bandwidth_mbit", "verify.min_link_mbit",
 	"verify.min_memory_ratio", "verify.max_clock_offset_s", "verify.mpi",
 }

@@ -195,7 +195,7 @@ subnet = "192.168.5.0/28"
 func TestEmptyFileIsDefault(t *testing.T) {
 	c := parseOK(t, "")
 	d := Default()
-	if !reflect.DeepEqual(c.Image, d.Image) || !reflect.DeepEqual(c.Cluster, d.Cluster) || !reflect.DeepEqual(c.Network, d.Network) || c.Network.Subnet != d.Network.Subnet || c.Nodes != d.Nodes ||
+	if !reflect.DeepEqual(c.Image, d.Image) || !reflect.DeepEqual(c.Cluster, d.Cluster) || !reflect.DeepEqual(c.Network, d.Network) || c.Network.Subnet != d.Network.Subnet || !reflect.DeepEqual(c.Nodes, d.Nodes) ||
 		len(c.Users) != 1 || c.Users[0].Name != "user" {
 		t.Errorf("empty file gives %+v, want the defaults %+v", c, d)
 	}
@@ -740,5 +740,20 @@ func TestVerifyBar(t *testing.T) {
 	}
 	if Default().Verify != verify.DefaultBar() {
 		t.Errorf("default.toml's [verify] %+v differs from verify.DefaultBar() %+v", Default().Verify, verify.DefaultBar())
+	}
+}
+
+func TestNodesSwarm(t *testing.T) {
+	if !Default().Nodes.SwarmOn() {
+		t.Error("the default config has the swarm off")
+	}
+	if c := parseOK(t, "[nodes]\nroot = \"ram\"\n"); !c.Nodes.SwarmOn() {
+		t.Error("nodes.swarm unset is not on")
+	}
+	if c := parseOK(t, "[nodes]\nswarm = false\n"); c.Nodes.SwarmOn() {
+		t.Error("nodes.swarm = false is on")
+	}
+	for _, bad := range []string{`"yes"`, "1", "[true]"} {
+		parseErr(t, "[nodes]\nswarm = "+bad+"\n", "nodes.swarm")
 	}
 }

@@ -62,6 +62,13 @@ type Cmdline struct {
 	// Layers are the image layers above BaseLayer, in stacking order (RAM
 	// root only).
 	Layers []string
+	// LayerSums is the SHA-256 of every image layer, base included, by
+	// name (ParamLayerSums; RAM root only): node1's manifest, which the
+	// initrd checks each fetched layer against.
+	LayerSums map[string]string
+	// Swarm has node1 redirect layer fetches to peers, and the node serve
+	// its verified layers (ParamSwarm; RAM root only).
+	Swarm bool
 	// BootMAC is the MAC of the network card the node booted from
 	// (ParamBootIF), when the head knows it: the iPXE script's URL names
 	// it. Nil writes no BOOTIF.
@@ -122,6 +129,12 @@ func (c Cmdline) Format() string {
 		p = append(p, "ip=dhcp")
 		if len(c.Layers) > 0 {
 			p = append(p, ParamLayers+"="+strings.Join(c.Layers, ","))
+		}
+		if len(c.LayerSums) > 0 {
+			p = append(p, ParamLayerSums+"="+FormatLayerSums(c.LayerSums))
+		}
+		if c.Swarm {
+			p = append(p, ParamSwarm+"=1")
 		}
 	default:
 		p = append(p, ParamRoot+"="+string(RootShared), "root=/dev/nfs")
@@ -238,6 +251,14 @@ func ParseCmdline(line string) (Cmdline, error) {
 				}
 				c.Layers = append(c.Layers, l)
 			}
+		case ParamLayerSums:
+			sums, err := ParseLayerSums(val)
+			if err != nil {
+				return c, fmt.Errorf("%s: %w", key, err)
+			}
+			c.LayerSums = sums
+		case ParamSwarm:
+			c.Swarm = val == "1"
 		default:
 			// A newer head's parameter: keep it, so nothing is lost.
 			c.Extra = append(c.Extra, f)

@@ -160,6 +160,8 @@ func TestCmdlineRoundTrip(t *testing.T) {
 			BootMAC: net.HardwareAddr{0x52, 0x54, 0, 0xab, 0xcd, 0xef}, Extra: []string{"quiet"}},
 		{Node: true, Head: netip.MustParseAddr("10.99.0.1"), Token: "t", Root: RootRAM,
 			BootMAC: net.HardwareAddr{2, 0xcd, 0, 0, 0, 0x10}},
+		{Node: true, Head: netip.MustParseAddr("10.99.0.1"), Token: "t", Root: RootRAM, Layers: []string{CustomLayer},
+			LayerSums: map[string]string{BaseLayer: strings.Repeat("0a", 32), CustomLayer: strings.Repeat("b1", 32)}, Swarm: true},
 	}
 	for _, c := range cases {
 		line := c.Format()
@@ -332,5 +334,24 @@ func TestScriptPaths(t *testing.T) {
 	}
 	if !strings.HasPrefix(GRUBNetConfig, "grub/") || GRUBNetFile == UEFIPXEBootFile {
 		t.Errorf("GRUB's files: %q, %q, %q", GRUBNetConfig, GRUBNetFile, UEFIPXEBootFile)
+	}
+}
+
+func TestLayerSums(t *testing.T) {
+	sums := map[string]string{CustomLayer: strings.Repeat("b1", 32), BaseLayer: strings.Repeat("0a", 32)}
+	v := FormatLayerSums(sums)
+	if want := BaseLayer + ":" + sums[BaseLayer] + "," + CustomLayer + ":" + sums[CustomLayer]; v != want {
+		t.Errorf("FormatLayerSums = %s, want %s (name order)", v, want)
+	}
+	for _, bad := range []string{
+		"", BaseLayer, BaseLayer + ":" + strings.Repeat("0A", 32), BaseLayer + ":" + strings.Repeat("0a", 31),
+		"../x:" + strings.Repeat("0a", 32), v + "," + BaseLayer + ":" + strings.Repeat("0a", 32),
+	} {
+		if _, err := ParseLayerSums(bad); err == nil {
+			t.Errorf("ParseLayerSums(%q) took it", bad)
+		}
+		if _, err := ParseCmdline(ParamLayerSums + "=" + bad); err == nil || !strings.Contains(err.Error(), ParamLayerSums) {
+			t.Errorf("ParseCmdline of %s=%q: %v, want an error naming the parameter", ParamLayerSums, bad, err)
+		}
 	}
 }

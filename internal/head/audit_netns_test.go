@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -70,6 +71,9 @@ func listening(t *testing.T) []string {
 func auditChild(t *testing.T, env []string) {
 	clientNS := env[0]
 	h, _, root, _ := startRoomHead(t, func(o *Options) {
+		// The RAM root, whose swarm adds the layer route.
+		must(t, os.WriteFile(filepath.Join(o.BootDir, contract.BaseLayer), []byte("the base layer\n"), 0o644))
+		o.Root = contract.RootRAM
 		o.DHCP = dhcp.ModeServer
 		o.Logger = slog.New(slog.NewTextHandler(&testLog{t: t}, nil))
 	})
@@ -215,6 +219,44 @@ func auditChild(t *testing.T, env []string) {
 						t.Errorf("%s %s with the token: %d %.200s", ar.Method, path, c, b)
 					}
 				}
+			case AccessTokenWrite:
+				if c, b := do(http.MethodGet, contract.SwarmPath, "", nil); c != http.StatusOK {
+					t.Errorf("GET %s without the token: %d %.200s; want 200", contract.SwarmPath, c, b)
+				}
+				report := func(tok string) int {
+					req, err := http.NewRequest(http.MethodPost, base+contract.SwarmReportPath,
+						strings.NewReader("layer="+contract.BaseLayer+"&result="+contract.SwarmOK))
+					must(t, err)
+					req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+					if tok != "" {
+						req.Header.Set("Authorization", "Bearer "+tok)
+					}
+					resp, err := http.DefaultClient.Do(req)
+					must(t, err)
+					resp.Body.Close()
+					return resp.StatusCode
+				}
+				peers := func() int { return len(h.swarm.broker.Stats().Peers) }
+				before := peers()
+				for _, tok := range []string{"", strings.Repeat("0", 64), token[:63] + "x"} {
+					if c := report(tok); c != http.StatusUnauthorized {
+						t.Errorf("POST %s with token %q: %d, want 401", contract.SwarmReportPath, tok, c)
+					}
+				}
+				if after := peers(); after != before {
+					t.Errorf("reports without the token changed the swarm: %d peers -> %d", before, after)
+				}
+				if c := report(token); c != http.StatusNoContent {
+					t.Errorf("POST %s with the token: %d, want 204", contract.SwarmReportPath, c)
+				}
+				if after := peers(); after != before+1 {
+					t.Errorf("a report with the token did not count: %d peers -> %d", before, after)
+				}
+				for _, m := range []string{http.MethodPut, http.MethodDelete} {
+					if c, _ := do(m, contract.SwarmPath, token, nil); c != http.StatusMethodNotAllowed {
+						t.Errorf("%s %s: %d, want 405", m, contract.SwarmPath, c)
+					}
+				}
 			case AccessBooted:
 				// This process is node1, which did no DHCP for that MAC;
 				// a token does not open the gate either.
@@ -239,8 +281,16 @@ func auditChild(t *testing.T, env []string) {
 	}
 }
 
-// TestAgentOpensNoPort holds the agent to being a client only: none of its
-// code listens or serves, so it needs no row in the access table.
+// agentPorts is the access rule of each port the agent opens, by the
+// source file that opens it: the swarm's layer server (RAM root, swarm on),
+// which internal/swarm's tests hold to serving the verified layers only.
+var agentPorts = map[string]string{
+	"../agent/swarm.go": "TCP " + strconv.Itoa(contract.SwarmPort) + " (swarm): open, read-only; GET/HEAD of the image layers the initrd verified against node1's sums, nothing else (other paths 404, other methods 405)",
+}
+
+// TestAgentOpensNoPort holds the agent to being a client, but for the
+// ports in agentPorts: no other code of it listens or serves, so each port
+// has a row in the access table.
 func TestAgentOpensNoPort(t *testing.T) {
 	files, err := filepath.Glob("../agent/*.go")
 	must(t, err)
@@ -252,15 +302,25 @@ func TestAgentOpensNoPort(t *testing.T) {
 		file, err := parser.ParseFile(token.NewFileSet(), f, nil, 0)
 		must(t, err)
 		checked++
+		listens := false
 		ast.Inspect(file, func(n ast.Node) bool {
 			if sel, ok := n.(*ast.SelectorExpr); ok {
 				switch name := sel.Sel.Name; {
 				case strings.HasPrefix(name, "Listen"), name == "Serve", name == "ListenAndServe", name == "HandleFunc", name == "Handle":
-					t.Errorf("%s calls %s: a port or route in the agent needs a row in the access table", f, name)
+					listens = true
+					if _, ok := agentPorts[f]; !ok {
+						t.Errorf("%s calls %s: a port or route in the agent needs a row in the access table (agentPorts, docs/architecture.md)", f, name)
+					}
 				}
 			}
 			return true
 		})
+		if rule, ok := agentPorts[f]; ok {
+			if !listens {
+				t.Errorf("agentPorts has %s, which opens no port: remove it", f)
+			}
+			t.Logf("%s: %s", f, rule)
+		}
 	}
 	if checked == 0 {
 		t.Fatal("no agent source found")

@@ -145,7 +145,7 @@ func (h *Head) boot(mac net.HardwareAddr, remote netip.Addr) (name string, c con
 			h.log.Warn("the node's NFS export is not in place yet; serving its script anyway", "mac", key, "ip", addr, "err", err)
 		}
 	}
-	c = h.cmdline
+	c = h.nodeCmdline()
 	c.BootMAC = mac
 	return h.naming.MustName(addr), c, addr, nil
 }

@@ -121,6 +121,13 @@ func (h *Head) setupCluster() error {
 			}
 		}
 		h.slurmPruned(gone)
+		if h.swarm != nil {
+			for _, n := range gone {
+				if ip, err := netip.ParseAddr(n.IP); err == nil {
+					h.swarm.broker.Forget(ip)
+				}
+			}
+		}
 	}))
 	c.api = registry.NewAPI(reg, h.token, ca, h.log, apiOpts...)
 	if hw, err := h.sys.HardwareAddr(h.iface); err == nil {
@@ -346,6 +353,9 @@ const (
 	// need the cluster token (registry.Routes): reads are open, every
 	// change needs "Authorization: Bearer <token>".
 	AccessPerAPIRoute
+	// AccessTokenWrite: GET and HEAD open, POST needs the cluster token
+	// (the swarm's figures and the initrd's fetch reports).
+	AccessTokenWrite
 	// AccessBooted: only a machine that did DHCP with this head lately,
 	// asking from the address the head gave it (bootgate.go); these
 	// answers carry the cluster token.
@@ -358,6 +368,8 @@ func (a Access) String() string {
 		return "open, read-only"
 	case AccessPerAPIRoute:
 		return "reads open; changes need the cluster token"
+	case AccessTokenWrite:
+		return "reads open; reports need the cluster token"
 	case AccessBooted:
 		return "booted-machine gate"
 	}
@@ -385,6 +397,12 @@ func (h *Head) routeTable() []route {
 			func(p string) bool { return strings.HasPrefix(p, contract.ScriptPathPrefix) }, AccessBooted, h.handler},
 		{"boot files and progress", contract.NetbootPath + "vmlinuz", func(string) bool { return true }, AccessOpen, h.handler},
 	}
+	if h.swarm != nil {
+		// Before the boot files: with the swarm on, node1 may answer a
+		// layer request with a redirect to a peer.
+		boot = append([]route{{"image layers (swarm redirect)", contract.NetbootPath + contract.BaseLayer,
+			isLayerPath, AccessOpen, http.HandlerFunc(h.serveLayer)}}, boot...)
+	}
 	if h.cluster == nil {
 		return boot
 	}
@@ -399,6 +417,9 @@ func (h *Head) routeTable() []route {
 			AccessOpen, statuspage.Page()},
 		{"Slurm's state", slurm.PathStatus, func(p string) bool { return p == slurm.PathStatus },
 			AccessOpen, http.HandlerFunc(h.serveSlurm)},
+		{"swarm figures and fetch reports", contract.SwarmReportPath,
+			func(p string) bool { return p == contract.SwarmPath || p == contract.SwarmReportPath },
+			AccessTokenWrite, http.HandlerFunc(h.serveSwarm)},
 		{"metrics", statuspage.PathMetrics, func(p string) bool { return p == statuspage.PathMetrics },
 			AccessOpen, h.metrics()},
 		{"the last verify report", verify.PathReport, func(p string) bool { return p == verify.PathReport },
@@ -412,6 +433,9 @@ func (h *Head) metrics() http.Handler {
 	nodes := statuspage.Metrics(h.cluster.reg.Nodes, nil)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		nodes.ServeHTTP(w, r)
+		if r.Method == http.MethodGet {
+			h.writeSwarmMetrics(w)
+		}
 		if r.Method == http.MethodGet && h.slurm != nil {
 			slurm.WriteMetrics(w, h.SlurmStatus())
 		}

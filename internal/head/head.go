@@ -117,6 +117,10 @@ type Options struct {
 	HTTPPort int
 	// Root is the nodes' root: contract.RootShared (default) or RootRAM.
 	Root contract.RootMode
+	// NoSwarm turns the swarm boot off (cluster.toml nodes.swarm = false):
+	// RAM-root nodes then fetch every layer from node1, and serve none.
+	// The layers' sums stay on their command line, and are checked.
+	NoSwarm bool
 	// ExtraCmdline is appended to every node's kernel command line.
 	ExtraCmdline string
 	// ClusterRoot is the root file system whose cluster files (/etc/hosts,
@@ -309,6 +313,8 @@ type Head struct {
 	// exports is the set of nodes node1's NFS server exports to; nil when
 	// the head exports nothing (ClusterRoot is not the machine's root).
 	exports *exportSet
+	// swarm is the swarm boot's state (swarm.go); nil without the RAM root.
+	swarm *swarmPart
 }
 
 // New prepares the head: it picks the interface, gives it its address,
@@ -363,6 +369,7 @@ func New(ctx context.Context, opts Options) (*Head, error) {
 		if h.cmdline.Layers, err = Layers(o.BootDir); err != nil {
 			return nil, optionErrorf(InputBootDir, "listing the image layers: %w", err)
 		}
+		h.setupSwarm()
 	}
 
 	// The boot-file trees. One policy for TFTP and HTTP: links may point

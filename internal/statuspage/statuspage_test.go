@@ -30,6 +30,8 @@ func TestPage(t *testing.T) {
 	for _, want := range []string{`<table id="nodes">`, `<tbody id="rows">`, "<th>Name</th>", "<th>IP</th>", "<th>State</th>",
 		"<th>Cores</th>", "<th>Load</th>", "<th>Memory</th>", "<th>Uptime</th>", "<th>Last seen</th>", "<th>Boot stage</th>",
 		`"/api/v1/nodes"`, `"/api/v1/boot"`, "setInterval(refresh, every)", "const every = 2000",
+		// The swarm's counters (internal/head, contract.SwarmPath).
+		`getJSON("/api/v1/swarm")`, `<p id="swarm">`, "sw.node1_bytes", "sw.peer_bytes",
 		// "last seen" on the head's clock (test/e2e TestStatusPage runs it).
 		`r.headers.get("Date")`,
 		// Slurm's column and queue (test/e2e TestStatusPageSlurm runs it).

@@ -48,9 +48,13 @@ const (
 
 // UpOptions configure Up. Zero values take the defaults.
 type UpOptions struct {
-	Name          string // cluster name; default "default"
-	ISO           string // the ClusterDebian ISO node1 boots
-	Nodes         int    // VMs besides node1
+	Name  string // cluster name; default "default"
+	ISO   string // the ClusterDebian ISO node1 boots
+	Nodes int    // VMs besides node1
+	// Later of the Nodes (the last ones) are made but left off: Up does
+	// not start them or wait for them, and Start powers each on, for tests
+	// that boot nodes one after another.
+	Later         int
 	Accel         string // "tcg" (default) or "kvm"
 	MemoryMiB     int    // node1's memory; default 2048
 	NodeMemoryMiB int    // each node's; default 1536
@@ -182,6 +186,9 @@ func (o *UpOptions) validate() error {
 	}
 	if o.Nodes < 0 || o.Nodes > MaxNodes {
 		errs = append(errs, inputerr.Errorf(InputNodes, strconv.Itoa(o.Nodes), "give 0 to %d nodes besides node1", MaxNodes))
+	}
+	if o.Nodes >= 0 && (o.Later < 0 || o.Later > o.Nodes) {
+		errs = append(errs, inputerr.Errorf(InputNodes, strconv.Itoa(o.Later), "the nodes left off (Later) must be 0 to the node count, %d", o.Nodes))
 	}
 	switch o.Accel {
 	case "tcg":
@@ -461,7 +468,7 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 	var machines []*Machine
 	for i := range c.VMs {
 		v := &c.VMs[i]
-		if v.Role != RoleNode {
+		if v.Role != RoleNode || i > o.Nodes-o.Later {
 			continue
 		}
 		m, err := c.startVM(v)

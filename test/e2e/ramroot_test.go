@@ -4,11 +4,13 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,9 +18,11 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 
+	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/swarm"
 	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 	"github.com/clusterdebian/clusterdebian/internal/vm"
 )
@@ -34,7 +38,10 @@ const pvmTask = "#!/bin/sh\necho \"task on $(hostname)\"\n"
 // work across them, and PVM adds every node and spawns a task on a remote
 // one. node1 has a screen (VGA) and the image a desktop: the user logs in
 // on the console and startx brings up the window manager (checkDesktop).
-// Then the whole cluster is shut down with `clusterdebian shutdown`.
+// A third node, left off at first, then boots with the swarm: its layers
+// come from the two nodes up, one of which serves a corrupted copy
+// (checkSwarm). Then the whole cluster is shut down with `clusterdebian
+// shutdown`.
 func TestRAMRootPVM(t *testing.T) {
 	needE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
@@ -52,7 +59,7 @@ func TestRAMRootPVM(t *testing.T) {
 		out, _ := ramImg.get(st)
 		var err error
 		c, err = upCluster(t, ctx, vm.UpOptions{Name: "e2e-ram", ISO: filepath.Join(out, imagebuild.ISOName),
-			Nodes: 2, MemoryMiB: 2048, NodeMemoryMiB: 2048, CPUs: 1, Display: true})
+			Nodes: 3, Later: 1, MemoryMiB: 2048, NodeMemoryMiB: 2048, CPUs: 1, Display: true})
 		if err != nil {
 			st.Fatalf("vm up: %v", err)
 		}
@@ -195,17 +202,29 @@ func TestRAMRootPVM(t *testing.T) {
 		checkDesktop(t, ctx, m, c.on("node1"), c.on(a), c.on(b))
 	})
 
+	s.Step("swarm: a node boots from peers, a corrupted peer is caught", boot, func(t *testing.T) {
+		checkSwarm(t, ctx, c, others)
+	})
+
 	s.Step("lease file lost", boot, func(t *testing.T) {
 		// Issue 15: the head restarts with an empty lease file while the
 		// RAM-root nodes run on. New machines (fresh MACs, from this
 		// machine's side of the cluster's switch) get no running node's
 		// address, and every node keeps its address and name.
-		before := c.nodes(t, ctx)
+		before := upNodes(c.nodes(t, ctx))
+		listed := func(ns []registry.Node) bool {
+			for _, old := range before {
+				if _, ok := byName(ns, old.Name); !ok {
+					return false
+				}
+			}
+			return true
+		}
 		g := c.on("node1")
 		// The head comes back whatever happens below: later steps need it.
 		defer g.Try(t, ctx, "systemctl start clusterdebian-head")
 		g.Sh(t, ctx, "systemctl stop clusterdebian-head && : > /var/lib/clusterdebian/leases.json && systemctl start clusterdebian-head")
-		c.waitNodes(t, ctx, "the restarted head to list the nodes", func(ns []registry.Node) bool { return len(ns) == len(before) })
+		c.waitNodes(t, ctx, "the restarted head to list the nodes", listed)
 		if log := g.Sh(t, ctx, "journalctl -u clusterdebian-head -b --no-pager -o cat | grep -F 'leases rebuilt from the node registry' || true"); strings.TrimSpace(log) == "" {
 			t.Errorf("the restarted head does not say it rebuilt the leases from the registry")
 		}
@@ -220,7 +239,7 @@ func TestRAMRootPVM(t *testing.T) {
 			}
 			held[got.String()] = fmt.Sprintf("new machine %d", i)
 		}
-		after := c.waitNodes(t, ctx, "every node up after the restart", func(ns []registry.Node) bool { return len(upNodes(ns)) == len(before) })
+		after := c.waitNodes(t, ctx, "every node up after the restart", func(ns []registry.Node) bool { return listed(upNodes(ns)) })
 		for _, old := range before {
 			n, ok := byName(after, old.Name)
 			if !ok || n.MAC != old.MAC || n.IP != old.IP {
@@ -240,6 +259,133 @@ func TestRAMRootPVM(t *testing.T) {
 			t.Errorf("node1's console does not show both nodes confirmed before node1 went:\n%s", tail(serial, 40))
 		}
 	})
+}
+
+// laterVM is the node VM TestRAMRootPVM leaves off at first (vm.UpOptions
+// Later): the last of vm2..vm4.
+const laterVM = "vm4"
+
+// swarmState is node1's GET /api/v1/swarm.
+type swarmState struct {
+	On bool `json:"on"`
+	swarm.Stats
+}
+
+// getSwarm reads node1's swarm figures, over bash's /dev/tcp (the image
+// need not have curl).
+func getSwarm(t *testing.T, ctx context.Context, c vcluster) swarmState {
+	t.Helper()
+	out := c.on("node1").Sh(t, ctx, `exec 3<>/dev/tcp/127.0.0.1/80; printf 'GET `+contract.SwarmPath+` HTTP/1.0\r\nHost: node1\r\n\r\n' >&3; cat <&3`)
+	_, body, ok := strings.Cut(strings.ReplaceAll(out, "\r\n", "\n"), "\n\n")
+	var st swarmState
+	if !ok {
+		t.Fatalf("node1's %s: no HTTP body in %q", contract.SwarmPath, out)
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("node1's %s: %v: %q", contract.SwarmPath, err, body)
+	}
+	return st
+}
+
+// checkSwarm powers on the node left off, after the first two nodes (up,
+// holding verified layers) serve them, with the copy of the base layer of
+// the peer node1 offers first corrupted in place. The new node must catch
+// it by its checksum, get the layer from the other peer, boot, and serve
+// its layers in turn; node1 must have sent less than three copies of the
+// image, and no longer offer the corrupted peer.
+func checkSwarm(t *testing.T, ctx context.Context, c vcluster, others []string) {
+	before := getSwarm(t, ctx, c)
+	t.Logf("node1's swarm before the third node: %+v", before)
+	if !before.On {
+		t.Fatal("the swarm is off on node1 (nodes.swarm is on by default)")
+	}
+	// The peer node1 offers first: among idle peers, the one that served
+	// the fewest bytes, then the lowest address (swarm.Broker.Choose).
+	nodes := c.nodes(t, ctx)
+	var first swarm.PeerStats
+	for _, p := range before.Peers {
+		if !slices.Contains(p.Layers, contract.BaseLayer) || p.Bad != "" {
+			continue
+		}
+		if first.Addr == "" || p.Served < first.Served ||
+			(p.Served == first.Served && netip.MustParseAddr(p.Addr).Less(netip.MustParseAddr(first.Addr))) {
+			first = p
+		}
+	}
+	if len(before.Peers) != len(others) || first.Addr == "" {
+		t.Fatalf("want the %d nodes up as peers holding %s, node1 has %+v", len(others), contract.BaseLayer, before.Peers)
+	}
+	var bad string
+	for _, n := range nodes {
+		if n.IP == first.Addr {
+			bad = n.Name
+		}
+	}
+	// Flip one byte in place, in the peer's RAM copy, as root: past the
+	// squashfs' own bytes when the file is padded (its mounted root never
+	// reads there), else one byte added at the end.
+	layer := contract.LiveMediaDir + "/" + contract.BaseLayer
+	c.on(bad).Sh(t, ctx, fmt.Sprintf(`f=%s
+used=$(od -An -j 40 -N 8 -t u8 "$f" | tr -d ' ')
+size=$(stat -c %%s "$f")
+if [ "$size" -gt "$used" ]; then printf 'X' | dd of="$f" bs=1 seek=$((size - 1)) conv=notrunc status=none; else printf 'X' >>"$f"; fi
+sha256sum "$f"`, layer))
+
+	start := time.Now()
+	if err := c.Start(laterVM); err != nil {
+		t.Fatal(err)
+	}
+	all := c.waitNodes(t, ctx, "the third node up", func(ns []registry.Node) bool { return len(upNodes(ns)) == len(others)+2 })
+	t.Logf("%s booted and registered in %s (power-on to registered)", laterVM, time.Since(start).Round(time.Second))
+	var third string
+	for _, n := range upNodes(all) {
+		if n.Name != "node1" && !slices.Contains(others, n.Name) {
+			third = n.Name
+		}
+	}
+	after := getSwarm(t, ctx, c)
+	t.Logf("node1's swarm after: node1 sent %d bytes (%d whole layers), peers %d bytes (%d layers), image %d bytes, %d redirects, %d refused as bad, %d broken off; peers %+v",
+		after.Node1Bytes, after.Node1Layers, after.PeerBytes, after.PeerLayers, after.ImageBytes, after.Redirects, after.BadReports, after.FailReports, after.Peers)
+	if after.FromPeers[contract.BaseLayer] < 1 {
+		t.Errorf("no node got %s from a peer: %+v", contract.BaseLayer, after.FromPeers)
+	}
+	if after.ImageBytes <= 0 || after.Node1Bytes >= 3*after.ImageBytes {
+		t.Errorf("node1 sent %d bytes of layers, want less than three copies of the %d-byte image", after.Node1Bytes, after.ImageBytes)
+	}
+	if after.BadReports < 1 {
+		t.Errorf("the corrupted copy on %s (%s) was not reported", bad, first.Addr)
+	}
+	for _, p := range after.Peers {
+		if p.Addr == first.Addr && p.Bad == "" {
+			t.Errorf("node1 still offers %s (%s), which served a corrupted copy: %+v", bad, p.Addr, p)
+		}
+	}
+	// The new node runs from its verified RAM copy, and serves it in turn.
+	// It is reached by its VM's name: the guest agents' names of a VM
+	// started after Up may not be known yet.
+	g := c.on(laterVM)
+	out := g.Sh(t, ctx, "cat /proc/cmdline; cat "+contract.RunDir+"/"+contract.VerifiedLayersFile+"; sha256sum "+layer+"; journalctl -b -u clusterdebian-node --no-pager | grep -i swarm || true")
+	t.Logf("%s:\n%s", third, out)
+	cl, err := contract.ParseCmdline(strings.SplitN(out, "\n", 2)[0])
+	if err != nil {
+		t.Fatalf("%s's command line: %v", third, err)
+	}
+	if sum := cl.LayerSums[contract.BaseLayer]; sum == "" || !strings.Contains(out, sum+"  "+contract.BaseLayer+"\n") ||
+		!strings.Contains(out, sum+"  "+layer) {
+		t.Errorf("%s's base layer is not verified as node1's (%q)", third, sum)
+	}
+	// Leave as the cluster was for the steps after: the third node powers
+	// off cleanly (its agent leaves the registry).
+	g.Sh(t, ctx, "systemd-run --no-block systemctl poweroff")
+	testsupport.WaitFor(t, ctx, laterVM+" to stop", 3*time.Second, 5*time.Minute, func() bool {
+		for _, v := range c.List(ctx) {
+			if v.VM == laterVM {
+				return !v.Running
+			}
+		}
+		return false
+	}, func() string { return laterVM + " still runs" })
+	c.waitNodes(t, ctx, third+" gone", func(ns []registry.Node) bool { return len(upNodes(ns)) == len(others)+1 })
 }
 
 // probeLease puts a new machine (a namespace of this machine, fresh MAC) on
