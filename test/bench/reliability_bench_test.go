@@ -129,10 +129,14 @@ func TestBootReliability(t *testing.T) {
 	}
 	configs := reliabilityConfigs
 	if v := os.Getenv("RELIABILITY_CONFIGS"); v != "" {
-		want := strings.Split(v, ",")
-		configs = slices.DeleteFunc(slices.Clone(configs), func(c struct{ name, config string }) bool { return !slices.Contains(want, c.name) })
-		if len(configs) != len(want) {
-			t.Fatalf("RELIABILITY_CONFIGS=%q: the configs are trixie-shared, trixie-ram, bookworm-shared, bookworm-ram", v)
+		// In the order given.
+		configs = nil
+		for _, name := range strings.Split(v, ",") {
+			i := slices.IndexFunc(reliabilityConfigs, func(c struct{ name, config string }) bool { return c.name == name })
+			if i < 0 {
+				t.Fatalf("RELIABILITY_CONFIGS=%q: no config %q (they are trixie-shared, trixie-ram, bookworm-shared, bookworm-ram)", v, name)
+			}
+			configs = append(configs, reliabilityConfigs[i])
 		}
 	}
 	logs := os.Getenv("RELIABILITY_LOGS")
