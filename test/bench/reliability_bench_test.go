@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -315,9 +316,12 @@ func keepFailure(t *testing.T, ctx context.Context, c *vm.Cluster, dir, progress
 			continue
 		}
 		notes = append(notes, v.Name+": shows no login prompt; asked SysRq w and t (see its serial log)")
-		if out, err := m.Monitor(ctx, "info network"); err == nil {
-			notes = append(notes, v.Name+" QEMU info network:\n"+out)
-		}
+		notes = append(notes, virtioState(ctx, m, v.Name)...)
+	}
+	// The taps' counters, from the host's side of the cluster switch: TX is
+	// what reached a VM, RX what it sent.
+	if out, err := exec.CommandContext(ctx, "ip", "-n", c.NetNS, "-s", "link").CombinedOutput(); err == nil {
+		notes = append(notes, "the cluster switch (ip -n "+c.NetNS+" -s link):\n"+string(out))
 	}
 	// What node1 sees of the cluster network, when its agent answers.
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -344,6 +348,38 @@ func keepFailure(t *testing.T, ctx context.Context, c *vm.Cluster, dir, progress
 	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte(strings.Join(notes, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// virtioNetPath finds the QOM path of a virtio-net device in QEMU's
+// `info virtio` ("/machine/peripheral-anon/device[0]/virtio-backend [virtio-net]").
+var virtioNetPath = regexp.MustCompile(`(?m)^(\S+)\s+\[virtio-net\]`)
+
+// virtioState asks QEMU for the hung machine's network card: its link,
+// and the state of its receive (0) and transmit (1) queues. A receive
+// queue whose driver offered no buffers (avail = used) points at the
+// guest's driver having stopped; one with buffers that QEMU does not fill
+// points at QEMU or the host.
+func virtioState(ctx context.Context, m *vm.Machine, name string) []string {
+	var notes []string
+	for _, cmd := range []string{"info network", "info virtio"} {
+		out, err := m.Monitor(ctx, cmd)
+		if err != nil {
+			return append(notes, fmt.Sprintf("%s: %s: %v", name, cmd, err))
+		}
+		notes = append(notes, fmt.Sprintf("%s QEMU %s:\n%s", name, cmd, out))
+		if cmd != "info virtio" {
+			continue
+		}
+		for _, match := range virtioNetPath.FindAllStringSubmatch(out, -1) {
+			for _, q := range []string{"info virtio-status " + match[1], "info virtio-queue-status " + match[1] + " 0",
+				"info virtio-queue-status " + match[1] + " 1"} {
+				if out, err := m.Monitor(ctx, q); err == nil {
+					notes = append(notes, fmt.Sprintf("%s QEMU %s:\n%s", name, q, out))
+				}
+			}
+		}
+	}
+	return notes
 }
 
 func firstLine(s string) string {
