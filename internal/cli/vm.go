@@ -36,7 +36,7 @@ Everything here needs root. State is kept in ` + vm.StateRoot + `/<name>/.`,
   sudo clusterdebian vm console vm2
   sudo clusterdebian vm down`,
 	}
-	cmd.AddCommand(newVMUpCmd(), newVMListCmd(), newVMExecCmd(), newVMStopCmd(), newVMStartCmd(), newVMConsoleCmd(), newVMDownCmd())
+	cmd.AddCommand(newVMUpCmd(), newVMListCmd(), newVMExecCmd(), newVMStopCmd(), newVMStartCmd(), newVMConsoleCmd(), newVMSysRqCmd(), newVMDownCmd())
 	return cmd
 }
 
@@ -312,6 +312,61 @@ vm console.`,
 	}
 	nameFlag(cmd, &name)
 	return cmd
+}
+
+func newVMSysRqCmd() *cobra.Command {
+	var name string
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "sysrq NODE KEYS",
+		Short: "Ask a VM's kernel through SysRq (t: tasks, w: blocked tasks, h: help)",
+		Long: `sysrq presses Alt-SysRq with each of KEYS in turn on the VM's keyboard (its
+QEMU monitor's sendkey), as a person at a hung machine would: "tw" dumps
+every task and then the blocked ones. The kernel answers on its consoles;
+sysrq prints what the VM's serial log gained within --wait, and the whole log
+stays in the VM's folder. It works while the guest is hung, since the
+kernel itself answers, not a program in it.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loadCluster("sysrq", name)
+			if err != nil {
+				return err
+			}
+			if _, err := vm.SysRqKeys(args[1]); err != nil {
+				return fmt.Errorf("vm sysrq: KEYS %q: %w", args[1], err)
+			}
+			m, err := c.Machine(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			before := fileSize(m.SerialPath)
+			if err := m.SysRq(cmd.Context(), args[1]); err != nil {
+				return err
+			}
+			select {
+			case <-cmd.Context().Done():
+			case <-time.After(wait):
+			}
+			out := cmd.OutOrStdout()
+			if data, err := os.ReadFile(m.SerialPath); err == nil && int64(len(data)) > before {
+				out.Write(data[before:])
+				fmt.Fprintln(out)
+			}
+			fmt.Fprintf(out, "(the kernel's answer is in %s)\n", m.SerialPath)
+			return nil
+		},
+	}
+	nameFlag(cmd, &name)
+	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "print what the serial log gained within this long after the last key")
+	return cmd
+}
+
+// fileSize is the size of path, 0 when it cannot be read.
+func fileSize(path string) int64 {
+	if fi, err := os.Stat(path); err == nil {
+		return fi.Size()
+	}
+	return 0
 }
 
 func newVMConsoleCmd() *cobra.Command {

@@ -44,6 +44,24 @@ const (
 // root stays a hard mount: it waits for the server rather than fail.
 const NFSRootOptions = "vers=3,tcp,timeo=600,retrans=2"
 
+// ParamSysRq turns on every SysRq function from the kernel's first instant,
+// whatever kernel.sysrq says later (Debian's default, 438, leaves out the
+// task dumps t and w). Every ClusterDebian machine boots with it, node1
+// (imagebuild's boot menu) and the nodes (Cmdline.Format): it is what
+// makes a hung machine say what it waits for, on its serial console
+// (Alt-SysRq-T, a break on the serial line, or `clusterdebian vm sysrq`).
+// A kernel parameter rather than a sysctl file in the image, because the
+// hangs worth asking about happen where no file can be read: in the
+// initrd, or once a node's NFS root stopped answering. Anyone at the
+// keyboard could power the machine off anyway.
+const ParamSysRq = "sysrq_always_enabled"
+
+// Consoles are the consoles every ClusterDebian machine writes its boot
+// messages to: a serial line (VMs, server racks) and the screen. The last
+// console= is the one /dev/console is, and a person at a machine looks at
+// the screen.
+const Consoles = "console=ttyS0,115200n8 console=tty0"
+
 // RoleNode is ParamRole's value on nodes.
 const RoleNode = "node"
 
@@ -96,9 +114,7 @@ func (c Cmdline) headParam() string {
 
 // Format returns a node's whole kernel command line.
 //
-// The consoles come first so that a node's boot messages reach both a serial
-// line (VMs, server racks) and the screen; the last console= is the one
-// /dev/console is, and a person at a node looks at the screen.
+// The consoles (Consoles) come first, then ParamSysRq.
 //
 // For the shared root, nfsroot names the export of node1's whole live root
 // (with NFSRootOptions) and ip=dhcp has
@@ -108,7 +124,7 @@ func (c Cmdline) headParam() string {
 // BootMAC, ParamBootIF names the card to configure, so that a node with
 // several cards uses the one it booted from.
 func (c Cmdline) Format() string {
-	p := []string{"console=ttyS0,115200n8", "console=tty0"}
+	p := append(strings.Fields(Consoles), ParamSysRq)
 	if c.Node {
 		p = append(p, ParamRole+"="+RoleNode)
 	}
@@ -162,7 +178,7 @@ func (c Cmdline) Format() string {
 func formatted(p string) bool {
 	key, _, _ := strings.Cut(p, "=")
 	switch key {
-	case "console", "boot", "fetch", "nfsroot", "ip":
+	case "console", "boot", "fetch", "nfsroot", "ip", ParamSysRq:
 		return true
 	case "root":
 		return p == "root=/dev/nfs"

@@ -177,7 +177,7 @@ func TestCmdlineRoundTrip(t *testing.T) {
 
 func TestCmdlineFormat(t *testing.T) {
 	c := Cmdline{Node: true, Head: netip.MustParseAddr("10.99.0.1"), Token: "s3cr3t", Root: RootShared}
-	want := "console=ttyS0,115200n8 console=tty0 clusterdebian.role=node clusterdebian.head=10.99.0.1 clusterdebian.token=s3cr3t " +
+	want := "console=ttyS0,115200n8 console=tty0 sysrq_always_enabled clusterdebian.role=node clusterdebian.head=10.99.0.1 clusterdebian.token=s3cr3t " +
 		"clusterdebian.root=shared root=/dev/nfs nfsroot=10.99.0.1:/,vers=3,tcp,timeo=600,retrans=2 ip=dhcp rw"
 	if got := c.Format(); got != want {
 		t.Errorf("Format:\n got %s\nwant %s", got, want)

@@ -32,8 +32,10 @@ var grubBIOS = []string{"biosdisk", "linux16", "iso9660", "part_msdos", "part_gp
 	"cat", "reboot", "halt", "sleep", "true", "all_video"}
 
 const (
-	grubPCDir      = "/usr/lib/grub/i386-pc"
-	consoleCmdline = "console=ttyS0,115200n8 console=tty0"
+	grubPCDir = "/usr/lib/grub/i386-pc"
+	// node1 writes its boot messages where the nodes do, and answers
+	// SysRq as they do (contract.ParamSysRq).
+	consoleCmdline = contract.Consoles + " " + contract.ParamSysRq
 	// node1's live root (overlayfs) can be exported over NFS only with these:
 	// index=on gives every file a stable handle across the layers.
 	exportCmdline = "overlay.nfs_export=Y overlay.index=Y"

@@ -216,3 +216,55 @@ func DecodePPM(data []byte) (image.Image, error) {
 	}
 	return img, nil
 }
+
+// SysRqKeys returns the sendkey combinations that press Alt-SysRq with each
+// of keys in turn ("tw": alt-sysrq-t, alt-sysrq-w). A SysRq command is one
+// lower-case letter or digit (the kernel's sysrq key table; "h" lists
+// them). It fails on anything else, or on no key at all.
+func SysRqKeys(keys string) ([]string, error) {
+	if keys == "" {
+		return nil, errors.New("no SysRq key (h lists them: t the tasks, w the blocked ones)")
+	}
+	var out []string
+	for _, r := range keys {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') {
+			return nil, fmt.Errorf("%q is no SysRq key: a SysRq command is one lower-case letter or digit (h lists them)", r)
+		}
+		out = append(out, "alt-sysrq-"+string(r))
+	}
+	return out, nil
+}
+
+// sysrqGap is the pause between two SysRq commands: a task dump (t) of a
+// guest under software emulation takes a while to reach the serial line,
+// and the next command's output should not interleave with it.
+const sysrqGap = 2 * time.Second
+
+// SysRq presses Alt-SysRq with each of keys (see SysRqKeys) on the
+// machine's keyboard, through the monitor's sendkey. The kernel answers on
+// its consoles, so the output lands in the serial log (SerialPath); a
+// kernel that has SysRq off says "This sysrq operation is disabled" there
+// instead (ClusterDebian's machines boot with contract.ParamSysRq).
+func (m *Machine) SysRq(ctx context.Context, keys string) error {
+	combos, err := SysRqKeys(keys)
+	if err != nil {
+		return err
+	}
+	for i, k := range combos {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(sysrqGap):
+			}
+		}
+		out, err := m.Monitor(ctx, "sendkey "+k)
+		if err != nil {
+			return err
+		}
+		if out != "" {
+			return fmt.Errorf("sendkey %s: %s", k, out)
+		}
+	}
+	return nil
+}

@@ -129,3 +129,38 @@ func TestDecodePPMErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestSysRqKeys(t *testing.T) {
+	got, err := SysRqKeys("tw9")
+	if want := []string{"alt-sysrq-t", "alt-sysrq-w", "alt-sysrq-9"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("SysRqKeys(tw9) = %q, %v; want %q", got, err, want)
+	}
+	for _, bad := range []string{"", "T", "t w", "-", "é"} {
+		if got, err := SysRqKeys(bad); err == nil {
+			t.Errorf("SysRqKeys(%q) = %q, no error", bad, got)
+		}
+	}
+}
+
+func TestMonitorSysRq(t *testing.T) {
+	dir, err := os.MkdirTemp("", "cdvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	f := &fakeHMP{}
+	f.serve(t, filepath.Join(dir, MonitorSocket))
+	m := &Machine{Spec: Spec{Dir: dir}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.SysRq(ctx, "hw"); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"sendkey alt-sysrq-h", "sendkey alt-sysrq-w"}; !slices.Equal(f.commands, want) {
+		t.Errorf("sent %q, want %q", f.commands, want)
+	}
+	// A bad key is refused before anything is pressed.
+	if err := m.SysRq(ctx, "wX"); err == nil || len(f.commands) != 2 {
+		t.Errorf("SysRq(wX) = %v after %d commands; want an error and nothing sent", err, len(f.commands))
+	}
+}

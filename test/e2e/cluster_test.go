@@ -247,6 +247,33 @@ func TestVirtualCluster(t *testing.T) {
 		}
 	})
 
+	s.Step("sysrq", boot, func(t *testing.T) {
+		// A node answers SysRq on its serial console (contract.ParamSysRq):
+		// what a hung node is asked with (vm sysrq). h, the help, is
+		// harmless and does not depend on what the node runs.
+		m, err := c.Machine(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.ReadFile(m.SerialPath)
+		if err := m.SysRq(ctx, "h"); err != nil {
+			t.Fatal(err)
+		}
+		answer := func() string {
+			now, _ := os.ReadFile(m.SerialPath)
+			if len(now) < len(before) {
+				return ""
+			}
+			return string(now[len(before):])
+		}
+		testsupport.WaitFor(t, ctx, a+"'s SysRq help on its serial console", time.Second, 2*time.Minute, func() bool {
+			return strings.Contains(answer(), "sysrq: HELP")
+		}, func() string { return tail(answer(), 10) })
+		if strings.Contains(answer(), "This sysrq operation is disabled") {
+			t.Errorf("%s has SysRq off: %s", a, tail(answer(), 10))
+		}
+	})
+
 	s.Step("boot stages", boot, func(t *testing.T) {
 		// The head saw every node through its boot, up to registration.
 		raw := c.on("node1").Sh(t, ctx, `exec 3<>/dev/tcp/127.0.0.1/80
