@@ -487,25 +487,27 @@ type lanBystander struct {
 	addr netip.Prefix
 }
 
-// newLANBystander puts a bystander on the LAN and has the LAN's DHCP
-// server lease it an address, as any machine there would.
-func newLANBystander(t *testing.T, ctx context.Context, vc *vm.Cluster) *lanBystander {
+// leaseOnSwitch plugs the namespace ns into the VM cluster's switch through
+// a veth (port on the switch's side, eth0 with mac in ns) and has whichever
+// DHCP server answers there lease it an address. unplug removes the veth.
+// what names the exchange in the fatal error when no lease comes.
+func leaseOnSwitch(t *testing.T, ctx context.Context, vc *vm.Cluster, ns *netns.NS, port, mac, what string) (lease *nclient4.Lease, unplug func()) {
 	t.Helper()
-	by := &lanBystander{ns: newNS(t), vc: vc, port: "vbys", mac: randomMAC()}
 	cluster := &netns.NS{Name: vc.NetNS}
-	if err := netns.AddVeth(ctx, cluster, by.port, by.ns, "eth0"); err != nil {
+	if err := netns.AddVeth(ctx, cluster, port, ns, "eth0"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cluster.IP(context.Background(), "link", "del", by.port) })
-	if err := cluster.SetMaster(ctx, by.port, vc.Bridge); err != nil {
+	unplug = func() { cluster.IP(context.Background(), "link", "del", port) }
+	if err := cluster.SetMaster(ctx, port, vc.Bridge); err != nil {
+		unplug()
 		t.Fatal(err)
 	}
-	if err := by.ns.IP(ctx, "link", "set", "eth0", "address", by.mac); err != nil {
+	if err := ns.IP(ctx, "link", "set", "eth0", "address", mac); err != nil {
+		unplug()
 		t.Fatal(err)
 	}
-	hw, _ := net.ParseMAC(by.mac)
-	var lease *nclient4.Lease
-	err := by.ns.Do(func() error {
+	hw, _ := net.ParseMAC(mac)
+	err := ns.Do(func() error {
 		cl, err := nclient4.New("eth0", nclient4.WithHWAddr(hw), nclient4.WithTimeout(5*time.Second), nclient4.WithRetry(5))
 		if err != nil {
 			return err
@@ -517,8 +519,19 @@ func newLANBystander(t *testing.T, ctx context.Context, vc *vm.Cluster) *lanByst
 		return err
 	})
 	if err != nil {
-		t.Fatalf("the bystander's DHCP on the LAN: %v", err)
+		unplug()
+		t.Fatalf("%s (%s): %v", what, mac, err)
 	}
+	return lease, unplug
+}
+
+// newLANBystander puts a bystander on the LAN and has the LAN's DHCP
+// server lease it an address, as any machine there would.
+func newLANBystander(t *testing.T, ctx context.Context, vc *vm.Cluster) *lanBystander {
+	t.Helper()
+	by := &lanBystander{ns: newNS(t), vc: vc, port: "vbys", mac: randomMAC()}
+	lease, unplug := leaseOnSwitch(t, ctx, vc, by.ns, by.port, by.mac, "the bystander's DHCP on the LAN")
+	t.Cleanup(unplug)
 	ip, _ := netip.AddrFromSlice(lease.ACK.YourIPAddr.To4())
 	ones, _ := lease.ACK.SubnetMask().Size()
 	by.addr = netip.PrefixFrom(ip, ones)

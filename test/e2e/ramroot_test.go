@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -16,11 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
-
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/imagebuild"
-	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/swarm"
 	"github.com/clusterdebian/clusterdebian/internal/testsupport"
@@ -394,34 +390,8 @@ sha256sum "$f"`, layer))
 func probeLease(t *testing.T, ctx context.Context, vc *vm.Cluster) netip.Addr {
 	t.Helper()
 	probe, mac := newNS(t), randomMAC()
-	cluster := &netns.NS{Name: vc.NetNS}
-	const port = "vprobe"
-	if err := netns.AddVeth(ctx, cluster, port, probe, "eth0"); err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.IP(context.Background(), "link", "del", port)
-	if err := cluster.SetMaster(ctx, port, vc.Bridge); err != nil {
-		t.Fatal(err)
-	}
-	if err := probe.IP(ctx, "link", "set", "eth0", "address", mac); err != nil {
-		t.Fatal(err)
-	}
-	hw, _ := net.ParseMAC(mac)
-	var lease *nclient4.Lease
-	err := probe.Do(func() error {
-		cl, err := nclient4.New("eth0", nclient4.WithHWAddr(hw), nclient4.WithTimeout(5*time.Second), nclient4.WithRetry(5))
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
-		lctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		lease, err = cl.Request(lctx)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("DHCP from a new machine %s: %v", mac, err)
-	}
+	lease, unplug := leaseOnSwitch(t, ctx, vc, probe, "vprobe", mac, "DHCP from a new machine")
+	defer unplug()
 	ip, _ := netip.AddrFromSlice(lease.ACK.YourIPAddr.To4())
 	t.Logf("new machine %s leased %s", mac, ip)
 	return ip
