@@ -32,6 +32,7 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
+	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
 	"golang.org/x/sys/unix"
@@ -51,10 +52,19 @@ func TestHeadDamagedState(t *testing.T) {
 	needTools(t, "udhcpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*guard)
 	defer cancel()
-	lan, head, client := lanRoom(t, ctx, "fl", "fh", "fc")
+	lan, head, client := runningNodeRoom(t, ctx, "fl", "fh", "fc")
+	runRoomChild(t, ctx, head, "TestHeadDamagedState", "faults", roomEnv+"="+client.Name+" "+lan.Name)
+}
+
+// runningNodeRoom is lanRoom whose LAN bridge also stands for a node that
+// runs at runIP with runMAC (it answers ARP there), as a node running from
+// RAM does while the head restarts.
+func runningNodeRoom(t *testing.T, ctx context.Context, lanPrefix, headPrefix, clientPrefix string) (lan, head, client *netns.NS) {
+	t.Helper()
+	lan, head, client = lanRoom(t, ctx, lanPrefix, headPrefix, clientPrefix)
 	must(t, lan.IP(ctx, "link", "set", "br0", "address", runMAC))
 	must(t, lan.IP(ctx, "addr", "add", runIP+"/24", "dev", "br0"))
-	runRoomChild(t, ctx, head, "TestHeadDamagedState", "faults", roomEnv+"="+client.Name+" "+lan.Name)
+	return lan, head, client
 }
 
 // tryDHCP runs udhcpc briefly and returns what it got, if it got a lease.

@@ -41,9 +41,7 @@ func TestHeadLeaseFileLost(t *testing.T) {
 	needTools(t, "udhcpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*guard)
 	defer cancel()
-	lan, head, client := lanRoom(t, ctx, "xl", "xh", "xc")
-	must(t, lan.IP(ctx, "link", "set", "br0", "address", runMAC))
-	must(t, lan.IP(ctx, "addr", "add", runIP+"/24", "dev", "br0"))
+	_, head, client := runningNodeRoom(t, ctx, "xl", "xh", "xc")
 	runRoomChild(t, ctx, head, "TestHeadLeaseFileLost", "leaselost", roomEnv+"="+client.Name)
 }
 
