@@ -134,6 +134,11 @@ func tableRows(t *testing.T, doc *html.Node, id string) [][]string {
 	if body == nil {
 		t.Fatalf("the page has no element with id %q", id)
 	}
+	return cellRows(body)
+}
+
+// cellRows returns the text of the td cells of each tr child of body.
+func cellRows(body *html.Node) [][]string {
 	var rows [][]string
 	for tr := body.FirstChild; tr != nil; tr = tr.NextSibling {
 		if tr.Type != html.ElementNode || tr.Data != "tr" {

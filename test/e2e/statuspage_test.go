@@ -289,19 +289,7 @@ func statusRows(dom []byte) (rows [][]string, summary string, err error) {
 	if s := byID(doc, "summary"); s != nil {
 		summary = strings.TrimSpace(text(s))
 	}
-	for tr := body.FirstChild; tr != nil; tr = tr.NextSibling {
-		if tr.Type != html.ElementNode || tr.Data != "tr" {
-			continue
-		}
-		var cells []string
-		for td := tr.FirstChild; td != nil; td = td.NextSibling {
-			if td.Type == html.ElementNode && td.Data == "td" {
-				cells = append(cells, strings.TrimSpace(text(td)))
-			}
-		}
-		rows = append(rows, cells)
-	}
-	return rows, summary, nil
+	return cellRows(body), summary, nil
 }
 
 func byID(n *html.Node, id string) *html.Node {
