@@ -65,12 +65,30 @@ func upCluster(t *testing.T, ctx context.Context, o vm.UpOptions) (vcluster, err
 }
 
 // on is the guest node (a registry name or a VM name) of the cluster.
+//
+// A guest agent that does not answer yet (vm.ErrNoAgent: the command did not
+// run) is asked again for up to agentGrace: a node counts as joined at its
+// login prompt, and on a loaded host its qemu-guest-agent may start later.
 func (c vcluster) on(node string) testsupport.Guest {
 	return testsupport.Guest{Name: node, Timeout: 5 * time.Minute,
 		Exec: func(ctx context.Context, argv ...string) (string, string, int, error) {
-			return c.Exec(ctx, node, argv...)
+			deadline := time.Now().Add(agentGrace)
+			for {
+				stdout, stderr, code, err := c.Exec(ctx, node, argv...)
+				if !errors.Is(err, vm.ErrNoAgent) || time.Now().After(deadline) {
+					return stdout, stderr, code, err
+				}
+				select {
+				case <-ctx.Done():
+					return stdout, stderr, code, err
+				case <-time.After(3 * time.Second):
+				}
+			}
 		}}
 }
+
+// agentGrace is how long vcluster.on waits for a guest agent to answer.
+const agentGrace = 2 * time.Minute
 
 // tryNodes returns the head's registry as `clusterdebian status --json`
 // shows it on node1, or why it cannot.
