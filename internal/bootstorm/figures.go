@@ -11,8 +11,11 @@ type Summary struct {
 	// AllRegistered is when the last node registered, since the storm's
 	// start; zero unless every node did.
 	AllRegistered time.Duration
-	// HTTPBytes and TFTPBytes are what the nodes received in all.
-	HTTPBytes, TFTPBytes int64
+	// HTTPBytes and TFTPBytes are what the nodes received in all;
+	// PeerBytes the part of HTTPBytes that peers sent.
+	HTTPBytes, TFTPBytes, PeerBytes int64
+	// LayerRefetches counts layer copies refused and fetched again.
+	LayerRefetches int
 	// DHCPRetransmits and TFTPRetransmits are totals; Retried counts the
 	// nodes that sent anything twice, Restarts the boots begun again.
 	DHCPRetransmits, TFTPRetransmits, Retried, Restarts int
@@ -31,6 +34,8 @@ func Summarize(traces []*Trace) Summary {
 		}
 		s.HTTPBytes += tr.HTTPBytes
 		s.TFTPBytes += tr.TFTPBytes
+		s.PeerBytes += tr.PeerBytes
+		s.LayerRefetches += tr.LayerRefetches
 		s.DHCPRetransmits += tr.DHCPRetransmits
 		s.TFTPRetransmits += tr.TFTPRetransmits
 		if tr.DHCPRetransmits+tr.TFTPRetransmits > 0 {

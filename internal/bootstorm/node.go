@@ -57,6 +57,13 @@ type Node struct {
 	OnLease func(ip netip.Addr, ipxe bool)
 	// OnRegistered, when set, is called once the node has registered.
 	OnRegistered func()
+	// LayerDir, when set, is the node's RAM file system for the RAM
+	// root's layers: they are written there and, when the kernel command
+	// line has the swarm on, served to other nodes from there (swarm.go).
+	// Unset, the layers are checked and dropped, and the node serves none.
+	LayerDir string
+
+	peer *http.Server // the node's layer server while it runs
 }
 
 // Trace is what happened to one node during a storm.
@@ -76,8 +83,12 @@ type Trace struct {
 	// the errors that caused them.
 	Restarts int
 	Errors   []string
-	// HTTPBytes and TFTPBytes are what the node received.
-	HTTPBytes, TFTPBytes int64
+	// HTTPBytes and TFTPBytes are what the node received; PeerBytes the
+	// part of HTTPBytes that peers sent (node1 redirected to them).
+	HTTPBytes, TFTPBytes, PeerBytes int64
+	// LayerRefetches counts layer copies refused (a wrong checksum, or a
+	// transfer that broke off) and fetched again.
+	LayerRefetches int
 	// Heartbeats counts heartbeats the head accepted, HeartbeatErrors those
 	// it did not.
 	Heartbeats, HeartbeatErrors int
@@ -95,6 +106,7 @@ type Lease struct {
 // storm's start, for Trace.Registered. It returns when ctx ends.
 func (n *Node) Boot(ctx context.Context, start time.Time) *Trace {
 	tr := &Trace{MAC: contract.MACString(n.MAC)}
+	defer n.stopPeer()
 	var reg *registry.Client
 	for reg == nil {
 		var err error
@@ -144,6 +156,8 @@ const HeartbeatEvery = 5 * time.Second
 // bootOnce is one boot from power-on to registration; it returns the
 // registry client the node then heartbeats with.
 func (n *Node) bootOnce(ctx context.Context, tr *Trace) (*registry.Client, error) {
+	// A machine that boots again has lost what its RAM held.
+	n.stopPeer()
 	var conn net.PacketConn
 	if err := n.NS.Do(func() error {
 		var err error
@@ -208,12 +222,25 @@ func (n *Node) bootOnce(ctx context.Context, tr *Trace) (*registry.Client, error
 	// 3. The boot gate: only what the script names, then the layers the
 	// kernel line names for the RAM root (as live-boot's fetch= and our
 	// initramfs hook do).
-	for _, u := range boot.Fetch() {
+	for _, u := range boot.Fetch()[:2] {
 		cw := &countWriter{}
 		if _, err := n.get(ctx, hc, u, cw); err != nil {
 			return nil, err
 		}
 		tr.HTTPBytes += cw.n
+	}
+	if boot.Cmdline.Root == contract.RootRAM {
+		layers, err := n.fetchLayers(ctx, hc, boot, tr)
+		if err != nil {
+			return nil, err
+		}
+		// The agent serves the verified layers before it registers
+		// (internal/agent: RAM root, swarm on, node1's sums known).
+		if boot.Cmdline.Swarm && len(boot.Cmdline.LayerSums) > 0 && n.LayerDir != "" {
+			if err := n.serveLayers(layers); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	// 4. The agent: registration with the script's token.

@@ -36,6 +36,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/swarm"
 	"github.com/clusterdebian/clusterdebian/internal/testsupport"
 )
 
@@ -84,24 +85,61 @@ func stormRows(t *testing.T) []int {
 	return rows
 }
 
+// realTxQueue is a real 1 Gbit/s NIC's transmit queue (txqueuelen), in
+// packets of an Ethernet MTU.
+const (
+	realTxQueue = 1000
+	mtuFrame    = 1514
+)
+
 // tbf shapes dev's egress in ns to bits per second. The bucket holds a few
-// GSO super-packets at any scale; the queue, a FIFO, 100 ms of the rate.
-// (A Debian node1 queues in fq_codel, where a lone DHCP or TFTP packet
-// does not wait behind the TCP streams; this host's kernel has neither
-// fq_codel nor sfq, only FIFOs. And a scaled-down link's 100 ms holds
-// proportionally fewer packets than a real one's: see the README.)
-func tbf(ctx context.Context, ns *netns.NS, dev string, bits int64) error {
-	cmd := exec.CommandContext(ctx, "tc", "-n", ns.Name, "qdisc", "add", "dev", dev, "root", "tbf",
-		"rate", strconv.FormatInt(bits, 10)+"bit", "burst", "64kb", "latency", "100ms")
+// GSO super-packets at any scale. The queue, a FIFO, holds queuePackets
+// full frames, as a real NIC's txqueuelen (the same count at any scale);
+// with queuePackets 0, 100 ms of the rate instead, which at a scaled-down
+// rate is proportionally fewer packets than a real link's. (A Debian node1
+// queues in fq_codel, where a lone DHCP or TFTP packet does not wait
+// behind the TCP streams; this host's kernel has neither fq_codel nor sfq,
+// only FIFOs.)
+func tbf(ctx context.Context, ns *netns.NS, dev string, bits int64, queuePackets int) error {
+	queue := []string{"latency", "100ms"}
+	if queuePackets > 0 {
+		queue = []string{"limit", strconv.Itoa(queuePackets * mtuFrame)}
+	}
+	cmd := exec.CommandContext(ctx, "tc", append([]string{"-n", ns.Name, "qdisc", "add", "dev", dev, "root", "tbf",
+		"rate", strconv.FormatInt(bits, 10) + "bit", "burst", "64kb"}, queue...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%v: %v: %s", cmd.Args, err, out)
 	}
 	return nil
 }
 
+// stormQueue reads STORM_TXQUEUE: the shaped links' queue in packets
+// (realTxQueue by default); 0 for the earlier 100 ms of the rate.
+func stormQueue(t *testing.T) int {
+	t.Helper()
+	v := os.Getenv("STORM_TXQUEUE")
+	if v == "" {
+		return realTxQueue
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		t.Fatalf("STORM_TXQUEUE=%q: want packets (0: 100 ms of the rate)", v)
+	}
+	return n
+}
+
+// queueString says what the shaped queues hold, for the output.
+func queueString(packets int, sc bootstorm.Scale) string {
+	if packets == 0 {
+		return fmt.Sprintf("100 ms of the rate (%d frames at %.1f Mbit/s)", int(float64(sc.LinkBits())/8/10/mtuFrame), float64(sc.LinkBits())/1e6)
+	}
+	return fmt.Sprintf("%d frames, a real NIC's txqueuelen (%.0f ms at the scaled rate, %.0f ms at 1 Gbit/s)", packets,
+		float64(packets*mtuFrame*8)/float64(sc.LinkBits())*1e3, float64(packets*mtuFrame*8)/bootstorm.RealLinkBits*1e3)
+}
+
 // newStormNet builds the switch, the head's namespace and n nodes, and
 // deletes them all at the end of the test.
-func newStormNet(t *testing.T, n int, sc bootstorm.Scale) *stormNet {
+func newStormNet(t *testing.T, n int, sc bootstorm.Scale, queue int) *stormNet {
 	t.Helper()
 	ctx := context.Background()
 	mk := func(prefix string) *netns.NS {
@@ -126,7 +164,7 @@ func newStormNet(t *testing.T, n int, sc bootstorm.Scale) *stormNet {
 	if err := sn.sw.SetMaster(ctx, "h0", "br0"); err != nil {
 		t.Fatal(err)
 	}
-	if err := tbf(ctx, sn.head, "eth0", sc.LinkBits()); err != nil {
+	if err := tbf(ctx, sn.head, "eth0", sc.LinkBits(), queue); err != nil {
 		t.Fatal(err)
 	}
 	sn.nodes = make([]*bootstorm.Node, n)
@@ -138,7 +176,7 @@ func newStormNet(t *testing.T, n int, sc bootstorm.Scale) *stormNet {
 			func() error { return netns.AddVeth(ctx, ns, "eth0", sn.sw, port) },
 			func() error { return ns.IP(ctx, "link", "set", "eth0", "address", mac.String()) },
 			func() error { return sn.sw.SetMaster(ctx, port, "br0") },
-			func() error { return tbf(ctx, sn.sw, port, sc.LinkBits()) },
+			func() error { return tbf(ctx, sn.sw, port, sc.LinkBits(), queue) },
 		} {
 			if err := step(); err != nil {
 				t.Fatal(err)
@@ -168,11 +206,12 @@ func stormBootDir(t *testing.T, sc bootstorm.Scale) string {
 }
 
 // stormHeadProc starts the head in sn.head, serving the RAM root with
-// DHCP in server mode, on state (kept across restarts).
-func stormHeadProc(t *testing.T, sn *stormNet, bin, boot, state string) *testsupport.Proc {
+// DHCP in server mode, with the swarm boot on or off (nodes.swarm), on
+// state (kept across restarts).
+func stormHeadProc(t *testing.T, sn *stormNet, bin, boot, state string, swarmOn bool) *testsupport.Proc {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "cluster.toml")
-	if err := os.WriteFile(cfg, []byte("[nodes]\nroot = \"ram\"\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[nodes]\nroot = \"ram\"\nswarm = %t\n", swarmOn)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	head := testsupport.StartProc(t, testsupport.ProcSpec{What: "the head", NS: sn.head,
@@ -246,26 +285,50 @@ func stormLimit(n int, sc, img bootstorm.Scale) time.Duration {
 // stormRow is one line of the table.
 type stormRow struct {
 	n       int
+	swarm   bool
 	sum     bootstorm.Summary
 	cpu     time.Duration
 	peakKiB int64
 	sent    float64
+	// stats are the head's swarm figures (GET contract.SwarmPath).
+	stats swarm.Stats
 }
 
-// runStormRow builds the network for n nodes, starts a head, runs the
-// storm and tears it all down.
-// Links are at scale sc, the boot files at scale img.
-func runStormRow(t *testing.T, bin string, sc, img bootstorm.Scale, n int) stormRow {
-	var row stormRow
-	t.Run(fmt.Sprintf("N=%d", n), func(t *testing.T) {
+// swarmStats reads the head's swarm figures.
+func swarmStats(t *testing.T, sn *stormNet) swarm.Stats {
+	t.Helper()
+	out, err := sn.head.Command(context.Background(), "curl", "-sf", "http://"+stormHead+contract.SwarmPath).Output()
+	if err != nil {
+		t.Errorf("GET %s: %v", contract.SwarmPath, err)
+		return swarm.Stats{}
+	}
+	var st swarm.Stats
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Errorf("GET %s: %v: %s", contract.SwarmPath, err, out)
+	}
+	return st
+}
+
+// runStormRow builds the network for n nodes, starts a head with the
+// swarm on or off, runs the storm and tears it all down.
+// Links are at scale sc with queues of queue packets, the boot files at
+// scale img.
+func runStormRow(t *testing.T, bin string, sc, img bootstorm.Scale, queue, n int, swarmOn bool) stormRow {
+	row := stormRow{n: n, swarm: swarmOn}
+	name := fmt.Sprintf("N=%d/swarm=%t", n, swarmOn)
+	t.Run(name, func(t *testing.T) {
 		boot := stormBootDir(t, img)
-		sn := newStormNet(t, n, sc)
-		head := stormHeadProc(t, sn, bin, boot, t.TempDir())
+		sn := newStormNet(t, n, sc, queue)
+		for _, node := range sn.nodes {
+			node.LayerDir = t.TempDir()
+		}
+		head := stormHeadProc(t, sn, bin, boot, t.TempDir(), swarmOn)
 		tx0 := txBytes(t, sn.head, "eth0")
 		traces := storm(t, sn, stormLimit(n, sc, img))
 		sent := txBytes(t, sn.head, "eth0") - tx0
+		row.stats = swarmStats(t, sn)
 		cpu, _, peak := procTimes(t, head.Cmd.Process.Pid)
-		row = stormRow{n: n, sum: bootstorm.Summarize(traces), cpu: cpu, peakKiB: peak, sent: float64(sent)}
+		row.sum, row.cpu, row.peakKiB, row.sent = bootstorm.Summarize(traces), cpu, peak, float64(sent)
 		for _, e := range row.sum.FirstErrors {
 			t.Logf("a node's first error (its boot restarted): %s", e)
 		}
@@ -276,9 +339,27 @@ func runStormRow(t *testing.T, bin string, sc, img bootstorm.Scale, n int) storm
 	return row
 }
 
+// stormSwarmModes reads STORM_SWARM: "both" (default: each N with the
+// swarm off, then on), "off" or "on".
+func stormSwarmModes(t *testing.T) []bool {
+	t.Helper()
+	switch v := os.Getenv("STORM_SWARM"); v {
+	case "", "both":
+		return []bool{false, true}
+	case "off":
+		return []bool{false}
+	case "on":
+		return []bool{true}
+	default:
+		t.Fatalf("STORM_SWARM=%q: want both, off or on", v)
+		return nil
+	}
+}
+
 // TestBootStormBenchmark prints, for each N of STORM_N, the time until N
-// RAM-root nodes booted at once are all registered, against one node's and
-// against the physical limit of node1's link, with the head's CPU and
+// RAM-root nodes booted at once are all registered, with the swarm boot off
+// and on side by side, against one node's and against the physical limit
+// of node1's link, with what node1 and the peers sent, the head's CPU and
 // memory and the retransmits.
 func TestBootStormBenchmark(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -295,39 +376,50 @@ func TestBootStormBenchmark(t *testing.T) {
 	// quick run whose times are no longer real-scale; its ratios to the
 	// limit still say how close the storm gets to the link.
 	img := bootstorm.Scale{Factor: sc.Factor * envInt(t, "STORM_IMAGE_SCALE", 1)}
+	queue := stormQueue(t)
 	rows := stormRows(t)
+	modes := stormSwarmModes(t)
 	bin := buildBinary(t, t.TempDir())
-	single := runStormRow(t, bin, sc, img, 1)
+	single := runStormRow(t, bin, sc, img, queue, 1, false)
 	var table []stormRow
 	for _, n := range rows {
-		table = append(table, runStormRow(t, bin, sc, img, n))
+		for _, on := range modes {
+			table = append(table, runStormRow(t, bin, sc, img, queue, n, on))
+		}
 	}
-	fmt.Printf("\nBoot storm, RAM root (simulated nodes in namespaces on one bridge, real head process; issue 13)\n")
+	image := float64(img.ImageBytes())
+	fmt.Printf("\nBoot storm, RAM root, swarm boot off and on (simulated nodes in namespaces on one bridge, real head process; issue 13)\n")
 	fmt.Printf("  scale: %s\n", sc)
 	if img != sc {
 		fmt.Printf("  STORM_IMAGE_SCALE: the image is %.2f MB instead, at the same links: times are NOT real-scale (the transfers take 1/%d of theirs), and the ratios to the limit are pessimistic (DHCP, TFTP and registration weigh more)\n",
-			float64(img.ImageBytes())/1e6, img.Factor/sc.Factor)
+			image/1e6, img.Factor/sc.Factor)
 	}
+	fmt.Printf("  shaped links' queues: %s\n", queueString(queue, sc))
 	fmt.Printf("  shared root: skipped: %s\n", sharedRootSkip())
 	fmt.Printf("  one node alone: registered after %.1f s\n", single.sum.AllRegistered.Seconds())
-	fmt.Printf("  %5s %11s %9s %9s %9s %13s %9s %9s %16s %8s\n", "N", "all reg. s", "x single", "head CPU", "peak RSS", "node1 sent", "limit s", "x limit", "DHCP/TFTP retr.", "restarts")
+	fmt.Printf("  %5s %5s %11s %8s %8s %13s %13s %7s %7s %15s %8s %8s %8s %8s\n", "N", "swarm", "all reg. s", "x single", "x limit",
+		"node1 sent", "from peers", "redir.", "refused", "DHCP/TFTP retr.", "restarts", "limit s", "head CPU", "peak RSS")
 	for _, r := range append([]stormRow{single}, table...) {
 		limit := bootstorm.PhysicalLimit(r.n, img.ImageBytes(), sc.LinkBits())
-		all := "-"
-		ratio, xLimit := "-", "-"
+		all, ratio, xLimit := fmt.Sprintf("%d/%d reg.", r.sum.Registered, r.n), "-", "-"
 		if r.sum.AllRegistered > 0 {
 			all = fmt.Sprintf("%.1f", r.sum.AllRegistered.Seconds())
 			ratio = fmt.Sprintf("%.2f", r.sum.AllRegistered.Seconds()/single.sum.AllRegistered.Seconds())
 			xLimit = fmt.Sprintf("%.2f", r.sum.AllRegistered.Seconds()/limit.Seconds())
-		} else {
-			all = fmt.Sprintf("%d/%d reg.", r.sum.Registered, r.n)
 		}
-		fmt.Printf("  %5d %11s %9s %8.1fs %6d MiB %8.1f MB(%4.1fx image) %7.1f %9s %7d/%-3d (%d nodes) %5d\n",
-			r.n, all, ratio, r.cpu.Seconds(), r.peakKiB>>10,
-			r.sent/1e6, r.sent/float64(img.ImageBytes()), limit.Seconds(), xLimit,
-			r.sum.DHCPRetransmits, r.sum.TFTPRetransmits, r.sum.Retried, r.sum.Restarts)
+		on := "off"
+		if r.swarm {
+			on = "on"
+		}
+		fmt.Printf("  %5d %5s %11s %8s %8s %6.1f images %6.1f images %7d %7d %7d/%-7d %8d %8.1f %7.1fs %4d MiB\n",
+			r.n, on, all, ratio, xLimit, r.sent/image, float64(r.sum.PeerBytes)/image,
+			r.stats.Redirects, r.sum.LayerRefetches, r.sum.DHCPRetransmits, r.sum.TFTPRetransmits, r.sum.Restarts,
+			limit.Seconds(), r.cpu.Seconds(), r.peakKiB>>10)
 	}
-	fmt.Printf("  node1 sent: bytes out of node1's interface (scaled); limit: N x image bytes / node1's link rate\n")
+	fmt.Printf("  image: kernel + initrd + layers, %.2f MB at this scale (node1 serves kernel and initrd itself; only the layers, %.0f%% of the image, come from peers)\n",
+		image/1e6, 100*float64(img.Files()[contract.BaseLayer])/image)
+	fmt.Printf("  node1 sent: bytes out of node1's interface, in image copies; from peers: layer bytes the nodes got from peers (node1's redirects); refused: layer copies refused (checksum or broken transfer) and fetched again\n")
+	fmt.Printf("  limit: N x image bytes / node1's link rate; x limit: all reg. / limit\n")
 }
 
 // sharedRootSkip says why the table has no shared-root rows: the NFS read
@@ -347,7 +439,8 @@ func sharedRootSkip() string {
 // prints what that did to names and leases (issue 15). The links are the
 // storm table's (STORM_SCALE), the image much smaller (divided by
 // STORM_KILL_IMAGE_SCALE, default 10000, instead): what is measured here is
-// the head's state, not the link, and the storm need not last minutes.
+// the head's state, not the link, and the storm need not last minutes;
+// the swarm boot is off, that every layer comes from the head measured.
 func TestBootStormKillBenchmark(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
@@ -363,9 +456,9 @@ func TestBootStormKillBenchmark(t *testing.T) {
 	img := bootstorm.Scale{Factor: envInt(t, "STORM_KILL_IMAGE_SCALE", 10000)}
 	bin := buildBinary(t, t.TempDir())
 	boot := stormBootDir(t, img)
-	sn := newStormNet(t, n, sc)
+	sn := newStormNet(t, n, sc, stormQueue(t))
 	state := t.TempDir()
-	head := stormHeadProc(t, sn, bin, boot, state)
+	head := stormHeadProc(t, sn, bin, boot, state, false)
 
 	var mu sync.Mutex
 	leased := map[string]bool{}
@@ -399,7 +492,7 @@ func TestBootStormKillBenchmark(t *testing.T) {
 		}
 		<-head.Exited()
 		kills++
-		stormHeadProc(t, sn, bin, boot, state)
+		stormHeadProc(t, sn, bin, boot, state, false)
 		tr = <-traces
 	}
 
