@@ -309,7 +309,7 @@ func TestDetectInterface(t *testing.T) {
 		{Name: "wlan0", Ether: true, Physical: true, Wireless: true},
 		{Name: "veth0", Ether: true},
 	}
-	name, _, err := detectInterface(context.Background(), sys)
+	name, _, _, err := detectInterface(context.Background(), sys)
 	if err != nil || name != "enp3s0" {
 		t.Fatalf("detectInterface = %q, %v; want enp3s0", name, err)
 	}

@@ -202,10 +202,13 @@ func listMACs(links []Link) string {
 // At boot nothing has brought the wired interfaces up yet, and a link that is
 // down shows no carrier; so when none is connected, the physical wired ones
 // are brought up (no address is set) and given a few seconds to see one.
-func detectInterface(ctx context.Context, sys System) (name, why string, err error) {
+//
+// facts are what the head learnt of each candidate when there were several
+// (nil otherwise): planNAT waits on those where a DHCP server answered.
+func detectInterface(ctx context.Context, sys System) (name, why string, facts []ifaceFacts, err error) {
 	links, err := sys.Links()
 	if err != nil {
-		return "", "", fmt.Errorf("listing network interfaces: %w", err)
+		return "", "", nil, fmt.Errorf("listing network interfaces: %w", err)
 	}
 	ok, _ := candidates(links)
 	if len(ok) == 0 {
@@ -221,7 +224,7 @@ func detectInterface(ctx context.Context, sys System) (name, why string, err err
 			for range 10 {
 				time.Sleep(500 * time.Millisecond)
 				if links, err = sys.Links(); err != nil {
-					return "", "", fmt.Errorf("listing network interfaces: %w", err)
+					return "", "", nil, fmt.Errorf("listing network interfaces: %w", err)
 				}
 				if ok, _ = candidates(links); len(ok) > 0 {
 					break
@@ -232,15 +235,16 @@ func detectInterface(ctx context.Context, sys System) (name, why string, err err
 	switch len(ok) {
 	case 0:
 		_, err := chooseInterface(links)
-		return "", "", err
+		return "", "", nil, err
 	case 1:
-		return ok[0], "the only connected wired interface", nil
+		return ok[0], "the only connected wired interface", nil, nil
 	}
-	facts, err := gatherFacts(ctx, sys, ok)
+	facts, err = gatherFacts(ctx, sys, ok)
 	if err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
-	return chooseQuiet(facts)
+	name, why, err = chooseQuiet(facts)
+	return name, why, facts, err
 }
 
 // gatherFacts probes every candidate for another DHCP server at once (a

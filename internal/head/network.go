@@ -86,7 +86,17 @@ type netPlan struct {
 	dns    []netip.Addr
 	// warning is what the plan could not do, for the status.
 	warning string
+	// pendingUplinks are the other interfaces where a DHCP server answered
+	// node1's probe but no default route goes yet: the system's own DHCP
+	// client may still be taking its lease there (planNAT waits for it).
+	pendingUplinks []string
 }
+
+// uplinkWait bounds planNAT's wait for a default route on a pending
+// uplink. At boot, udev may show a second card after the head started
+// (a slow driver, firmware to load, a loaded machine), and its DHCP client
+// then takes a few seconds more.
+var uplinkWait = 45 * time.Second
 
 // subnet is the cluster network.
 func (p netPlan) subnet() netip.Prefix { return p.addr.Masked() }
@@ -159,7 +169,13 @@ func (h *Head) planNetwork(ctx context.Context) (netPlan, error) {
 	case o.Interface != "":
 		p.iface, p.ifaceWhy, err = h.chosenInterface(o.Interface, InputInterface, "configured ("+o.Interface+")")
 	default:
-		p.iface, p.ifaceWhy, err = detectInterface(ctx, h.sys)
+		var facts []ifaceFacts
+		p.iface, p.ifaceWhy, facts, err = detectInterface(ctx, h.sys)
+		for _, f := range facts {
+			if f.name != p.iface && f.server.IsValid() && !f.route {
+				p.pendingUplinks = append(p.pendingUplinks, f.name)
+			}
+		}
 	}
 	if err != nil {
 		return p, err
@@ -365,7 +381,7 @@ func (h *Head) planNAT(ctx context.Context, p *netPlan) error {
 		// The LAN's DHCP server gives the nodes their router and DNS.
 		p.router, p.dns = netip.Addr{}, nil
 	}
-	routes, err := h.sys.DefaultRoutes()
+	routes, err := h.uplinkRoutes(ctx, p)
 	if err != nil {
 		return fmt.Errorf("reading the routing table: %w", err)
 	}
@@ -400,6 +416,38 @@ func (h *Head) planNAT(ctx context.Context, p *netPlan) error {
 	}
 	h.log.Info("the nodes reach the outside through node1", "out", p.nat.Out, "why", p.nat.Why, "router", p.router, "dns", p.dns)
 	return nil
+}
+
+// uplinkRoutes returns node1's default routes. When none goes out of a
+// pending uplink (p.pendingUplinks) and NAT is not off, it first waits up
+// to uplinkWait for the system's DHCP client to put one there, so that the
+// way out is not decided before the uplink's lease came.
+func (h *Head) uplinkRoutes(ctx context.Context, p *netPlan) ([]uplink.Route, error) {
+	routes, err := h.sys.DefaultRoutes()
+	if err != nil || len(p.pendingUplinks) == 0 || h.opts.NAT == uplink.ModeOff {
+		return routes, err
+	}
+	onPending := func(rs []uplink.Route) bool {
+		return slices.ContainsFunc(rs, func(r uplink.Route) bool { return slices.Contains(p.pendingUplinks, r.Interface) })
+	}
+	if onPending(routes) {
+		return routes, nil
+	}
+	h.log.Info("waiting for a default route on an interface where a DHCP server answered (the system's DHCP client may still be taking its lease)",
+		"interfaces", p.pendingUplinks, "limit", uplinkWait)
+	deadline := time.Now().Add(uplinkWait)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return routes, ctx.Err()
+		case <-time.After(time.Second / 2):
+		}
+		if routes, err = h.sys.DefaultRoutes(); err != nil || onPending(routes) {
+			return routes, err
+		}
+	}
+	h.log.Warn("no default route came on the interfaces where a DHCP server answered", "interfaces", p.pendingUplinks, "waited", uplinkWait)
+	return routes, nil
 }
 
 // claimInterface writes contract.InterfaceFile: the image's ifupdown hook

@@ -390,7 +390,7 @@ func TestDetectAmongSeveral(t *testing.T) {
 	sys.links = []Link{{Name: "lo", Loopback: true, Up: true}, card("enp1s0", 2), card("enp2s0", 3)}
 	sys.servers["enp1s0"] = netip.MustParseAddr("192.168.1.1")
 	sys.routes = []uplink.Route{{Interface: "enp1s0", Gateway: netip.MustParseAddr("192.168.1.1")}}
-	name, why, err := detectInterface(context.Background(), sys)
+	name, why, _, err := detectInterface(context.Background(), sys)
 	if err != nil || name != "enp2s0" || !strings.Contains(why, "no other DHCP server") {
 		t.Errorf("detectInterface = %q, %q, %v", name, why, err)
 	}
@@ -399,7 +399,7 @@ func TestDetectAmongSeveral(t *testing.T) {
 	}
 	// Both quiet: the head refuses.
 	sys.servers, sys.routes = map[string]netip.Addr{}, nil
-	if _, _, err := detectInterface(context.Background(), sys); err == nil || !strings.Contains(err.Error(), "look alike") {
+	if _, _, _, err := detectInterface(context.Background(), sys); err == nil || !strings.Contains(err.Error(), "look alike") {
 		t.Errorf("two quiet cards: %v", err)
 	}
 }
@@ -633,5 +633,35 @@ func TestNetworkFile(t *testing.T) {
 	h.publishNetwork(context.Background(), false)
 	if slices.Contains(sys.calls(), "banner") {
 		t.Error("an unchanged status refreshed the banner")
+	}
+}
+
+// A second card where a DHCP server answered node1's probe but whose lease
+// (and default route) the system's DHCP client has not taken yet: planNAT
+// waits for the route rather than decide "no uplink" (as under a loaded
+// boot, where udev showed the card after the head started). With no route
+// coming, it gives up after uplinkWait and says so in the plan.
+func TestPlanNATWaitsForUplink(t *testing.T) {
+	old := uplinkWait
+	uplinkWait = 3 * time.Second
+	t.Cleanup(func() { uplinkWait = old })
+	for _, comes := range []bool{true, false} {
+		h, sys, _ := netHead(t)
+		p := netPlan{iface: "eth0", addr: netip.MustParsePrefix("10.99.0.1/24"), source: srcDefault, mode: dhcp.ModeServer,
+			pendingUplinks: []string{"enp0s3"}}
+		if comes {
+			go func() {
+				time.Sleep(time.Second)
+				sys.AddDefaultRoute(context.Background(), "enp0s3", netip.MustParseAddr("172.30.0.1"))
+			}()
+		}
+		start := time.Now()
+		must(t, h.planNAT(context.Background(), &p))
+		switch {
+		case comes && (p.nat.Out != "enp0s3" || p.router != netip.MustParseAddr("10.99.0.1")):
+			t.Errorf("the uplink's route came after %s: nat %+v, router %v; want NAT out of enp0s3", time.Since(start), p.nat, p.router)
+		case !comes && p.nat.On():
+			t.Errorf("no route came: nat %+v after %s; want no NAT", p.nat, time.Since(start))
+		}
 	}
 }
