@@ -54,7 +54,11 @@ type UpOptions struct {
 	// Later of the Nodes (the last ones) are made but left off: Up does
 	// not start them or wait for them, and Start powers each on, for tests
 	// that boot nodes one after another.
-	Later         int
+	Later int
+	// OneByOne powers the nodes on one after another, each once the one
+	// before it joined, as people switch on a room's PCs down a row:
+	// with the swarm, each node can fetch its layers from the ones up.
+	OneByOne      bool
 	Accel         string // "tcg" (default) or "kvm"
 	MemoryMiB     int    // node1's memory; default 2048
 	NodeMemoryMiB int    // each node's; default 1536
@@ -466,6 +470,8 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 		return c, nil
 	}
 	var machines []*Machine
+	nctx, ncancel := context.WithTimeout(ctx, o.BootTimeout)
+	defer ncancel()
 	for i := range c.VMs {
 		v := &c.VMs[i]
 		if v.Role != RoleNode || i > o.Nodes-o.Later {
@@ -475,10 +481,14 @@ func Up(ctx context.Context, o UpOptions) (*Cluster, error) {
 		if err != nil {
 			return c, c.upFailed(err)
 		}
+		if o.OneByOne {
+			if err := c.waitNodes(nctx, []*Machine{m}, progress); err != nil {
+				return c, c.upFailed(err)
+			}
+			continue
+		}
 		machines = append(machines, m)
 	}
-	nctx, ncancel := context.WithTimeout(ctx, o.BootTimeout)
-	defer ncancel()
 	if err := c.waitNodes(nctx, machines, progress); err != nil {
 		return c, c.upFailed(err)
 	}

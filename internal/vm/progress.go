@@ -140,8 +140,14 @@ func (c *Cluster) waitNodes(ctx context.Context, machines []*Machine, w io.Write
 		defer mu.Unlock()
 		fmt.Fprintf(w, format+"\n", args...)
 	}
+	if len(machines) == 0 {
+		return nil
+	}
 	st := newStatusWatch(c, head, say)
-	go st.run(ctx)
+	// The watch ends with this call: Up may call it once per node.
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go st.run(wctx)
 
 	errs := make([]error, len(machines))
 	var restartMu sync.Mutex // startVM saves the cluster's state file

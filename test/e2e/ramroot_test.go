@@ -27,8 +27,9 @@ import (
 // ~/pvm3/bin/$PVM_ARCH, which every node sees through the shared /home.
 const pvmTask = "#!/bin/sh\necho \"task on $(hostname)\"\n"
 
-// TestRAMRootPVM boots node1 from the bookworm RAM-root image and two nodes
-// that fetch the image into their RAM, once, and checks as steps: they
+// TestRAMRootPVM boots node1 from the bookworm RAM-root image and two nodes,
+// powered on one after another, that fetch the image into their RAM, once,
+// the second from the first (the swarm), and checks as steps: they
 // join, run from RAM with node1's /home over NFS (exported to the subnet
 // only), the cluster files reach them through their agents, SSH and MPI
 // work across them, and PVM adds every node and spawns a task on a remote
@@ -55,7 +56,7 @@ func TestRAMRootPVM(t *testing.T) {
 		out, _ := ramImg.get(st)
 		var err error
 		c, err = upCluster(t, ctx, vm.UpOptions{Name: "e2e-ram", ISO: filepath.Join(out, imagebuild.ISOName),
-			Nodes: 3, Later: 1, MemoryMiB: 2048, NodeMemoryMiB: 2048, CPUs: 1, Display: true})
+			Nodes: 3, Later: 1, OneByOne: true, MemoryMiB: 2048, NodeMemoryMiB: 2048, CPUs: 1, Display: true})
 		if err != nil {
 			st.Fatalf("vm up: %v", err)
 		}
@@ -294,6 +295,11 @@ func checkSwarm(t *testing.T, ctx context.Context, c vcluster, others []string) 
 	t.Logf("node1's swarm before the third node: %+v", before)
 	if !before.On {
 		t.Fatal("the swarm is off on node1 (nodes.swarm is on by default)")
+	}
+	// The nodes were powered on one after another (vm.UpOptions.OneByOne):
+	// the second fetched its layers while the first was up.
+	if before.FromPeers[contract.BaseLayer] < 1 {
+		t.Errorf("the second node, powered on after the first joined, did not get %s from a peer: %+v", contract.BaseLayer, before)
 	}
 	// The peer node1 offers first: among idle peers, the one that served
 	// the fewest bytes, then the lowest address (swarm.Broker.Choose).
