@@ -316,30 +316,32 @@ func (dl Dialer) measureLink(ctx context.Context, addr, token string, d time.Dur
 // received, in Mbit/s, timed up to its count of the bytes: what was still
 // in flight is counted in time as in bytes.
 func (dl Dialer) send(ctx context.Context, addr, token string, d time.Duration) (float64, error) {
-	pc, err := dl.probe(ctx, addr, token)
-	if err != nil {
-		return 0, err
-	}
-	defer pc.Close()
-	pc.c.SetDeadline(time.Now().Add(ProbeTimeout + d))
-	start := time.Now()
-	if err := json.NewEncoder(pc.c).Encode(request{Token: token, Op: "sink", NS: int64(d)}); err != nil {
-		return 0, err
-	}
-	source(pc.c, d)
-	if err := pc.c.(*net.TCPConn).CloseWrite(); err != nil {
-		return 0, err
-	}
-	resp, err := pc.read()
-	if err != nil {
-		return 0, err
-	}
-	return mbit(resp.Bytes, time.Since(start)), nil
+	return dl.stream(ctx, addr, token, "sink", d, func(pc *ProbeClient) (int64, error) {
+		source(pc.c, d)
+		if err := pc.c.(*net.TCPConn).CloseWrite(); err != nil {
+			return 0, err
+		}
+		resp, err := pc.read()
+		return resp.Bytes, err
+	})
 }
 
 // receive has the probe at addr stream for d and returns the rate, in
 // Mbit/s.
 func (dl Dialer) receive(ctx context.Context, addr, token string, d time.Duration) (float64, error) {
+	return dl.stream(ctx, addr, token, "source", d, func(pc *ProbeClient) (int64, error) {
+		n, err := io.Copy(io.Discard, pc.r)
+		if err != nil {
+			return 0, fmt.Errorf("probe at %s: %w", addr, err)
+		}
+		return n, nil
+	})
+}
+
+// stream asks the probe at addr for op ("sink" or "source") for d, lets
+// move carry the bytes and count them, and returns the rate in Mbit/s from
+// the request to move's end.
+func (dl Dialer) stream(ctx context.Context, addr, token, op string, d time.Duration, move func(*ProbeClient) (int64, error)) (float64, error) {
 	pc, err := dl.probe(ctx, addr, token)
 	if err != nil {
 		return 0, err
@@ -347,12 +349,12 @@ func (dl Dialer) receive(ctx context.Context, addr, token string, d time.Duratio
 	defer pc.Close()
 	pc.c.SetDeadline(time.Now().Add(ProbeTimeout + d))
 	start := time.Now()
-	if err := json.NewEncoder(pc.c).Encode(request{Token: token, Op: "source", NS: int64(d)}); err != nil {
+	if err := json.NewEncoder(pc.c).Encode(request{Token: token, Op: op, NS: int64(d)}); err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(io.Discard, pc.r)
+	n, err := move(pc)
 	if err != nil {
-		return 0, fmt.Errorf("probe at %s: %w", addr, err)
+		return 0, err
 	}
 	return mbit(n, time.Since(start)), nil
 }
