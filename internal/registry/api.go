@@ -284,6 +284,11 @@ func (a *api) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set(GenerationHeader, strconv.FormatUint(a.reg.Generation(), 10))
+	if a.trust != nil {
+		// A node whose certificate is from another CA (node1's was
+		// damaged and made anew) sees it here, and registers again.
+		w.Header().Set(sshtrust.CAHeader, a.trust.Fingerprint())
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
