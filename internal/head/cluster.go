@@ -57,6 +57,10 @@ func (h *Head) setupCluster() error {
 	if err != nil {
 		return fmt.Errorf("SSH CA in %s: %w", o.StateDir, err)
 	}
+	if kept, cause := ca.Damaged(); kept != "" {
+		h.log.Error("SSH CA key was damaged: set aside, and a new CA made; node1's host certificate and the known hosts now name the new CA, and running nodes register again for new host certificates when their heartbeat answer shows it",
+			"file", filepath.Join(o.StateDir, contract.CAKeyFile), "kept_as", kept, "err", cause, "new_ca", ca.Fingerprint())
+	}
 	root := o.ClusterRoot
 	if h.machineRoot() {
 		if ok, err := h.sys.OverlayNFSExport(); o.Root == contract.RootShared && err == nil && !ok {
