@@ -2,11 +2,14 @@ package head
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,7 +17,10 @@ import (
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/httpguard"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/bootfs"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/httpboot"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
 )
 
 // The head's HTTP server is the one under internal/httpguard's limits
@@ -48,10 +54,53 @@ func TestHeadCutsTricklingAPIBody(t *testing.T) {
 		t.Fatalf("the head did not answer a stalled body (reached the test's guard): %v", err)
 	}
 	msg, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(msg), "timeout") {
-		t.Errorf("answer %d %q, want 400 naming the timeout", resp.StatusCode, msg)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(msg), "did not arrive in time") {
+		t.Errorf("answer %d %q, want 408 saying the body came too slowly", resp.StatusCode, msg)
 	}
 	if ns := reg.Nodes(); len(ns) != 0 {
 		t.Errorf("a cut-off registration registered %v", ns)
+	}
+}
+
+// A node that asks for an image layer and then reads nothing is cut off
+// by the head: through the boot handler's own writer (which keeps
+// sendfile), the download ends with less than the layer sent, instead of
+// holding the connection for ever.
+func TestHeadCutsStalledDownload(t *testing.T) {
+	const size = 256 << 20 // more than loopback's socket buffers hold
+	bootDir := t.TempDir()
+	f, err := os.Create(filepath.Join(bootDir, contract.BaseLayer))
+	must(t, err)
+	must(t, f.Truncate(size))
+	f.Close()
+	files, err := bootfs.New([]string{bootDir})
+	must(t, err)
+	var logs syncbuf.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	boot, err := httpboot.NewHandler(httpboot.Config{Netboot: files, Logger: log,
+		Script: func(net.HardwareAddr, netip.Addr) (string, error) { return "", httpboot.ErrUnknownNode }})
+	must(t, err)
+	h := &Head{log: log, handler: boot}
+	srv := h.httpServer(httpguard.Limits{Stall: 300 * time.Millisecond})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	must(t, err)
+	defer c.Close()
+	fmt.Fprintf(c, "GET %s%s HTTP/1.1\r\nHost: head\r\n\r\n", contract.NetbootPath, contract.BaseLayer)
+	// The boot handler logs each request when it ends: wait for that
+	// line, reading nothing meanwhile.
+	waitFor(t, "the stalled download to end", func() bool { return strings.Contains(logs.String(), contract.BaseLayer) })
+	t.Logf("%s", logs.String())
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	got, err := io.Copy(io.Discard, c)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the head left the stalled connection open")
+	}
+	if got >= size {
+		t.Errorf("the stalled client still got %d bytes, the whole layer", got)
 	}
 }
