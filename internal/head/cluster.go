@@ -61,6 +61,10 @@ func (h *Head) setupCluster() error {
 		h.log.Error("SSH CA key was damaged: set aside, and a new CA made; node1's host certificate and the known hosts now name the new CA, and running nodes register again for new host certificates when their heartbeat answer shows it",
 			"file", filepath.Join(o.StateDir, contract.CAKeyFile), "kept_as", kept, "err", cause, "new_ca", ca.Fingerprint())
 	}
+	if kept := ca.PubRepaired(); kept != "" {
+		h.log.Warn("SSH CA public key file did not match the CA key: set aside, and written again from the key; the CA is unchanged",
+			"file", filepath.Join(o.StateDir, contract.CAKeyFile+".pub"), "kept_as", kept, "ca", ca.Fingerprint())
+	}
 	root := o.ClusterRoot
 	if h.machineRoot() {
 		if ok, err := h.sys.OverlayNFSExport(); o.Root == contract.RootShared && err == nil && !ok {

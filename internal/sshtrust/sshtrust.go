@@ -61,6 +61,9 @@ type CA struct {
 	// and made a new one (Damaged).
 	keptAs string
 	damage error
+	// pubKept: the key was good but its .pub was not; set aside there, and
+	// made again (PubRepaired).
+	pubKept string
 }
 
 // OpenCA loads the CA key from dir, or makes it on first use. The key is
@@ -102,7 +105,21 @@ func OpenCA(dir string) (*CA, error) {
 				return nil, err
 			}
 		}
-		return &CA{signer: signer}, nil
+		ca := &CA{signer: signer}
+		// The public half is what doctor checks certificates against: one
+		// lost or damaged is made again from the key (a damaged one kept).
+		if pub, err := os.ReadFile(path + ".pub"); err != nil || Fingerprint(string(pub)) != ca.Fingerprint() {
+			if err == nil {
+				if ca.pubKept, err = atomicfile.SetAside(path+".pub", time.Now()); err != nil {
+					return nil, err
+				}
+			}
+			line := ca.PublicKey() + " " + caKeyComment + "\n"
+			if err := writeAtomic(path+".pub", []byte(line), 0o644, -1, -1); err != nil {
+				return nil, fmt.Errorf("SSH CA public key: %w", err)
+			}
+		}
+		return ca, nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("SSH CA key: %w", err)
 	}
@@ -121,6 +138,13 @@ func OpenCA(dir string) (*CA, error) {
 // it did not.
 func (ca *CA) Damaged() (keptAs string, cause error) {
 	return ca.keptAs, ca.damage
+}
+
+// PubRepaired reports where OpenCA set aside a public key file that did not
+// match the (good) CA key before making it again; "" if it did not. The CA
+// is the same, so no certificate changes.
+func (ca *CA) PubRepaired() string {
+	return ca.pubKept
 }
 
 // CAHeader carries the CA's Fingerprint on the head's heartbeat answers,

@@ -110,6 +110,46 @@ func TestDamagedCA(t *testing.T) {
 	}
 }
 
+// A good CA key beside a damaged or missing .pub keeps the CA; the .pub is
+// made again from the key (a damaged one kept), so doctor checks
+// certificates against the right key.
+func TestDamagedCAPub(t *testing.T) {
+	dir := t.TempDir()
+	ca := mustCA(t, dir)
+	pubFile := filepath.Join(dir, CAKeyFile+".pub")
+	for name, bad := range map[string][]byte{"truncated": []byte("ssh-ed25519 AAAAC3Nza"), "missing": nil} {
+		t.Run(name, func(t *testing.T) {
+			if bad == nil {
+				os.Remove(pubFile)
+			} else if err := os.WriteFile(pubFile, bad, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			again := mustCA(t, dir)
+			if again.PublicKey() != ca.PublicKey() {
+				t.Fatal("a damaged .pub changed the CA")
+			}
+			if k, c := again.Damaged(); k != "" || c != nil {
+				t.Errorf("Damaged() = %q, %v; the key is good", k, c)
+			}
+			if got, err := os.ReadFile(pubFile); err != nil || Fingerprint(string(got)) != ca.Fingerprint() {
+				t.Errorf("%s after the repair: %q, %v", pubFile, got, err)
+			}
+			kept := again.PubRepaired()
+			switch {
+			case bad == nil && kept != "":
+				t.Errorf("a missing .pub reported as kept at %s", kept)
+			case bad != nil:
+				if got, _ := os.ReadFile(kept); !bytes.Equal(got, bad) {
+					t.Errorf("the damaged .pub kept at %q holds %q, want %q", kept, got, bad)
+				}
+			}
+			if mustCA(t, dir).PubRepaired() != "" {
+				t.Error("a reopen repaired a good .pub")
+			}
+		})
+	}
+}
+
 // A CA key that cannot be read is an error, not a reason for a new CA.
 func TestUnreadableCA(t *testing.T) {
 	dir := t.TempDir()
