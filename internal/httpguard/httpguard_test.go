@@ -186,11 +186,11 @@ func TestSlowMovingDownloadCompletes(t *testing.T) {
 		size  = 16 << 20
 		piece = 32 << 10
 		pause = 10 * time.Millisecond
-		stall = time.Second
+		stall = 2 * time.Second
 	)
 	// By construction the client takes at least size/piece pauses,
-	// 512 x 10 ms = 5 s, five Stalls; a Chunk (8 pieces) takes about
-	// 80 ms of them.
+	// 512 x 10 ms = 5 s, two and a half Stalls; a Chunk (8 pieces) takes
+	// about 80 ms of them, a 25-fold margin for a loaded machine.
 	done := make(chan int64, 1)
 	addr := serve(t, Limits{Stall: stall}, fileHandler(bigFile(t, size), done))
 	resp, err := http.Get("http://" + addr + "/layer.squashfs")
