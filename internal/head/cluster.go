@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -74,8 +75,15 @@ func (h *Head) setupCluster() error {
 			return optionError(InputStateDir, err)
 		}
 	}
-	marked := map[string]time.Time{} // onChange runs one call at a time
+	// The registry calls onChange from its saver, one call at a time, but
+	// setupCluster also calls it below, when the saver may be running
+	// (node1's own registration started it): changeMu keeps the two apart,
+	// and marked and the cluster files with them.
+	var changeMu sync.Mutex
+	marked := map[string]time.Time{}
 	onChange := func(ns []registry.Node) {
+		changeMu.Lock()
+		defer changeMu.Unlock()
 		h.setHolders(ns)
 		h.markRegistered(ns, marked)
 		if h.exports != nil {
