@@ -409,8 +409,18 @@ func (a *agent) heartbeats(ctx context.Context, interval time.Duration) {
 		if err != nil {
 			a.log.Debug("reading load", "err", err)
 		}
-		gen, err := a.c.Heartbeat(ctx, a.req.MAC, stats)
+		gen, caFP, err := a.c.HeartbeatCA(ctx, a.req.MAC, stats)
 		switch {
+		case err == nil && a.caChanged(caFP):
+			// node1 made a new CA (its key was damaged): this node's host
+			// certificate and known hosts name the old one, so ssh to and
+			// from it would fail verification until it registers again.
+			a.log.Warn("the head's SSH CA changed; registering again for a new host certificate", "ca", caFP)
+			if _, err := a.register(ctx); err != nil {
+				return
+			}
+			a.syncClusterFiles(ctx, 0)
+			failing = ""
 		case err == nil:
 			a.syncClusterFiles(ctx, gen)
 			if failing != "" {
@@ -432,6 +442,14 @@ func (a *agent) heartbeats(ctx context.Context, interval time.Duration) {
 			}
 		}
 	}
+}
+
+// caChanged reports whether the CA fingerprint of a heartbeat answer is
+// not that of the CA this node registered under. A head that sends none,
+// or a registration that got no CA (no host key to sign), is no change:
+// registering again would not get one either.
+func (a *agent) caChanged(fp string) bool {
+	return fp != "" && a.ca != "" && sshtrust.Fingerprint(a.ca) != fp
 }
 
 // writeAtomic replaces path atomically: sshd must never read half a

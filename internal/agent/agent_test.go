@@ -335,6 +335,67 @@ func TestRunWritesClusterFiles(t *testing.T) {
 	}
 }
 
+// TestRunFollowsNewCA: the head keeps knowing the node (its registry is
+// intact) but has a new SSH CA, as after its CA key was found damaged and
+// made anew. The heartbeat answer names the new CA, and the agent
+// registers again: a certificate from the new CA, sshd reloaded, and the
+// known hosts trust the new CA. Under the old CA the heartbeats change
+// nothing.
+func TestRunFollowsNewCA(t *testing.T) {
+	h := newHead(t, 100*time.Millisecond)
+	runDir, root := t.TempDir(), t.TempDir()
+	const mac = "52:54:00:ab:cd:2d"
+	var caChanges atomic.Int32
+	var logBuf syncbuf.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			HeadURL: h.srv.URL, Token: token, Interval: 100 * time.Millisecond, RunDir: runDir,
+			Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MAC: mac, IP: "10.99.0.45",
+			ClusterFilesRoot: root, Subnet: netip.MustParsePrefix("10.99.0.0/24"),
+			CAChanged: func(context.Context) { caChanges.Add(1) },
+		})
+	}()
+	knownHosts := func() string {
+		b, _ := os.ReadFile(filepath.Join(root, sshtrust.KnownHostsPath))
+		return string(b)
+	}
+	oldCA := h.ca
+	waitFor(t, "the first certificate", func() bool { return certSignedBy(runDir, oldCA) })
+	waitFor(t, "the known hosts", func() bool { return strings.Contains(knownHosts(), oldCA.PublicKey()) })
+	registered := func() time.Time { n, _ := findNode(h.reg, mac); return n.Registered }
+	first := registered()
+	// Heartbeats under the same CA: no registration again.
+	waitFor(t, "heartbeats", func() bool { n, _ := findNode(h.reg, mac); return n.UptimeSec > 0 })
+	if got := registered(); !got.Equal(first) || caChanges.Load() != 0 {
+		t.Fatalf("registered again under the same CA (%v -> %v, %d CA changes)", first, got, caChanges.Load())
+	}
+
+	newCA := h.newCA(t)
+	waitFor(t, "the new certificate", func() bool { return certSignedBy(runDir, newCA) })
+	checkCert(t, runDir, newCA, "node45")
+	waitFor(t, "sshd reloaded", func() bool { return caChanges.Load() > 0 })
+	waitFor(t, "the known hosts of the new CA", func() bool { return strings.Contains(knownHosts(), newCA.PublicKey()) })
+	if strings.Contains(knownHosts(), oldCA.PublicKey()) {
+		t.Errorf("the known hosts still trust the old CA:\n%s", knownHosts())
+	}
+	if n, ok := findNode(h.reg, mac); !ok || n.Name != "node45" {
+		t.Errorf("after the new CA the node is %+v (%v), want node45", n, ok)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if caChanges.Load() != 1 {
+		t.Errorf("CAChanged called %d times, want 1", caChanges.Load())
+	}
+	if !strings.Contains(logBuf.String(), "the head's SSH CA changed; registering again") {
+		t.Errorf("log does not say why the agent registered again:\n%s", logBuf.String())
+	}
+}
+
 // checkCert checks the certificate the agent wrote: for the host key it
 // made, signed by ca, for name.
 func checkCert(t *testing.T, runDir string, ca *sshtrust.CA, name string) {

@@ -6,7 +6,10 @@ package head
 // cluster token. The ports are read from the namespace's socket tables
 // (/proc/net), the routes from the head's own route table (routeTable) and
 // the node API's (registry.Routes): a port or route without a rule fails
-// the test. docs/architecture.md's threat model has the same table.
+// the test. It does so in server mode, then again in proxy mode, which
+// adds UDP 4011, and runs the agent's swarm layer server (TCP 7079) at its
+// real port against its read-only rule. docs/architecture.md's threat
+// model has the same table.
 
 import (
 	"bytes"
@@ -17,9 +20,12 @@ import (
 	"go/token"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,16 +34,50 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
+	"github.com/clusterdebian/clusterdebian/internal/swarm"
 )
 
-// headPorts is the access rule of each socket the head listens on as a
-// DHCP server, as "proto address:port" (the head at nsHead). In proxy mode
-// it also opens UDP 4011 (the PXE boot server), open by protocol like 67.
+// headPorts is the access rule of each socket the head opens, in any DHCP
+// mode, as "proto address:port" (the head at nsHead). Which of them a head
+// opens depends on its mode (Listeners, which TestListenersMatchAudit ties
+// to this table); the audit checks a real head in server and in proxy
+// mode.
 var headPorts = map[string]string{
-	"udp 0.0.0.0:67":        "DHCP: open by protocol; leases addresses and names boot files, nothing secret",
-	"udp " + nsHead + ":69": "TFTP: open, read-only (boot loaders, GRUB's configuration; no token)",
+	"udp 0.0.0.0:67": "DHCP (server and proxy mode): open by protocol; leases addresses (server mode) and names boot files, nothing secret. " +
+		"An exchange admits that MAC, at the address it was given or asked for, to its own boot script (route " + contract.ScriptPathPrefix + ": booted machines only)",
+	"udp 0.0.0.0:4011": "PXE boot server (proxy mode only): open by protocol like 67; answers a PXE client's boot-server REQUEST with its boot file, " +
+		"and admits that MAC at that address to its boot script like 67; no address, no token",
+	"udp " + nsHead + ":69": "TFTP: open, read-only (boot loaders, GRUB's configuration; no token); writes refused",
 	"tcp " + nsHead + ":80": "HTTP: per route (routeTable)",
 	"tcp 127.0.0.1:80":      "HTTP on loopback: the same routes, for the status page on node1",
+}
+
+// checkPorts holds the sockets open in this namespace to the head's port
+// table for its DHCP mode (Listeners) and to an access rule each (headPorts).
+func checkPorts(t *testing.T, mode dhcp.Mode) {
+	t.Helper()
+	want := map[string]Listener{}
+	for _, l := range Listeners(mode, netip.MustParseAddr(nsHead), DefaultHTTPPort) {
+		want[l.String()] = l
+	}
+	seen := map[string]bool{}
+	for _, s := range listening(t) {
+		seen[s] = true
+		rule, ok := headPorts[s]
+		switch {
+		case !ok:
+			t.Errorf("the head (DHCP %s) listens on %s, which has no access rule (headPorts, docs/architecture.md)", mode, s)
+			continue
+		case want[s].Proto == "":
+			t.Errorf("the head (DHCP %s) listens on %s, which Listeners does not name for that mode (doctor would miss it)", mode, s)
+		}
+		t.Logf("%-22s %s", s, rule)
+	}
+	for s, l := range want {
+		if !seen[s] && !l.Optional {
+			t.Errorf("Listeners names %s (%s) for DHCP %s, which the head does not open", s, l.What, mode)
+		}
+	}
 }
 
 func TestHeadAccessAudit(t *testing.T) {
@@ -70,7 +110,7 @@ func listening(t *testing.T) []string {
 // auditChild is TestHeadAccessAudit inside the head's namespace.
 func auditChild(t *testing.T, env []string) {
 	clientNS := env[0]
-	h, _, root, _ := startRoomHead(t, func(o *Options) {
+	h, _, root, stopHead := startRoomHead(t, func(o *Options) {
 		// The RAM root, whose swarm adds the layer route.
 		must(t, os.WriteFile(filepath.Join(o.BootDir, contract.BaseLayer), []byte("the base layer\n"), 0o644))
 		o.Root = contract.RootRAM
@@ -80,23 +120,7 @@ func auditChild(t *testing.T, env []string) {
 	token := h.token
 	base := "http://" + h.Addr().String()
 
-	t.Run("ports", func(t *testing.T) {
-		seen := map[string]bool{}
-		for _, s := range listening(t) {
-			seen[s] = true
-			rule, ok := headPorts[s]
-			if !ok {
-				t.Errorf("the head listens on %s, which has no access rule (headPorts, docs/architecture.md)", s)
-				continue
-			}
-			t.Logf("%-22s %s", s, rule)
-		}
-		for s := range headPorts {
-			if !seen[s] {
-				t.Errorf("headPorts has %s, which the head does not open: remove it", s)
-			}
-		}
-	})
+	t.Run("ports", func(t *testing.T) { checkPorts(t, dhcp.ModeServer) })
 
 	// do sends a request to the head; tok "" sends no Authorization.
 	do := func(method, path, tok string, body any) (int, string) {
@@ -278,6 +302,83 @@ func auditChild(t *testing.T, env []string) {
 				t.Errorf("route %q has no access rule", rt.name)
 			}
 		})
+	}
+
+	// The same head in proxy mode (beside a LAN's DHCP server) opens UDP
+	// 4011 too.
+	t.Run("ports in proxy mode", func(t *testing.T) {
+		stopHead()
+		startRoomHead(t, func(o *Options) {
+			o.DHCP = dhcp.ModeProxy
+			o.Address = netip.PrefixFrom(netip.MustParseAddr(nsHead), nsSubnet.Bits())
+			o.Logger = slog.New(slog.NewTextHandler(&testLog{t: t}, nil))
+		})
+		checkPorts(t, dhcp.ModeProxy)
+	})
+
+	t.Run("agent swarm port", func(t *testing.T) { auditSwarmPort(t) })
+}
+
+// auditSwarmPort runs the agent's layer server (what a RAM-root node with
+// the swarm on opens, agentPorts) at its real address, and holds it to its
+// rule: the port is contract.SwarmPort; without any token, GET and HEAD of
+// a verified layer are served, anything else is 404 and every other method
+// 405, and nothing changes the layer.
+func auditSwarmPort(t *testing.T) {
+	dir := t.TempDir()
+	layer := []byte("a verified layer\n")
+	must(t, os.WriteFile(filepath.Join(dir, contract.BaseLayer), layer, 0o644))
+	const unverified = "02-other.squashfs"
+	must(t, os.WriteFile(filepath.Join(dir, unverified), []byte("not verified\n"), 0o644))
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- swarm.Serve(ctx, swarm.ListenAddr, &swarm.Server{Dir: dir, Layers: []string{contract.BaseLayer}, Logger: slog.New(slog.NewTextHandler(&testLog{t: t}, nil))})
+	}()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("swarm.Serve: %v", err)
+		}
+	}()
+	port := uint16(contract.SwarmPort)
+	waitFor(t, "the swarm port", func() bool {
+		ls, err := Listening()
+		return err == nil && slices.ContainsFunc(ls, func(l Listener) bool { return l.Proto == "tcp" && l.Addr.Port() == port })
+	})
+	t.Logf("tcp %d: %s", port, agentPorts["../agent/swarm.go"])
+	if !strings.Contains(agentPorts["../agent/swarm.go"], "TCP "+strconv.Itoa(contract.SwarmPort)+" ") {
+		t.Errorf("agentPorts' rule does not name the port %d", contract.SwarmPort)
+	}
+	base := "http://" + net.JoinHostPort(nsHead, strconv.Itoa(contract.SwarmPort))
+	req := func(method, path string) (int, string) {
+		t.Helper()
+		r, err := http.NewRequest(method, base+path, strings.NewReader("overwrite"))
+		must(t, err)
+		resp, err := http.DefaultClient.Do(r)
+		must(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if c, b := req(http.MethodGet, "/"+contract.BaseLayer); c != http.StatusOK || b != string(layer) {
+		t.Errorf("GET of the verified layer without a token: %d %q", c, b)
+	}
+	if c, _ := req(http.MethodHead, "/"+contract.BaseLayer); c != http.StatusOK {
+		t.Errorf("HEAD of the verified layer: %d", c)
+	}
+	for _, path := range []string{"/" + unverified, "/", "/" + contract.TokenFile, "/../" + filepath.Base(dir) + "/" + contract.BaseLayer, "/api/v1/nodes"} {
+		if c, _ := req(http.MethodGet, path); c != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", path, c)
+		}
+	}
+	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch} {
+		if c, _ := req(m, "/"+contract.BaseLayer); c != http.StatusMethodNotAllowed {
+			t.Errorf("%s of the layer: %d, want 405 (read-only)", m, c)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, contract.BaseLayer)); string(got) != string(layer) {
+		t.Errorf("the layer changed: %q", got)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -57,6 +58,14 @@ func (h *Head) setupCluster() error {
 	if err != nil {
 		return fmt.Errorf("SSH CA in %s: %w", o.StateDir, err)
 	}
+	if kept, cause := ca.Damaged(); kept != "" {
+		h.log.Error("SSH CA key was damaged: set aside, and a new CA made; node1's host certificate and the known hosts now name the new CA, and running nodes register again for new host certificates when their heartbeat answer shows it",
+			"file", filepath.Join(o.StateDir, contract.CAKeyFile), "kept_as", kept, "err", cause, "new_ca", ca.Fingerprint())
+	}
+	if kept := ca.PubRepaired(); kept != "" {
+		h.log.Warn("SSH CA public key file did not match the CA key: set aside, and written again from the key; the CA is unchanged",
+			"file", filepath.Join(o.StateDir, contract.CAKeyFile+".pub"), "kept_as", kept, "ca", ca.Fingerprint())
+	}
 	root := o.ClusterRoot
 	if h.machineRoot() {
 		if ok, err := h.sys.OverlayNFSExport(); o.Root == contract.RootShared && err == nil && !ok {
@@ -66,8 +75,15 @@ func (h *Head) setupCluster() error {
 			return optionError(InputStateDir, err)
 		}
 	}
-	marked := map[string]time.Time{} // onChange runs one call at a time
+	// The registry calls onChange from its saver, one call at a time, but
+	// setupCluster also calls it below, when the saver may be running
+	// (node1's own registration started it): changeMu keeps the two apart,
+	// and marked and the cluster files with them.
+	var changeMu sync.Mutex
+	marked := map[string]time.Time{}
 	onChange := func(ns []registry.Node) {
+		changeMu.Lock()
+		defer changeMu.Unlock()
 		h.setHolders(ns)
 		h.markRegistered(ns, marked)
 		if h.exports != nil {

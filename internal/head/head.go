@@ -44,6 +44,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/agent"
 	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/httpguard"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootfs"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
@@ -516,11 +517,7 @@ func (h *Head) Serve(ctx context.Context) error {
 	} else {
 		listeners = append(listeners, lo)
 	}
-	srv := &http.Server{
-		Handler:           h.routes(),
-		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
-	}
+	srv := h.httpServer(httpguard.Limits{})
 
 	var wg sync.WaitGroup
 	var once sync.Once
@@ -571,6 +568,13 @@ func (h *Head) Serve(ctx context.Context) error {
 	wg.Wait()
 	h.log.Info("head stopped")
 	return first
+}
+
+// httpServer is the boot and API server, under limits that keep a slow
+// or stalled client from holding a connection (internal/httpguard) while
+// a slow but moving layer download runs to its end.
+func (h *Head) httpServer(l httpguard.Limits) *http.Server {
+	return l.Server(h.routes(), slog.NewLogLogger(h.log.Handler(), slog.LevelWarn))
 }
 
 // tftpClose releases the TFTP socket that tftp.New bound when Serve fails

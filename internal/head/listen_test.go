@@ -11,17 +11,18 @@ import (
 // doctor checks node1 against) to the access rules of TestHeadAccessAudit
 // (headPorts), which checks a real head's sockets: the three must agree.
 func TestListenersMatchAudit(t *testing.T) {
-	ls := Listeners(dhcp.ModeServer, netip.MustParseAddr(nsHead), 80)
 	got := map[string]bool{}
-	for _, l := range ls {
-		got[l.String()] = true
-		if _, ok := headPorts[l.String()]; !ok {
-			t.Errorf("Listeners has %s (%s), which headPorts has no access rule for", l, l.What)
+	for _, mode := range []dhcp.Mode{dhcp.ModeServer, dhcp.ModeProxy, dhcp.ModeOff} {
+		for _, l := range Listeners(mode, netip.MustParseAddr(nsHead), 80) {
+			got[l.String()] = true
+			if _, ok := headPorts[l.String()]; !ok {
+				t.Errorf("Listeners(%s) has %s (%s), which headPorts has no access rule for", mode, l, l.What)
+			}
 		}
 	}
 	for s := range headPorts {
 		if !got[s] {
-			t.Errorf("headPorts has %s, which Listeners lacks", s)
+			t.Errorf("headPorts has %s, which Listeners lacks in every mode", s)
 		}
 	}
 	proxy := Listeners(dhcp.ModeProxy, netip.MustParseAddr(nsHead), 8080)

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 
@@ -284,6 +285,11 @@ func (a *api) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set(GenerationHeader, strconv.FormatUint(a.reg.Generation(), 10))
+	if a.trust != nil {
+		// A node whose certificate is from another CA (node1's was
+		// damaged and made anew) sees it here, and registers again.
+		w.Header().Set(sshtrust.CAHeader, a.trust.Fingerprint())
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -338,7 +344,7 @@ func (a *api) regError(w http.ResponseWriter, err error, what, mac string) bool 
 }
 
 // decode reads one JSON value of at most maxBody bytes into v, answering
-// 413 or 400 itself when it cannot. Anything after the value but white
+// 413, 408 (the body's deadline passed) or 400 itself when it cannot. Anything after the value but white
 // space is refused too: a body that is not exactly one request was not
 // written by a Client.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -351,9 +357,14 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		switch {
+		case errors.As(err, &tooBig):
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody))
-		} else {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The server's body deadline (internal/httpguard): the client
+			// sent its headers, then too little of its body.
+			writeError(w, http.StatusRequestTimeout, "the request body did not arrive in time")
+		default:
 			writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
 		}
 		return false

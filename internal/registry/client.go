@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 )
 
 // MaxAnswer bounds what Client reads of an answer. The node list is the
@@ -114,11 +116,19 @@ func (c *Client) Register(ctx context.Context, req RegisterRequest) (RegisterRes
 // that does not send it). A head that does not know the node answers an
 // error that matches ErrUnknownNode.
 func (c *Client) Heartbeat(ctx context.Context, mac string, s Stats) (uint64, error) {
+	gen, _, err := c.HeartbeatCA(ctx, mac, s)
+	return gen, err
+}
+
+// HeartbeatCA is Heartbeat, and also returns the fingerprint of the head's
+// SSH CA (sshtrust.CAHeader; "" from a head that signs no certificates or
+// does not send it).
+func (c *Client) HeartbeatCA(ctx context.Context, mac string, s Stats) (gen uint64, caFingerprint string, err error) {
 	h, _, err := c.do(ctx, http.MethodPost, PathHeartbeat, HeartbeatRequest{MAC: mac, Stats: s})
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	return generation(h), nil
+	return generation(h), h.Get(sshtrust.CAHeader), nil
 }
 
 // leaveTries is how many times Leave asks.

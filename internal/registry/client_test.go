@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
 )
 
 // The client against the real API: each call, and the errors it decodes.
@@ -37,6 +39,10 @@ func TestClientAgainstAPI(t *testing.T) {
 	gen, err := c.Heartbeat(ctx, "52:54:00:00:00:05", Stats{Load1: 1.5})
 	if err != nil || gen != e.reg.Generation() || gen == 0 {
 		t.Errorf("Heartbeat = %d, %v; registry generation %d", gen, err, e.reg.Generation())
+	}
+	// The heartbeat answer names the CA, as the registration did.
+	if _, fp, err := c.HeartbeatCA(ctx, "52:54:00:00:00:05", Stats{Load1: 1.5}); err != nil || fp == "" || fp != sshtrust.Fingerprint(resp.SSHCAPublicKey) {
+		t.Errorf("HeartbeatCA = %q, %v; want the fingerprint of %s", fp, err, resp.SSHCAPublicKey)
 	}
 	nodes, listGen, err := c.Nodes(ctx)
 	if err != nil || len(nodes) != 1 || nodes[0].Name != "node5" || nodes[0].Load1 != 1.5 || listGen != gen {

@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterdebian/clusterdebian/internal/atomicfile"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/markedblock"
 
@@ -56,19 +57,47 @@ const (
 // CA is the cluster's SSH certificate authority.
 type CA struct {
 	signer ssh.Signer
+	// keptAs and damage: OpenCA found the key damaged, set it aside there
+	// and made a new one (Damaged).
+	keptAs string
+	damage error
+	// pubKept: the key was good but its .pub was not; set aside there, and
+	// made again (PubRepaired).
+	pubKept string
 }
 
 // OpenCA loads the CA key from dir, or makes it on first use. The key is
 // kept (mode 0600) so that a restarted head signs with the same CA and the
 // certificates nodes already hold stay valid.
+//
+// A key file that does not parse (truncated, overwritten) is renamed to
+// <path>.corrupt-<UTC time> (atomicfile.SetAside), its .pub beside it
+// likewise, and a new CA made, so the head starts rather than failing at
+// every restart; Damaged says so. Certificates signed by the old CA are no
+// longer trusted: nodes need new ones (the head's heartbeat answers carry
+// the CA's fingerprint, CAHeader, and agents register again when it
+// changes). Only a key that cannot be read, or set aside, is an error.
 func OpenCA(dir string) (*CA, error) {
 	path := filepath.Join(dir, CAKeyFile)
 	data, err := os.ReadFile(path)
+	var keptAs string
+	var damage error
 	switch {
 	case err == nil:
 		signer, err := ssh.ParsePrivateKey(data)
 		if err != nil {
-			return nil, fmt.Errorf("SSH CA key %s is damaged (%v); delete it to make a new one (nodes then need to re-register)", path, err)
+			damage = err
+			if keptAs, err = atomicfile.SetAside(path, time.Now()); err != nil {
+				return nil, fmt.Errorf("SSH CA key %s is damaged (%v), and it cannot be set aside: %w", path, damage, err)
+			}
+			// The public half goes with it: it names the lost key, for
+			// whoever looks into what happened.
+			if _, err := os.Lstat(path + ".pub"); err == nil {
+				if err := os.Rename(path+".pub", keptAs+".pub"); err != nil {
+					return nil, fmt.Errorf("SSH CA key %s is damaged (%v), and its public half cannot be set aside: %w", path, damage, err)
+				}
+			}
+			break
 		}
 		// A CA key others can read lets them forge host certificates.
 		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
@@ -76,7 +105,21 @@ func OpenCA(dir string) (*CA, error) {
 				return nil, err
 			}
 		}
-		return &CA{signer: signer}, nil
+		ca := &CA{signer: signer}
+		// The public half is what doctor checks certificates against: one
+		// lost or damaged is made again from the key (a damaged one kept).
+		if pub, err := os.ReadFile(path + ".pub"); err != nil || Fingerprint(string(pub)) != ca.Fingerprint() {
+			if err == nil {
+				if ca.pubKept, err = atomicfile.SetAside(path+".pub", time.Now()); err != nil {
+					return nil, err
+				}
+			}
+			line := ca.PublicKey() + " " + caKeyComment + "\n"
+			if err := writeAtomic(path+".pub", []byte(line), 0o644, -1, -1); err != nil {
+				return nil, fmt.Errorf("SSH CA public key: %w", err)
+			}
+		}
+		return ca, nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("SSH CA key: %w", err)
 	}
@@ -87,7 +130,41 @@ func OpenCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("SSH CA key: %w", err)
 	}
-	return &CA{signer: signer}, nil
+	return &CA{signer: signer, keptAs: keptAs, damage: damage}, nil
+}
+
+// Damaged reports whether OpenCA found the key damaged and made a new CA:
+// the path the bad key was renamed to, and the parse error; "" and nil if
+// it did not.
+func (ca *CA) Damaged() (keptAs string, cause error) {
+	return ca.keptAs, ca.damage
+}
+
+// PubRepaired reports where OpenCA set aside a public key file that did not
+// match the (good) CA key before making it again; "" if it did not. The CA
+// is the same, so no certificate changes.
+func (ca *CA) PubRepaired() string {
+	return ca.pubKept
+}
+
+// CAHeader carries the CA's Fingerprint on the head's heartbeat answers,
+// so that an agent whose certificate is from another CA registers again.
+const CAHeader = "Clusterdebian-SSH-CA"
+
+// Fingerprint is the CA public key's SHA256 fingerprint ("SHA256:...").
+func (ca *CA) Fingerprint() string {
+	return ssh.FingerprintSHA256(ca.signer.PublicKey())
+}
+
+// Fingerprint returns the SHA256 fingerprint of a public key in
+// authorized_keys format (what the head sends as the CA's), "" if it does
+// not parse.
+func Fingerprint(pub string) string {
+	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pub))
+	if err != nil {
+		return ""
+	}
+	return ssh.FingerprintSHA256(k)
 }
 
 // PublicKey returns the CA's public key in authorized_keys format, without

@@ -50,12 +50,114 @@ func TestCAPersists(t *testing.T) {
 	}
 }
 
+// A damaged CA key (truncated, or garbage) does not stop the head: it is
+// set aside with its public half, byte for byte, and a new CA made, which
+// Damaged reports, and which a reopen keeps.
 func TestDamagedCA(t *testing.T) {
+	good := t.TempDir()
+	orig := mustCA(t, good)
+	key, err := os.ReadFile(filepath.Join(good, CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, bad := range map[string][]byte{
+		"truncated": key[:len(key)/2],
+		"garbage":   []byte("garbage\x00\xff not a key\n"),
+		"empty":     {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, CAKeyFile)
+			if err := os.WriteFile(path, bad, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			oldPub := []byte(orig.PublicKey() + " " + caKeyComment + "\n")
+			if err := os.WriteFile(path+".pub", oldPub, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ca, err := OpenCA(dir)
+			if err != nil {
+				t.Fatalf("a %s CA key stops the head: %v", name, err)
+			}
+			kept, cause := ca.Damaged()
+			if kept == "" || cause == nil {
+				t.Fatalf("Damaged() = %q, %v; want where the key went and why", kept, cause)
+			}
+			if !strings.HasPrefix(kept, path+".corrupt-") {
+				t.Errorf("kept as %s, want %s.corrupt-<time>", kept, path)
+			}
+			if got, _ := os.ReadFile(kept); !bytes.Equal(got, bad) {
+				t.Errorf("%s holds %q, want the bad key %q", kept, got, bad)
+			}
+			if got, _ := os.ReadFile(kept + ".pub"); !bytes.Equal(got, oldPub) {
+				t.Errorf("%s.pub holds %q, want the old public half", kept, got)
+			}
+			if ca.PublicKey() == orig.PublicKey() {
+				t.Error("the new CA has the old key")
+			}
+			pub, err := os.ReadFile(path + ".pub")
+			if err != nil || Fingerprint(string(pub)) != ca.Fingerprint() {
+				t.Errorf("%s.pub (%v) is not the new CA's public key %s", path, err, ca.PublicKey())
+			}
+			again := mustCA(t, dir)
+			if again.PublicKey() != ca.PublicKey() {
+				t.Error("a reopen did not keep the new CA")
+			}
+			if k, c := again.Damaged(); k != "" || c != nil {
+				t.Errorf("a reopen of the new CA reports damage: %q, %v", k, c)
+			}
+		})
+	}
+}
+
+// A good CA key beside a damaged or missing .pub keeps the CA; the .pub is
+// made again from the key (a damaged one kept), so doctor checks
+// certificates against the right key.
+func TestDamagedCAPub(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, CAKeyFile), []byte("garbage"), 0o600)
-	_, err := OpenCA(dir)
-	if err == nil || !strings.Contains(err.Error(), "delete it") {
-		t.Fatalf("err = %v, want a hint to delete the damaged key", err)
+	ca := mustCA(t, dir)
+	pubFile := filepath.Join(dir, CAKeyFile+".pub")
+	for name, bad := range map[string][]byte{"truncated": []byte("ssh-ed25519 AAAAC3Nza"), "missing": nil} {
+		t.Run(name, func(t *testing.T) {
+			if bad == nil {
+				os.Remove(pubFile)
+			} else if err := os.WriteFile(pubFile, bad, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			again := mustCA(t, dir)
+			if again.PublicKey() != ca.PublicKey() {
+				t.Fatal("a damaged .pub changed the CA")
+			}
+			if k, c := again.Damaged(); k != "" || c != nil {
+				t.Errorf("Damaged() = %q, %v; the key is good", k, c)
+			}
+			if got, err := os.ReadFile(pubFile); err != nil || Fingerprint(string(got)) != ca.Fingerprint() {
+				t.Errorf("%s after the repair: %q, %v", pubFile, got, err)
+			}
+			kept := again.PubRepaired()
+			switch {
+			case bad == nil && kept != "":
+				t.Errorf("a missing .pub reported as kept at %s", kept)
+			case bad != nil:
+				if got, _ := os.ReadFile(kept); !bytes.Equal(got, bad) {
+					t.Errorf("the damaged .pub kept at %q holds %q, want %q", kept, got, bad)
+				}
+			}
+			if mustCA(t, dir).PubRepaired() != "" {
+				t.Error("a reopen repaired a good .pub")
+			}
+		})
+	}
+}
+
+// A CA key that cannot be read is an error, not a reason for a new CA.
+func TestUnreadableCA(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, CAKeyFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenCA(dir); err == nil {
+		t.Fatal("OpenCA made a CA beside a key path it cannot read")
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
+	"github.com/clusterdebian/clusterdebian/internal/httpguard"
 )
 
 // Verified reads the initrd's list of verified layers
@@ -100,7 +101,9 @@ func Serve(ctx context.Context, addr string, s *Server) error {
 	if err != nil {
 		return fmt.Errorf("swarm: %w", err)
 	}
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 30 * time.Second}
+	// A peer that stalls must not hold a node's layer server: the
+	// progress bounds cut it off, a slow but moving one is served.
+	srv := httpguard.Limits{}.Server(s, nil)
 	go func() {
 		<-ctx.Done()
 		srv.Close()
