@@ -300,10 +300,12 @@ func lanChild(t *testing.T, env []string) {
 		!strings.HasPrefix(n.Summary, "proxyDHCP on "+lanNet+" beside the DHCP server "+lanServerIP+" (it answered node1 and leased it "+head+")") {
 		t.Errorf("GET /api/v1/network: %+v", n)
 	}
-	data, err := os.ReadFile(filepath.Join(root, "run/clusterdebian/network.json"))
-	if err != nil || !strings.Contains(string(data), `"address": "`+head+`"`) {
-		t.Errorf("network.json: %v\n%s", err, data)
-	}
+	// The head writes network.json from its status loop, after it serves.
+	var data []byte
+	waitFor(t, "network.json to name node1's address "+head, func() bool {
+		data, _ = os.ReadFile(filepath.Join(root, "run/clusterdebian/network.json"))
+		return strings.Contains(string(data), `"address": "`+head+`"`)
+	})
 	// As any machine on the LAN: its address with the lease's lifetime,
 	// its router and DNS server.
 	addrs, err := exec.Command("ip", "-4", "addr", "show", "dev", "eth0").Output()
