@@ -18,23 +18,18 @@ package head
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
-	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/netns"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
-	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -111,43 +106,12 @@ func fillUp(t *testing.T, dir string) string {
 // faultsChild is TestHeadDamagedState inside the head's namespace.
 func faultsChild(t *testing.T, env []string) {
 	clientNS := env[0]
-	dir, root, stateDir, sys := roomMachine(t)
-	must(t, os.MkdirAll(filepath.Join(dir, "ipxe"), 0o755))
-	var logs syncbuf.Buffer
-	since := 0 // where the current start's log begins
-	opts := Options{
-		Subnet:      nsSubnet,
-		DHCP:        dhcp.ModeServer,
-		BootDir:     filepath.Join(dir, "boot"),
-		StateDir:    stateDir,
-		IPXEDir:     filepath.Join(dir, "ipxe"),
-		ClusterRoot: root,
-		Logger:      slog.New(slog.NewTextHandler(io.MultiWriter(&testLog{t: t}, &logs), nil)),
-		System:      sys,
-	}
+	r := newRestartable(t)
+	stateDir := r.stateDir
 	leases := filepath.Join(stateDir, contract.LeasesFile)
 	nodes := filepath.Join(stateDir, contract.RegistryFile)
 	tokenFile := filepath.Join(stateDir, contract.TokenFile)
-
-	// start starts the head and returns its stop. New must succeed
-	// whatever the state folder holds.
-	start := func(t *testing.T, what string) (h *Head, stop func()) {
-		t.Helper()
-		since = len(logs.String())
-		ctx, cancel := context.WithCancel(context.Background())
-		h, err := New(ctx, opts)
-		if err != nil {
-			cancel()
-			t.Fatalf("%s: the head does not start: %v", what, err)
-		}
-		served := make(chan error, 1)
-		go func() { served <- h.Serve(ctx) }()
-		var once sync.Once
-		stop = func() { once.Do(func() { awaitEnd(t, cancel, served, "Serve") }) }
-		t.Cleanup(stop)
-		waitUDP(t, 67, served)
-		return h, stop
-	}
+	start := r.start
 	token := func() string {
 		b, err := os.ReadFile(tokenFile)
 		must(t, err)
@@ -191,7 +155,7 @@ func faultsChild(t *testing.T, env []string) {
 	logSays := func(what string, parts ...string) {
 		t.Helper()
 		for _, p := range parts {
-			if !strings.Contains(logs.String()[since:], p) {
+			if !strings.Contains(r.log(), p) {
 				t.Errorf("%s: the head's log does not say %q", what, p)
 			}
 		}

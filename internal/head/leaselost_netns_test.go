@@ -16,21 +16,16 @@ package head
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
-	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
-	"github.com/clusterdebian/clusterdebian/internal/syncbuf"
 )
 
 func TestHeadLeaseFileLost(t *testing.T) {
@@ -48,38 +43,10 @@ func TestHeadLeaseFileLost(t *testing.T) {
 // leaseLostChild is TestHeadLeaseFileLost inside the head's namespace.
 func leaseLostChild(t *testing.T, env []string) {
 	clientNS := env[0]
-	dir, root, stateDir, sys := roomMachine(t)
-	must(t, os.MkdirAll(filepath.Join(dir, "ipxe"), 0o755))
-	var logs syncbuf.Buffer
-	since := 0
-	opts := Options{
-		Subnet:      nsSubnet,
-		DHCP:        dhcp.ModeServer,
-		BootDir:     filepath.Join(dir, "boot"),
-		StateDir:    stateDir,
-		IPXEDir:     filepath.Join(dir, "ipxe"),
-		ClusterRoot: root,
-		Logger:      slog.New(slog.NewTextHandler(io.MultiWriter(&testLog{t: t}, &logs), nil)),
-		System:      sys,
-	}
+	r := newRestartable(t)
+	stateDir := r.stateDir
 	leases := filepath.Join(stateDir, contract.LeasesFile)
-	start := func(t *testing.T) (*Head, func()) {
-		t.Helper()
-		since = len(logs.String())
-		ctx, cancel := context.WithCancel(context.Background())
-		h, err := New(ctx, opts)
-		if err != nil {
-			cancel()
-			t.Fatalf("the head does not start: %v", err)
-		}
-		served := make(chan error, 1)
-		go func() { served <- h.Serve(ctx) }()
-		var once sync.Once
-		stop := func() { once.Do(func() { awaitEnd(t, cancel, served, "Serve") }) }
-		t.Cleanup(stop)
-		waitUDP(t, 67, served)
-		return h, stop
-	}
+	start := func(t *testing.T) (*Head, func()) { t.Helper(); return r.start(t, "start") }
 	nameOf := func(ip string) string {
 		return wantPrefix + strconv.Itoa(int(netip.MustParseAddr(ip).As4()[3]))
 	}
@@ -140,8 +107,8 @@ func leaseLostChild(t *testing.T, env []string) {
 			must(t, tc.lose())
 			h, stop := start(t)
 			defer stop()
-			if !strings.Contains(logs.String()[since:], "leases rebuilt from the node registry") {
-				t.Errorf("the head's log does not say it rebuilt the leases:\n%s", logs.String()[since:])
+			if !strings.Contains(r.log(), "leases rebuilt from the node registry") {
+				t.Errorf("the head's log does not say it rebuilt the leases:\n%s", r.log())
 			}
 			// New machines, the first asking for a node's address by
 			// name: none gets a running node's address.

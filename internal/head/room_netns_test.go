@@ -156,6 +156,56 @@ func roomMachine(t *testing.T) (dir, root, stateDir string, sys *fakeSystem) {
 	return dir, root, stateDir, sys
 }
 
+// restartable is a head in server mode on nsSubnet, in a room machine's
+// folders (roomMachine), that a test starts, stops and starts again on
+// the same state folder, reading what each start logged.
+type restartable struct {
+	stateDir string
+	opts     Options
+	logs     syncbuf.Buffer
+	since    int // where the current start's log begins
+}
+
+func newRestartable(t *testing.T) *restartable {
+	dir, root, stateDir, sys := roomMachine(t)
+	must(t, os.MkdirAll(filepath.Join(dir, "ipxe"), 0o755))
+	r := &restartable{stateDir: stateDir}
+	r.opts = Options{
+		Subnet:      nsSubnet,
+		DHCP:        dhcp.ModeServer,
+		BootDir:     filepath.Join(dir, "boot"),
+		StateDir:    stateDir,
+		IPXEDir:     filepath.Join(dir, "ipxe"),
+		ClusterRoot: root,
+		Logger:      slog.New(slog.NewTextHandler(io.MultiWriter(&testLog{t: t}, &r.logs), nil)),
+		System:      sys,
+	}
+	return r
+}
+
+// start starts the head and returns it with its stop, which the test's
+// cleanup calls too. New must succeed whatever the state folder holds.
+func (r *restartable) start(t *testing.T, what string) (*Head, func()) {
+	t.Helper()
+	r.since = len(r.logs.String())
+	ctx, cancel := context.WithCancel(context.Background())
+	h, err := New(ctx, r.opts)
+	if err != nil {
+		cancel()
+		t.Fatalf("%s: the head does not start: %v", what, err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- h.Serve(ctx) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { awaitEnd(t, cancel, served, "Serve") }) }
+	t.Cleanup(stop)
+	waitUDP(t, 67, served)
+	return h, stop
+}
+
+// log is what the head logged since its last start.
+func (r *restartable) log() string { return r.logs.String()[r.since:] }
+
 // awaitEnd cancels a head's context and waits for what (the name of the
 // call: Serve, Run) to send its result on done.
 func awaitEnd(t *testing.T, cancel context.CancelFunc, done <-chan error, what string) {
