@@ -64,15 +64,21 @@ func (f *fakeHMP) serve(t *testing.T, sock string) {
 	}()
 }
 
-func TestMonitorTypeAndScreendump(t *testing.T) {
+// fakeMachine is a machine whose monitor socket, in its folder dir, is
+// served by f.
+func fakeMachine(t *testing.T) (dir string, f *fakeHMP, m *Machine) {
 	dir, err := os.MkdirTemp("", "cdvm") // short: unix socket paths are limited
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	f := &fakeHMP{}
+	f = &fakeHMP{}
 	f.serve(t, filepath.Join(dir, MonitorSocket))
-	m := &Machine{Spec: Spec{Dir: dir}}
+	return dir, f, &Machine{Spec: Spec{Dir: dir}}
+}
+
+func TestMonitorTypeAndScreendump(t *testing.T) {
+	dir, f, m := fakeMachine(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -143,14 +149,7 @@ func TestSysRqKeys(t *testing.T) {
 }
 
 func TestMonitorSysRq(t *testing.T) {
-	dir, err := os.MkdirTemp("", "cdvm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	f := &fakeHMP{}
-	f.serve(t, filepath.Join(dir, MonitorSocket))
-	m := &Machine{Spec: Spec{Dir: dir}}
+	_, f, m := fakeMachine(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := m.SysRq(ctx, "hw"); err != nil {
