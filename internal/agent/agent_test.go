@@ -219,23 +219,41 @@ func findNode(reg *registry.Registry, mac string) (registry.Node, bool) {
 	return registry.Node{}, false
 }
 
+// agentRun is an agent that startAgent runs.
+type agentRun struct {
+	log       syncbuf.Buffer
+	caChanges atomic.Int32 // calls of CAChanged (sshd reloads)
+	cancel    context.CancelFunc
+	done      chan error
+}
+
+// startAgent runs Run with o, logging to the run's log and counting
+// CAChanged calls, until stop or the test's end.
+func startAgent(t *testing.T, o Options) *agentRun {
+	a := &agentRun{done: make(chan error, 1)}
+	o.Logger = slog.New(slog.NewTextHandler(&a.log, nil))
+	o.CAChanged = func(context.Context) { a.caChanges.Add(1) }
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	t.Cleanup(cancel)
+	go func() { a.done <- Run(ctx, o) }()
+	return a
+}
+
+// stop ends the agent and returns what Run returned.
+func (a *agentRun) stop() error {
+	a.cancel()
+	return <-a.done
+}
+
 func TestRun(t *testing.T) {
 	h := newHead(t, 200*time.Millisecond)
 	ready := notifySocket(t, filepath.Join(t.TempDir(), "notify"))
 	runDir := t.TempDir()
 	const mac = "52:54:00:ab:cd:2a"
-	var caChanges atomic.Int32
-	var logBuf syncbuf.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{
-			HeadURL: h.srv.URL, Token: token, Interval: 200 * time.Millisecond, RunDir: runDir,
-			Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MAC: mac, IP: "10.99.0.42",
-			CAChanged: func(context.Context) { caChanges.Add(1) },
-		})
-	}()
+	a := startAgent(t, Options{HeadURL: h.srv.URL, Token: token, Interval: 200 * time.Millisecond, RunDir: runDir,
+		MAC: mac, IP: "10.99.0.42"})
+	caChanges, logBuf := &a.caChanges, &a.log
 
 	// READY=1 comes once registered and the certificate is in place.
 	if msg := <-ready; !strings.HasPrefix(msg, "READY=1\n") || !strings.Contains(msg, "node42") {
@@ -266,8 +284,7 @@ func TestRun(t *testing.T) {
 		t.Errorf("CAChanged called %d times, want 1", caChanges.Load())
 	}
 
-	cancel()
-	if err := <-done; err != nil {
+	if err := a.stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 	if _, ok := findNode(h.reg, mac); ok {
@@ -345,19 +362,9 @@ func TestRunFollowsNewCA(t *testing.T) {
 	h := newHead(t, 100*time.Millisecond)
 	runDir, root := t.TempDir(), t.TempDir()
 	const mac = "52:54:00:ab:cd:2d"
-	var caChanges atomic.Int32
-	var logBuf syncbuf.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{
-			HeadURL: h.srv.URL, Token: token, Interval: 100 * time.Millisecond, RunDir: runDir,
-			Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MAC: mac, IP: "10.99.0.45",
-			ClusterFilesRoot: root, Subnet: netip.MustParsePrefix("10.99.0.0/24"),
-			CAChanged: func(context.Context) { caChanges.Add(1) },
-		})
-	}()
+	a := startAgent(t, Options{HeadURL: h.srv.URL, Token: token, Interval: 100 * time.Millisecond, RunDir: runDir,
+		MAC: mac, IP: "10.99.0.45", ClusterFilesRoot: root, Subnet: netip.MustParsePrefix("10.99.0.0/24")})
+	caChanges, logBuf := &a.caChanges, &a.log
 	knownHosts := func() string {
 		b, _ := os.ReadFile(filepath.Join(root, sshtrust.KnownHostsPath))
 		return string(b)
@@ -384,8 +391,7 @@ func TestRunFollowsNewCA(t *testing.T) {
 	if n, ok := findNode(h.reg, mac); !ok || n.Name != "node45" {
 		t.Errorf("after the new CA the node is %+v (%v), want node45", n, ok)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := a.stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 	if caChanges.Load() != 1 {

@@ -34,14 +34,7 @@ func TestHeadCutsTricklingAPIBody(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	const token = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	h := &Head{log: log, handler: http.NotFoundHandler(), cluster: &cluster{reg: reg, api: registry.NewAPI(reg, token, nil, log)}}
-	srv := h.httpServer(httpguard.Limits{Body: 300 * time.Millisecond})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-
-	c, err := net.Dial("tcp", ln.Addr().String())
-	must(t, err)
+	c := dialGuarded(t, h, httpguard.Limits{Body: 300 * time.Millisecond})
 	defer c.Close()
 	body := `{"mac":"52:54:00:00:00:07","ip":"10.99.0.7","cores":1}`
 	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: head\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
@@ -81,14 +74,7 @@ func TestHeadCutsStalledDownload(t *testing.T) {
 		Script: func(net.HardwareAddr, netip.Addr) (string, error) { return "", httpboot.ErrUnknownNode }})
 	must(t, err)
 	h := &Head{log: log, handler: boot}
-	srv := h.httpServer(httpguard.Limits{Stall: 300 * time.Millisecond})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-
-	c, err := net.Dial("tcp", ln.Addr().String())
-	must(t, err)
+	c := dialGuarded(t, h, httpguard.Limits{Stall: 300 * time.Millisecond})
 	defer c.Close()
 	fmt.Fprintf(c, "GET %s%s HTTP/1.1\r\nHost: head\r\n\r\n", contract.NetbootPath, contract.BaseLayer)
 	// The boot handler logs each request when it ends: wait for that
@@ -103,4 +89,18 @@ func TestHeadCutsStalledDownload(t *testing.T) {
 	if got >= size {
 		t.Errorf("the stalled client still got %d bytes, the whole layer", got)
 	}
+}
+
+// dialGuarded serves h's HTTP server with limits on loopback and returns
+// a connection to it; the server closes with the test.
+func dialGuarded(t *testing.T, h *Head, limits httpguard.Limits) net.Conn {
+	t.Helper()
+	srv := h.httpServer(limits)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	must(t, err)
+	return c
 }
