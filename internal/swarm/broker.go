@@ -126,6 +126,10 @@ type peer struct {
 	// report of a verified layer).
 	bad    string
 	served int64 // bytes it served, by the reports
+	// joined is set once the registry showed it registered after its
+	// last verified layer: it booted. When it is gone from the registry
+	// since, it left or is down, and is not about to serve.
+	joined bool
 }
 
 type fetch struct {
@@ -307,6 +311,7 @@ func (b *Broker) pick(node netip.Addr, layer string, st *stateCache, busy map[ne
 		if up, reg, known := st.get(addr); !known || !up || reg.Before(at) {
 			continue
 		}
+		p.joined = true
 		cands = append(cands, addr)
 	}
 	if len(cands) == 0 {
@@ -337,8 +342,8 @@ func (b *Broker) redirect(node netip.Addr, layer string, p netip.Addr, now time.
 // sourced reports whether the swarm can give node a copy of layer without
 // node1: a good peer other than node holds it and is offered (free or
 // busy), or reported it verified less than a lease ago and has not
-// registered since (it is booting, and is offered once it registers).
-// b.mu is held.
+// registered since (it is booting, and is offered once it registers; one
+// that registered and then left or went down is not). b.mu is held.
 func (b *Broker) sourced(node netip.Addr, layer string, st *stateCache, now time.Time) bool {
 	for addr, p := range b.peers {
 		at, holds := p.layers[layer]
@@ -349,7 +354,11 @@ func (b *Broker) sourced(node netip.Addr, layer string, st *stateCache, now time
 		if !known {
 			continue
 		}
-		if (up && !reg.Before(at)) || (reg.Before(at) && now.Before(at.Add(b.lease()))) {
+		if up && !reg.Before(at) {
+			p.joined = true
+			return true
+		}
+		if !p.joined && reg.Before(at) && now.Before(at.Add(b.lease())) {
 			return true
 		}
 	}
@@ -499,6 +508,15 @@ func (b *Broker) Wake() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.init()
+	// Note who registered since its report, before it can leave again.
+	st := cached(b.State)
+	for addr, p := range b.peers {
+		for _, at := range p.layers {
+			if up, reg, known := st.get(addr); known && up && !reg.Before(at) {
+				p.joined = true
+			}
+		}
+	}
 	b.dispatch()
 }
 
@@ -535,7 +553,7 @@ func (b *Broker) Report(node netip.Addr, layer, result string, size int64) netip
 		p.layers[layer] = b.now()
 		// A node that fetched and verified a layer again has booted
 		// again: whatever it served before is gone.
-		p.bad = ""
+		p.bad, p.joined = "", false
 	case contract.SwarmBad:
 		b.bad++
 		if from != nil {

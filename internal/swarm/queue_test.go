@@ -252,3 +252,25 @@ func TestDirectCountsNode1Uploads(t *testing.T) {
 	d.Done()
 	wantNode1(t, "n4 after the direct transfer", (<-w4).r)
 }
+
+func TestRouteNode1ServesWhenHoldersLeft(t *testing.T) {
+	b, c, ts := newQueue(1, 1, true)
+	// The registry changed: p2 and p3 are seen registered, then they
+	// leave (gone from the registry): they are not about to serve, so
+	// node1 serves n4 at once.
+	b.Wake()
+	for _, p := range []netip.Addr{p2, p3} {
+		delete(c.up, p)
+		delete(c.regd, p)
+	}
+	b.Wake()
+	wantNode1(t, "n4 with every holder gone", routed(t, b, ts, n4, layer))
+	// A holder that reported and has not registered yet is awaited.
+	b2, _, ts2 := newQueue(1, 1, false)
+	b2.Report(n5, layer, contract.SwarmOK, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	_, w6 := queued(t, ctx, b2, ts2, n6, layer)
+	wantStats(t, b2, 0, 1)
+	cancel()
+	<-w6
+}
