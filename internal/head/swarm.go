@@ -119,7 +119,7 @@ func (h *Head) serveLayer(w http.ResponseWriter, r *http.Request) {
 		remote.IsValid() && !remote.IsLoopback() {
 		var route swarm.Route
 		if r.URL.RawQuery == contract.SwarmDirectQuery {
-			route = h.swarm.broker.Direct()
+			route = h.swarm.broker.Direct(remote, layer)
 		} else {
 			var err error
 			if route, err = h.swarm.broker.Route(r.Context(), remote, layer); err != nil {
@@ -134,18 +134,30 @@ func (h *Head) serveLayer(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, url, http.StatusFound)
 			return
 		}
-		defer route.Done()
 		if route.Waited > 0 || route.Overflow {
 			h.log.Info("swarm: node1 serves a layer itself", "layer", layer, "node", remote,
 				"waited", route.Waited.Round(time.Millisecond), "past_cap", route.Overflow)
 		}
+		whole := false
+		defer func() { route.Done(whole) }()
+		whole = h.serveLayerHere(w, r, layer)
+		return
 	}
+	h.serveLayerHere(w, r, layer)
+}
+
+// serveLayerHere sends the layer from node1's boot folder and counts its
+// bytes; it reports whether the whole layer went out.
+func (h *Head) serveLayerHere(w http.ResponseWriter, r *http.Request, layer string) bool {
 	cw := &countingWriter{ResponseWriter: w}
 	h.handler.ServeHTTP(cw, r)
+	whole := false
 	if r.Method == http.MethodGet && cw.n > 0 {
 		size := h.swarm.manifest.Size(layer)
-		h.swarm.broker.ServedByNode1(cw.n, size > 0 && cw.n == size)
+		whole = size > 0 && cw.n == size
+		h.swarm.broker.ServedByNode1(cw.n, whole)
 	}
+	return whole
 }
 
 // countingWriter counts the body bytes written through it; ReadFrom keeps

@@ -84,6 +84,10 @@ type Broker struct {
 	fromPeers               map[string]int64
 	// node1 is node1's layer transfers in progress (routes not Done).
 	node1 int
+	// coming is, per (node, layer), when node1 finished sending the node
+	// a whole copy: the node is about to report it verified, and counts
+	// as a source until its report comes or a lease passes.
+	coming map[fetch]time.Time
 	// queue holds the waiting requests, oldest first.
 	queue []*waiter
 	// Figures of the queue (Stats).
@@ -98,7 +102,8 @@ type waiter struct {
 }
 
 // Route is where a layer request goes: a redirect to Peer, or, with Peer
-// invalid, node1's own transfer, whose end the caller must tell with Done.
+// invalid, node1's own transfer, whose end the caller must tell with
+// Done.
 type Route struct {
 	// Peer, when valid, is the peer to redirect the request to.
 	Peer netip.Addr
@@ -107,14 +112,18 @@ type Route struct {
 	// Overflow says node1 serves past its cap: the wait bound ran out
 	// (or the node asked node1 directly, Direct).
 	Overflow bool
-	release  func()
+	release  func(whole bool)
 }
 
 // Done ends node1's transfer and frees its slot for the next request in
-// the queue. It does nothing for a redirect, and when called again.
-func (r Route) Done() {
+// the queue; whole says the whole layer went out: the node is then taken
+// for a source of the layer until its report (it reports within seconds,
+// and registers soon after), so that node1 does not send the next node
+// another copy meanwhile. It does nothing for a redirect, and when called
+// again.
+func (r Route) Done(whole bool) {
 	if r.release != nil {
-		r.release()
+		r.release(whole)
 	}
 }
 
@@ -192,6 +201,7 @@ func (b *Broker) init() {
 		b.peers = map[netip.Addr]*peer{}
 		b.sent = map[fetch]redirect{}
 		b.fromPeers = map[string]int64{}
+		b.coming = map[fetch]time.Time{}
 	}
 }
 
@@ -362,18 +372,27 @@ func (b *Broker) sourced(node netip.Addr, layer string, st *stateCache, now time
 			return true
 		}
 	}
+	for k, at := range b.coming {
+		if k.layer == layer && k.node != node && now.Before(at.Add(b.lease())) {
+			return true
+		}
+	}
 	return false
 }
 
-// node1Route takes one of node1's slots. b.mu is held.
-func (b *Broker) node1Route(overflow bool) Route {
+// node1Route takes one of node1's slots for node's copy of layer. b.mu
+// is held.
+func (b *Broker) node1Route(node netip.Addr, layer string, overflow bool) Route {
 	b.node1++
 	var once sync.Once
-	return Route{Overflow: overflow, release: func() {
+	return Route{Overflow: overflow, release: func(whole bool) {
 		once.Do(func() {
 			b.mu.Lock()
 			defer b.mu.Unlock()
 			b.node1--
+			if whole {
+				b.coming[fetch{node, layer}] = b.now()
+			}
 			b.dispatch()
 		})
 	}}
@@ -389,7 +408,7 @@ func (b *Broker) grant(w *waiter, st *stateCache, busy map[netip.Addr]int, now t
 		return Route{Peer: p}, true
 	}
 	if b.node1 < b.node1Max() && !b.sourced(w.node, w.layer, st, now) {
-		return b.node1Route(false), true
+		return b.node1Route(w.node, w.layer, false), true
 	}
 	return Route{}, false
 }
@@ -469,7 +488,7 @@ func (b *Broker) Route(ctx context.Context, node netip.Addr, layer string) (Rout
 			return waited(<-w.grant), nil
 		}
 		b.overflows++
-		return waited(b.node1Route(true)), nil
+		return waited(b.node1Route(node, layer, true)), nil
 	case <-ctx.Done():
 		b.mu.Lock()
 		if b.dequeue(w) {
@@ -485,21 +504,21 @@ func (b *Broker) Route(ctx context.Context, node netip.Addr, layer string) (Rout
 			b.mu.Unlock()
 		} else {
 			b.mu.Unlock()
-			r.Done()
+			r.Done(false)
 		}
 		return Route{}, ctx.Err()
 	}
 }
 
-// Direct takes a node1 slot for a request that asked node1 itself
-// (contract.SwarmDirectQuery: a retry after a bad or broken copy), which
-// node1 serves at once, past its cap; the caller calls Done at the
+// Direct takes a node1 slot for node's request of layer that asked node1
+// itself (contract.SwarmDirectQuery: a retry after a bad or broken copy),
+// which node1 serves at once, past its cap; the caller calls Done at the
 // transfer's end. Counting it keeps queued requests off node1 meanwhile.
-func (b *Broker) Direct() Route {
+func (b *Broker) Direct(node netip.Addr, layer string) Route {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.init()
-	return b.node1Route(true)
+	return b.node1Route(node, layer, true)
 }
 
 // Wake looks at the queue again: the registry changed (a node that
@@ -533,6 +552,7 @@ func (b *Broker) Report(node netip.Addr, layer, result string, size int64) netip
 	k := fetch{node, layer}
 	r, redirected := b.sent[k]
 	delete(b.sent, k)
+	delete(b.coming, k)
 	var from *peer
 	if redirected {
 		from = b.peers[r.peer]

@@ -121,20 +121,22 @@ func TestRouteBoundsNode1Uploads(t *testing.T) {
 	// n5's transfer breaks off before any report: nobody can give the
 	// layer, so n6 takes node1's freed slot.
 	c.now = c.now.Add(10 * time.Second)
-	r5.Done()
-	r5.Done() // again: no effect
+	r5.Done(false)
+	r5.Done(true) // again: no effect
 	res := <-w6
 	wantNode1(t, "n6 after n5's transfer ended", res.r)
 	if res.r.Waited != 10*time.Second || res.r.Overflow {
 		t.Errorf("n6: waited %v, overflow %v; want 10s within the cap", res.r.Waited, res.r.Overflow)
 	}
 	wantStats(t, b, 2, 0)
-	// n4 got the layer and reported it: it is booting and about to
-	// serve, so node1 sends no more copies, even with a free slot; n7
-	// waits for n4 to register, and is sent to it.
-	b.Report(n4, layer, contract.SwarmOK, 100)
-	r4.Done()
+	// node1 sent n4 the whole layer: n4 is about to report it, so node1
+	// sends no more copies, even with a free slot; n7 waits, through n4's
+	// report (it is booting and about to serve), for n4 to register, and
+	// is sent to it.
+	r4.Done(true)
 	_, w7 := queued(t, context.Background(), b, ts, n7, layer)
+	wantStats(t, b, 1, 1)
+	b.Report(n4, layer, contract.SwarmOK, 100)
 	wantStats(t, b, 1, 1)
 	c.up[n4], c.regd[n4] = true, c.now.Add(time.Second)
 	b.Wake()
@@ -202,7 +204,7 @@ func TestRouteWaitBoundFallsBackToNode1(t *testing.T) {
 		t.Errorf("n6: overflow %v, waited %v; want past the cap after %v", res.r.Overflow, res.r.Waited, DefaultMaxWait)
 	}
 	wantStats(t, b, 1, 0)
-	res.r.Done()
+	res.r.Done(true)
 	if s := b.Stats(); s.Overflows != 1 || s.Node1Uploads != 0 {
 		t.Errorf("stats %+v; want 1 overflow, no node1 upload left", s)
 	}
@@ -236,7 +238,7 @@ func TestRouteCancelledWaiterHoldsNothing(t *testing.T) {
 	cancel2()
 	<-w5
 	wantStats(t, b2, 1, 0)
-	r4.Done()
+	r4.Done(false) // broke off: n4 is no source
 	wantStats(t, b2, 0, 0)
 	wantNode1(t, "n6", routed(t, b2, ts2, n6, layer))
 	wantStats(t, b2, 1, 0)
@@ -244,12 +246,12 @@ func TestRouteCancelledWaiterHoldsNothing(t *testing.T) {
 
 func TestDirectCountsNode1Uploads(t *testing.T) {
 	b, _, ts := newQueue(1, 1, false)
-	d := b.Direct()
+	d := b.Direct(n5, layer)
 	if !d.Overflow || d.Peer.IsValid() {
 		t.Errorf("direct: %+v; want node1 past its cap", d)
 	}
 	_, w4 := queued(t, context.Background(), b, ts, n4, layer)
-	d.Done()
+	d.Done(false)
 	wantNode1(t, "n4 after the direct transfer", (<-w4).r)
 }
 
