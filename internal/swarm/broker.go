@@ -373,7 +373,11 @@ func (b *Broker) sourced(node netip.Addr, layer string, st *stateCache, now time
 		}
 	}
 	for k, at := range b.coming {
-		if k.layer == layer && k.node != node && now.Before(at.Add(b.lease())) {
+		if !now.Before(at.Add(b.lease())) {
+			delete(b.coming, k) // its report never came
+			continue
+		}
+		if k.layer == layer && k.node != node {
 			return true
 		}
 	}

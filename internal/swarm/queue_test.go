@@ -276,3 +276,20 @@ func TestRouteNode1ServesWhenHoldersLeft(t *testing.T) {
 	cancel()
 	<-w6
 }
+
+func TestRouteSourceWithoutReportLapses(t *testing.T) {
+	b, c, ts := newQueue(1, 1, false)
+	r4 := routed(t, b, ts, n4, layer)
+	r4.Done(true)
+	// n4 got the whole layer from node1: n5 waits for it to report.
+	_, w5 := queued(t, context.Background(), b, ts, n5, layer)
+	// n4's report never comes; a lease later it is no source, and the next
+	// look at the queue (n6's request) sends n5, first in line, to node1.
+	c.now = c.now.Add(2 * time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	_, w6 := queued(t, ctx, b, ts, n6, layer)
+	wantNode1(t, "n5 once n4 lapsed", (<-w5).r)
+	wantStats(t, b, 1, 1)
+	cancel()
+	<-w6
+}
