@@ -74,7 +74,10 @@ clusterdebian_report ()
 
 # clusterdebian_fetch LAYER: download LAYER from node1's folder (base) into
 # dest and check it: twice through node1's plain URL (a peer, or node1),
-# then from node1 itself. A stalled transfer ends after 15 minutes.
+# then from node1 itself. A stalled transfer ends after 15 minutes. node1
+# may hold a plain request in its queue before it answers (no free peer,
+# no upload slot of its own: swarm.Broker.Route), at most 5 minutes
+# (swarm.DefaultMaxWait), so that the wait and the transfer fit in the 15.
 clusterdebian_fetch ()
 {
 	n=0

@@ -32,10 +32,16 @@ import (
 // said "ok" and it registered after them.
 
 // fetchTries is how often live-layers.sh's clusterdebian_fetch tries a
-// layer; failPause is its pause after a transfer that broke off.
+// layer; failPause is its pause after a transfer that broke off;
+// fetchTimeout bounds each try, as its `timeout 900 wget` does (live-boot's
+// own fetch of the base layer has busybox wget's read timeout of 900 s). A
+// try's time includes a wait in node1's queue (swarm.Broker.Route, bounded
+// below it by swarm.DefaultMaxWait): node1 holds the request and answers
+// once a peer or one of its own upload slots is free.
 const (
-	fetchTries = 5
-	failPause  = 2 * time.Second
+	fetchTries   = 5
+	failPause    = 2 * time.Second
+	fetchTimeout = 900 * time.Second
 )
 
 // fetchURL is the URL of the try-th try (1-based) of clusterdebian_fetch
@@ -96,7 +102,9 @@ func (n *Node) fetchLayer(ctx context.Context, hc *http.Client, boot BootSet, la
 		if t > 0 {
 			u = fetchURL(layerURL, t)
 		}
-		got, fromPeer, nbytes, err := n.download(ctx, hc, u, name)
+		tctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+		got, fromPeer, nbytes, err := n.download(tctx, hc, u, name)
+		cancel()
 		tr.HTTPBytes += nbytes
 		if fromPeer {
 			tr.PeerBytes += nbytes

@@ -86,6 +86,11 @@ func (h *Head) setupCluster() error {
 		defer changeMu.Unlock()
 		h.setHolders(ns)
 		h.markRegistered(ns, marked)
+		if h.swarm != nil {
+			// A node that reported layers may have registered: the
+			// layer requests waiting for a peer look again.
+			h.swarm.broker.Wake()
+		}
 		if h.exports != nil {
 			h.exports.sync(ns, h.naming.Subnet)
 		}

@@ -20,7 +20,9 @@ import (
 // The swarm boot of RAM-root nodes (internal/swarm): node1 hashes the
 // layers it serves and puts the sums on every node's command line, answers
 // a node's layer request with a redirect to a peer that holds the layer
-// when one is free, and takes the initrd's report of how each fetch ended.
+// when one is free, serves it itself only within its cap of uploads and
+// when no peer has it, holds the request in the broker's queue otherwise,
+// and takes the initrd's report of how each fetch ended.
 
 // swarmPart is the head's side of the swarm; nil without the RAM root.
 type swarmPart struct {
@@ -41,7 +43,7 @@ type swarmPart struct {
 // what each layer is: a node checks every copy against them, from node1 or
 // from a peer.
 func (h *Head) setupSwarm() {
-	sp := &swarmPart{manifest: swarm.NewManifest(h.opts.BootDir), broker: &swarm.Broker{}, hashed: make(chan struct{})}
+	sp := &swarmPart{manifest: swarm.NewManifest(h.opts.BootDir), broker: &swarm.Broker{State: h.peerState}, hashed: make(chan struct{})}
 	h.swarm = sp
 	layers := append([]string{contract.BaseLayer}, h.cmdline.Layers...)
 	go func() {
@@ -101,27 +103,61 @@ func isLayerPath(p string) bool {
 	return ok && contract.IsLayer(name)
 }
 
-// serveLayer answers a request for an image layer: with a redirect to a
-// free peer when the swarm is on and the request is a whole GET from a
-// node, else with the layer itself, whose bytes it counts.
+// serveLayer answers a request for an image layer. With the swarm on, a
+// whole GET from a node is routed by the broker: a redirect to a free
+// peer, or node1's own transfer within its cap, after a wait in the
+// broker's queue when neither is free (bounded by swarm.DefaultMaxWait,
+// below the initrd's 900 s; a client that leaves gives its place up); a
+// GET of node1's copy (contract.SwarmDirectQuery, the initrd's retry)
+// is served at once and counted in node1's uploads. Anything else, and
+// every request with the swarm off, gets the layer at once. node1's bytes
+// are counted.
 func (h *Head) serveLayer(w http.ResponseWriter, r *http.Request) {
 	layer := strings.TrimPrefix(r.URL.Path, contract.NetbootPath)
 	remote := remoteAddr(r)
 	if h.swarm.on.Load() && r.Method == http.MethodGet && r.Header.Get("Range") == "" &&
-		r.URL.RawQuery != contract.SwarmDirectQuery && remote.IsValid() && !remote.IsLoopback() {
-		if p, ok := h.swarm.broker.Choose(remote, layer, h.peerState); ok {
-			url := swarm.LayerURL(p.String(), layer)
-			h.log.Info("swarm: layer request sent to a peer", "layer", layer, "node", remote, "peer", p)
+		remote.IsValid() && !remote.IsLoopback() {
+		var route swarm.Route
+		if r.URL.RawQuery == contract.SwarmDirectQuery {
+			route = h.swarm.broker.Direct(remote, layer)
+		} else {
+			var err error
+			if route, err = h.swarm.broker.Route(r.Context(), remote, layer); err != nil {
+				h.log.Info("swarm: node left while its layer request waited", "layer", layer, "node", remote, "err", err)
+				return
+			}
+		}
+		if route.Peer.IsValid() {
+			url := swarm.LayerURL(route.Peer.String(), layer)
+			h.log.Info("swarm: layer request sent to a peer", "layer", layer, "node", remote, "peer", route.Peer,
+				"waited", route.Waited.Round(time.Millisecond))
 			http.Redirect(w, r, url, http.StatusFound)
 			return
 		}
+		if route.Waited > 0 || route.Overflow {
+			h.log.Info("swarm: node1 serves a layer itself", "layer", layer, "node", remote,
+				"waited", route.Waited.Round(time.Millisecond), "past_cap", route.Overflow)
+		}
+		whole := false
+		defer func() { route.Done(whole) }()
+		whole = h.serveLayerHere(w, r, layer)
+		return
 	}
+	h.serveLayerHere(w, r, layer)
+}
+
+// serveLayerHere sends the layer from node1's boot folder and counts its
+// bytes; it reports whether the whole layer went out.
+func (h *Head) serveLayerHere(w http.ResponseWriter, r *http.Request, layer string) bool {
 	cw := &countingWriter{ResponseWriter: w}
 	h.handler.ServeHTTP(cw, r)
+	whole := false
 	if r.Method == http.MethodGet && cw.n > 0 {
 		size := h.swarm.manifest.Size(layer)
-		h.swarm.broker.ServedByNode1(cw.n, size > 0 && cw.n == size)
+		whole = size > 0 && cw.n == size
+		h.swarm.broker.ServedByNode1(cw.n, whole)
 	}
+	return whole
 }
 
 // countingWriter counts the body bytes written through it; ReadFrom keeps

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
@@ -133,6 +134,33 @@ func swarmChild(t *testing.T) {
 		t.Fatalf("GET the base layer from %s: %d %s", from, resp.StatusCode, body)
 		return ""
 	}
+	// ask asks node1 for the base layer from addr, in the background:
+	// the answer ("302 <peer>") comes on the channel.
+	ask := func(from string) <-chan string {
+		answer := make(chan string, 1)
+		go func() {
+			resp, err := client(from, false).Get(headURL + contract.NetbootPath + contract.BaseLayer)
+			if err != nil {
+				answer <- err.Error()
+				return
+			}
+			resp.Body.Close()
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			answer <- fmt.Sprintf("%d %s", resp.StatusCode, loc.Hostname())
+		}()
+		return answer
+	}
+	// queued waits until node1's queue holds want requests.
+	queued := func(want int) {
+		t.Helper()
+		for range 1500 {
+			if h.swarm.broker.Stats().Queued == want {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("node1's queue never held %d requests: %+v", want, h.swarm.broker.Stats())
+	}
 	expect := func(from, query, want string) {
 		t.Helper()
 		if got := get(from, query); got != want {
@@ -167,29 +195,42 @@ func swarmChild(t *testing.T) {
 	expect(swarmNodes[1], "", swarmPeers[1])
 	expect(swarmNodes[2], "", swarmPeers[0])
 	expect(swarmNodes[3], "", swarmPeers[1])
-	// Both peers full: node1.
-	expect(swarmNodes[4], "", "node1")
-	// The no-redirect form is node1's, always.
+	// Both peers full: the peers hold the layer, so node1 leaves it to
+	// them and nodes[4]'s request waits in its queue.
+	waiting := ask(swarmNodes[4])
+	queued(1)
+	// The no-redirect form is node1's, always, at once.
 	expect(swarmNodes[5], "?"+contract.SwarmDirectQuery, "node1")
 
-	// nodes[0] got its copy (ok); nodes[2] caught .50 serving a bad one:
-	// .50 is no longer offered, and .51 is full.
-	report(swarmNodes[0], contract.SwarmOK)
+	// nodes[2] caught .50 serving a bad one: .50 is no longer offered;
+	// nodes[0] got its copy (ok), which frees .50's slot, but .51 is
+	// full: nodes[4] waits on.
 	report(swarmNodes[2], contract.SwarmBad)
-	expect(swarmNodes[4], "", "node1")
-	// nodes[1] is done with .51: its slot is free again.
+	report(swarmNodes[0], contract.SwarmOK)
+	queued(1)
+	// nodes[1] is done with .51: its slot goes to the waiting nodes[4].
 	report(swarmNodes[1], contract.SwarmOK)
-	expect(swarmNodes[4], "", swarmPeers[1])
-	// .51 leaves (it is down to the registry): node1, though it has a slot.
+	if got, want := <-waiting, "302 "+swarmPeers[1]; got != want {
+		t.Errorf("nodes[4]'s waiting request: %s, want %s", got, want)
+	}
+	// .51 leaves (it is down to the registry); nodes[0], [1] and [4]
+	// verified the layer but have not registered: nodes[5] waits for
+	// them, and goes to nodes[0] once it registers.
 	report(swarmNodes[4], contract.SwarmOK)
 	api(registry.PathLeave, registry.LeaveRequest{MAC: "02:cd:00:00:01:01"})
-	expect(swarmNodes[5], "", "node1")
+	waiting = ask(swarmNodes[5])
+	queued(1)
+	api(registry.PathRegister, registry.RegisterRequest{MAC: "02:cd:00:00:02:00", IP: swarmNodes[0], Cores: 1})
+	if got, want := <-waiting, "302 "+swarmNodes[0]; got != want {
+		t.Errorf("nodes[5]'s waiting request: %s, want %s", got, want)
+	}
 
 	st := h.swarm.broker.Stats()
 	size := int64(len(base))
-	// node1 served: nodes[0] at first, nodes[4] twice, nodes[5] twice.
-	if st.Node1Bytes != 5*size || st.Node1Layers != 5 {
-		t.Errorf("node1 sent %d bytes in %d layers, want %d in 5", st.Node1Bytes, st.Node1Layers, 5*size)
+	// node1 served: nodes[0] at first, nodes[5] directly.
+	if st.Node1Bytes != 2*size || st.Node1Layers != 2 || st.Waits != 2 || st.Node1Uploads != 0 {
+		t.Errorf("node1 sent %d bytes in %d layers after %d waits, %d uploads running; want %d in 2, 2 waits, none running",
+			st.Node1Bytes, st.Node1Layers, st.Waits, st.Node1Uploads, 2*size)
 	}
 	if st.PeerBytes != 3*size || st.FromPeers[contract.BaseLayer] != 3 || st.BadReports != 1 {
 		t.Errorf("peers: %d bytes, %v copies, %d bad; want %d, 3, 1", st.PeerBytes, st.FromPeers, st.BadReports, 3*size)
@@ -200,7 +241,7 @@ func swarmChild(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{
-		fmt.Sprintf("clusterdebian_swarm_layer_bytes_total{from=\"node1\"} %d\n", 5*size),
+		fmt.Sprintf("clusterdebian_swarm_layer_bytes_total{from=\"node1\"} %d\n", 2*size),
 		fmt.Sprintf("clusterdebian_swarm_layer_bytes_total{from=\"peers\"} %d\n", 3*size),
 		"clusterdebian_swarm_refused_total{why=\"bad\"} 1\n",
 	} {

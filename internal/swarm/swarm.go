@@ -9,10 +9,15 @@
 //   - Broker: node1 answers a layer request with a redirect to a peer that
 //     holds the layer (a node that reported it verified, and runs), with at
 //     most MaxUploads transfers per peer at a time, never to a peer that is
-//     down or served a bad copy; with no peer free it serves the layer
-//     itself. The initrd reports how each fetch ended, which releases the
-//     peer's upload slot; a slot whose report never comes is released when
-//     its lease runs out.
+//     down or served a bad copy. node1 serves a layer itself only within
+//     its own cap (Node1Uploads, a peer's) and only when no peer holds it
+//     or is about to (reported it, not yet registered): it seeds the swarm,
+//     and what it sends does not grow with the number of nodes. A request
+//     that can go nowhere yet waits in a FIFO queue, held open, until a
+//     slot frees or a reporter registers, at most MaxWait (below the
+//     initrd's 900 s), then node1 serves it past its cap. The initrd
+//     reports how each fetch ended, which releases the peer's upload slot;
+//     a slot whose report never comes is released when its lease runs out.
 //   - Server: a node's agent serves its verified layers, read-only, on
 //     contract.SwarmPort.
 package swarm

@@ -397,8 +397,8 @@ func TestBootStormBenchmark(t *testing.T) {
 	fmt.Printf("  shaped links' queues: %s\n", queueString(queue, sc))
 	fmt.Printf("  shared root: skipped: %s\n", sharedRootSkip())
 	fmt.Printf("  one node alone: registered after %.1f s\n", single.sum.AllRegistered.Seconds())
-	fmt.Printf("  %5s %5s %11s %8s %8s %13s %13s %7s %7s %15s %8s %8s %8s %8s\n", "N", "swarm", "all reg. s", "x single", "x limit",
-		"node1 sent", "from peers", "redir.", "refused", "DHCP/TFTP retr.", "restarts", "limit s", "head CPU", "peak RSS")
+	fmt.Printf("  %5s %5s %11s %8s %8s %13s %13s %13s %7s %7s %7s %7s %15s %8s %8s %8s %8s\n", "N", "swarm", "all reg. s", "x single", "x limit",
+		"node1 sent", "node1 layers", "from peers", "redir.", "queued", "overcap", "refused", "DHCP/TFTP retr.", "restarts", "limit s", "head CPU", "peak RSS")
 	for _, r := range append([]stormRow{single}, table...) {
 		limit := bootstorm.PhysicalLimit(r.n, img.ImageBytes(), sc.LinkBits())
 		all, ratio, xLimit := fmt.Sprintf("%d/%d reg.", r.sum.Registered, r.n), "-", "-"
@@ -411,14 +411,19 @@ func TestBootStormBenchmark(t *testing.T) {
 		if r.swarm {
 			on = "on"
 		}
-		fmt.Printf("  %5d %5s %11s %8s %8s %6.1f images %6.1f images %7d %7d %7d/%-7d %8d %8.1f %7.1fs %4d MiB\n",
-			r.n, on, all, ratio, xLimit, r.sent/image, float64(r.sum.PeerBytes)/image,
-			r.stats.Redirects, r.sum.LayerRefetches, r.sum.DHCPRetransmits, r.sum.TFTPRetransmits, r.sum.Restarts,
+		fmt.Printf("  %5d %5s %11s %8s %8s %6.1f images %6.1f images %6.1f images %7d %7d %7d %7d %7d/%-7d %8d %8.1f %7.1fs %4d MiB\n",
+			r.n, on, all, ratio, xLimit, r.sent/image, float64(r.stats.Node1Bytes)/image, float64(r.sum.PeerBytes)/image,
+			r.stats.Redirects, r.stats.Waits, r.stats.Overflows, r.sum.LayerRefetches, r.sum.DHCPRetransmits, r.sum.TFTPRetransmits, r.sum.Restarts,
 			limit.Seconds(), r.cpu.Seconds(), r.peakKiB>>10)
 	}
 	fmt.Printf("  image: kernel + initrd + layers, %.2f MB at this scale (node1 serves kernel and initrd itself; only the layers, %.0f%% of the image, come from peers)\n",
 		image/1e6, 100*float64(img.Files()[contract.BaseLayer])/image)
-	fmt.Printf("  node1 sent: bytes out of node1's interface, in image copies; from peers: layer bytes the nodes got from peers (node1's redirects); refused: layer copies refused (checksum or broken transfer) and fetched again\n")
+	files := img.Files()
+	bootBytes := float64(files[contract.KernelFile] + files[contract.InitrdFile])
+	fmt.Printf("  node1 sent: bytes out of node1's interface, in image copies: kernel + initrd INCLUDED (iPXE fetches them from node1, not swarmed: iPXE cannot check a peer's copy; %.2f MB, %.3f images, per node), and DHCP, TFTP, the API\n",
+		bootBytes/1e6, bootBytes/image)
+	fmt.Printf("  node1 layers: layer bytes node1 sent itself (the head's counter, no kernel, initrd or headers), in image copies: what the swarm bounds (issue 13: at most 3 whatever N)\n")
+	fmt.Printf("  from peers: layer bytes the nodes got from peers (node1's redirects); queued: layer requests that waited in node1's queue (no free peer, no node1 slot it may take); overcap: those node1 then served past its cap (the wait bound ran out); refused: layer copies refused (checksum or broken transfer) and fetched again\n")
 	fmt.Printf("  limit: N x image bytes / node1's link rate; x limit: all reg. / limit\n")
 }
 
