@@ -396,6 +396,21 @@ func TestBootStormBenchmark(t *testing.T) {
 	}
 	fmt.Printf("  shaped links' queues: %s\n", queueString(queue, sc))
 	fmt.Printf("  shared root: skipped: %s\n", sharedRootSkip())
+	rs, err := bootstorm.RecordedReadSet()
+	if err != nil {
+		t.Fatalf("the recorded shared-root read set: %v", err)
+	}
+	how := "internal/bootstorm/readset.tsv"
+	for _, c := range rs.Source {
+		if strings.HasPrefix(c, "recorded ") {
+			how = c
+		}
+	}
+	fmt.Printf("  shared root's boot read set (%s): %d files, %.1f MB read; physical limit on node1's real link:", how, len(rs.Files), float64(rs.Bytes)/1e6)
+	for _, n := range rows {
+		fmt.Printf(" N=%d %.1f s", n, bootstorm.PhysicalLimit(n, rs.Bytes, bootstorm.RealLinkBits).Seconds())
+	}
+	fmt.Println()
 	fmt.Printf("  one node alone: registered after %.1f s\n", single.sum.AllRegistered.Seconds())
 	fmt.Printf("  %5s %5s %11s %8s %8s %13s %13s %13s %7s %7s %7s %7s %15s %8s %8s %8s %8s\n", "N", "swarm", "all reg. s", "x single", "x limit",
 		"node1 sent", "node1 layers", "from peers", "redir.", "queued", "overcap", "refused", "DHCP/TFTP retr.", "restarts", "limit s", "head CPU", "peak RSS")
