@@ -65,6 +65,9 @@ type Options struct {
 	// MAC and IP, when both set, are used instead of the interface that
 	// reaches the head. Tests set them: loopback has no MAC.
 	MAC, IP string
+	// Interface, with MAC and IP, names the interface that holds IP (for
+	// KeepLease); tests set it.
+	Interface string
 	// ProcDir is where /proc is; default "/proc".
 	ProcDir string
 	// CAChanged, if set, is called after a certificate from a different CA
@@ -102,6 +105,12 @@ type Options struct {
 	// which read them at start, must restart. The command sets it to
 	// restart the running ones.
 	SlurmChanged func(ctx context.Context)
+
+	// KeepLease keeps the node's address leased while ctx runs, when the
+	// head says it serves no addresses (RegisterResponse.KeepLease): iface
+	// holds addr, name is the node's name. nil is KeepLANLease. It is not
+	// called when MAC and IP were given without Interface.
+	KeepLease func(ctx context.Context, log *slog.Logger, iface string, addr netip.Addr, name string)
 }
 
 // OptionsFromCmdline reads the head's address and the cluster token from a
@@ -155,6 +164,7 @@ func Run(ctx context.Context, o Options) error {
 	c := registry.NewClient(o.HeadURL, o.Token, nil)
 
 	mac, ip := o.MAC, o.IP
+	iface := o.Interface
 	if mac == "" || ip == "" {
 		ep, err := waitEndpoint(ctx, o.HeadURL, log)
 		if err != nil {
@@ -163,7 +173,7 @@ func Run(ctx context.Context, o Options) error {
 		if len(ep.MAC) == 0 {
 			return fmt.Errorf("interface %s, which reaches the head, has no MAC address", ep.Interface)
 		}
-		mac, ip = ep.MAC.String(), ep.IP.String()
+		mac, ip, iface = ep.MAC.String(), ep.IP.String(), ep.Interface
 		if !o.Subnet.IsValid() {
 			o.Subnet = ep.Subnet
 		}
@@ -194,6 +204,18 @@ func Run(ctx context.Context, o Options) error {
 		return nil // ctx ended before the head answered: nothing to leave
 	}
 	a.syncClusterFiles(ctx, 0)
+	if resp.KeepLease && iface != "" {
+		// The node's address is a LAN server's lease, made in the
+		// initramfs, where no DHCP client stays behind: without renewals
+		// the server would give the address away under the running node.
+		keep := o.KeepLease
+		if keep == nil {
+			keep = KeepLANLease
+		}
+		if addr, err := netip.ParseAddr(ip); err == nil {
+			go keep(ctx, log, iface, addr, resp.Name)
+		}
+	}
 	if err := Notify("READY=1\nSTATUS=joined as " + resp.Name); err != nil {
 		log.Warn("telling systemd we are ready", "err", err)
 	}

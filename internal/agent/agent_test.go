@@ -246,6 +246,49 @@ func (a *agentRun) stop() error {
 	return <-a.done
 }
 
+// TestRunKeepsLANLease: a head that serves no addresses (proxyDHCP on a
+// LAN) says so at registration, and the agent starts keeping the node's
+// lease on its interface, for its address and under its name; a head that
+// serves addresses gets no such keeper.
+func TestRunKeepsLANLease(t *testing.T) {
+	for _, proxy := range []bool{true, false} {
+		var opts []registry.APIOption
+		if proxy {
+			opts = append(opts, registry.KeepLeases())
+		}
+		h := newHead(t, 100*time.Millisecond, opts...)
+		type call struct {
+			iface, name string
+			addr        netip.Addr
+		}
+		calls := make(chan call, 4)
+		a := startAgent(t, Options{HeadURL: h.srv.URL, Token: token, Interval: 100 * time.Millisecond, RunDir: t.TempDir(),
+			MAC: "52:54:00:ab:cd:2e", IP: "10.99.0.46", Interface: "eth7",
+			KeepLease: func(_ context.Context, _ *slog.Logger, iface string, addr netip.Addr, name string) {
+				calls <- call{iface, name, addr}
+			}})
+		waitFor(t, "the node registered", func() bool { _, ok := findNode(h.reg, "52:54:00:ab:cd:2e"); return ok })
+		var got []call
+		if proxy {
+			select {
+			case c := <-calls:
+				got = append(got, c)
+			case <-time.After(time.Minute):
+				t.Fatal("a head in proxy mode: the agent did not start keeping its lease")
+			}
+			if want := (call{"eth7", "node46", netip.MustParseAddr("10.99.0.46")}); got[0] != want {
+				t.Errorf("kept %+v, want %+v", got[0], want)
+			}
+		}
+		if err := a.stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if !proxy && len(calls) != 0 {
+			t.Errorf("a head that serves addresses: the agent kept a lease anyway: %+v", <-calls)
+		}
+	}
+}
+
 func TestRun(t *testing.T) {
 	h := newHead(t, 200*time.Millisecond)
 	ready := notifySocket(t, filepath.Join(t.TempDir(), "notify"))

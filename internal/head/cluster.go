@@ -20,6 +20,7 @@ import (
 	"github.com/clusterdebian/clusterdebian/internal/clusterfiles"
 	"github.com/clusterdebian/clusterdebian/internal/contract"
 	"github.com/clusterdebian/clusterdebian/internal/netboot/bootstage"
+	"github.com/clusterdebian/clusterdebian/internal/netboot/dhcp"
 	"github.com/clusterdebian/clusterdebian/internal/registry"
 	"github.com/clusterdebian/clusterdebian/internal/slurm"
 	"github.com/clusterdebian/clusterdebian/internal/sshtrust"
@@ -134,6 +135,11 @@ func (h *Head) setupCluster() error {
 		} else {
 			apiOpts = append(apiOpts, registry.Slurm(key, h.addr.String()))
 		}
+	}
+	if h.plan.mode != dhcp.ModeServer {
+		// The nodes' addresses are another server's leases (a LAN's):
+		// each node renews its own, as node1 does.
+		apiOpts = append(apiOpts, registry.KeepLeases())
 	}
 	apiOpts = append(apiOpts, registry.OnPrune(func(gone []registry.Node) {
 		if h.exports != nil {

@@ -68,6 +68,11 @@ type RegisterResponse struct {
 	// SlurmController is node1's address, where the node's slurmd fetches
 	// Slurm's configuration; set with MungeKey.
 	SlurmController string `json:"slurm_controller,omitempty"`
+	// KeepLease says that node1 hands out no addresses (it serves
+	// proxyDHCP beside a LAN's DHCP server, or no DHCP): the node's
+	// address is a lease from another server, which the node must renew
+	// itself (RFC 2131 section 4.4.5), or the server may give it away.
+	KeepLease bool `json:"keep_lease,omitempty"`
 }
 
 // HeartbeatRequest is a node's periodic sign of life.
@@ -110,9 +115,16 @@ func Slurm(mungeKey []byte, controller string) APIOption {
 	return func(a *api) { a.mungeKey, a.slurmController = mungeKey, controller }
 }
 
+// KeepLeases has registrations answered with KeepLease: node1 serves no
+// addresses, so each node renews its own lease.
+func KeepLeases() APIOption {
+	return func(a *api) { a.keepLease = true }
+}
+
 type api struct {
-	onPrune  func([]Node)
-	mungeKey []byte
+	keepLease bool
+	onPrune   func([]Node)
+	mungeKey  []byte
 	// slurmController is node1's address, for slurmd.
 	slurmController string
 	rootKeys        string
@@ -245,6 +257,7 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		Name:               node.Name,
 		HeartbeatSeconds:   int(math.Ceil(a.reg.Interval().Seconds())),
 		RootAuthorizedKeys: a.rootKeys,
+		KeepLease:          a.keepLease,
 	}
 	if len(a.mungeKey) > 0 {
 		if fromRoot(r, node.IP) {

@@ -285,6 +285,29 @@ func TestLANCluster(t *testing.T) {
 		}
 	})
 
+	s.Step("nodes keep their leases", boot, func(t *testing.T) {
+		// The nodes' addresses are the LAN server's two-minute leases,
+		// taken in the initramfs: each node's agent renews its own (the
+		// head says it serves no addresses), so the server never sees
+		// them run out and never gives a running node's address away.
+		dhcpLog, _ := os.ReadFile(filepath.Join(c.LAN.Dir, vm.RoomDHCPLog))
+		for _, n := range nodes {
+			if n.Name == "node1" {
+				continue
+			}
+			log := c.on(n.Name).Sh(t, ctx, "journalctl -u clusterdebian-node -b --no-pager -o cat | grep -F 'DHCP' || true")
+			if !strings.Contains(log, "keeping this node's lease") || !strings.Contains(log, "DHCP lease extended") {
+				t.Errorf("%s's agent neither took nor renewed its lease:\n%s", n.Name, log)
+			}
+			if l, ok := roomLease(t, c.LAN, n.MAC); !ok || l.IP.String() != n.IP || !l.Expires.After(time.Now()) {
+				t.Errorf("%s (%s at %s): the LAN server's lease is %+v (found %v), want it current", n.Name, n.MAC, n.IP, l, ok)
+			}
+			if !regexp.MustCompile(`DHCPACK\(lan0\) ` + regexp.QuoteMeta(n.IP) + ` ` + n.MAC + ` ` + n.Name).Match(dhcpLog) {
+				t.Errorf("the LAN's DHCP log shows no ACK of %s to %s under its name", n.IP, n.Name)
+			}
+		}
+	})
+
 	s.Step("doctor", boot, func(t *testing.T) {
 		// On node1, doctor checks the running cluster by default: every
 		// check passes, for proxyDHCP (67 and 4011) and the shared root
