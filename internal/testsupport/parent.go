@@ -44,6 +44,15 @@ func EndThreads(n int) {
 // SIGKILL at the end of the test.
 func StartParent(t testing.TB, label string, env ...string) (parent *exec.Cmd, child int) {
 	t.Helper()
+	parent, child, _, _ = StartParentLines(t, label, env...)
+	return parent, child
+}
+
+// StartParentLines is StartParent that also returns the lines the parent
+// printed up to ThreadsEnded (seen) and those it prints after (rest,
+// closed when its output ends).
+func StartParentLines(t testing.TB, label string, env ...string) (parent *exec.Cmd, child int, seen []string, rest <-chan string) {
+	t.Helper()
 	parent = exec.Command(os.Args[0], "-test.run=^$")
 	parent.Env = append(os.Environ(), env...)
 	out, err := parent.StdoutPipe()
@@ -54,12 +63,17 @@ func StartParent(t testing.TB, label string, env ...string) (parent *exec.Cmd, c
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { parent.Process.Kill(); parent.Wait() })
-	var lines []string
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		line := sc.Text()
-		lines = append(lines, line)
-		if pid, ok := strings.CutPrefix(line, label+" "); ok {
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	for line := range lines {
+		seen = append(seen, line)
+		if pid, ok := strings.CutPrefix(line, label+" "); ok && child == 0 {
 			child, _ = strconv.Atoi(pid)
 			// Whatever the outcome, the child does not outlive the test.
 			t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
@@ -69,9 +83,9 @@ func StartParent(t testing.TB, label string, env ...string) (parent *exec.Cmd, c
 		}
 	}
 	if child == 0 {
-		t.Fatalf("the parent printed no %s pid: %v\n%s", label, sc.Err(), strings.Join(lines, "\n"))
+		t.Fatalf("the parent printed no %s pid:\n%s", label, strings.Join(seen, "\n"))
 	}
-	return parent, child
+	return parent, child, seen, lines
 }
 
 // KillParent kills parent with SIGKILL (failing the test if it cannot) and

@@ -1,16 +1,13 @@
 package vm_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -49,15 +46,8 @@ func qemuParent(mode string) int {
 		qlog, _ := os.ReadFile(filepath.Join(dir, vm.QEMULogFile))
 		fmt.Printf("qemu exited by itself: %q\n", qlog)
 	}()
-	for range 8 {
-		done := make(chan struct{})
-		go func() {
-			runtime.LockOSThread()
-			close(done)
-		}()
-		<-done
-	}
-	fmt.Println("threads ended")
+	testsupport.EndThreads(8)
+	fmt.Println(testsupport.ThreadsEnded)
 	select {}
 }
 
@@ -110,61 +100,30 @@ func TestQEMUDiesWithParent(t *testing.T) {
 // It returns a reason when the machine ended by itself before the parent
 // was killed, and "" once the check ran.
 func diesWithParent(t *testing.T, mode, path string, realQEMU, survives bool) string {
-	dir := t.TempDir()
-	parent := exec.Command(os.Args[0], "-test.run=^$")
-	parent.Env = append(os.Environ(), parentEnv+"="+mode, parentDirEnv+"="+dir, "PATH="+path)
-	out, err := parent.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := parent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { parent.Process.Kill(); parent.Wait() })
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
+	const exited = "qemu exited by itself: "
+	parent, qemu, seen, rest := testsupport.StartParentLines(t, "qemu", parentEnv+"="+mode, parentDirEnv+"="+t.TempDir(), "PATH="+path)
+	for _, line := range seen {
+		if strings.HasPrefix(line, exited) {
+			return line
 		}
-		close(lines)
-	}()
+	}
 	// ended reports the parent's word that QEMU ended by itself, waiting
 	// up to a few seconds for it.
 	ended := func() string {
 		timeout := time.After(3 * time.Second)
 		for {
 			select {
-			case line, ok := <-lines:
+			case line, ok := <-rest:
 				if !ok {
 					return ""
 				}
-				if why, ok := strings.CutPrefix(line, "qemu exited by itself: "); ok {
+				if why, ok := strings.CutPrefix(line, exited); ok {
 					return why
 				}
 			case <-timeout:
 				return ""
 			}
 		}
-	}
-	qemu := 0
-	var seen []string
-	for line := range lines {
-		seen = append(seen, line)
-		if pid, ok := strings.CutPrefix(line, "qemu "); ok && qemu == 0 {
-			qemu, _ = strconv.Atoi(pid)
-			// Whatever the outcome, no QEMU outlives this test.
-			t.Cleanup(func() { syscall.Kill(qemu, syscall.SIGKILL) })
-		}
-		if strings.HasPrefix(line, "qemu exited by itself: ") {
-			return line
-		}
-		if line == "threads ended" || strings.HasPrefix(line, "error:") {
-			break
-		}
-	}
-	if qemu == 0 {
-		t.Fatalf("the parent started no machine:\n%s", strings.Join(seen, "\n"))
 	}
 	if !testsupport.Alive(qemu) {
 		if why := ended(); why != "" {
@@ -180,16 +139,7 @@ func diesWithParent(t *testing.T, mode, path string, realQEMU, survives bool) st
 			t.Fatalf("pid %d is not QEMU: %q", qemu, cmdline)
 		}
 	}
-	parent.Process.Signal(syscall.SIGKILL)
-	parent.Wait()
-	// The signal is sent as the parent ends, before Wait returns; the
-	// wait only covers its delivery. A machine that was sent nothing
-	// still runs a second later.
-	limit := 10 * time.Second
-	if survives {
-		limit = time.Second
-	}
-	gone := testsupport.WaitGone(qemu, limit)
+	gone := testsupport.KillParent(t, parent, qemu, survives)
 	switch {
 	case survives && gone:
 		t.Errorf("the detached machine (pid %d) died with its parent: the check cannot tell", qemu)
