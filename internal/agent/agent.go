@@ -16,11 +16,13 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -111,6 +113,14 @@ type Options struct {
 	// holds addr, name is the node's name. nil is KeepLANLease. It is not
 	// called when MAC and IP were given without Interface.
 	KeepLease func(ctx context.Context, log *slog.Logger, iface string, addr netip.Addr, name string)
+
+	// SSHPort, when not 0, is the port of the node's sshd: the node
+	// registers as joining (registry.StateJoining), and becomes up with the
+	// first heartbeat after its sshd answers there on the node's address.
+	// sshd starts only after READY=1 (it needs the host certificate), and
+	// a node in the hostfiles before port 22 answers makes mpirun fail.
+	// 0: the node is up at once (tests; an agent started by hand).
+	SSHPort int
 }
 
 // OptionsFromCmdline reads the head's address and the cluster token from a
@@ -194,6 +204,7 @@ func Run(ctx context.Context, o Options) error {
 	req := registry.RegisterRequest{
 		MAC: mac, IP: ip, Cores: runtime.NumCPU(), MemTotalKiB: memTotal,
 		SSHHostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey))),
+		Joining:    o.SSHPort != 0,
 	}
 	a := &agent{o: o, log: log, c: c, req: req, certPath: filepath.Join(sshDir, sshtrust.HostCertFile),
 		rc: registry.NewClient(o.HeadURL, o.Token, &http.Client{Timeout: registry.DefaultClientTimeout, Transport: rootTransport()})}
@@ -226,7 +237,11 @@ func Run(ctx context.Context, o Options) error {
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
-	a.heartbeats(ctx, interval)
+	var sshUp <-chan struct{}
+	if o.SSHPort != 0 {
+		sshUp = waitSSH(ctx, net.JoinHostPort(ip, strconv.Itoa(o.SSHPort)), log)
+	}
+	a.heartbeats(ctx, interval, sshUp)
 
 	Notify("STOPPING=1")
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
@@ -414,10 +429,12 @@ func certCA(path string) string {
 }
 
 // heartbeats sends a heartbeat every interval until ctx is done,
-// registering again when the head does not know the node. Failures are
+// registering again when the head does not know the node. When sshUp is
+// closed (the node's sshd answers), it sends one at once that makes the
+// node up. Failures are
 // logged when they start and when they end, not every interval: a head
 // that is down for a minute should not flood every node's journal.
-func (a *agent) heartbeats(ctx context.Context, interval time.Duration) {
+func (a *agent) heartbeats(ctx context.Context, interval time.Duration, sshUp <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	failing := ""
@@ -426,11 +443,16 @@ func (a *agent) heartbeats(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-sshUp:
+			sshUp = nil // a nil channel is never ready again
+			a.req.Joining = false
+			a.log.Info("sshd answers; telling the head the node is up", "node", a.name)
 		}
 		stats, err := ReadStats(a.o.ProcDir)
 		if err != nil {
 			a.log.Debug("reading load", "err", err)
 		}
+		stats.Joining = a.req.Joining
 		gen, caFP, err := a.c.HeartbeatCA(ctx, a.req.MAC, stats)
 		switch {
 		case err == nil && a.caChanged(caFP):

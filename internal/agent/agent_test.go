@@ -716,3 +716,109 @@ func TestOptionsFromCmdlineSwarm(t *testing.T) {
 		t.Errorf("shared root: the agent would serve %v", o.SwarmSums)
 	}
 }
+
+// fakeSSHD listens on addr; until answer is set it accepts and hangs up
+// without an identification line, as a port that is not yet sshd's.
+type fakeSSHD struct {
+	ln     net.Listener
+	answer atomic.Bool
+}
+
+func startFakeSSHD(t *testing.T, addr string) *fakeSSHD {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fakeSSHD{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if s.answer.Load() {
+				io.WriteString(c, "SSH-2.0-OpenSSH_fake\r\n")
+			}
+			c.Close()
+		}
+	}()
+	return s
+}
+
+// TestRunJoiningUntilSSH: an agent that waits for sshd registers the node
+// as joining, keeps it joining through heartbeats while the port answers
+// without an SSH line, and makes it up as soon as sshd answers.
+func TestRunJoiningUntilSSH(t *testing.T) {
+	// The node's own address must be where the fake sshd listens: all of
+	// 127/8 is this machine's.
+	naming := contract.Naming{Subnet: netip.MustParsePrefix("127.0.0.0/24"), Head: netip.MustParseAddr("127.0.0.1")}
+	h := newHeadOn(t, naming, 50*time.Millisecond)
+	sshd := startFakeSSHD(t, "127.0.0.47:0")
+	port := sshd.ln.Addr().(*net.TCPAddr).Port
+	const mac = "52:54:00:ab:cd:2f"
+	a := startAgent(t, Options{HeadURL: h.srv.URL, Token: token, Interval: 50 * time.Millisecond, RunDir: t.TempDir(),
+		MAC: mac, IP: "127.0.0.47", SSHPort: port})
+	waitFor(t, "the node registered", func() bool { _, ok := findNode(h.reg, mac); return ok })
+	n, _ := findNode(h.reg, mac)
+	if n.State != registry.StateJoining || n.Name != "node47" {
+		t.Fatalf("registered as %s/%s, want node47/joining", n.Name, n.State)
+	}
+	// Heartbeats go on (uptime comes only with them), and the node stays
+	// joining: the port takes connections, but sends no SSH line.
+	waitFor(t, "heartbeats", func() bool { n, _ := findNode(h.reg, mac); return n.UptimeSec > 0 })
+	seen := n.LastSeen
+	waitFor(t, "more heartbeats", func() bool { n, _ := findNode(h.reg, mac); return n.LastSeen.After(seen) })
+	if n, _ := findNode(h.reg, mac); n.State != registry.StateJoining {
+		t.Fatalf("before sshd answers: %s, want joining", n.State)
+	}
+	sshd.answer.Store(true)
+	waitFor(t, "the node up", func() bool { n, _ := findNode(h.reg, mac); return n.State == registry.StateUp })
+	// Registering again (the head forgot the node) comes back up at once:
+	// sshd has answered already.
+	if err := h.reg.Leave(mac); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "re-registration", func() bool { _, ok := findNode(h.reg, mac); return ok })
+	if n, _ := findNode(h.reg, mac); n.State != registry.StateUp {
+		t.Errorf("registered again as %s, want up", n.State)
+	}
+	if err := a.stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if !strings.Contains(a.log.String(), "sshd answers") {
+		t.Errorf("the log does not say that sshd answered:\n%s", a.log.String())
+	}
+}
+
+// TestSSHAnswers: only a server that sends its SSH line answers; other
+// lines may come first (RFC 4253 section 4.2).
+func TestSSHAnswers(t *testing.T) {
+	for _, c := range []struct {
+		greeting string
+		ok       bool
+	}{
+		{"SSH-2.0-OpenSSH_9.2\r\n", true},
+		{"hello\r\nSSH-2.0-x\r\n", true},
+		{"HTTP/1.1 400 Bad Request\r\n\r\n", false},
+		{"", false},
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			c2, err := ln.Accept()
+			if err == nil {
+				io.WriteString(c2, c.greeting)
+				c2.Close()
+			}
+		}()
+		err = sshAnswers(context.Background(), ln.Addr().String())
+		ln.Close()
+		if (err == nil) != c.ok {
+			t.Errorf("greeting %q: %v, want answered=%v", c.greeting, err, c.ok)
+		}
+	}
+}

@@ -74,6 +74,13 @@ The flags override them, to run the agent by hand.`,
 				level = slog.LevelDebug
 			}
 			o.Logger = head.NewLogger(os.Stderr, level)
+			// Under systemd, sshd starts after this agent is ready (it
+			// needs the host certificate): the node is joining, out of the
+			// hostfiles, until sshd answers on port 22, the port of the
+			// image's sshd.
+			if os.Getenv("INVOCATION_ID") != "" {
+				o.SSHPort = 22
+			}
 			// Under systemd, sshd must reload when the head's CA changed:
 			// it reads its host certificate only at start.
 			if os.Getenv("INVOCATION_ID") != "" {

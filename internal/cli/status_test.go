@@ -34,6 +34,10 @@ func TestSummaryLine(t *testing.T) {
 	if got, want := summaryLine(nodes[:1]), "1 node: 1 up, 0 down; 4 cores; load 0.7"; got != want {
 		t.Errorf("summaryLine = %q, want %q", got, want)
 	}
+	joining := append(slices.Clone(nodes), registry.Node{Name: "node4", State: registry.StateJoining, Cores: 16})
+	if got, want := summaryLine(joining), "4 nodes: 2 up, 1 joining, 1 down; 6 cores; load 1.2"; got != want {
+		t.Errorf("summaryLine = %q, want %q", got, want)
+	}
 	if got, want := summaryLine(nil), "0 nodes: 0 up, 0 down; 0 cores; load 0.0"; got != want {
 		t.Errorf("summaryLine = %q, want %q", got, want)
 	}

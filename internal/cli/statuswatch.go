@@ -25,18 +25,25 @@ func printStatus(w io.Writer, nodes []registry.Node, now time.Time) error {
 // summaryLine sums the cluster up: "3 nodes: 3 up, 0 down; 6 cores; load
 // 1.2". Cores and load count the nodes that are up: what a job can use.
 func summaryLine(nodes []registry.Node) string {
-	up, cores := 0, 0
+	up, joining, cores := 0, 0, 0
 	load := 0.0
 	for _, n := range nodes {
-		if n.State == registry.StateUp {
+		switch n.State {
+		case registry.StateUp:
 			up++
 			cores += n.Cores
 			load += n.Load1
+		case registry.StateJoining:
+			joining++
 		}
 	}
 	noun := "nodes"
 	if len(nodes) == 1 {
 		noun = "node"
+	}
+	if joining > 0 {
+		// Only then: a settled cluster's line stays as it always was.
+		return fmt.Sprintf("%d %s: %d up, %d joining, %d down; %d cores; load %.1f", len(nodes), noun, up, joining, len(nodes)-up-joining, cores, load)
 	}
 	return fmt.Sprintf("%d %s: %d up, %d down; %d cores; load %.1f", len(nodes), noun, up, len(nodes)-up, cores, load)
 }

@@ -317,3 +317,26 @@ func TestMPIParams(t *testing.T) {
 		t.Errorf("%s written without a subnet", PRRTEParamsPath)
 	}
 }
+
+// TestWriteJoining: a joining node (its sshd does not answer yet) has its
+// name in /etc/hosts, and no slots in the hostfiles.
+func TestWriteJoining(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	nodes := []registry.Node{
+		node("node1", "10.99.0.1", registry.RoleHead, registry.StateUp, 4),
+		node("node5", "10.99.0.5", registry.RoleNode, registry.StateJoining, 2),
+	}
+	if err := Write(root, nodes, subnet); err != nil {
+		t.Fatal(err)
+	}
+	if hosts := read(t, root, HostsPath); !strings.Contains(hosts, "10.99.0.5\tnode5 node5.cluster\n") {
+		t.Errorf("/etc/hosts has no joining node5:\n%s", hosts)
+	}
+	if got := withoutComments(read(t, root, MPIHostsPath)); got != "node1 slots=4" {
+		t.Errorf("mpi.hosts:\n%s\nwant node1 only: node5's sshd does not answer yet", got)
+	}
+	if got := read(t, root, PVMHostsPath); strings.Contains(got, "node5") {
+		t.Errorf("pvm hosts list the joining node5:\n%s", got)
+	}
+}

@@ -713,7 +713,7 @@ func (h *Head) lateServer(ctx context.Context, ev dhcp.Evidence) error {
 	var running []string
 	if h.cluster != nil {
 		for _, n := range h.cluster.reg.Nodes() {
-			if n.Role == registry.RoleNode && n.State == registry.StateUp {
+			if n.Role == registry.RoleNode && n.State != registry.StateDown {
 				running = append(running, n.Name)
 			}
 		}

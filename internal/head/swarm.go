@@ -91,7 +91,9 @@ func (h *Head) nodeCmdline() contract.Cmdline {
 func (h *Head) peerState(addr netip.Addr) (bool, time.Time) {
 	for _, n := range h.cluster.reg.Nodes() {
 		if n.IP == addr.String() && n.Role == registry.RoleNode {
-			return n.State == registry.StateUp, n.Registered
+			// A joining node's layer server runs already: it starts
+			// before the agent registers.
+			return n.State != registry.StateDown, n.Registered
 		}
 	}
 	return false, time.Time{}

@@ -38,6 +38,11 @@ const (
 	RoleNode  = "node"
 	StateUp   = "up"
 	StateDown = "down"
+	// StateJoining: the node registered and got its name and host
+	// certificate, but its sshd does not answer yet (sshd starts only
+	// after the certificate is written). It is in /etc/hosts, not in the
+	// hostfiles: mpirun would be refused on port 22.
+	StateJoining = "joining"
 )
 
 // MissedHeartbeats is how many heartbeat intervals may pass without one
@@ -70,7 +75,7 @@ type Node struct {
 	MemUsedKiB  uint64    `json:"mem_used_kib"`
 	Load1       float64   `json:"load1"`
 	UptimeSec   int64     `json:"uptime_sec"`
-	State       string    `json:"state"` // StateUp or StateDown
+	State       string    `json:"state"` // StateUp, StateJoining or StateDown
 	Registered  time.Time `json:"registered"`
 	LastSeen    time.Time `json:"last_seen"`
 
@@ -90,6 +95,11 @@ type RegisterRequest struct {
 	// SSHHostKey is the node's host public key in authorized_keys format;
 	// the API answers with a host certificate for it.
 	SSHHostKey string `json:"ssh_host_key,omitempty"`
+	// Joining says that the node's sshd does not answer yet: the node is
+	// registered as StateJoining, and a later heartbeat without Joining
+	// makes it StateUp. False registers it up at once (the head itself,
+	// agents without sshd).
+	Joining bool `json:"joining,omitempty"`
 	// Role is RoleNode when empty. The API always sets it to RoleNode:
 	// only the head itself registers as the head, in process.
 	Role string `json:"-"`
@@ -101,6 +111,9 @@ type Stats struct {
 	Load1      float64 `json:"load1"`
 	MemUsedKiB uint64  `json:"mem_used_kib"`
 	UptimeSec  int64   `json:"uptime_sec"`
+	// Joining: the node's sshd does not answer yet (see
+	// RegisterRequest.Joining); the node stays StateJoining.
+	Joining bool `json:"joining,omitempty"`
 }
 
 // Bounds of the figures a heartbeat may carry. They are far beyond any
@@ -375,6 +388,9 @@ func (r *Registry) Register(req RegisterRequest) (Node, error) {
 	n.Cores = max(req.Cores, 1)
 	n.MemTotalKiB = req.MemTotalKiB
 	n.State = StateUp
+	if req.Joining {
+		n.State = StateJoining
+	}
 	n.LastSeen = now
 	n.seen = r.mono()
 	r.changed()
@@ -385,7 +401,9 @@ func (r *Registry) Register(req RegisterRequest) (Node, error) {
 // returns ErrUnknownNode for a MAC that is not registered (it never adds a
 // node: a pruned node must register again), and an ErrInvalid error, having
 // changed nothing, for a bad MAC or figures out of bounds. A heartbeat only
-// updates memory, unless it brings a down node back up: saving 40 times a
+// updates memory, unless it changes the node's state (a down node back, a
+// joining node whose sshd now answers: StateUp, or StateJoining while
+// s.Joining): saving 40 times a
 // second for 200 nodes, or rewriting the hostfiles, would buy nothing,
 // because stats are stale seconds later anyway.
 func (r *Registry) Heartbeat(mac string, s Stats) error {
@@ -405,8 +423,12 @@ func (r *Registry) Heartbeat(mac string, s Stats) error {
 	n.Load1, n.MemUsedKiB, n.UptimeSec = s.Load1, s.MemUsedKiB, s.UptimeSec
 	n.LastSeen = r.now()
 	n.seen = r.mono()
-	if n.State != StateUp {
-		n.State = StateUp
+	want := StateUp
+	if s.Joining {
+		want = StateJoining
+	}
+	if n.State != want {
+		n.State = want
 		r.changed()
 	}
 	return nil
@@ -448,7 +470,7 @@ func (r *Registry) Sweep(now time.Time) {
 	limit := MissedHeartbeats * r.interval
 	changed := false
 	for _, n := range r.nodes {
-		if n.Role != RoleHead && n.State == StateUp && at-n.seen > limit {
+		if n.Role != RoleHead && n.State != StateDown && at-n.seen > limit {
 			n.State = StateDown
 			changed = true
 		}

@@ -387,3 +387,54 @@ func TestOnChangeCoalesces(t *testing.T) {
 		t.Errorf("%d calls, last with %d nodes", calls, len(last))
 	}
 }
+
+// TestJoining: a node that registers while its sshd does not answer is
+// joining until a heartbeat says otherwise; a silent joining node goes
+// down like any other, and comes back joining or up as its heartbeat says.
+func TestJoining(t *testing.T) {
+	c := newClock()
+	r, changes := open(t, filepath.Join(t.TempDir(), "nodes.json"), c)
+	j := req("52:54:00:00:00:02", "10.99.0.2")
+	j.Joining = true
+	if n, err := r.Register(j); err != nil || n.State != StateJoining {
+		t.Fatalf("Register(joining) = %s, %v", n.State, err)
+	}
+	r.Register(req("52:54:00:00:00:03", "10.99.0.3"))
+	if got := names(r.Nodes()); !slices.Equal(got, []string{"node2/joining", "node3/up"}) {
+		t.Fatalf("after registering: %v", got)
+	}
+	r.Flush()
+	base := len(*changes)
+	// Still joining: no change to report.
+	if err := r.Heartbeat("52:54:00:00:00:02", Stats{Joining: true}); err != nil {
+		t.Fatal(err)
+	}
+	r.Flush()
+	if len(*changes) != base || names(r.Nodes())[0] != "node2/joining" {
+		t.Fatalf("a joining heartbeat: %v, %d changes", names(r.Nodes()), len(*changes)-base)
+	}
+	// sshd answers: up, and the hostfiles must be rewritten.
+	if err := r.Heartbeat("52:54:00:00:00:02", Stats{}); err != nil {
+		t.Fatal(err)
+	}
+	r.Flush()
+	if len(*changes) != base+1 || names((*changes)[len(*changes)-1])[0] != "node2/up" {
+		t.Fatalf("sshd answered: %v, %d changes", names(r.Nodes()), len(*changes)-base)
+	}
+	// A joining node that goes silent is swept down: it is not kept in
+	// any state for ever.
+	j3 := req("52:54:00:00:00:04", "10.99.0.4")
+	j3.Joining = true
+	r.Register(j3)
+	c.add(MissedHeartbeats*5*time.Second + time.Second)
+	r.Sweep(c.t)
+	if got := names(r.Nodes()); !slices.Equal(got, []string{"node2/down", "node3/down", "node4/down"}) {
+		t.Fatalf("after silence: %v", got)
+	}
+	if err := r.Heartbeat("52:54:00:00:00:04", Stats{Joining: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(r.Nodes())[2]; got != "node4/joining" {
+		t.Errorf("a down node's joining heartbeat: %s, want node4/joining", got)
+	}
+}

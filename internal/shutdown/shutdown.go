@@ -27,7 +27,8 @@ import (
 
 // Plan is who gets shut down.
 type Plan struct {
-	// Nodes are the nodes that are up, except the head: they go first.
+	// Nodes are the nodes that are up or joining, except the head: they
+	// go first.
 	Nodes []string
 	// Down are nodes the registry lists as down: nobody to tell.
 	Down []string
@@ -58,7 +59,9 @@ func MakePlan(nodes []registry.Node) Plan {
 		switch {
 		case n.Role == registry.RoleHead:
 			p.Head = n.Name
-		case n.State == registry.StateUp:
+		case n.State != registry.StateDown:
+			// Joining nodes too: they run from node1's root, and their
+			// sshd is about to answer.
 			p.Nodes = append(p.Nodes, n.Name)
 			p.Addrs[n.Name] = n.IP
 		default:

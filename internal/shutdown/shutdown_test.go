@@ -19,7 +19,8 @@ func TestMakePlan(t *testing.T) {
 		node("node1", registry.RoleHead, registry.StateUp),
 		node("node2", registry.RoleNode, registry.StateUp),
 		node("node3", registry.RoleNode, registry.StateDown),
-		node("node4", registry.RoleNode, registry.StateUp),
+		// Joining: its sshd is about to answer, and it runs from node1.
+		node("node4", registry.RoleNode, registry.StateJoining),
 	})
 	if p.Head != "node1" || strings.Join(p.Nodes, ",") != "node2,node4" || strings.Join(p.Down, ",") != "node3" {
 		t.Fatalf("plan %+v", p)

@@ -84,7 +84,7 @@ type metric struct {
 }
 
 var nodeMetrics = []metric{
-	{"clusterdebian_node_up", "1 if the node is heartbeating, 0 if it is down.", func(n registry.Node, _ time.Time) float64 {
+	{"clusterdebian_node_up", "1 if the node is up (heartbeating, its sshd answering), 0 if it is joining or down.", func(n registry.Node, _ time.Time) float64 {
 		if n.State == registry.StateUp {
 			return 1
 		}
@@ -119,19 +119,22 @@ func WriteMetrics(w io.Writer, nodes []registry.Node, now time.Time) error {
 				escape(n.Name), escape(n.IP), escape(n.Role), num(m.value(n, now)))
 		}
 	}
-	var up, down, cores int
+	var up, joining, down, cores int
 	var load float64
 	for _, n := range nodes {
-		if n.State == registry.StateUp {
+		switch n.State {
+		case registry.StateUp:
 			up++
 			cores += n.Cores
 			load += n.Load1
-		} else {
+		case registry.StateJoining:
+			joining++
+		default:
 			down++
 		}
 	}
 	fmt.Fprintf(&b, "# HELP clusterdebian_nodes Registered nodes by state.\n# TYPE clusterdebian_nodes gauge\n")
-	fmt.Fprintf(&b, "clusterdebian_nodes{state=\"up\"} %d\nclusterdebian_nodes{state=\"down\"} %d\n", up, down)
+	fmt.Fprintf(&b, "clusterdebian_nodes{state=\"up\"} %d\nclusterdebian_nodes{state=\"joining\"} %d\nclusterdebian_nodes{state=\"down\"} %d\n", up, joining, down)
 	fmt.Fprintf(&b, "# HELP clusterdebian_cores Cores of the nodes that are up.\n# TYPE clusterdebian_cores gauge\n")
 	fmt.Fprintf(&b, "clusterdebian_cores %d\n", cores)
 	fmt.Fprintf(&b, "# HELP clusterdebian_load1 Sum of the 1-minute loads of the nodes that are up.\n# TYPE clusterdebian_load1 gauge\n")

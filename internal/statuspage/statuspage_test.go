@@ -115,6 +115,8 @@ func TestMetrics(t *testing.T) {
 			MemTotalKiB: 4 << 20, MemUsedKiB: 512 << 10, UptimeSec: 60, LastSeen: now.Add(-3 * time.Second)},
 		{Name: "node3", IP: "10.99.0.3", Role: registry.RoleNode, State: registry.StateDown, Cores: 8,
 			LastSeen: now.Add(-90 * time.Second)},
+		{Name: "node4", IP: "10.99.0.4", Role: registry.RoleNode, State: registry.StateJoining, Cores: 16,
+			LastSeen: now.Add(-time.Second)},
 	}
 	h := Metrics(func() []registry.Node { return nodes }, func() time.Time { return now })
 	resp, body := get(t, h, http.MethodGet, PathMetrics)
@@ -136,6 +138,8 @@ func TestMetrics(t *testing.T) {
 		`clusterdebian_node_last_seen_seconds{node="node3",ip="10.99.0.3",role="node"}`: 90,
 		`clusterdebian_node_up{node="node1",ip="10.99.0.1",role="head"}`:                1,
 		`clusterdebian_nodes{state="up"}`:                                               2,
+		`clusterdebian_node_up{node="node4",ip="10.99.0.4",role="node"}`:                0,
+		`clusterdebian_nodes{state="joining"}`:                                          1,
 		`clusterdebian_nodes{state="down"}`:                                             1,
 		"clusterdebian_cores":                                                           6,
 		"clusterdebian_load1":                                                           1.75,
@@ -148,8 +152,8 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, got.value, v)
 		}
 	}
-	if n := len(ms); n != len(nodeMetrics)*len(nodes)+4 {
-		t.Errorf("%d samples, want %d", n, len(nodeMetrics)*len(nodes)+4)
+	if n := len(ms); n != len(nodeMetrics)*len(nodes)+5 {
+		t.Errorf("%d samples, want %d", n, len(nodeMetrics)*len(nodes)+5)
 	}
 }
 

@@ -370,6 +370,10 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y $d/cdtest-hello.deb`)
 		}
 	})
 
+	s.Step("up only once sshd answers", boot, func(t *testing.T) {
+		checkUpAfterSSHD(t, ctx, c, a, b)
+	})
+
 	s.Step("ssh", boot, func(t *testing.T) {
 		// As the default user, nodeA -> nodeB by name, no password, no
 		// prompt: BatchMode makes ssh fail instead of asking anything.
@@ -691,4 +695,23 @@ func nodeIP(t *testing.T, nodes []registry.Node, name string) string {
 		t.Fatalf("no %s in %+v", name, nodes)
 	}
 	return n.IP
+}
+
+// checkUpAfterSSHD checks on each node that its agent told the head the
+// node was up only after sshd listened: in the node's journal, sshd's
+// "Server listening" comes before the agent's "sshd answers". A node up
+// (in the hostfiles) before that refuses ssh, and so mpirun.
+func checkUpAfterSSHD(t *testing.T, ctx context.Context, c vcluster, nodes ...string) {
+	t.Helper()
+	for _, n := range nodes {
+		out := c.on(n).Sh(t, ctx, "journalctl -b -u ssh -u clusterdebian-node --no-pager -o cat | grep -E 'Server listening|sshd answers|joined|registered' || true")
+		listening := strings.Index(out, "Server listening")
+		answered := strings.Index(out, "sshd answers")
+		switch {
+		case answered < 0:
+			t.Errorf("%s: the agent never said that sshd answers:\n%s", n, out)
+		case listening < 0 || listening > answered:
+			t.Errorf("%s: the agent said sshd answers before sshd listened:\n%s", n, out)
+		}
+	}
 }

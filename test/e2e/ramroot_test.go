@@ -134,6 +134,10 @@ func TestRAMRootPVM(t *testing.T) {
 		}
 	})
 
+	s.Step("up only once sshd answers", boot, func(t *testing.T) {
+		checkUpAfterSSHD(t, ctx, c, a, b)
+	})
+
 	s.Step("ssh", boot, func(t *testing.T) {
 		// By name between the RAM nodes, verified by the cluster CA.
 		if got := strings.TrimSpace(c.on(a).Sh(t, ctx, "runuser -u user -- ssh -o BatchMode=yes "+b+" hostname")); got != b {
