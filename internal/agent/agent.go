@@ -207,7 +207,7 @@ func Run(ctx context.Context, o Options) error {
 		Joining:    o.SSHPort != 0,
 	}
 	a := &agent{o: o, log: log, c: c, req: req, certPath: filepath.Join(sshDir, sshtrust.HostCertFile),
-		rc: registry.NewClient(o.HeadURL, o.Token, &http.Client{Timeout: registry.DefaultClientTimeout, Transport: rootTransport()})}
+		rc: registry.NewClient(o.HeadURL, o.Token, &http.Client{Timeout: registry.DefaultClientTimeout, Transport: registry.RootTransport()})}
 	a.lastCA = certCA(a.certPath)
 
 	resp, err := a.register(ctx)
@@ -246,7 +246,7 @@ func Run(ctx context.Context, o Options) error {
 	Notify("STOPPING=1")
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
 	defer cancel()
-	if err := c.Leave(lctx, mac); err != nil {
+	if err := a.rc.Leave(lctx, mac); err != nil {
 		log.Warn("leaving the cluster", "err", err)
 	} else {
 		log.Info("left the cluster", "node", a.name)
@@ -266,7 +266,9 @@ type agent struct {
 	ca       string // the head's SSH CA public key, for the known hosts
 	rootKeys string // node1's root's public keys
 	synced   uint64 // the registry generation the cluster files were written for
-	// rc registers, from a privileged port (rootTransport).
+	// rc registers, heartbeats and leaves, from a privileged port
+	// (registry.RootTransport): the head takes those only from root on the node
+	// (registry.FromNodeRoot).
 	rc *registry.Client
 	// slurmFiles: the Slurm files were written by this agent.
 	slurmFiles bool
@@ -453,7 +455,7 @@ func (a *agent) heartbeats(ctx context.Context, interval time.Duration, sshUp <-
 			a.log.Debug("reading load", "err", err)
 		}
 		stats.Joining = a.req.Joining
-		gen, caFP, err := a.c.HeartbeatCA(ctx, a.req.MAC, stats)
+		gen, caFP, err := a.rc.HeartbeatCA(ctx, a.req.MAC, stats)
 		switch {
 		case err == nil && a.caChanged(caFP):
 			// node1 made a new CA (its key was damaged): this node's host

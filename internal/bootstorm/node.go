@@ -248,7 +248,9 @@ func (n *Node) bootOnce(ctx context.Context, tr *Trace) (*registry.Client, error
 	if err != nil {
 		return nil, err
 	}
-	reg := registry.NewClient(base, boot.Cmdline.Token, hc)
+	// As the agent does: from a privileged port, as root on the node
+	// (registry.FromNodeRoot).
+	reg := registry.NewClient(base, boot.Cmdline.Token, n.rootHTTPClient())
 	resp, err := reg.Register(ctx, registry.RegisterRequest{MAC: tr.MAC, IP: ip.String(), Cores: 4, MemTotalKiB: 8 << 20})
 	if err != nil {
 		return nil, fmt.Errorf("register: %w", err)
@@ -404,6 +406,25 @@ func (n *Node) HTTPClient() *http.Client {
 		MaxIdleConnsPerHost: 2,
 	}
 	return &http.Client{Transport: tr}
+}
+
+// rootHTTPClient returns a client whose connections are opened in the
+// node's namespace from a privileged port (registry.DialRootPort), one
+// per request, as the node agent's.
+func (n *Node) rootHTTPClient() *http.Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := n.NS.Do(func() error {
+				var err error
+				c, err = registry.DialRootPort(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+		DisableKeepAlives: true,
+	}
+	return &http.Client{Transport: tr, Timeout: registry.DefaultClientTimeout}
 }
 
 // get fetches url into w, or returns the body when w is nil.

@@ -28,7 +28,7 @@ const systemConfig = "/etc/clusterdebian/cluster.toml"
 func newHeadCmd() *cobra.Command {
 	var (
 		configPath, iface, subnet, address, dhcpMode, natMode, bootDir, stateDir, extra, clusterRoot string
-		debug                                                                                        bool
+		debug, simulated                                                                             bool
 	)
 	cmd := explainErrors(&cobra.Command{
 		Use:   "head",
@@ -91,6 +91,7 @@ at http://<head>/api/v1/boot.`,
 			// The flag adds to the image's own parameters (image.kernel_cmdline)
 			// rather than replacing them: it is meant for one-off additions.
 			opts.ExtraCmdline = strings.TrimSpace(cfg.Image.KernelCmdline + " " + extra)
+			opts.SimulatedNodes = simulated
 			// On a ClusterDebian system (its image carries the system config)
 			// the head keeps the cluster files of its own root; elsewhere only
 			// when asked, so that a test run never rewrites a host's /etc.
@@ -143,6 +144,11 @@ at http://<head>/api/v1/boot.`,
 	f.StringVar(&extra, "kernel-cmdline-extra", "", "kernel parameters added to every node's command line, after image.kernel_cmdline")
 	f.StringVar(&clusterRoot, "cluster-root", "", "root file system whose /etc/hosts, hostfiles and SSH trust the head keeps, and exports to the nodes (default: / on a ClusterDebian system, else none; \"none\" disables)")
 	f.BoolVar(&debug, "debug", false, "log every packet decision, not only requests and answers")
+	// Hidden: only the simulators' benchmarks and tests want it.
+	f.BoolVar(&simulated, "simulated-nodes", false, "take node requests from any address and port, for a simulator's made-up nodes (never on a real cluster)")
+	if err := f.MarkHidden("simulated-nodes"); err != nil {
+		panic(err)
+	}
 	return cmd
 }
 

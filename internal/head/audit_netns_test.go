@@ -151,9 +151,10 @@ func auditChild(t *testing.T, env []string) {
 		return strings.Join(s, " ")
 	}
 	// A registered node, so that leave and prune without the token have
-	// something to change.
-	if c, b := do(http.MethodPost, registry.PathRegister, token, registry.RegisterRequest{MAC: "02:cd:00:00:00:50", IP: "10.99.0.50", Cores: 1}); c != http.StatusOK {
-		t.Fatalf("register with the token: %d %s", c, b)
+	// something to change. In process: the API takes a node's requests
+	// only from root on it ("node requests from root on the node").
+	if _, err := h.cluster.reg.Register(registry.RegisterRequest{MAC: "02:cd:00:00:00:50", IP: "10.99.0.50", Cores: 1}); err != nil {
+		t.Fatalf("register: %v", err)
 	}
 	bodies := map[string]any{
 		registry.PathRegister:  registry.RegisterRequest{MAC: "02:cd:00:00:00:51", IP: "10.99.0.51", Cores: 1},
@@ -169,6 +170,78 @@ func auditChild(t *testing.T, env []string) {
 	if _, err := m.run("ip", "addr", "add", ip+"/24", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}
+
+	t.Run("node requests from root on the node", func(t *testing.T) {
+		// The token is on every node's kernel command line, which any
+		// user there reads: register, heartbeat and leave also need root
+		// on the node they are about (its address, a port below 1024).
+		const mac = "02:cd:00:00:00:60"
+		post := func(path, from string, body any, privileged bool) int {
+			t.Helper()
+			b, err := json.Marshal(body)
+			must(t, err)
+			if from == "node1" {
+				c, _ := do(http.MethodPost, path, token, body)
+				return c
+			}
+			args := []string{"-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Authorization: Bearer " + token, "--data", string(b)}
+			if privileged {
+				args = append(args, "--local-port", "600-1000")
+			}
+			out, err := m.run("curl", append(args, base+path)...)
+			must(t, err)
+			c, err := strconv.Atoi(string(out))
+			must(t, err)
+			return c
+		}
+		reg := registry.RegisterRequest{MAC: mac, IP: ip, Cores: 1}
+		for _, c := range []struct {
+			what, from string
+			body       any
+			privileged bool
+		}{
+			{"register from an ordinary port", "m", reg, false},
+			{"register from node1", "node1", reg, true},
+			{"register another address", "m", registry.RegisterRequest{MAC: mac, IP: "10.99.0.77", Cores: 1}, true},
+		} {
+			if code := post(registry.PathRegister, c.from, c.body, c.privileged); code != http.StatusForbidden {
+				t.Errorf("%s: %d, want 403", c.what, code)
+			}
+		}
+		if _, ok := h.cluster.reg.Lookup(mac); ok {
+			t.Fatalf("a refused registration registered %s", mac)
+		}
+		if code := post(registry.PathRegister, "m", reg, true); code != http.StatusOK {
+			t.Fatalf("register as root on the node: %d, want 200", code)
+		}
+		hb, leave := registry.HeartbeatRequest{MAC: mac}, registry.LeaveRequest{MAC: mac}
+		for _, c := range []struct {
+			what, path, from string
+			body             any
+			privileged       bool
+		}{
+			{"heartbeat from node1", registry.PathHeartbeat, "node1", hb, true},
+			{"heartbeat from an ordinary port", registry.PathHeartbeat, "m", hb, false},
+			{"leave from node1", registry.PathLeave, "node1", leave, true},
+			{"leave from an ordinary port", registry.PathLeave, "m", leave, false},
+		} {
+			if code := post(c.path, c.from, c.body, c.privileged); code != http.StatusForbidden {
+				t.Errorf("%s: %d, want 403", c.what, code)
+			}
+		}
+		if _, ok := h.cluster.reg.Lookup(mac); !ok {
+			t.Fatalf("a refused leave removed %s", mac)
+		}
+		if code := post(registry.PathHeartbeat, "m", hb, true); code != http.StatusNoContent {
+			t.Errorf("heartbeat as root on the node: %d, want 204", code)
+		}
+		if code := post(registry.PathLeave, "m", leave, true); code != http.StatusNoContent {
+			t.Errorf("leave as root on the node: %d, want 204", code)
+		}
+		if _, ok := h.cluster.reg.Lookup(mac); ok {
+			t.Errorf("%s is still registered after its leave", mac)
+		}
+	})
 
 	t.Run("tftp is read-only", func(t *testing.T) {
 		local := filepath.Join(m.dir, "audit-write")

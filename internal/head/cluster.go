@@ -141,6 +141,11 @@ func (h *Head) setupCluster() error {
 		// each node renews its own, as node1 does.
 		apiOpts = append(apiOpts, registry.KeepLeases())
 	}
+	if o.SimulatedNodes {
+		h.log.Warn("simulated nodes: node requests are taken from any address and port; never run a real cluster like this")
+	} else {
+		apiOpts = append(apiOpts, registry.FromNodeRoot())
+	}
 	apiOpts = append(apiOpts, registry.OnPrune(func(gone []registry.Node) {
 		if h.exports != nil {
 			for _, ip := range h.exports.prune(gone, reg.Nodes()) {

@@ -77,7 +77,7 @@ func TestHeadDamagedCA(t *testing.T) {
 				t.Helper()
 				sys := newFakeSystem(root)
 				sys.macs["eth0"] = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}
-				h := &Head{opts: Options{StateDir: state, ClusterRoot: root, Root: contract.RootShared}, sys: sys,
+				h := &Head{opts: Options{StateDir: state, ClusterRoot: root, Root: contract.RootShared, SimulatedNodes: true}, sys: sys,
 					iface: "eth0", addr: testNaming.Head, naming: testNaming, token: testToken,
 					log: slog.New(slog.NewTextHandler(&logs, nil)), tracker: bootstage.NewTracker()}
 				if err := h.setupCluster(); err != nil {

@@ -124,6 +124,11 @@ type Options struct {
 	NoSwarm bool
 	// ExtraCmdline is appended to every node's kernel command line.
 	ExtraCmdline string
+	// SimulatedNodes takes node registrations, heartbeats and leaves from
+	// any address and port (registry.FromNodeRoot off): a simulator's
+	// made-up nodes (agent.Simulate) all talk from one address. Never on
+	// a real cluster: any user on a node could then make other nodes leave.
+	SimulatedNodes bool
 	// ClusterRoot is the root file system whose cluster files (/etc/hosts,
 	// hostfiles, SSH known hosts, user keys) the head keeps: "/" on node1.
 	// When it is the machine's root (System.Root), the head also exports it

@@ -442,10 +442,16 @@ func headChild(t *testing.T, nodeNS string) {
 		if out, err := n.run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--data", body, url); err != nil || string(out) != "401" {
 			t.Errorf("registering without the token: %s, %v; want 401", out, err)
 		}
+		// With the token, but not as root (an ordinary source port): any
+		// user on a node can read the token in /proc/cmdline.
+		if out, err := n.run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Authorization: Bearer "+token, "--data", body, url); err != nil || string(out) != "403" {
+			t.Errorf("registering from an ordinary port: %s, %v; want 403", out, err)
+		}
 		var resp struct {
 			Name string `json:"name"`
 		}
-		out := n.curl(t, url, "-X", "POST", "-H", "Authorization: Bearer "+token, "--data", body)
+		// As root does: from a privileged port.
+		out := n.curl(t, url, "--local-port", "600-1000", "-X", "POST", "-H", "Authorization: Bearer "+token, "--data", body)
 		if err := json.Unmarshal([]byte(out), &resp); err != nil || resp.Name != name {
 			t.Fatalf("register: %q (%v), want the name %s", out, err, name)
 		}

@@ -179,6 +179,9 @@ func newRestartable(t *testing.T) *restartable {
 		ClusterRoot: root,
 		Logger:      slog.New(slog.NewTextHandler(io.MultiWriter(&testLog{t: t}, &r.logs), nil)),
 		System:      sys,
+		// Its nodes are made up, and talk from node1: who may register
+		// is TestHeadAccessAudit's and TestHeadInNetns's.
+		SimulatedNodes: true,
 	}
 	return r
 }

@@ -66,6 +66,8 @@ func swarmChild(t *testing.T) {
 		o.Root = contract.RootRAM
 		o.DHCP = dhcp.ModeServer
 		o.Logger = slog.New(slog.NewTextHandler(&testLog{t: t}, nil))
+		// Its nodes register from node1's process (see TestHeadAccessAudit).
+		o.SimulatedNodes = true
 	})
 	headURL := "http://" + h.Addr().String()
 	if c := h.nodeCmdline(); !c.Swarm || c.LayerSums[contract.BaseLayer] != sum256(base) {

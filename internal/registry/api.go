@@ -121,8 +121,22 @@ func KeepLeases() APIOption {
 	return func(a *api) { a.keepLease = true }
 }
 
+// FromNodeRoot has the API take a node's registration, heartbeats and
+// leave only from root on that node: from its address (the one it
+// registers, then the one the registry holds for its MAC) and from a
+// privileged port, which only root binds (as NFS's "secure" exports trust
+// it). The cluster token alone is not enough for those: it is on every
+// node's kernel command line, which any user there can read, and with it
+// a user could make another node leave (out of the hostfiles, its Slurm
+// jobs ended) or take its record and a host certificate for its name.
+// Others get 403. Unknown MACs still get 404: the agent registers again.
+func FromNodeRoot() APIOption {
+	return func(a *api) { a.fromNode = true }
+}
+
 type api struct {
 	keepLease bool
+	fromNode  bool // see FromNodeRoot
 	onPrune   func([]Node)
 	mungeKey  []byte
 	// slurmController is node1's address, for slurmd.
@@ -236,6 +250,9 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Role = RoleNode // only the head registers as the head, in process
+	if !a.nodeRoot(w, r, "register", req.MAC, req.IP) {
+		return
+	}
 	var hostKey ssh.PublicKey
 	if strings.TrimSpace(req.SSHHostKey) != "" {
 		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(req.SSHHostKey))
@@ -282,6 +299,31 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
+// ownNode checks, under FromNodeRoot, that a request about the node with
+// mac comes from root on that node, and answers 403 if not. A MAC the
+// registry does not know passes: the registry answers 404 for it.
+func (a *api) ownNode(w http.ResponseWriter, r *http.Request, what, mac string) bool {
+	if !a.fromNode {
+		return true
+	}
+	n, ok := a.reg.Lookup(mac)
+	if !ok {
+		return true
+	}
+	return a.nodeRoot(w, r, what, mac, n.IP)
+}
+
+// nodeRoot checks, under FromNodeRoot, that r comes from root at ip, and
+// answers 403 if not.
+func (a *api) nodeRoot(w http.ResponseWriter, r *http.Request, what, mac, ip string) bool {
+	if !a.fromNode || fromRoot(r, ip) {
+		return true
+	}
+	a.log.Warn("node API: request refused: not from root on the node it is about", "request", what, "mac", mac, "node_ip", ip, "remote", r.RemoteAddr)
+	writeError(w, http.StatusForbidden, what+" for "+ip+" must come from root on that node (its address, a source port below 1024)")
+	return false
+}
+
 // fromRoot reports whether a request comes from root on the machine at ip:
 // from that address, and from a privileged port, which only root binds.
 func fromRoot(r *http.Request, ip string) bool {
@@ -292,6 +334,9 @@ func fromRoot(r *http.Request, ip string) bool {
 func (a *api) heartbeat(w http.ResponseWriter, r *http.Request) {
 	var req HeartbeatRequest
 	if !decode(w, r, &req) {
+		return
+	}
+	if !a.ownNode(w, r, "heartbeat", req.MAC) {
 		return
 	}
 	if !a.regError(w, a.reg.Heartbeat(req.MAC, req.Stats), "heartbeat", req.MAC) {
@@ -309,6 +354,9 @@ func (a *api) heartbeat(w http.ResponseWriter, r *http.Request) {
 func (a *api) leave(w http.ResponseWriter, r *http.Request) {
 	var req LeaveRequest
 	if !decode(w, r, &req) {
+		return
+	}
+	if !a.ownNode(w, r, "leave", req.MAC) {
 		return
 	}
 	if !a.regError(w, a.reg.Leave(req.MAC), "leave", req.MAC) {

@@ -514,6 +514,20 @@ func (r *Registry) Prune() []Node {
 	return gone
 }
 
+// Lookup returns the node with mac, if the registry has it.
+func (r *Registry) Lookup(mac string) (Node, bool) {
+	m, err := normalizeMAC(mac)
+	if err != nil {
+		return Node{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.nodes[m]; n != nil {
+		return *n, true
+	}
+	return Node{}, false
+}
+
 // Nodes returns every node, sorted by address.
 func (r *Registry) Nodes() []Node {
 	r.mu.Lock()

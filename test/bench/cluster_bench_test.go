@@ -96,7 +96,7 @@ func TestHeadLoadBenchmark(t *testing.T) {
 	state := t.TempDir()
 	boot, _ := bootDir(t)
 	head := startIn(t, srv, "head.log", bin, "head", "--interface", "eth0", "--subnet", agent.SimSubnet.String(),
-		"--dhcp", "off", "--boot-dir", boot, "--state-dir", state, "--cluster-root", "none")
+		"--dhcp", "off", "--boot-dir", boot, "--state-dir", state, "--cluster-root", "none", "--simulated-nodes")
 	testsupport.WaitFor(t, ctx, "the head to come up", 200*time.Millisecond, 30*time.Second, func() bool {
 		return exec.Command("curl", "-sf", "-o", "/dev/null", "http://"+agent.SimHead.String()+"/api/v1/nodes").Run() == nil
 	}, head.Output)

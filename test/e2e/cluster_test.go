@@ -469,6 +469,24 @@ head -n 1 <&3`, len(reg), reg))
 				t.Error("the unauthenticated registration was recorded")
 			}
 		}
+		// Any user on a node can read the token in /proc/cmdline; with it
+		// alone, a user on one node cannot make another node leave (out
+		// of the hostfiles, its Slurm jobs ended): only root on that node.
+		nb, ok := byName(c.nodes(t, ctx), b)
+		if !ok {
+			t.Fatalf("%s is not registered", b)
+		}
+		leave := fmt.Sprintf(`{"mac":%q}`, nb.MAC)
+		resp = c.on(a).Sh(t, ctx, fmt.Sprintf(`runuser -u user -- bash -c 'tok=$(tr " " "\n" < /proc/cmdline | sed -n "s/^clusterdebian.token=//p")
+exec 3<>/dev/tcp/10.99.0.1/80
+printf "POST /api/v1/nodes/leave HTTP/1.0\r\nHost: 10.99.0.1\r\nAuthorization: Bearer %%s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%%s" "$tok" '"'"'%s'"'"' >&3
+head -n 1 <&3'`, len(leave), leave))
+		if !strings.Contains(resp, "403") {
+			t.Errorf("a user on %s sent leave for %s with the token: %q, want 403", a, b, resp)
+		}
+		if n, ok := byName(c.nodes(t, ctx), b); !ok || n.State != registry.StateUp {
+			t.Errorf("after a user's leave for %s from %s: %+v (registered %v), want it up", b, a, n, ok)
+		}
 	})
 
 	s.Step("verify", boot, func(t *testing.T) { checkVerify(t, ctx, c, nodes, b) })

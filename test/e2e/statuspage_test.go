@@ -109,7 +109,9 @@ func TestStatusPage(t *testing.T) {
 			"--interface", "br0", "--subnet", statusSubnet, "--dhcp", "off",
 			"--boot-dir", bootDir, "--state-dir", stateDir,
 			// Never the host's /etc.
-			"--cluster-root", "none"}})
+			"--cluster-root", "none",
+			// The simulator's nodes all talk from one address.
+			"--simulated-nodes"}})
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 	err := waitFile(wctx, headLog, `msg="head serving"`)
 	wcancel()

@@ -1,4 +1,4 @@
-package agent
+package registry
 
 import (
 	"context"
@@ -14,8 +14,9 @@ import (
 
 // Privileged ports: only root binds below 1024. The head trusts a
 // registration from such a port with the cluster's munge key
-// (registry.RegisterResponse.MungeKey); ports 512 to 1023 stay clear of
-// the well-known services below.
+// (RegisterResponse.MungeKey), and under FromNodeRoot takes a node's
+// registration, heartbeats and leave only from one; ports 512 to 1023 stay
+// clear of the well-known services below.
 const (
 	rootPortLow  = 512
 	rootPortHigh = 1024
@@ -24,21 +25,23 @@ const (
 // rootPortTries bounds the ports tried when some are taken.
 const rootPortTries = 64
 
-// rootTransport returns a transport whose connections come from a
-// privileged port, tried at random among those free. Without the
-// privilege (an agent run by hand, a test) it dials from an ordinary port:
-// the head then answers without the munge key, and says so in its log.
-// Connections are not kept: a privileged port is freed after its request.
-func rootTransport() *http.Transport {
+// RootTransport returns a transport whose connections come from a
+// privileged port, tried at random among those free (DialRootPort), for
+// the node agent's requests. Connections are not kept: a privileged port
+// is freed after its request, and the head closes the connection, so its
+// side, not the node's, holds the TIME_WAIT.
+func RootTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DisableKeepAlives = true
-	t.DialContext = dialRootPort
+	t.DialContext = DialRootPort
 	return t
 }
 
-// dialRootPort dials addr from a privileged port, or from any port when
-// this process may not bind one.
-func dialRootPort(ctx context.Context, network, addr string) (net.Conn, error) {
+// DialRootPort dials addr (net.Dialer's network and address) from a
+// privileged port. Without the privilege (an agent run by hand, a test)
+// it dials from an ordinary port: the head then answers without the munge
+// key, and under FromNodeRoot with 403, and says so in its log.
+func DialRootPort(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	for range rootPortTries {
 		rd := d
