@@ -77,9 +77,35 @@ func (k *Keeper) log() *slog.Logger {
 // REQUEST, ACK. It fails with ErrNoAnswer when no server offered, and
 // with an error wrapping ErrLost when the server refused (NAK).
 func (k *Keeper) Acquire(ctx context.Context, prefer netip.Addr) (Lease, error) {
+	return k.acquire(ctx, prefer, false)
+}
+
+// OtherAddressError is AcquireAddr's error when the server offered an
+// address other than the one asked for.
+type OtherAddressError struct {
+	Want, Offered, Server netip.Addr
+}
+
+func (e *OtherAddressError) Error() string {
+	return fmt.Sprintf("%v offered %v, not %v", e.Server, e.Offered, e.Want)
+}
+
+// AcquireAddr takes a lease on addr alone, for a machine that runs on addr
+// already and cannot move: like Acquire, but an offer of another address
+// is not requested (the server takes its offer back when no REQUEST
+// follows, RFC 2131 section 4.4.1) and AcquireAddr returns an
+// *OtherAddressError.
+func (k *Keeper) AcquireAddr(ctx context.Context, addr netip.Addr) (Lease, error) {
+	return k.acquire(ctx, addr, true)
+}
+
+func (k *Keeper) acquire(ctx context.Context, prefer netip.Addr, only bool) (Lease, error) {
 	offer, err := k.Exchanger.Discover(ctx, prefer)
 	if err != nil {
 		return Lease{}, err
+	}
+	if offered := toAddr(offer.YourIPAddr); only && offered != prefer {
+		return Lease{}, &OtherAddressError{Want: prefer, Offered: offered, Server: toAddr(offer.ServerIdentifier())}
 	}
 	start := k.clock().Now()
 	reply, err := k.Exchanger.Request(ctx, offer)

@@ -77,6 +77,8 @@ type fakeExchanger struct {
 	extend  func(try) *dhcpv4.DHCPv4
 	prefer  netip.Addr
 	tries   []try
+	// requests counts REQUESTs.
+	requests int
 }
 
 func (f *fakeExchanger) Discover(_ context.Context, prefer netip.Addr) (*dhcpv4.DHCPv4, error) {
@@ -88,6 +90,7 @@ func (f *fakeExchanger) Discover(_ context.Context, prefer netip.Addr) (*dhcpv4.
 }
 
 func (f *fakeExchanger) Request(context.Context, *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
+	f.requests++
 	if f.request == nil {
 		return nil, ErrNoAnswer
 	}
@@ -297,5 +300,29 @@ func TestAcquire(t *testing.T) {
 	f.offer = nil
 	if _, err := k.Acquire(context.Background(), netip.Addr{}); !errors.Is(err, ErrNoAnswer) {
 		t.Errorf("Acquire without a server: %v, want ErrNoAnswer", err)
+	}
+}
+
+// TestAcquireAddr: a machine that cannot move takes only its own address;
+// another one offered is not requested.
+func TestAcquireAddr(t *testing.T) {
+	clk := &fakeClock{now: epoch}
+	own := netip.MustParseAddr("192.168.50.23")
+	f := &fakeExchanger{clock: clk, offer: reply(dhcpv4.MessageTypeOffer, "192.168.50.1", "192.168.50.23", 2*time.Minute),
+		request: reply(dhcpv4.MessageTypeAck, "192.168.50.1", "192.168.50.23", 2*time.Minute)}
+	k := newKeeper(f)
+	if l, err := k.AcquireAddr(context.Background(), own); err != nil || l.Addr.Addr() != own {
+		t.Errorf("AcquireAddr of the offered address = %v, %v", l, err)
+	}
+	f.offer = reply(dhcpv4.MessageTypeOffer, "192.168.50.1", "192.168.50.99", 2*time.Minute)
+	f.requests = 0
+	_, err := k.AcquireAddr(context.Background(), own)
+	var other *OtherAddressError
+	if !errors.As(err, &other) || other.Offered != netip.MustParseAddr("192.168.50.99") || other.Want != own ||
+		other.Server != netip.MustParseAddr("192.168.50.1") {
+		t.Fatalf("AcquireAddr with another address offered: %v, want an OtherAddressError", err)
+	}
+	if f.requests != 0 {
+		t.Errorf("AcquireAddr requested the other address (%d REQUESTs)", f.requests)
 	}
 }
