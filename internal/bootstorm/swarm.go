@@ -206,10 +206,8 @@ func (n *Node) serveLayers(layers []string) error {
 	}); err != nil {
 		return fmt.Errorf("swarm: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           &swarm.Server{Dir: n.LayerDir, Layers: layers, Logger: slog.New(slog.DiscardHandler)},
-		ReadHeaderTimeout: 30 * time.Second,
-	}
+	// Bounded as the agent's (swarm.Server.HTTPServer).
+	srv := (&swarm.Server{Dir: n.LayerDir, Layers: layers, Logger: slog.New(slog.DiscardHandler)}).HTTPServer()
 	n.peer = srv
 	go srv.Serve(l)
 	return nil

@@ -101,9 +101,7 @@ func Serve(ctx context.Context, addr string, s *Server) error {
 	if err != nil {
 		return fmt.Errorf("swarm: %w", err)
 	}
-	// A peer that stalls must not hold a node's layer server: the
-	// progress bounds cut it off, a slow but moving one is served.
-	srv := httpguard.Limits{}.Server(s, nil)
+	srv := s.HTTPServer()
 	go func() {
 		<-ctx.Done()
 		srv.Close()
@@ -112,6 +110,13 @@ func Serve(ctx context.Context, addr string, s *Server) error {
 		return err
 	}
 	return nil
+}
+
+// HTTPServer returns the HTTP server of a node's layer server, under
+// httpguard's default limits: a peer that stalls must not hold it (the
+// progress bounds cut it off), while a slow but moving one is served.
+func (s *Server) HTTPServer() *http.Server {
+	return httpguard.Limits{}.Server(s, nil)
 }
 
 // ListenAddr is the address a node's layer server listens on.
