@@ -126,7 +126,7 @@ func Run(ctx context.Context, h Host, o Options) []Result {
 		checkState(h, o),
 		checkMemory(h),
 		checkCerts(h, o),
-		checkHeartbeats(nodes, nodesErr),
+		checkHeartbeats(nodes, nodesErr, h.Now()),
 	}
 }
 
@@ -317,32 +317,61 @@ func checkCerts(h Host, o Options) Result {
 // without a heartbeat, on its monotonic clock), doctor only reads the
 // verdict. A node down is a WARN, not a FAIL: the cluster runs on without
 // it (it left the hostfiles), and a powered-off node is no fault of node1.
-func checkHeartbeats(nodes []registry.Node, nodesErr error) Result {
+// So is a node still joining (its sshd does not answer) JoiningSlow after
+// it registered, as of now: it heartbeats, but stays out of the hostfiles.
+func checkHeartbeats(nodes []registry.Node, nodesErr error, now time.Time) Result {
 	r := Result{Check: "heartbeats"}
 	if nodesErr != nil {
 		r.Status, r.Detail = Fail, fmt.Sprintf("cannot ask the head for its nodes: %v", nodesErr)
 		return r
 	}
-	var down []string
+	var down, stuck []string
 	up := 0
 	for _, n := range nodes {
 		if n.Role != registry.RoleNode {
 			continue
 		}
-		if n.State == registry.StateDown {
+		switch {
+		case n.State == registry.StateDown:
 			down = append(down, fmt.Sprintf("%s (%s, last seen %s)", n.Name, n.IP, n.LastSeen.UTC().Format(time.RFC3339)))
-		} else {
+		case n.State == registry.StateJoining && now.Sub(n.Registered) > JoiningSlow:
+			stuck = append(stuck, fmt.Sprintf("%s (%s, registered %s)", n.Name, n.IP, n.Registered.UTC().Format(time.RFC3339)))
+		default:
 			up++
 		}
 	}
 	sort.Strings(down)
+	sort.Strings(stuck)
+	var warns []string
 	if len(down) > 0 {
-		r.Status, r.Detail = Warn, fmt.Sprintf("%d of %d nodes missed %d heartbeats and are down: %s (clusterdebian prune forgets them)",
-			len(down), len(down)+up, registry.MissedHeartbeats, strings.Join(down, ", "))
+		warns = append(warns, fmt.Sprintf("%d of %d nodes missed %d heartbeats and are down: %s (clusterdebian prune forgets them)",
+			len(down), len(nodes)-countHeads(nodes), registry.MissedHeartbeats, strings.Join(down, ", ")))
+	}
+	if len(stuck) > 0 {
+		warns = append(warns, fmt.Sprintf("%d nodes joined more than %v ago and their sshd does not answer yet, so they are not in the hostfiles: %s (see journalctl -u ssh on them)",
+			len(stuck), JoiningSlow, strings.Join(stuck, ", ")))
+	}
+	if len(warns) > 0 {
+		r.Status, r.Detail = Warn, strings.Join(warns, "; ")
 		return r
 	}
 	r.Status, r.Detail = OK, fmt.Sprintf("all %d nodes sending heartbeats", up)
 	return r
+}
+
+// JoiningSlow is how long a node may stay joining (registered, its sshd
+// not answering yet) before doctor warns: seconds are normal.
+const JoiningSlow = 2 * time.Minute
+
+// countHeads counts the nodes that are not RoleNode.
+func countHeads(nodes []registry.Node) int {
+	n := 0
+	for _, x := range nodes {
+		if x.Role != registry.RoleNode {
+			n++
+		}
+	}
+	return n
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -241,6 +241,13 @@ func TestHeartbeats(t *testing.T) {
 	if strings.Contains(r.Detail, "node2") {
 		t.Errorf("names node2, which is up: %s", r.Detail)
 	}
+	// A node joining for seconds is normal; for minutes, its sshd is
+	// broken, and it stays out of the hostfiles.
+	h.nodes[2].State = registry.StateJoining
+	h.nodes[2].Registered = now.Add(-10 * time.Second)
+	check(t, h, "heartbeats", OK, "all 2 nodes")
+	h.nodes[2].Registered = now.Add(-5 * time.Minute)
+	check(t, h, "heartbeats", Warn, "sshd does not answer", "node3 (10.99.0.3, registered 2026-11-30T09:55:00Z)")
 }
 
 func TestParsers(t *testing.T) {

@@ -47,7 +47,7 @@ func TestHeartbeatsFromRegistry(t *testing.T) {
 		reg.Sweep(wall)
 	}
 	nodes, err := h.Nodes(context.Background())
-	if r := checkHeartbeats(nodes, err); r.Status != OK {
+	if r := checkHeartbeats(nodes, err, time.Now()); r.Status != OK {
 		t.Errorf("after two missed heartbeats: %s, want OK (the registry allows %d)", r, registry.MissedHeartbeats)
 	}
 	// Two more: node6 is down, and doctor names it alone.
@@ -59,7 +59,7 @@ func TestHeartbeatsFromRegistry(t *testing.T) {
 		reg.Sweep(wall)
 	}
 	nodes, err = h.Nodes(context.Background())
-	r := checkHeartbeats(nodes, err)
+	r := checkHeartbeats(nodes, err, time.Now())
 	name5, _ := naming.Name(netip.MustParseAddr("10.99.0.5"))
 	name6, _ := naming.Name(netip.MustParseAddr("10.99.0.6"))
 	if r.Status != Warn || !strings.Contains(r.Detail, name6+" (10.99.0.6") || strings.Contains(r.Detail, name5+" ") {
@@ -68,7 +68,7 @@ func TestHeartbeatsFromRegistry(t *testing.T) {
 	// No head: the check fails and says where it asked.
 	srv.Close()
 	nodes, err = h.Nodes(context.Background())
-	if r := checkHeartbeats(nodes, err); r.Status != Fail || !strings.Contains(r.Detail, srv.URL) {
+	if r := checkHeartbeats(nodes, err, time.Now()); r.Status != Fail || !strings.Contains(r.Detail, srv.URL) {
 		t.Errorf("without a head: %s", r)
 	}
 }
