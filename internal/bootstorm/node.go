@@ -393,15 +393,7 @@ func (n *Node) tftpGet(server, file string, tr *Trace) error {
 // namespace.
 func (n *Node) HTTPClient() *http.Client {
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := n.NS.Do(func() error {
-				var err error
-				c, err = (&net.Dialer{Timeout: 30 * time.Second}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
+		DialContext:         n.dialIn((&net.Dialer{Timeout: 30 * time.Second}).DialContext),
 		DisableCompression:  true,
 		MaxIdleConnsPerHost: 2,
 	}
@@ -412,19 +404,22 @@ func (n *Node) HTTPClient() *http.Client {
 // node's namespace from a privileged port (registry.DialRootPort), one
 // per request, as the node agent's.
 func (n *Node) rootHTTPClient() *http.Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := n.NS.Do(func() error {
-				var err error
-				c, err = registry.DialRootPort(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-		DisableKeepAlives: true,
-	}
+	tr := &http.Transport{DialContext: n.dialIn(registry.DialRootPort), DisableKeepAlives: true}
 	return &http.Client{Transport: tr, Timeout: registry.DefaultClientTimeout}
+}
+
+// dialIn returns dial, run in the node's namespace, so that its sockets
+// are the node's.
+func (n *Node) dialIn(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := n.NS.Do(func() error {
+			var err error
+			c, err = dial(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
 }
 
 // get fetches url into w, or returns the body when w is nil.
