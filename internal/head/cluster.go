@@ -342,6 +342,23 @@ func (h *Head) selfRequest() registry.RegisterRequest {
 		MemTotalKiB: mem, Role: registry.RoleHead}
 }
 
+// flushCluster saves the registry, and then waits for the export set to
+// apply what the registry's last change told it (the booted-nodes file in
+// the state folder, the NFS server), within exportApplyTimeout.
+func (h *Head) flushCluster() {
+	if err := h.cluster.reg.Flush(); err != nil {
+		h.log.Error("saving the registry", "err", err)
+	}
+	if h.exports == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), exportApplyTimeout)
+	defer cancel()
+	if err := h.exports.settle(ctx); err != nil {
+		h.log.Error("the exported nodes may not be saved", "file", h.exports.path, "err", err)
+	}
+}
+
 // runCluster keeps node1's figures current (setupCluster registered it),
 // marks silent nodes down, and flushes the registry when ctx ends.
 func (h *Head) runCluster(ctx context.Context) {
@@ -353,9 +370,7 @@ func (h *Head) runCluster(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			if err := c.reg.Flush(); err != nil {
-				h.log.Error("saving the registry", "err", err)
-			}
+			h.flushCluster()
 			return
 		case <-t.C:
 			if c.mac == "" {

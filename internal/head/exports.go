@@ -355,6 +355,16 @@ func (e *exportSet) wait(ctx context.Context, gen uint64) error {
 	}
 }
 
+// settle waits until the changes made so far are applied (the state file
+// written, the NFS server told), or ctx ends: at the head's stop, so that
+// no write into the state folder outlives it.
+func (e *exportSet) settle(ctx context.Context) error {
+	e.mu.Lock()
+	gen := e.gen
+	e.mu.Unlock()
+	return e.wait(ctx, gen)
+}
+
 // apply applies every change so far and waits for it: at start, so that the
 // nodes running from this head keep their root across its restart.
 func (e *exportSet) apply(ctx context.Context) error {

@@ -83,7 +83,9 @@ func TestHeadDamagedCA(t *testing.T) {
 				if err := h.setupCluster(); err != nil {
 					t.Fatalf("a %s CA key stops the head: %v", name, err)
 				}
-				t.Cleanup(func() { h.cluster.reg.Flush() })
+				// The registry's saver and the export set's applier write
+				// into the temporary folders from their own goroutines.
+				t.Cleanup(h.flushCluster)
 				return h
 			}
 			h := start()
