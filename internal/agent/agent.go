@@ -267,8 +267,8 @@ type agent struct {
 	rootKeys string // node1's root's public keys
 	synced   uint64 // the registry generation the cluster files were written for
 	// rc registers, heartbeats and leaves, from a privileged port
-	// (registry.RootTransport): the head takes those only from root on the node
-	// (registry.FromNodeRoot).
+	// (registry.RootTransport): the head takes those only from root on
+	// the node (registry.FromNodeRoot).
 	rc *registry.Client
 	// slurmFiles: the Slurm files were written by this agent.
 	slurmFiles bool
@@ -433,9 +433,9 @@ func certCA(path string) string {
 // heartbeats sends a heartbeat every interval until ctx is done,
 // registering again when the head does not know the node. When sshUp is
 // closed (the node's sshd answers), it sends one at once that makes the
-// node up. Failures are
-// logged when they start and when they end, not every interval: a head
-// that is down for a minute should not flood every node's journal.
+// node up. Failures are logged when they start and when they end, not
+// every interval: a head that is down for a minute should not flood every
+// node's journal.
 func (a *agent) heartbeats(ctx context.Context, interval time.Duration, sshUp <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
