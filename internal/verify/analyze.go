@@ -128,6 +128,14 @@ func Analyze(r *Report) {
 	r.Findings, r.Pass = f, len(f) == 0
 }
 
+// latencyFloorMicros is the least usual round trip that MaxLatencyRatio
+// multiplies, in µs. A LAN's round trip through two kernels is some tens
+// to hundreds of µs, and a busy machine's scheduling adds tens of µs to
+// any one of them: without the floor, five times a usual 12 µs (two
+// network namespaces) would call a pair slow at 60 µs, which is noise, not
+// a slow card or cable (those cost milliseconds).
+const latencyFloorMicros = 100
+
 // slowLinks are r's links below the bar, each with the reason in words,
 // leaving out those of nodes that could not be measured at all. The usual
 // values are the median over nodes of each node's best pair, which one bad
@@ -160,7 +168,7 @@ func slowLinks(r *Report) map[Link]string {
 			return fmt.Sprintf("%.0f Mbit/s, %.0f%% of the usual %.0f", l.Mbit(), 100*l.Mbit()/usualMbit, usualMbit)
 		case b.MinBandwidthMbit > 0 && l.Mbit() < b.MinBandwidthMbit:
 			return fmt.Sprintf("%.0f Mbit/s, below the bar of %.0f", l.Mbit(), b.MinBandwidthMbit)
-		case usualRTT > 0 && l.RTTMicros > b.MaxLatencyRatio*usualRTT:
+		case usualRTT > 0 && l.RTTMicros > b.MaxLatencyRatio*max(usualRTT, latencyFloorMicros):
 			return fmt.Sprintf("round trip %.0f µs, %.1f times the usual %.0f", l.RTTMicros, l.RTTMicros/usualRTT, usualRTT)
 		}
 		return ""

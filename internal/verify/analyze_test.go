@@ -94,6 +94,19 @@ func TestLatencyAndFailedLink(t *testing.T) {
 	if len(r.Findings) != 1 || r.Findings[0].Node != "node4" || !strings.Contains(r.Findings[0].What, "round trip 5000") {
 		t.Errorf("node4 with a slow round trip:\n%s", findings(r))
 	}
+	// Below the floor, a spike of a few times a microsecond round trip
+	// (two namespaces on a busy machine) is noise, not a slow pair.
+	r = cluster(5)
+	for i, l := range r.Links {
+		r.Links[i].RTTMicros = 12
+		if l.A == "node4" || l.B == "node4" {
+			r.Links[i].RTTMicros = 67
+		}
+	}
+	Analyze(r)
+	if len(r.Findings) != 0 {
+		t.Errorf("round trips of 67 µs among 12 µs ones:\n%s", findings(r))
+	}
 	r = cluster(4)
 	r.Links[0].Error = "connection refused"
 	Analyze(r)

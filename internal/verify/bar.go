@@ -17,7 +17,7 @@ type Bar struct {
 	// partner) does not pull it down.
 	MinBandwidthRatio float64 `json:"min_bandwidth_ratio" toml:"min_bandwidth_ratio"`
 	// MaxLatencyRatio: a pair whose round trip is more than this many
-	// times the usual one is slow.
+	// times the usual one (taken as at least 100 µs) is slow.
 	MaxLatencyRatio float64 `json:"max_latency_ratio" toml:"max_latency_ratio"`
 	// MinBandwidthMbit: a pair below this many Mbit/s is slow (0: off).
 	MinBandwidthMbit float64 `json:"min_bandwidth_mbit" toml:"min_bandwidth_mbit"`
