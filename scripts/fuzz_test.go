@@ -50,7 +50,8 @@ func TestFuzzTargets(t *testing.T) {
 }
 
 // TestFuzzFigures reads go test -fuzz outputs of a run that passed, one
-// that found a crasher while fuzzing, and one whose seed corpus failed.
+// that found a crasher while fuzzing, one whose seed corpus failed, and one
+// that Go's coordinator failed on its own deadline.
 func TestFuzzFigures(t *testing.T) {
 	for _, tt := range []struct{ log, want string }{
 		{`fuzz: elapsed: 0s, gathering baseline coverage: 0/10 completed
@@ -76,6 +77,24 @@ failure while testing seed corpus entry: FuzzParseCmdline/seed-92539cae612daf8a
 --- FAIL: FuzzParseCmdline (0.03s)
 FAIL
 `, "0 0 seed:FuzzParseCmdline/seed-92539cae612daf8a"},
+		// Go 1.26's coordinator racing its own -fuzztime deadline
+		// (go.dev/issue/75804), as CI saw it.
+		{`fuzz: elapsed: 3s, execs: 93798 (31263/sec), new interesting: 1 (total: 116)
+fuzz: elapsed: 5s, execs: 167584 (35338/sec), new interesting: 1 (total: 116)
+--- FAIL: FuzzResolvePath (5.10s)
+    context deadline exceeded
+FAIL
+exit status 1
+`, "167584 1 deadline"},
+		// The same words from the target itself, under a failing input,
+		// are a crash.
+		{`fuzz: elapsed: 3s, execs: 1512 (504/sec), new interesting: 4 (total: 13)
+--- FAIL: FuzzAPI (4.06s)
+    --- FAIL: FuzzAPI (0.00s)
+        api_test.go:12: context deadline exceeded
+    Failing input written to testdata/fuzz/FuzzAPI/28545b85ca7c03df
+FAIL
+`, "1512 4 testdata/fuzz/FuzzAPI/28545b85ca7c03df"},
 	} {
 		out, stderr, err := bash(t, nil, "fuzz_figures <<'EOF'\n"+tt.log+"EOF\n")
 		if err != nil {

@@ -285,7 +285,9 @@ fuzz_targets() {
 # entries of its last "fuzz: elapsed: ..., execs: N (...), new interesting:
 # M (total: ...)" line (0 when it has none), and the file of the input that
 # failed, relative to the package ("-" when none failed; "seed:NAME" when a
-# seed corpus entry failed, before fuzzing began).
+# seed corpus entry failed, before fuzzing began; "deadline" when the run
+# failed only with Go's own "context deadline exceeded" as a duration
+# budget ran out, which no input caused: go.dev/issue/75804).
 fuzz_figures() {
 	awk '
 		/^fuzz: elapsed: .*execs: [0-9]+/ {
@@ -296,7 +298,12 @@ fuzz_figures() {
 		}
 		/Failing input written to / { crasher = $NF }
 		/failure while testing seed corpus entry: / && crasher == "" { crasher = "seed:" $NF }
+		# The coordinator prints its own error as the only line under the
+		# FAIL line of the target; an input that fails prints its own lines.
+		after_fail && /^    context deadline exceeded$/ { deadline = 1 }
+		{ after_fail = /^--- FAIL: Fuzz[A-Za-z0-9_]* \(/ }
 		END {
+			if (crasher == "" && deadline) crasher = "deadline"
 			if (crasher == "") crasher = "-"
 			printf "%d %d %s\n", execs + 0, fresh + 0, crasher
 		}'

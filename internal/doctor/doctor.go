@@ -345,7 +345,7 @@ func checkHeartbeats(nodes []registry.Node, nodesErr error, now time.Time) Resul
 	var warns []string
 	if len(down) > 0 {
 		warns = append(warns, fmt.Sprintf("%d of %d nodes missed %d heartbeats and are down: %s (clusterdebian prune forgets them)",
-			len(down), len(nodes)-countHeads(nodes), registry.MissedHeartbeats, strings.Join(down, ", ")))
+			len(down), len(down)+len(stuck)+up, registry.MissedHeartbeats, strings.Join(down, ", ")))
 	}
 	if len(stuck) > 0 {
 		warns = append(warns, fmt.Sprintf("%d nodes joined more than %v ago and their sshd does not answer yet, so they are not in the hostfiles: %s (see journalctl -u ssh on them)",
@@ -362,17 +362,6 @@ func checkHeartbeats(nodes []registry.Node, nodesErr error, now time.Time) Resul
 // JoiningSlow is how long a node may stay joining (registered, its sshd
 // not answering yet) before doctor warns: seconds are normal.
 const JoiningSlow = 2 * time.Minute
-
-// countHeads counts the nodes that are not RoleNode.
-func countHeads(nodes []registry.Node) int {
-	n := 0
-	for _, x := range nodes {
-		if x.Role != registry.RoleNode {
-			n++
-		}
-	}
-	return n
-}
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
