@@ -369,11 +369,7 @@ func headChild(t *testing.T, nodeNS string) {
 			}
 			return slices.Contains(stages, "grub-loaded tftp grubx64.efi") && slices.Contains(stages, "ipxe-loaded tftp undionly.kpxe")
 		}
-		deadline := time.Now().Add(guard)
-		for !loaded() && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if !loaded() {
+		if !eventually(loaded) {
 			t.Errorf("boot stages after the TFTP reads: %q, want iPXE and GRUB loaded", stages)
 		}
 	})
@@ -523,17 +519,13 @@ func headChild(t *testing.T, nodeNS string) {
 		want := []string{"dhcp-acked", "ipxe-loaded", "script-fetched", "kernel-fetched", "initrd-fetched", "registered"}
 		// The TFTP read and the registration are recorded after the client
 		// is answered.
-		deadline := time.Now().Add(guard)
-		for {
-			got := stagesOf(t, nodeMAC)
-			missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return slices.Contains(got, w) })
-			if len(missing) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("boot stages of %s: %q, lacking %q", nodeMAC, got, missing)
-			}
-			time.Sleep(50 * time.Millisecond)
+		var got, missing []string
+		if !eventually(func() bool {
+			got = stagesOf(t, nodeMAC)
+			missing = slices.DeleteFunc(slices.Clone(want), func(w string) bool { return slices.Contains(got, w) })
+			return len(missing) == 0
+		}) {
+			t.Fatalf("boot stages of %s: %q, lacking %q", nodeMAC, got, missing)
 		}
 	})
 
@@ -661,13 +653,21 @@ func waitUDP(t *testing.T, port int, served chan error) {
 // waitFor polls cond until it holds, failing the test after guard.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(guard)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !eventually(cond) {
+		t.Fatalf("timed out waiting for %s", what)
 	}
+}
+
+// eventually polls cond every 50 ms until it holds or guard has passed,
+// and reports whether it held; callers whose failure message needs what
+// cond last saw keep that in cond's closure.
+func eventually(cond func() bool) bool {
+	for deadline := time.Now().Add(guard); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 func must(t testing.TB, err error) {
