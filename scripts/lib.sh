@@ -225,18 +225,26 @@ fetch_url() {
 
 # go_sumdb_hash PROXY MODULE VERSION prints the h1: hash that the Go checksum
 # database (sum.golang.org, through the proxy when it serves it, as the go
-# command asks it) records for MODULE@VERSION's zip.
+# command asks it) records for MODULE@VERSION's zip. Each failed lookup is
+# reported on stderr. CLUSTERDEBIAN_SUMDB replaces https://sum.golang.org
+# (tests point it at a local address).
 go_sumdb_hash() {
-	local proxy=$1 mod=$2 ver=$3 out url h
+	local proxy=$1 mod=$2 ver=$3 out url h= why= reached=
 	out=$(mktemp) || return 1
-	for url in "$proxy/sumdb/sum.golang.org/lookup/$mod@$ver" "https://sum.golang.org/lookup/$mod@$ver"; do
-		if fetch_url "$url" "$out" 2>/dev/null; then
+	for url in "$proxy/sumdb/sum.golang.org/lookup/$mod@$ver" "${CLUSTERDEBIAN_SUMDB:-https://sum.golang.org}/lookup/$mod@$ver"; do
+		if why=$(fetch_url "$url" "$out" 2>&1); then
+			reached=$url
 			h=$(awk -v m="$mod" -v v="$ver" '$1 == m && $2 == v { print $3 }' "$out")
 			[ -n "$h" ] && break
+		else
+			echo "    $url: ${why:-download failed}" >&2
 		fi
 	done
 	rm -f "$out"
-	if [ -z "$h" ]; then
+	if [ -z "$h" ] && [ -z "$reached" ]; then
+		echo "$0: no answer from the Go checksum database (through $proxy, then ${CLUSTERDEBIAN_SUMDB:-https://sum.golang.org}) for $mod@$ver, so Go's toolchain cannot be checked; the errors above say why (network, proxy, TLS certificates, or a Go version not released)" >&2
+		return 1
+	elif [ -z "$h" ]; then
 		echo "$0: the Go checksum database has no hash for $mod@$ver (is that Go version released for this machine?)" >&2
 		return 1
 	fi

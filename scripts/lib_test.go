@@ -299,6 +299,38 @@ func TestInstallToolchain(t *testing.T) {
 	})
 }
 
+// TestInstallToolchainUnreachable: when neither the proxy nor the checksum
+// database answers (a machine whose TLS is intercepted, or offline), the
+// installer says which URLs failed and why, and installs nothing.
+func TestInstallToolchainUnreachable(t *testing.T) {
+	needTools(t, "unzip", "curl", "flock")
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close() // a local port that refuses connections
+	dir := filepath.Join(t.TempDir(), "go1.99.0")
+	env := []string{"GOPROXY=" + closed.URL, "CLUSTERDEBIAN_SUMDB=" + closed.URL, "no_proxy=127.0.0.1", "NO_PROXY=127.0.0.1",
+		"CLUSTERDEBIAN_GO_CACHE=" + t.TempDir(), "DIR=" + dir}
+	out, stderr, err := bash(t, env, `set -u && install_go_toolchain 1.99.0 "$DIR"`) // as the scripts run it
+	if err == nil {
+		t.Fatalf("install with no checksum database succeeded:\n%s%s", out, stderr)
+	}
+	for _, want := range []string{
+		closed.URL + "/sumdb/sum.golang.org/lookup/golang.org/toolchain@v0.0.1-go1.99.0.linux-",
+		closed.URL + "/lookup/golang.org/toolchain@",
+		"curl: (7)",
+		"no answer from the Go checksum database",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, "unbound variable") {
+		t.Errorf("the installer hit an unset variable:\n%s", stderr)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s after a failed install: %v; want nothing", dir, err)
+	}
+}
+
 // TestUnzipRefusesForeignNames: a zip with a file outside its module's folder
 // is refused before anything is unpacked.
 func TestUnzipRefusesForeignNames(t *testing.T) {
