@@ -84,6 +84,9 @@ var Tools = []Tool{
 	{"chromium", "chromium", "chromium", Test, "headless browser for the status page test"},
 	{"pdsh", "pdsh", "pdsh", Test, "reference parallel shell for the exec benchmark"},
 	{"unzip", "unzip", "unzip", Test, "unpacks Go toolchains in the tests of scripts/lib.sh"},
+	{"mpicc", "mpicc", "libopenmpi-dev", Test, "builds verify's MPI program on this machine (TestMPIOnThisMachine)"},
+	{"mpirun", "mpirun", "openmpi-bin", Test, "runs verify's MPI program on this machine"},
+	{"gcc", "gcc", "gcc", Test, "the C compiler mpicc calls"},
 }
 
 // For returns the tools needed for the given purposes.

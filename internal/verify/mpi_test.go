@@ -57,7 +57,7 @@ func TestMPI(t *testing.T) {
 func TestMPIOnThisMachine(t *testing.T) {
 	for _, tool := range []string{"mpicc", "mpirun"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs Open MPI (%s): %v", tool, err)
+			t.Skipf("needs Open MPI (%s; clusterdebian doctor --fix installs it): %v", tool, err)
 		}
 	}
 	run := func(ctx context.Context, name string, args ...string) ([]byte, error) {
