@@ -38,7 +38,7 @@ func ParsePurpose(s string) (Purpose, error) {
 // Debian package that provides it.
 type Tool struct {
 	Name    string // what the user knows it as
-	Path    string // a command name (looked up in PATH) or an absolute file path
+	Path    string // a command name (looked up in PATH), or absolute file paths separated by ':', any of which will do (files that moved between Debian releases)
 	Package string
 	Purpose Purpose
 	Why     string
@@ -62,7 +62,8 @@ var Tools = []Tool{
 	{"qemu-img", "qemu-img", "qemu-utils", VM, "makes VM disks"},
 	{"OVMF", "/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf", VM, "UEFI firmware for VMs"},
 	{"OVMF with Secure Boot", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd", "ovmf", VM, "UEFI firmware with Secure Boot on and Microsoft's keys (vm up --secure-boot)"},
-	{"iPXE ROMs", "/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu", VM, "network boot ROMs for VM NICs"},
+	// Debian 12 keeps ipxe-qemu's ROMs in /usr/lib/ipxe/qemu, 13 in QEMU's own folder.
+	{"iPXE ROMs", "/usr/lib/ipxe/qemu/efi-virtio.rom:/usr/share/qemu/efi-virtio.rom", "ipxe-qemu", VM, "network boot ROMs for VM NICs"},
 	{"iPXE binaries", "/usr/lib/ipxe/undionly.kpxe", "ipxe", VM, "PXE boot files served to nodes"},
 	{"ip", "ip", "iproute2", VM, "network namespaces, bridges and taps"},
 	{"dnsmasq", "dnsmasq", "dnsmasq-base", VM, "the DHCP and DNS servers of vm up --lan and --uplink; a foreign DHCP server for proxy tests"},
@@ -103,8 +104,12 @@ func For(purposes ...Purpose) []Tool {
 // Present reports whether the tool exists on this host.
 func (t Tool) Present() bool {
 	if strings.HasPrefix(t.Path, "/") {
-		_, err := os.Stat(t.Path)
-		return err == nil
+		for p := range strings.SplitSeq(t.Path, ":") {
+			if _, err := os.Stat(p); err == nil {
+				return true
+			}
+		}
+		return false
 	}
 	_, err := exec.LookPath(t.Path)
 	if err != nil {
