@@ -283,6 +283,8 @@ func TestSpecArgs(t *testing.T) {
 		"-chardev socket,id=ser0,path=" + esc + "/console.sock,server=on,wait=off,logfile=" + esc + "/serial.log -serial chardev:ser0",
 		"-chardev socket,id=qga0,path=" + esc + "/qga.sock,server=on,wait=off",
 		"name=org.qemu.guest_agent.0",
+		// OVMF from Debian 13 offers no PXE boot without an RNG.
+		"-object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("command line lacks %q:\n%s", want, line)
@@ -362,6 +364,11 @@ func TestSecureBootSpecs(t *testing.T) {
 		if !strings.Contains(line, want) {
 			t.Errorf("Secure Boot command line lacks %q:\n%s", want, line)
 		}
+	}
+	// The RNG that OVMF's network boot needs comes after the NIC, so that
+	// the NIC keeps its PCI slot.
+	if nic, rng := strings.Index(line, "-netdev tap"), strings.Index(line, "virtio-rng-pci"); nic < 0 || rng < nic {
+		t.Errorf("want the RNG after the NIC:\n%s", line)
 	}
 	if vars, err := os.ReadFile(filepath.Join(n.Dir, "OVMF_VARS.ms.fd")); err != nil || len(vars) == 0 {
 		t.Errorf("the machine's own copy of the variables with Microsoft's keys: %v", err)

@@ -320,6 +320,13 @@ func (s *Spec) Args() ([]string, error) {
 		args = append(args, "-drive", "if=none,id=disk0,format="+format+",file="+qemuValue(s.Disk),
 			"-device", fmt.Sprintf("virtio-blk-pci,drive=disk0,bootindex=%d", boot))
 	}
+	// Every machine has a hardware RNG, as real PCs do: Debian's edk2
+	// since 2025.02-2 (LP #2069439) creates no network boot option
+	// without one, so UEFI nodes on a Debian 13 host never PXE-boot.
+	// Added last, so that the NICs' and disk's PCI slots, and with them
+	// the guest's interface names, stay as they were.
+	args = append(args, "-object", "rng-random,id=rng0,filename=/dev/urandom",
+		"-device", "virtio-rng-pci,rng=rng0")
 	return append(args, s.ExtraArgs...), nil
 }
 
