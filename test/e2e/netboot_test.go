@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -68,17 +69,54 @@ func TestNetbootBIOS(t *testing.T) {
 	e.checkLease(t, true)
 }
 
+// TestNetbootUEFI boots a UEFI machine whose NIC runs iPXE from its option
+// ROM, QEMU's efi-virtio.rom. Only older iPXE ROMs (Debian 12's ipxe-qemu
+// 1.0.0) add a boot option of their own; from ipxe-qemu 1.21 (Debian 13) the
+// ROM only drives the NIC, and OVMF's own PXE client boots on top of it, by
+// shim and GRUB. On such a host no firmware here starts iPXE from a ROM, and
+// the test says so after the boot instead of passing: TestNetbootUEFIHTTP
+// boots iPXE under UEFI on every host.
 func TestNetbootUEFI(t *testing.T) {
 	needE2E(t)
 	t.Parallel()
 	e := newNetbootEnv(t)
 	e.startHead(t, "server")
 	e.boot(t, vm.UEFI)
+	if !e.headLogHas(t, regexp.MustCompile(`msg="node runs iPXE from its network card's boot ROM" mac=`+e.mac)) &&
+		e.headLogHas(t, regexp.MustCompile(`msg="dhcp reply".* mac=`+e.mac+` .*boot="`+regexp.QuoteMeta(contract.UEFIPXEBootFile)+` \(uefi-tftp\)"`)) {
+		e.loader = bootstage.GRUBLoaded
+		e.checkStages(t)
+		t.Skipf("this host's iPXE ROM (%s) adds no UEFI boot option of its own: OVMF's PXE client booted the VM by shim and GRUB, which TestNetbootUEFIChainload covers; TestNetbootUEFIHTTP boots iPXE under UEFI", efiROM())
+	}
 	e.checkStages(t)
 	e.checkLease(t, true)
 	// The NIC's boot ROM is iPXE built as a UEFI driver; its DHCP request
 	// must say it came from x86-64 UEFI (option 93 = 7).
 	e.checkHeadLog(t, regexp.MustCompile(`msg="dhcp request".* mac=`+e.mac+` .*arch=7`))
+}
+
+// TestNetbootUEFIHTTP boots by UEFI HTTP boot, which recent PCs offer beside
+// PXE: OVMF's own network stack (no option ROM, and its PXE clients turned
+// off through fw_cfg, so that HTTP boot is all it tries) asks for a URL and
+// gets iPXE (snponly.efi) over HTTP; iPXE, now a UEFI program, asks the head
+// again and fetches the machine's script.
+func TestNetbootUEFIHTTP(t *testing.T) {
+	needE2E(t)
+	t.Parallel()
+	e := newNetbootEnv(t)
+	e.startHead(t, "server")
+	e.boot(t, vm.UEFI, "-global", "virtio-net-pci.romfile=",
+		"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+		"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+	n := e.checkStages(t)
+	if !hasStage(n, bootstage.DHCPOffered, "/ipxe/"+contract.UEFIBootFile+" (uefi-http)") || !hasStage(n, bootstage.IPXELoaded, contract.UEFIBootFile) {
+		t.Errorf("the firmware was not offered iPXE over HTTP, or did not fetch it: %+v", n.History)
+	}
+	e.checkLease(t, true)
+	// The firmware asks as an HTTP boot client (option 93 = 16, vendor
+	// class HTTPClient), iPXE then as iPXE on x86-64 UEFI (option 93 = 7).
+	e.checkHeadLog(t, regexp.MustCompile(`msg="dhcp request".* mac=`+e.mac+` .*arch=16\(efi-x64-http\) vendor_class=HTTPClient`))
+	e.checkHeadLog(t, regexp.MustCompile(`msg="dhcp request".* mac=`+e.mac+` .*arch=7\(efi-x64\) .*user_class=iPXE`))
 }
 
 // TestNetbootUEFIChainload boots with OVMF's own PXE client (the NIC has no
@@ -485,13 +523,29 @@ func (e *netbootEnv) bootAPI() ([]bootstage.Node, []byte, error) {
 // checkHeadLog checks that the head's log has a line matching re.
 func (e *netbootEnv) checkHeadLog(t *testing.T, re *regexp.Regexp) {
 	t.Helper()
+	if !e.headLogHas(t, re) {
+		t.Errorf("the head's log has no line matching %s", re)
+	}
+}
+
+// headLogHas reports whether the head's log has a line matching re.
+func (e *netbootEnv) headLogHas(t *testing.T, re *regexp.Regexp) bool {
+	t.Helper()
 	data, err := os.ReadFile(e.headLog)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !re.Match(data) {
-		t.Errorf("the head's log has no line matching %s", re)
+	return re.Match(data)
+}
+
+// efiROM names the package that gives QEMU its UEFI iPXE ROMs, with its
+// version.
+func efiROM() string {
+	out, err := exec.Command("dpkg-query", "-W", "-f", "${Package} ${Version}", "ipxe-qemu").Output()
+	if err != nil || len(out) == 0 {
+		return "efi-virtio.rom"
 	}
+	return "efi-virtio.rom from " + string(out)
 }
 
 // checkLease checks whether the head's own lease file holds the VM.
